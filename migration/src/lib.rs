@@ -1,0 +1,15 @@
+//! Schema migrations for walleti. One file per change; a landed migration is never edited.
+//! The same migrations run on SQLite (the embedded default) and PostgreSQL.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_core_ledger;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_core_ledger::Migration)]
+    }
+}

@@ -1,0 +1,215 @@
+//! `TransferSaga`: one actor per transfer in flight. It moves money between two wallet actors
+//! in steps, each step one atomic transaction that also records the saga's state:
+//! debit source (transfer becomes `debited`) → credit target (`completed`), or, if the credit
+//! is refused, refund source (`failed`). Steps carry op keys, so re-sending a step that was
+//! already committed changes nothing: a saga resumed after a crash just re-sends its step.
+//! Unfinished sagas are found and resumed at start-up and periodically (`resume_unfinished`).
+
+use super::wallet::{OpOutcome, WalletOp};
+use super::wallet_supervisor::{WalletError, Wallets};
+use crate::domain::{BalanceOp, Rejection, TransferState};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::store::ledger::{Effect, JournalSpec, Reference};
+use crate::store::transfers::TransferRecord;
+use chrono::{DateTime, Utc};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+pub const KIND: &str = "transfer_saga";
+
+/// What the saga's dependencies are.
+#[derive(Clone)]
+pub struct SagaContext {
+    pub wallets: Wallets,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+}
+
+pub enum SagaStart {
+    /// A new transfer: debit first. The record is what the debit step will insert.
+    New(TransferRecord),
+    /// A transfer already debited: continue from its current step.
+    Resume(TransferRecord),
+}
+
+/// How the saga ended, from its requester's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SagaOutcome {
+    /// The debit was refused; no transfer exists.
+    Rejected(Rejection),
+    /// The transfer as it stands now (`completed`, `failed`, or still `debited` if a later
+    /// step could not run yet and will be resumed).
+    Settled(TransferRecord),
+    /// The debit's outcome is unknown (timeout, database unavailable).
+    Unavailable(String),
+}
+
+pub struct SagaArgs {
+    pub context: SagaContext,
+    pub start: SagaStart,
+    pub reply: Option<oneshot::Sender<SagaOutcome>>,
+}
+
+pub struct SagaState {
+    context: SagaContext,
+    start: Option<SagaStart>,
+    reply: Option<oneshot::Sender<SagaOutcome>>,
+}
+
+pub enum SagaMsg {
+    Run,
+}
+
+pub struct TransferSaga;
+
+impl Actor for TransferSaga {
+    type Msg = SagaMsg;
+    type State = SagaState;
+    type Arguments = SagaArgs;
+
+    async fn pre_start(&self, myself: ActorRef<SagaMsg>, args: SagaArgs) -> Result<SagaState, ActorProcessingErr> {
+        args.context.metrics.actors_live.with_label_values(&[KIND]).inc();
+        myself.send_message(SagaMsg::Run)?;
+        Ok(SagaState {
+            context: args.context,
+            start: Some(args.start),
+            reply: args.reply,
+        })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<SagaMsg>, state: &mut SagaState) -> Result<(), ActorProcessingErr> {
+        state.context.metrics.actors_live.with_label_values(&[KIND]).dec();
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<SagaMsg>, message: SagaMsg, state: &mut SagaState) -> Result<(), ActorProcessingErr> {
+        let SagaMsg::Run = message;
+        let Some(start) = state.start.take() else {
+            return Ok(());
+        };
+        let metrics = Arc::clone(&state.context.metrics);
+        let _timer = metrics.actor_message(KIND);
+        let outcome = run(&state.context, start).await;
+        metrics.transfers_total.with_label_values(&[outcome_label(&outcome)]).inc();
+        if let Some(reply) = state.reply.take() {
+            // The requester may have timed out; the saga's work stands regardless.
+            let _ = reply.send(outcome);
+        }
+        myself.stop(None);
+        Ok(())
+    }
+}
+
+/// Starts a saga; `reply` receives its outcome.
+pub async fn start(context: &SagaContext, start: SagaStart, reply: Option<oneshot::Sender<SagaOutcome>>) -> Result<(), ActorProcessingErr> {
+    let args = SagaArgs {
+        context: context.clone(),
+        start,
+        reply,
+    };
+    Actor::spawn(None, TransferSaga, args).await?;
+    Ok(())
+}
+
+/// Resumes every saga still `debited` whose last step is older than `updated_before`.
+/// Returns how many were started.
+pub async fn resume_unfinished(context: &SagaContext, updated_before: DateTime<Utc>) -> anyhow::Result<usize> {
+    let unfinished = context.store.unfinished_transfers(updated_before).await?;
+    let count = unfinished.len();
+    for transfer in unfinished {
+        tracing::info!(transfer_id = %transfer.id, "resuming unfinished transfer saga");
+        start(context, SagaStart::Resume(transfer), None)
+            .await
+            .map_err(|error| anyhow::anyhow!("spawn transfer saga: {error}"))?;
+    }
+    Ok(count)
+}
+
+async fn run(context: &SagaContext, start: SagaStart) -> SagaOutcome {
+    let transfer = match start {
+        SagaStart::New(transfer) => match context.wallets.apply(transfer.source_account, debit_op(&transfer)).await {
+            Ok(OpOutcome::Applied { .. } | OpOutcome::AlreadyApplied) => transfer,
+            Ok(OpOutcome::Rejected(rejection)) => return SagaOutcome::Rejected(rejection),
+            Err(WalletError::AccountNotFound) => return SagaOutcome::Rejected(Rejection::AccountNotFound),
+            Err(error) => return SagaOutcome::Unavailable(error.to_string()),
+        },
+        SagaStart::Resume(transfer) => transfer,
+    };
+    if transfer.state == TransferState::Debited {
+        finish(context, &transfer).await;
+    }
+    match context.store.find_transfer(transfer.id).await {
+        Ok(Some(current)) => SagaOutcome::Settled(current),
+        Ok(None) => SagaOutcome::Unavailable(format!("transfer {} not found after its debit", transfer.id)),
+        Err(error) => SagaOutcome::Unavailable(error.to_string()),
+    }
+}
+
+/// Credits the target; if the credit is refused, refunds the source. Infrastructure errors
+/// leave the saga `debited` for the resumer.
+async fn finish(context: &SagaContext, transfer: &TransferRecord) {
+    let refusal = match context.wallets.apply(transfer.target_account, credit_op(transfer)).await {
+        Ok(OpOutcome::Applied { .. } | OpOutcome::AlreadyApplied) => return,
+        // Already completed or refunded by another run of this saga.
+        Ok(OpOutcome::Rejected(Rejection::InvalidTransition)) => return,
+        Ok(OpOutcome::Rejected(rejection)) => rejection,
+        Err(WalletError::AccountNotFound) => Rejection::AccountNotFound,
+        Err(error) => {
+            tracing::warn!(transfer_id = %transfer.id, %error, "transfer credit failed; will resume");
+            return;
+        }
+    };
+    tracing::info!(transfer_id = %transfer.id, reason = %refusal, "transfer credit refused; refunding");
+    match context.wallets.apply(transfer.source_account, refund_op(transfer, refusal)).await {
+        Ok(OpOutcome::Applied { .. } | OpOutcome::AlreadyApplied) => {}
+        Ok(OpOutcome::Rejected(rejection)) => {
+            tracing::warn!(transfer_id = %transfer.id, reason = %rejection, "transfer refund refused");
+        }
+        Err(error) => tracing::warn!(transfer_id = %transfer.id, %error, "transfer refund failed; will resume"),
+    }
+}
+
+fn step(transfer: &TransferRecord, name: &str, kind: &'static str, balance_op: BalanceOp, is_new: bool, effect: Effect) -> WalletOp {
+    WalletOp {
+        op_key: format!("transfer:{}:{name}", transfer.id),
+        kind,
+        balance_op,
+        journal: JournalSpec {
+            id: transfer.journal_id,
+            kind: "transfer",
+            is_new,
+        },
+        reference: Reference {
+            kind: "transfer",
+            id: transfer.id.to_string(),
+        },
+        counterpart: None,
+        effect,
+    }
+}
+
+fn debit_op(transfer: &TransferRecord) -> WalletOp {
+    let opened = TransferRecord {
+        state: TransferState::Debited,
+        ..transfer.clone()
+    };
+    step(transfer, "debit", "transfer_debit", BalanceOp::Debit(transfer.amount), true, Effect::OpenTransfer(Box::new(opened)))
+}
+
+fn credit_op(transfer: &TransferRecord) -> WalletOp {
+    step(transfer, "credit", "transfer_credit", BalanceOp::Credit(transfer.amount), false, Effect::CompleteTransfer(Box::new(transfer.clone())))
+}
+
+fn refund_op(transfer: &TransferRecord, reason: Rejection) -> WalletOp {
+    step(transfer, "refund", "transfer_refund", BalanceOp::Credit(transfer.amount), false, Effect::FailTransfer(Box::new(transfer.clone()), reason))
+}
+
+fn outcome_label(outcome: &SagaOutcome) -> &'static str {
+    match outcome {
+        SagaOutcome::Rejected(_) => "rejected",
+        SagaOutcome::Settled(transfer) => transfer.state.api_status(),
+        SagaOutcome::Unavailable(_) => "unavailable",
+    }
+}

@@ -1,0 +1,294 @@
+//! `WalletActor`: the single writer of one account's balance. It validates each op against its
+//! in-memory balance in arrival order and persists through `store::ledger`.
+//!
+//! Batching: an op is buffered and, if no flush is pending, the actor sends itself `Flush`.
+//! Every op that arrives before that `Flush` is dequeued joins the buffer, so when `Flush` runs
+//! the whole buffer commits in ONE transaction and then every caller is answered. At low load a
+//! batch is one op with no added wait; under load a hot wallet commits many ops per commit.
+//!
+//! Business rejections go back in the reply. Infrastructure failures (database errors, a
+//! failed version check because another writer touched the account) return `Err`, which kills
+//! the actor without answering: its callers retry (ops are idempotent by op key) and the
+//! supervisor restarts the actor, which reloads the account from the database.
+
+use crate::domain::{AccountId, Balance, BalanceOp, Bucket, Posting, Rejection, TransferId, TransferState};
+use crate::metrics::Metrics;
+use crate::store::accounts::AccountRecord;
+use crate::store::ledger::{AccountWrite, AppliedMovement, Effect, JournalSpec, Reference};
+use crate::store::Store;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+pub const KIND: &str = "wallet";
+
+/// Limits of one wallet actor.
+#[derive(Debug, Clone, Copy)]
+pub struct WalletLimits {
+    /// Ops committed in one transaction at most; a full buffer flushes at once.
+    pub flush_batch_max: usize,
+    /// An actor with no op for this long stops; the next op respawns it from the database.
+    pub idle_timeout: Duration,
+}
+
+impl Default for WalletLimits {
+    fn default() -> WalletLimits {
+        WalletLimits {
+            flush_batch_max: 512,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+pub struct WalletArgs {
+    pub account: AccountId,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub limits: WalletLimits,
+}
+
+pub struct WalletState {
+    account: AccountRecord,
+    store: Store,
+    metrics: Arc<Metrics>,
+    limits: WalletLimits,
+    buffer: Vec<(WalletOp, RpcReplyPort<OpOutcome>)>,
+    flush_pending: bool,
+    last_activity: Instant,
+    idle_timer: Option<JoinHandle<()>>,
+}
+
+/// One balance change requested of a wallet, with everything its commit must write.
+#[derive(Debug, Clone)]
+pub struct WalletOp {
+    /// Unique per account: the same op sent twice is applied once.
+    pub op_key: String,
+    /// Entry kind shown to users (`transfer_debit`, `adjustment`, …).
+    pub kind: &'static str,
+    pub balance_op: BalanceOp,
+    pub journal: JournalSpec,
+    pub reference: Reference,
+    /// A system account that takes the opposite side in the same transaction.
+    pub counterpart: Option<AccountId>,
+    pub effect: Effect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpOutcome {
+    Applied { balance: Balance },
+    /// An op with this key was committed before; nothing new was written.
+    AlreadyApplied,
+    Rejected(Rejection),
+}
+
+pub enum WalletMsg {
+    Apply(Box<WalletOp>, RpcReplyPort<OpOutcome>),
+    Flush,
+    IdleCheck,
+    Balance(RpcReplyPort<Balance>),
+}
+
+/// The account to start does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("account {0} not found")]
+pub struct AccountMissing(pub AccountId);
+
+pub struct WalletActor;
+
+impl Actor for WalletActor {
+    type Msg = WalletMsg;
+    type State = WalletState;
+    type Arguments = WalletArgs;
+
+    async fn pre_start(&self, myself: ActorRef<WalletMsg>, args: WalletArgs) -> Result<WalletState, ActorProcessingErr> {
+        let account = args
+            .store
+            .load_account(args.account)
+            .await?
+            .ok_or(AccountMissing(args.account))?;
+        assert_loaded_invariants(&account);
+        let idle_check_period = (args.limits.idle_timeout / 2).max(Duration::from_millis(10));
+        let idle_timer = myself.send_interval(idle_check_period, || WalletMsg::IdleCheck);
+        Ok(WalletState {
+            account,
+            store: args.store,
+            metrics: args.metrics,
+            limits: args.limits,
+            buffer: Vec::new(),
+            flush_pending: false,
+            last_activity: Instant::now(),
+            idle_timer: Some(idle_timer),
+        })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<WalletMsg>, state: &mut WalletState) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.idle_timer.take() {
+            timer.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<WalletMsg>, message: WalletMsg, state: &mut WalletState) -> Result<(), ActorProcessingErr> {
+        let metrics = Arc::clone(&state.metrics);
+        let _timer = metrics.actor_message(KIND);
+        match message {
+            WalletMsg::Apply(op, reply) => {
+                state.last_activity = Instant::now();
+                state.buffer.push((*op, reply));
+                if state.buffer.len() >= state.limits.flush_batch_max {
+                    return flush(state).await;
+                }
+                if !state.flush_pending {
+                    state.flush_pending = true;
+                    myself.send_message(WalletMsg::Flush)?;
+                }
+                Ok(())
+            }
+            WalletMsg::Flush => {
+                state.flush_pending = false;
+                flush(state).await
+            }
+            WalletMsg::IdleCheck => {
+                if state.buffer.is_empty() && state.last_activity.elapsed() >= state.limits.idle_timeout {
+                    myself.stop(Some("idle".into()));
+                }
+                Ok(())
+            }
+            WalletMsg::Balance(reply) => {
+                // The caller may have given up waiting; that is not the wallet's failure.
+                let _ = reply.send(state.account.balance);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Validates and commits every buffered op in one transaction, then answers their callers.
+async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
+    if state.buffer.is_empty() {
+        return Ok(());
+    }
+    let batch = std::mem::take(&mut state.buffer);
+    let op_keys: Vec<&str> = batch.iter().map(|(op, _)| op.op_key.as_str()).collect();
+    let existing = state.store.existing_op_keys(state.account.id, &op_keys).await?;
+    let guarded: Vec<TransferId> = batch.iter().filter_map(|(op, _)| op.effect.guarded_transfer()).collect();
+    let transfer_states: HashMap<TransferId, TransferState> =
+        state.store.transfer_states(&guarded).await?.into_iter().collect();
+
+    let plan = plan_batch(&state.account, &batch, &existing, &transfer_states);
+    if !plan.movements.is_empty() {
+        let write = AccountWrite {
+            account: state.account.id,
+            expected_version: state.account.version,
+            available: plan.balance.available,
+            locked: plan.balance.locked,
+        };
+        state.store.commit_batch(write, &plan.movements, chrono::Utc::now()).await?;
+        state.account.balance = plan.balance;
+        state.account.version += 1;
+        state
+            .metrics
+            .wallet_batch_size
+            .with_label_values(&["committed"])
+            .observe(plan.movements.len() as f64);
+    }
+    for ((_, reply), outcome) in batch.into_iter().zip(plan.outcomes) {
+        // A caller that timed out is gone; its op is committed and a retry will see that.
+        let _ = reply.send(outcome);
+    }
+    Ok(())
+}
+
+struct BatchPlan {
+    balance: Balance,
+    movements: Vec<AppliedMovement>,
+    outcomes: Vec<OpOutcome>,
+}
+
+/// Pure: applies the ops in order to the in-memory balance.
+fn plan_batch(
+    account: &AccountRecord,
+    batch: &[(WalletOp, RpcReplyPort<OpOutcome>)],
+    existing: &HashSet<String>,
+    transfer_states: &HashMap<TransferId, TransferState>,
+) -> BatchPlan {
+    let mut balance = account.balance;
+    let mut movements = Vec::new();
+    let mut outcomes: Vec<OpOutcome> = Vec::with_capacity(batch.len());
+    let mut first_with_key: HashMap<&str, usize> = HashMap::new();
+    let mut moved_transfers: HashSet<TransferId> = HashSet::new();
+    for (index, (op, _)) in batch.iter().enumerate() {
+        if existing.contains(&op.op_key) {
+            outcomes.push(OpOutcome::AlreadyApplied);
+            continue;
+        }
+        if let Some(first) = first_with_key.get(op.op_key.as_str()) {
+            let outcome = match &outcomes[*first] {
+                OpOutcome::Applied { .. } => OpOutcome::AlreadyApplied,
+                other => other.clone(),
+            };
+            outcomes.push(outcome);
+            continue;
+        }
+        first_with_key.insert(op.op_key.as_str(), index);
+        if let Some(transfer) = op.effect.guarded_transfer() {
+            let debited = transfer_states.get(&transfer) == Some(&TransferState::Debited);
+            if !debited || !moved_transfers.insert(transfer) {
+                outcomes.push(OpOutcome::Rejected(Rejection::InvalidTransition));
+                continue;
+            }
+        }
+        match balance.apply(op.balance_op, account.solvency()) {
+            Ok((after, postings)) => {
+                movements.push(applied_movement(op, balance, &postings));
+                balance = after;
+                outcomes.push(OpOutcome::Applied { balance: after });
+            }
+            Err(rejection) => {
+                if let Some(transfer) = op.effect.guarded_transfer() {
+                    moved_transfers.remove(&transfer);
+                }
+                outcomes.push(OpOutcome::Rejected(rejection));
+            }
+        }
+    }
+    if account.solvency() == crate::domain::Solvency::NonNegative {
+        assert!(balance.available >= 0 && balance.locked >= 0, "wallet {} would go negative", account.id);
+    }
+    BatchPlan { balance, movements, outcomes }
+}
+
+fn applied_movement(op: &WalletOp, before: Balance, postings: &[Posting]) -> AppliedMovement {
+    let mut running = before;
+    let postings = postings
+        .iter()
+        .map(|posting| {
+            let bucket = match posting.bucket {
+                Bucket::Available => &mut running.available,
+                Bucket::Locked => &mut running.locked,
+            };
+            *bucket += posting.amount;
+            (*posting, *bucket)
+        })
+        .collect();
+    AppliedMovement {
+        op_key: op.op_key.clone(),
+        kind: op.kind,
+        journal: op.journal.clone(),
+        reference: op.reference.clone(),
+        postings,
+        counterpart: op.counterpart,
+        effect: op.effect.clone(),
+    }
+}
+
+/// What we read back must satisfy what we wrote: a wallet is never negative.
+fn assert_loaded_invariants(account: &AccountRecord) {
+    assert!(account.balance.locked >= 0, "account {} has negative locked balance", account.id);
+    if account.solvency() == crate::domain::Solvency::NonNegative {
+        assert!(account.balance.available >= 0, "wallet {} loaded negative", account.id);
+    }
+    assert!(account.version >= 0, "account {} has a negative version", account.id);
+}

@@ -1,0 +1,228 @@
+//! `WalletSupervisor`: owns the registry `AccountId -> ActorRef<WalletMsg>`, spawns wallet
+//! actors lazily and linked, restarts a failed one (its state reloads from the database), and
+//! forgets the ones that stopped because they were idle.
+//!
+//! `Wallets` is the handle the rest of the crate uses: it finds (or starts) the wallet's actor
+//! and calls it with a timeout, retrying when the actor died before answering (safe: every op
+//! carries an op key and is applied at most once).
+
+use super::wallet::{AccountMissing, OpOutcome, WalletActor, WalletArgs, WalletLimits, WalletMsg, WalletOp};
+use crate::domain::{AccountId, Balance};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const KIND: &str = "wallet_supervisor";
+
+/// Times a call is retried after the wallet actor died before answering.
+const APPLY_ATTEMPTS_MAX: u32 = 20;
+const APPLY_RETRY_DELAY_MS: u64 = 5;
+
+pub struct SupervisorArgs {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub limits: WalletLimits,
+}
+
+pub struct SupervisorState {
+    store: Store,
+    metrics: Arc<Metrics>,
+    limits: WalletLimits,
+    wallets: HashMap<AccountId, ActorRef<WalletMsg>>,
+    accounts_by_actor: HashMap<ActorId, AccountId>,
+}
+
+pub enum SupervisorMsg {
+    /// The running actor of this account, started if needed.
+    Lookup(AccountId, RpcReplyPort<Result<ActorRef<WalletMsg>, WalletError>>),
+    /// Number of live wallet actors.
+    LiveCount(RpcReplyPort<usize>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WalletError {
+    #[error("account not found")]
+    AccountNotFound,
+    #[error("wallet unavailable: {0}")]
+    Unavailable(String),
+    #[error("wallet call timed out")]
+    Timeout,
+}
+
+pub struct WalletSupervisor;
+
+impl Actor for WalletSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<SupervisorMsg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState {
+            store: args.store,
+            metrics: args.metrics,
+            limits: args.limits,
+            wallets: HashMap::new(),
+            accounts_by_actor: HashMap::new(),
+        })
+    }
+
+    async fn handle(&self, myself: ActorRef<SupervisorMsg>, message: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        let metrics = Arc::clone(&state.metrics);
+        let _timer = metrics.actor_message(KIND);
+        match message {
+            SupervisorMsg::Lookup(account, reply) => {
+                let result = match state.wallets.get(&account) {
+                    Some(wallet) => Ok(wallet.clone()),
+                    None => spawn_wallet(&myself, state, account).await,
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::LiveCount(reply) => {
+                let _ = reply.send(state.wallets.len());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, myself: ActorRef<SupervisorMsg>, event: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let Some(account) = forget(state, cell.get_id()) else {
+                    return Ok(());
+                };
+                tracing::warn!(account_id = %account, error = %error, "wallet actor failed; restarting");
+                state.metrics.actor_restarts_total.with_label_values(&[super::wallet::KIND]).inc();
+                // Restart now so the reload happens before the next op arrives. If the database
+                // is down the restart fails and the next lookup tries again.
+                if let Err(error) = spawn_wallet(&myself, state, account).await {
+                    tracing::warn!(account_id = %account, %error, "wallet restart failed");
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if let Some(account) = forget(state, cell.get_id()) {
+                    tracing::debug!(account_id = %account, reason = ?reason, "wallet actor stopped");
+                }
+            }
+            _ => {}
+        }
+        // Never stop because a child failed: that is exactly what supervision is for.
+        Ok(())
+    }
+}
+
+fn forget(state: &mut SupervisorState, actor: ActorId) -> Option<AccountId> {
+    let account = state.accounts_by_actor.remove(&actor)?;
+    // Only forget the registry entry if it still points at this actor.
+    if state.wallets.get(&account).is_some_and(|wallet| wallet.get_id() == actor) {
+        state.wallets.remove(&account);
+        state.metrics.actors_live.with_label_values(&[super::wallet::KIND]).dec();
+    }
+    Some(account)
+}
+
+async fn spawn_wallet(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    account: AccountId,
+) -> Result<ActorRef<WalletMsg>, WalletError> {
+    let args = WalletArgs {
+        account,
+        store: state.store.clone(),
+        metrics: Arc::clone(&state.metrics),
+        limits: state.limits,
+    };
+    match Actor::spawn_linked(None, WalletActor, args, myself.get_cell()).await {
+        Ok((wallet, _join)) => {
+            state.accounts_by_actor.insert(wallet.get_id(), account);
+            state.wallets.insert(account, wallet.clone());
+            state.metrics.actors_live.with_label_values(&[super::wallet::KIND]).inc();
+            Ok(wallet)
+        }
+        Err(SpawnErr::StartupFailed(error)) if error.downcast_ref::<AccountMissing>().is_some() => {
+            Err(WalletError::AccountNotFound)
+        }
+        Err(error) => Err(WalletError::Unavailable(error.to_string())),
+    }
+}
+
+/// The handle through which HTTP handlers and sagas reach wallet actors.
+#[derive(Clone)]
+pub struct Wallets {
+    supervisor: ActorRef<SupervisorMsg>,
+    call_timeout: Duration,
+}
+
+impl Wallets {
+    pub fn new(supervisor: ActorRef<SupervisorMsg>, call_timeout: Duration) -> Wallets {
+        Wallets {
+            supervisor,
+            call_timeout,
+        }
+    }
+
+    pub fn supervisor(&self) -> &ActorRef<SupervisorMsg> {
+        &self.supervisor
+    }
+
+    /// Sends `op` to the account's wallet actor and waits for its outcome.
+    pub async fn apply(&self, account: AccountId, op: WalletOp) -> Result<OpOutcome, WalletError> {
+        let mut last_error = String::new();
+        for attempt in 0..APPLY_ATTEMPTS_MAX {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(APPLY_RETRY_DELAY_MS * u64::from(attempt))).await;
+            }
+            let wallet = match self.lookup(account).await {
+                Ok(wallet) => wallet,
+                Err(WalletError::Unavailable(error)) => {
+                    last_error = error;
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
+            let op = Box::new(op.clone());
+            match wallet.call(|reply| WalletMsg::Apply(op, reply), Some(self.call_timeout)).await {
+                Ok(CallResult::Success(outcome)) => return Ok(outcome),
+                Ok(CallResult::Timeout) => return Err(WalletError::Timeout),
+                // The actor died (and is being restarted) before answering: try again.
+                Ok(CallResult::SenderError) => last_error = "wallet actor stopped before answering".into(),
+                Err(error) => last_error = error.to_string(),
+            }
+        }
+        Err(WalletError::Unavailable(last_error))
+    }
+
+    /// The balance as the account's actor holds it.
+    pub async fn balance(&self, account: AccountId) -> Result<Balance, WalletError> {
+        let wallet = self.lookup(account).await?;
+        match wallet.call(WalletMsg::Balance, Some(self.call_timeout)).await {
+            Ok(CallResult::Success(balance)) => Ok(balance),
+            Ok(CallResult::Timeout) => Err(WalletError::Timeout),
+            Ok(CallResult::SenderError) => Err(WalletError::Unavailable("wallet stopped".into())),
+            Err(error) => Err(WalletError::Unavailable(error.to_string())),
+        }
+    }
+
+    pub async fn live_count(&self) -> Result<usize, WalletError> {
+        match self.supervisor.call(SupervisorMsg::LiveCount, Some(self.call_timeout)).await {
+            Ok(CallResult::Success(count)) => Ok(count),
+            Ok(CallResult::Timeout) => Err(WalletError::Timeout),
+            _ => Err(WalletError::Unavailable("wallet supervisor stopped".into())),
+        }
+    }
+
+    async fn lookup(&self, account: AccountId) -> Result<ActorRef<WalletMsg>, WalletError> {
+        match self
+            .supervisor
+            .call(|reply| SupervisorMsg::Lookup(account, reply), Some(self.call_timeout))
+            .await
+        {
+            Ok(CallResult::Success(result)) => result,
+            Ok(CallResult::Timeout) => Err(WalletError::Timeout),
+            Ok(CallResult::SenderError) | Err(_) => Err(WalletError::Unavailable("wallet supervisor stopped".into())),
+        }
+    }
+}

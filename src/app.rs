@@ -1,0 +1,157 @@
+//! `Application`: wires store, actors and HTTP together, and runs them. Start-up order:
+//! connect, migrate, open the system accounts, start the wallet supervisor, resume every
+//! unfinished saga, start the periodic saga resumer, then serve HTTP.
+
+use crate::actors::transfer_saga::{self, SagaContext};
+use crate::actors::wallet_supervisor::{SupervisorArgs, SupervisorMsg, WalletSupervisor, Wallets};
+use crate::config::Settings;
+use crate::domain::{Clock, SystemClock};
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use actix_web::dev::ServerHandle;
+use actix_web::{HttpServer, web};
+use anyhow::Context;
+use ractor::{Actor, ActorRef};
+use std::net::TcpListener;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// A built application, bound to its port but not yet serving.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    state: web::Data<AppState>,
+    supervisor: ActorRef<SupervisorMsg>,
+    resumer: JoinHandle<()>,
+}
+
+/// A running application; `stop` shuts it down (tests use this to simulate a crash/restart).
+pub struct RunningApplication {
+    pub port: u16,
+    pub state: web::Data<AppState>,
+    server: ServerHandle,
+    supervisor: ActorRef<SupervisorMsg>,
+    resumer: JoinHandle<()>,
+    serving: JoinHandle<std::io::Result<()>>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(settings.bind).with_context(|| format!("bind {}", settings.bind))?;
+        Application::build_with_listener(settings, listener, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_listener(settings: Settings, listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        let store = Store::connect(&settings.database_url).await?;
+        store.migrate().await?;
+        store.ensure_system_accounts().await.context("open system accounts")?;
+        let metrics = Metrics::new();
+        let (supervisor, _) = Actor::spawn(
+            None,
+            WalletSupervisor,
+            SupervisorArgs {
+                store: store.clone(),
+                metrics: Arc::clone(&metrics),
+                limits: settings.limits.wallet,
+            },
+        )
+        .await
+        .context("start wallet supervisor")?;
+        let wallets = Wallets::new(supervisor.clone(), settings.limits.call_timeout);
+        let sagas = SagaContext {
+            wallets: wallets.clone(),
+            store: store.clone(),
+            metrics: Arc::clone(&metrics),
+        };
+        // Every saga left unfinished by a previous run is resumed before we serve.
+        let far_future = clock.now() + chrono::Duration::days(1);
+        let resumed = transfer_saga::resume_unfinished(&sagas, far_future).await?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed unfinished transfer sagas");
+        }
+        let resumer = spawn_resumer(sagas.clone(), Arc::clone(&clock), &settings);
+        let state = web::Data::new(AppState {
+            store,
+            wallets,
+            sagas,
+            metrics,
+            clock,
+            admin_token: settings.admin_token.value.clone(),
+            default_currency: settings.default_currency,
+            limits: settings.limits,
+        });
+        let port = listener.local_addr()?.port();
+        let server_state = state.clone();
+        let server = HttpServer::new(move || http::application(server_state.clone()))
+            .listen(listener)?
+            .disable_signals()
+            .run();
+        Ok(Application {
+            port,
+            server,
+            state,
+            supervisor,
+            resumer,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the server stops (Ctrl-C handling is installed by the binary).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let serving = tokio::spawn(self.server);
+        tokio::select! {
+            result = serving => result??,
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("shutting down");
+                handle.stop(true).await;
+            }
+        }
+        self.resumer.abort();
+        self.supervisor.stop(None);
+        Ok(())
+    }
+
+    /// Starts serving in the background.
+    pub fn spawn(self) -> RunningApplication {
+        let server = self.server.handle();
+        RunningApplication {
+            port: self.port,
+            state: self.state,
+            server,
+            supervisor: self.supervisor,
+            resumer: self.resumer,
+            serving: tokio::spawn(self.server),
+        }
+    }
+}
+
+impl RunningApplication {
+    /// Stops serving and stops every actor without waiting for in-flight work, like a crash
+    /// would (committed work is in the database; nothing else survives).
+    pub async fn stop(self) {
+        self.resumer.abort();
+        self.server.stop(false).await;
+        self.supervisor.stop(None);
+        let _ = self.serving.await;
+    }
+}
+
+fn spawn_resumer(sagas: SagaContext, clock: Arc<dyn Clock>, settings: &Settings) -> JoinHandle<()> {
+    let interval = settings.limits.saga_resume_interval;
+    let stale_after = chrono::Duration::from_std(settings.limits.saga_stale_after).unwrap_or_default();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            if let Err(error) = transfer_saga::resume_unfinished(&sagas, clock.now() - stale_after).await {
+                tracing::warn!(%error, "periodic saga resumption failed");
+            }
+        }
+    })
+}

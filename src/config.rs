@@ -1,0 +1,176 @@
+//! Typed settings from environment variables, with defaults that run embedded: a SQLite file
+//! in the working directory, no Redis, a generated operator token.
+
+use crate::actors::WalletLimits;
+use crate::domain::Currency;
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://walleti.db?mode=rwc";
+
+/// Every `WALLETI_*` variable the application reads (checked by tests against docs/compose).
+pub const KNOWN_WALLETI_VARIABLES: [&str; 4] = [
+    "WALLETI_BIND",
+    "WALLETI_DEFAULT_CURRENCY",
+    "WALLETI_ADMIN_TOKEN",
+    "WALLETI_LOG_FORMAT",
+];
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub database_url: String,
+    pub default_currency: Currency,
+    pub admin_token: AdminToken,
+    pub redis_url: Option<String>,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+}
+
+/// The operator token and whether it was generated (then it is printed once at start-up).
+#[derive(Clone)]
+pub struct AdminToken {
+    pub value: String,
+    pub generated: bool,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("AdminToken(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Timeouts and sizes, each with its unit in its name.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub wallet: WalletLimits,
+    /// Every actor call waits at most this long; a timeout becomes a 503.
+    pub call_timeout: Duration,
+    /// How long a transfer request waits for its saga before answering `pending`.
+    pub transfer_wait_timeout: Duration,
+    /// A saga `debited` for longer than this is resumed by the periodic pass.
+    pub saga_stale_after: Duration,
+    pub saga_resume_interval: Duration,
+    /// An idempotency claim older than this whose request never finished is taken over.
+    pub idempotency_lock_timeout: Duration,
+    pub session_lifetime: Duration,
+    pub body_bytes_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            wallet: WalletLimits::default(),
+            call_timeout: Duration::from_secs(10),
+            transfer_wait_timeout: Duration::from_secs(10),
+            saga_stale_after: Duration::from_secs(30),
+            saga_resume_interval: Duration::from_secs(10),
+            idempotency_lock_timeout: Duration::from_secs(60),
+            session_lifetime: Duration::from_secs(24 * 3600),
+            body_bytes_max: 64 * 1024,
+        }
+    }
+}
+
+impl Settings {
+    /// Settings for the embedded default, used as the base of `from_env` and by tests.
+    pub fn embedded(database_url: impl Into<String>) -> Settings {
+        Settings {
+            bind: DEFAULT_BIND.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            database_url: database_url.into(),
+            default_currency: Currency::Usd,
+            admin_token: AdminToken {
+                value: generate_token("admin"),
+                generated: true,
+            },
+            redis_url: None,
+            log_format: LogFormat::Text,
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn from_env() -> anyhow::Result<Settings> {
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Settings> {
+        let mut settings = Settings::embedded(
+            lookup("DATABASE_URL").filter(|url| !url.is_empty()).unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+        );
+        if let Some(bind) = lookup("WALLETI_BIND") {
+            settings.bind = bind.parse().with_context(|| format!("WALLETI_BIND={bind} is not host:port"))?;
+        }
+        if let Some(code) = lookup("WALLETI_DEFAULT_CURRENCY") {
+            settings.default_currency = Currency::parse(&code.to_ascii_lowercase())
+                .map_err(|_| anyhow::anyhow!("WALLETI_DEFAULT_CURRENCY={code} is not a supported currency"))?;
+        }
+        if let Some(token) = lookup("WALLETI_ADMIN_TOKEN").filter(|token| !token.is_empty()) {
+            if token.len() < 16 {
+                bail!("WALLETI_ADMIN_TOKEN must be at least 16 characters");
+            }
+            settings.admin_token = AdminToken {
+                value: token,
+                generated: false,
+            };
+        }
+        settings.redis_url = lookup("REDIS_URL").filter(|url| !url.is_empty());
+        settings.log_format = match lookup("WALLETI_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("WALLETI_LOG_FORMAT={other}: expected text or json"),
+        };
+        Ok(settings)
+    }
+}
+
+/// A random token with a readable prefix: 32 random bytes, hex-encoded.
+pub fn generate_token(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_run_embedded() {
+        let settings = settings(&[]).expect("defaults");
+        assert_eq!(settings.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(settings.default_currency, Currency::Usd);
+        assert!(settings.admin_token.generated);
+        assert!(settings.redis_url.is_none());
+    }
+
+    #[test]
+    fn reads_the_environment() {
+        let settings = settings(&[
+            ("WALLETI_BIND", "0.0.0.0:9000"),
+            ("WALLETI_DEFAULT_CURRENCY", "eur"),
+            ("WALLETI_ADMIN_TOKEN", "operator-token-0123456789"),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1/test"),
+        ])
+        .expect("valid");
+        assert_eq!(settings.bind.port(), 9000);
+        assert_eq!(settings.default_currency, Currency::Eur);
+        assert!(!settings.admin_token.generated);
+        assert!(settings.database_url.starts_with("postgres://"));
+        assert!(self::settings(&[("WALLETI_DEFAULT_CURRENCY", "xxx")]).is_err());
+        assert!(self::settings(&[("WALLETI_BIND", "nonsense")]).is_err());
+    }
+}

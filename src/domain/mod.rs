@@ -1,0 +1,19 @@
+//! Pure business rules and types: money, ids, contact details, the balance rules, the transfer
+//! saga state machine and the stable rejection codes. Nothing here performs I/O, so everything
+//! here is unit- and property-tested in isolation.
+
+pub mod balance;
+pub mod clock;
+pub mod contact;
+pub mod ids;
+pub mod money;
+pub mod rejection;
+pub mod transfer;
+
+pub use balance::{Balance, BalanceOp, Bucket, Hold, HoldState, Posting, Solvency};
+pub use clock::{Clock, SystemClock};
+pub use contact::{Email, PhoneNumber};
+pub use ids::{AccountId, AdjustmentId, EntryId, JournalId, OutboxId, SessionId, TransferId, UserId};
+pub use money::{Amount, Currency, Money, SignedAmount};
+pub use rejection::Rejection;
+pub use transfer::{TransferEvent, TransferState};

@@ -1,0 +1,118 @@
+//! Authentication: argon2id password hashing, opaque bearer session tokens (only their SHA-256
+//! is stored), and the operator token (compared in constant time).
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::{SessionId, UserId};
+use actix_web::HttpRequest;
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use sha2::{Digest, Sha256};
+
+pub const PASSWORD_LENGTH_MIN: usize = 10;
+pub const PASSWORD_LENGTH_MAX: usize = 256;
+
+/// The authenticated user behind a session token.
+#[derive(Debug, Clone, Copy)]
+pub struct CurrentUser {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+}
+
+impl CurrentUser {
+    /// The idempotency scope of this caller.
+    pub fn caller(&self) -> String {
+        format!("user:{}", self.user_id)
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn bearer_token(request: &HttpRequest) -> Option<&str> {
+    let header = request.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|token| !token.is_empty())
+}
+
+/// The user of a live session, or 401.
+pub async fn current_user(request: &HttpRequest, state: &AppState) -> Result<CurrentUser, ApiError> {
+    let token = bearer_token(request).ok_or_else(ApiError::unauthenticated)?;
+    let session = state
+        .store
+        .find_live_session(&sha256_hex(token.as_bytes()), state.clock.now())
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    let user_id = session.user_id.parse().map_err(|_| ApiError::unauthenticated())?;
+    let session_id = session.id.parse().map_err(|_| ApiError::unauthenticated())?;
+    Ok(CurrentUser { user_id, session_id })
+}
+
+/// Succeeds only for the operator token.
+pub fn operator(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let token = bearer_token(request).ok_or_else(ApiError::unauthenticated)?;
+    if constant_time_equal(token.as_bytes(), state.admin_token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthenticated())
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal the matching prefix.
+pub fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
+    let left = Sha256::digest(left);
+    let right = Sha256::digest(right);
+    left.iter().zip(right.iter()).fold(0_u8, |difference, (a, b)| difference | (a ^ b)) == 0
+}
+
+/// argon2id with a fresh random salt, on a blocking thread (it costs tens of milliseconds).
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|hash| hash.to_string())
+    })
+    .await
+    .map_err(|_| ApiError::unavailable("password hashing was interrupted"))?
+    .map_err(|error| {
+        tracing::error!(%error, "hash password");
+        ApiError::unavailable("password hashing failed")
+    })
+}
+
+/// Verifies `password` against a stored PHC string. With no stored hash (unknown user) it
+/// still does the work of a verification, so the answer takes as long either way.
+pub async fn verify_password(password: String, stored_hash: Option<String>) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let hash = stored_hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
+        let matches = PasswordVerifier::<str>::verify_password(&Argon2::default(), password.as_bytes(), &hash).is_ok();
+        matches && hash != DUMMY_HASH
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// argon2id (default parameters) of a random string nobody knows; used to equalise timing.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$uJ0nXuuLQsLoobrQNnlBB0Q4kRCZ6VsXjtyMbS7ZIQQ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_equal(b"abc", b"abc"));
+        assert!(!constant_time_equal(b"abc", b"abd"));
+        assert!(!constant_time_equal(b"abc", b"abcd"));
+    }
+
+    #[tokio::test]
+    async fn passwords_round_trip() {
+        let hash = hash_password("correct horse battery".into()).await.expect("hash");
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse battery".into(), Some(hash.clone())).await);
+        assert!(!verify_password("wrong password!".into(), Some(hash)).await);
+        assert!(!verify_password("anything at all".into(), None).await);
+    }
+}

@@ -1,0 +1,177 @@
+//! `ApiError`: the one error type of the HTTP edge, rendered Stripe-style as
+//! `{"error": {"type", "code", "message", "param"}}`. Business rejections map to 4xx with their
+//! stable codes; infrastructure failures are logged once here and become 503 (or 500).
+
+use crate::actors::WalletError;
+use crate::domain::Rejection;
+use crate::store::StoreError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    InvalidRequestError,
+    AuthenticationError,
+    PermissionError,
+    IdempotencyError,
+    RateLimitError,
+    ApiError,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    #[serde(rename = "type")]
+    pub kind: ErrorType,
+    pub code: String,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub detail: ErrorDetail,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: ErrorType, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            detail: ErrorDetail {
+                kind,
+                code: code.to_owned(),
+                message: message.into(),
+                param: None,
+            },
+        }
+    }
+
+    pub fn with_param(mut self, param: &str) -> ApiError {
+        self.detail.param = Some(param.to_owned());
+        self
+    }
+
+    pub fn invalid_request(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, code, message)
+    }
+
+    pub fn invalid_param(code: &str, param: &str, message: impl Into<String>) -> ApiError {
+        ApiError::invalid_request(code, message).with_param(param)
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorType::InvalidRequestError,
+            "resource_missing",
+            format!("No such {what}."),
+        )
+    }
+
+    pub fn unauthenticated() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            "unauthenticated",
+            "Missing, invalid, expired or revoked credentials.",
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorType::ApiError, "service_unavailable", message)
+    }
+
+    /// A business rejection: the status follows the kind of refusal.
+    pub fn rejection(rejection: Rejection, param: Option<&str>) -> ApiError {
+        let status = match rejection {
+            Rejection::InvalidAmount
+            | Rejection::InvalidCurrency
+            | Rejection::InvalidEmail
+            | Rejection::InvalidPhone => StatusCode::BAD_REQUEST,
+            Rejection::AccountNotFound => StatusCode::NOT_FOUND,
+            Rejection::InvalidTransition | Rejection::HoldAlreadyResolved => StatusCode::CONFLICT,
+            Rejection::InsufficientFunds
+            | Rejection::CurrencyMismatch
+            | Rejection::BalanceOverflow
+            | Rejection::RecipientNotFound
+            | Rejection::SelfTransfer
+            | Rejection::CaptureExceedsHold => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        let mut error = ApiError::new(status, ErrorType::InvalidRequestError, rejection.code(), rejection.message());
+        error.detail.param = param.map(str::to_owned);
+        error
+    }
+
+    pub fn body(&self) -> String {
+        serde_json::to_string(&ErrorBody {
+            error: self.detail.clone(),
+        })
+        .unwrap_or_else(|_| r#"{"error":{"type":"api_error","code":"internal_error","message":"","param":null}}"#.into())
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} {}: {}", self.status.as_u16(), self.detail.code, self.detail.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status)
+            .content_type("application/json")
+            .body(self.body())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        let unavailable = matches!(
+            &error,
+            StoreError::Database(sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_))
+        );
+        tracing::error!(error = %error, "store error");
+        if unavailable {
+            return ApiError::unavailable("The database is unavailable; retry later.");
+        }
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::ApiError,
+            "internal_error",
+            "An internal error occurred.",
+        )
+    }
+}
+
+impl From<WalletError> for ApiError {
+    fn from(error: WalletError) -> ApiError {
+        match error {
+            WalletError::AccountNotFound => ApiError::rejection(Rejection::AccountNotFound, None),
+            WalletError::Timeout => {
+                tracing::warn!("wallet call timed out");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorType::ApiError,
+                    "timeout",
+                    "The operation did not finish in time; retry with the same Idempotency-Key.",
+                )
+            }
+            WalletError::Unavailable(cause) => {
+                tracing::error!(%cause, "wallet unavailable");
+                ApiError::unavailable("The wallet service is unavailable; retry with the same Idempotency-Key.")
+            }
+        }
+    }
+}

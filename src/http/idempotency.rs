@@ -1,0 +1,144 @@
+//! The one idempotency path for money-moving POSTs. The first request with an
+//! `Idempotency-Key` claims it and its final response (2xx or 4xx) is stored; a retry with the
+//! same key and body gets that response byte for byte (`Idempotent-Replayed: true`); the same
+//! key with a different body is a 409. A concurrent duplicate waits for the first to finish.
+
+use super::AppState;
+use super::error::{ApiError, ErrorType};
+use crate::store::idempotency::{IdempotencyClaim, IdempotencyScope};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
+const IN_PROGRESS_POLL_MS: u64 = 20;
+
+/// A JSON response as it is sent and stored.
+#[derive(Debug, Clone)]
+pub struct JsonResponse {
+    pub status: StatusCode,
+    pub body: String,
+}
+
+impl JsonResponse {
+    pub fn new(status: StatusCode, value: &impl serde::Serialize) -> JsonResponse {
+        JsonResponse {
+            status,
+            body: serde_json::to_string(value).unwrap_or_default(),
+        }
+    }
+
+    pub fn into_response(self, replayed: bool) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        response.content_type("application/json");
+        if replayed {
+            response.insert_header(("Idempotent-Replayed", "true"));
+        }
+        response.body(self.body)
+    }
+}
+
+/// The request's idempotency key, required and 1–255 characters.
+pub fn idempotency_key(request: &HttpRequest) -> Result<String, ApiError> {
+    let key = request
+        .headers()
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .ok_or_else(|| ApiError::invalid_request("idempotency_key_missing", "This request requires an Idempotency-Key header."))?
+        .to_str()
+        .map_err(|_| ApiError::invalid_request("idempotency_key_invalid", "The Idempotency-Key must be printable text."))?;
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LENGTH_MAX {
+        return Err(ApiError::invalid_request(
+            "idempotency_key_invalid",
+            "The Idempotency-Key must be 1 to 255 characters.",
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+/// Runs `work` at most once per (caller, key). `work` receives the resource id reserved for
+/// this key (the same on every retry, so a retry after a crash resumes the same object).
+/// A 5xx outcome is not stored: the key is released so that a retry runs again.
+pub async fn run_idempotent<W, F>(
+    state: &AppState,
+    request: &HttpRequest,
+    caller: &str,
+    body: &[u8],
+    new_resource_id: String,
+    work: W,
+) -> Result<HttpResponse, ApiError>
+where
+    W: FnOnce(String) -> F,
+    F: Future<Output = Result<JsonResponse, ApiError>>,
+{
+    let key = idempotency_key(request)?;
+    let scope = IdempotencyScope { caller, key: &key };
+    let fingerprint = fingerprint(request, body);
+    let wait_deadline = Instant::now() + state.limits.transfer_wait_timeout + Duration::from_secs(5);
+    let resource_id = loop {
+        let now = state.clock.now();
+        let stale_before = now - chrono::Duration::from_std(state.limits.idempotency_lock_timeout).unwrap_or_default();
+        match state
+            .store
+            .claim_idempotency_key(scope, &fingerprint, new_resource_id.clone(), now, stale_before)
+            .await?
+        {
+            IdempotencyClaim::Claimed { resource_id } => break resource_id,
+            IdempotencyClaim::Replay { status, body } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                return Ok(JsonResponse { status, body }.into_response(true));
+            }
+            IdempotencyClaim::Mismatch => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    ErrorType::IdempotencyError,
+                    "idempotency_key_reused",
+                    "This Idempotency-Key was already used with a different request.",
+                ));
+            }
+            IdempotencyClaim::InProgress if Instant::now() < wait_deadline => {
+                tokio::time::sleep(Duration::from_millis(IN_PROGRESS_POLL_MS)).await;
+            }
+            IdempotencyClaim::InProgress => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    ErrorType::IdempotencyError,
+                    "idempotency_key_in_use",
+                    "Another request with this Idempotency-Key is still being processed.",
+                ));
+            }
+        }
+    };
+    let outcome = work(resource_id).await;
+    let stored = match &outcome {
+        Ok(response) => Some(response.clone()),
+        Err(error) if error.status.is_client_error() => Some(JsonResponse {
+            status: error.status,
+            body: error.body(),
+        }),
+        Err(_) => None,
+    };
+    match stored {
+        Some(response) => {
+            state.store.complete_idempotency_key(scope, response.status.as_u16(), &response.body).await?;
+            Ok(response.into_response(false))
+        }
+        None => {
+            state.store.release_idempotency_key(scope).await?;
+            outcome.map(|response| response.into_response(false))
+        }
+    }
+}
+
+/// Identifies "the same request": method, path and the exact body bytes.
+fn fingerprint(request: &HttpRequest, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(request.method().as_str().as_bytes());
+    hasher.update(b" ");
+    hasher.update(request.path().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body);
+    hex::encode(hasher.finalize())
+}

@@ -1,0 +1,110 @@
+//! actix-web: the route table, the shared `AppState`, and the middleware that records HTTP
+//! metrics. Handlers parse input into domain types, call actors (with timeouts) and map the
+//! reply; they never write balances themselves.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod idempotency;
+pub mod operations;
+pub mod request;
+pub mod transfers;
+pub mod users;
+pub mod views;
+pub mod wallet;
+
+use crate::actors::{SagaContext, Wallets};
+use crate::config::Limits;
+use crate::domain::{Clock, Currency};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{HttpRequest, HttpResponse, web};
+use error::ApiError;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything a handler needs, shared by all workers.
+pub struct AppState {
+    pub store: Store,
+    pub wallets: Wallets,
+    pub sagas: SagaContext,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub admin_token: String,
+    pub default_currency: Currency,
+    pub limits: Limits,
+}
+
+/// The route table.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/health", web::get().to(operations::health))
+        .route("/ready", web::get().to(operations::ready))
+        .route("/metrics", web::get().to(operations::metrics))
+        .route("/openapi.json", web::get().to(operations::openapi))
+        .route("/v1/users", web::post().to(users::create_user))
+        .route("/v1/sessions", web::post().to(users::create_session))
+        .route("/v1/sessions/current", web::delete().to(users::delete_current_session))
+        .route("/v1/me", web::get().to(users::me))
+        .route("/v1/wallet", web::get().to(wallet::get_wallet))
+        .route("/v1/wallet/entries", web::get().to(wallet::list_entries))
+        .route("/v1/transfers", web::post().to(transfers::create_transfer))
+        .route("/v1/transfers", web::get().to(transfers::list_transfers))
+        .route("/v1/transfers/{id}", web::get().to(transfers::get_transfer))
+        .route("/v1/admin/adjustments", web::post().to(admin::create_adjustment));
+}
+
+/// Builds the actix application for `state`: routes, JSON errors for anything unmatched,
+/// and request metrics by route pattern.
+pub fn application(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<actix_web::body::BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let metrics = Arc::clone(&state.metrics);
+    actix_web::App::new()
+        .app_data(state)
+        .app_data(web::QueryConfig::default().error_handler(|error, _| {
+            ApiError::invalid_request("parameter_invalid", format!("Invalid query string: {error}.")).into()
+        }))
+        .configure(routes)
+        .default_service(web::to(unmatched))
+        .wrap_fn(move |request, service| {
+            let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+            let method = request.method().as_str().to_owned();
+            let started = Instant::now();
+            let metrics = Arc::clone(&metrics);
+            let response = service.call(request);
+            async move {
+                let response = response.await?;
+                let status = response.status().as_u16().to_string();
+                metrics
+                    .http_requests_total
+                    .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+                    .inc();
+                metrics
+                    .http_request_duration_seconds
+                    .with_label_values(&[method.as_str(), route.as_str()])
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(response)
+            }
+        })
+}
+
+async fn unmatched(request: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        error::ErrorType::InvalidRequestError,
+        "route_not_found",
+        format!("No route for {} {}.", request.method(), request.path()),
+    )
+    .error_response()
+}

@@ -1,0 +1,76 @@
+//! Operations endpoints: liveness, readiness (database reachable), Prometheus metrics, and the
+//! OpenAPI document generated from the handlers' annotations.
+
+use super::AppState;
+use super::error::ErrorBody;
+use super::views::*;
+use actix_web::{HttpResponse, web};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "walleti", description = "Digital wallet and payments platform. Amounts are integer minor units."),
+    paths(
+        super::users::create_user,
+        super::users::create_session,
+        super::users::delete_current_session,
+        super::users::me,
+        super::wallet::get_wallet,
+        super::wallet::list_entries,
+        super::transfers::create_transfer,
+        super::transfers::get_transfer,
+        super::transfers::list_transfers,
+        super::admin::create_adjustment,
+        health,
+        ready,
+        metrics,
+    ),
+    components(schemas(ErrorBody, UserView, SessionView, WalletView, AccountView, EntryView, TransferView, AdjustmentView)),
+    modifiers(&SecuritySchemes)
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for name in ["bearer", "operator"] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The process is alive")))]
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, description = "Dependencies answer"), (status = 503, description = "A dependency is down")))]
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    match state.store.ping().await {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready", "database": "ok"})),
+        Err(error) => {
+            tracing::warn!(%error, "readiness check failed");
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "unavailable", "database": "unreachable"}))
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(ApiDoc::openapi().to_json().unwrap_or_default())
+}

@@ -1,0 +1,117 @@
+//! Users and sessions: sign up, log in (returns a bearer token), log out, who am I.
+
+use super::AppState;
+use super::auth::{self, PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, sha256_hex};
+use super::error::{ApiError, ErrorBody, ErrorType};
+use super::request::{Fields, json_object, read_body};
+use super::views::{CreateSessionRequest, CreateUserRequest, SessionView, UserView, timestamp};
+use crate::config::generate_token;
+use crate::domain::{Email, PhoneNumber, UserId};
+use crate::store::users::{NewUser, UserConflict};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+const NAME_LENGTH_MAX: usize = 200;
+
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUserRequest,
+    responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_user(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let object = json_object(&body)?;
+    let fields = Fields(&object);
+    let email = Email::parse(fields.required_str("email")?).map_err(|r| ApiError::rejection(r, Some("email")))?;
+    let phone = PhoneNumber::parse(fields.required_str("phone")?).map_err(|r| ApiError::rejection(r, Some("phone")))?;
+    let name = fields.required_str("name")?.trim().to_owned();
+    if name.is_empty() || name.chars().count() > NAME_LENGTH_MAX {
+        return Err(ApiError::invalid_param("parameter_invalid", "name", "name must be 1 to 200 characters."));
+    }
+    let password = fields.required_str("password")?.to_owned();
+    if password.chars().count() < PASSWORD_LENGTH_MIN || password.len() > PASSWORD_LENGTH_MAX {
+        return Err(ApiError::invalid_param(
+            "password_too_short",
+            "password",
+            "The password must be at least 10 characters (at most 256 bytes).",
+        ));
+    }
+    let new_user = NewUser {
+        id: UserId::generate(),
+        email,
+        phone,
+        name,
+        password_hash: auth::hash_password(password).await?,
+        default_currency: state.default_currency,
+        created_at: state.clock.now(),
+    };
+    match state.store.create_user(&new_user).await? {
+        Ok(user) => Ok(HttpResponse::Created().json(UserView::from(&user))),
+        Err(UserConflict::EmailTaken) => Err(conflict("email_taken", "email", "A user with this email already exists.")),
+        Err(UserConflict::PhoneTaken) => Err(conflict("phone_taken", "phone", "A user with this phone already exists.")),
+    }
+}
+
+fn conflict(code: &str, param: &str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, ErrorType::InvalidRequestError, code, message).with_param(param)
+}
+
+#[utoipa::path(post, path = "/v1/sessions", tag = "users", request_body = CreateSessionRequest,
+    responses((status = 201, body = SessionView), (status = 401, body = ErrorBody)))]
+pub async fn create_session(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let object = json_object(&body)?;
+    let fields = Fields(&object);
+    let login = fields.required_str("login")?;
+    let password = fields.required_str("password")?.to_owned();
+    let user = if login.trim_start().starts_with('+') {
+        match PhoneNumber::parse(login) {
+            Ok(phone) => state.store.find_user_by_phone(&phone).await?,
+            Err(_) => None,
+        }
+    } else {
+        match Email::parse(login) {
+            Ok(email) => state.store.find_user_by_email(&email).await?,
+            Err(_) => None,
+        }
+    };
+    // Verify even when the user does not exist, so both answers take as long.
+    let verified = auth::verify_password(password, user.as_ref().map(|user| user.password_hash.clone())).await;
+    let user = match user {
+        Some(user) if verified => user,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorType::AuthenticationError,
+                "invalid_credentials",
+                "The login or password is incorrect.",
+            ));
+        }
+    };
+    let token = generate_token("sess");
+    let now = state.clock.now();
+    let expires_at = now + chrono::Duration::from_std(state.limits.session_lifetime).unwrap_or_default();
+    let user_id: UserId = user.id.parse().map_err(|_| ApiError::unauthenticated())?;
+    let session = state.store.create_session(user_id, sha256_hex(token.as_bytes()), now, expires_at).await?;
+    Ok(HttpResponse::Created().json(SessionView {
+        id: session.id,
+        object: "session",
+        token,
+        expires_at: timestamp(session.expires_at),
+        created_at: timestamp(session.created_at),
+        user: UserView::from(&user),
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/sessions/current", tag = "users", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+pub async fn delete_current_session(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let user = auth::current_user(&request, &state).await?;
+    state.store.revoke_session(user.session_id, state.clock.now()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/v1/me", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody)))]
+pub async fn me(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let user = auth::current_user(&request, &state).await?;
+    let user = state.store.find_user(user.user_id).await?.ok_or_else(ApiError::unauthenticated)?;
+    Ok(HttpResponse::Ok().json(UserView::from(&user)))
+}

@@ -1,0 +1,242 @@
+//! The JSON objects the API returns and the request bodies it documents. Every object has
+//! `id`, `object` and `created_at`; amounts are integer minor units with a lowercase currency.
+
+use crate::store::accounts::AccountRecord;
+use crate::store::entities::{entries, users};
+use crate::store::ledger::AdjustmentRecord;
+use crate::store::transfers::TransferRecord;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub fn timestamp(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    /// Always `user`.
+    pub object: &'static str,
+    pub email: String,
+    pub phone: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+impl From<&users::Model> for UserView {
+    fn from(user: &users::Model) -> UserView {
+        UserView {
+            id: user.id.clone(),
+            object: "user",
+            email: user.email.clone(),
+            phone: user.phone.clone(),
+            name: user.name.clone(),
+            created_at: timestamp(user.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    /// Always `session`.
+    pub object: &'static str,
+    /// The bearer token. Shown only here, once.
+    pub token: String,
+    pub expires_at: String,
+    pub created_at: String,
+    pub user: UserView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    pub id: String,
+    /// Always `account`.
+    pub object: &'static str,
+    pub currency: String,
+    pub available: i64,
+    pub locked: i64,
+    pub created_at: String,
+}
+
+impl From<&AccountRecord> for AccountView {
+    fn from(account: &AccountRecord) -> AccountView {
+        AccountView {
+            id: account.id.to_string(),
+            object: "account",
+            currency: account.currency.code().to_owned(),
+            available: account.balance.available,
+            locked: account.balance.locked,
+            created_at: timestamp(account.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WalletView {
+    /// Always `wallet`.
+    pub object: &'static str,
+    pub accounts: Vec<AccountView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReferenceView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntryView {
+    pub id: String,
+    /// Always `entry`.
+    pub object: &'static str,
+    pub account_id: String,
+    /// Signed: positive credits, negative debits.
+    pub amount: i64,
+    pub currency: String,
+    /// `available` or `locked`.
+    pub bucket: String,
+    pub balance_after: i64,
+    pub kind: String,
+    pub reference: ReferenceView,
+    pub created_at: String,
+}
+
+impl EntryView {
+    pub fn new(entry: &entries::Model, currency: &str) -> EntryView {
+        EntryView {
+            id: entry.id.clone(),
+            object: "entry",
+            account_id: entry.account_id.clone(),
+            amount: entry.amount,
+            currency: currency.to_owned(),
+            bucket: entry.bucket.clone(),
+            balance_after: entry.balance_after,
+            kind: entry.kind.clone(),
+            reference: ReferenceView {
+                kind: entry.reference_type.clone(),
+                id: entry.reference_id.clone(),
+            },
+            created_at: timestamp(entry.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferView {
+    pub id: String,
+    /// Always `transfer`.
+    pub object: &'static str,
+    /// `completed`, `failed`, or `pending` while the saga is still in flight.
+    pub status: &'static str,
+    pub from_user: String,
+    pub to_user: String,
+    pub amount: i64,
+    pub currency: String,
+    pub note: Option<String>,
+    pub failure_code: Option<String>,
+    pub created_at: String,
+}
+
+impl From<&TransferRecord> for TransferView {
+    fn from(transfer: &TransferRecord) -> TransferView {
+        TransferView {
+            id: transfer.id.to_string(),
+            object: "transfer",
+            status: transfer.state.api_status(),
+            from_user: transfer.from_user.to_string(),
+            to_user: transfer.to_user.to_string(),
+            amount: transfer.amount.minor_units(),
+            currency: transfer.currency.code().to_owned(),
+            note: transfer.note.clone(),
+            failure_code: transfer.failure_code.map(|code| code.code().to_owned()),
+            created_at: timestamp(transfer.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdjustmentView {
+    pub id: String,
+    /// Always `adjustment`.
+    pub object: &'static str,
+    pub account_id: String,
+    /// Signed: positive credits the account, negative debits it.
+    pub amount: i64,
+    pub currency: String,
+    pub reason: String,
+    pub created_at: String,
+}
+
+impl From<&AdjustmentRecord> for AdjustmentView {
+    fn from(adjustment: &AdjustmentRecord) -> AdjustmentView {
+        AdjustmentView {
+            id: adjustment.id.to_string(),
+            object: "adjustment",
+            account_id: adjustment.account_id.to_string(),
+            amount: adjustment.amount.minor_units(),
+            currency: adjustment.currency.code().to_owned(),
+            reason: adjustment.reason.clone(),
+            created_at: timestamp(adjustment.created_at),
+        }
+    }
+}
+
+/// A page of a newest-first list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListView<T: ToSchema> {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+impl<T: ToSchema> ListView<T> {
+    pub fn new(data: Vec<T>, has_more: bool) -> ListView<T> {
+        ListView {
+            object: "list",
+            data,
+            has_more,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateUserRequest {
+    pub email: String,
+    /// E.164, e.g. `+14155550123`.
+    pub phone: String,
+    pub name: String,
+    /// At least 10 characters.
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateSessionRequest {
+    /// Email or E.164 phone.
+    pub login: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateTransferRequest {
+    /// Recipient: a user id, email or E.164 phone.
+    pub to: String,
+    /// Minor units, 1 to 10^12.
+    pub amount: i64,
+    pub currency: String,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateAdjustmentRequest {
+    /// The account to adjust; or give `user_id` to adjust the user's account in `currency`.
+    pub account_id: Option<String>,
+    pub user_id: Option<String>,
+    /// Signed minor units: positive credits, negative debits; magnitude 1 to 10^12.
+    pub amount: i64,
+    pub currency: String,
+    pub reason: String,
+}

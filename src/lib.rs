@@ -1,0 +1,22 @@
+//! walleti: a digital wallet and payments platform.
+//!
+//! - [`domain`]: pure rules and types (money, ids, balance rules, the transfer saga state
+//!   machine, rejection codes). No I/O.
+//! - [`store`]: SeaORM persistence for SQLite and PostgreSQL; `store::ledger` is the one place
+//!   money is written, one transaction per wallet batch.
+//! - [`actors`]: ractor actors. `WalletSupervisor` and `WalletActor` serialise and batch each
+//!   wallet's balance mutations; `TransferSaga` moves money between two wallets in steps.
+//! - [`http`]: actix-web: routes, auth, idempotency, Stripe-like errors and pagination.
+//! - [`bus`]: event delivery from the transactional outbox (filled in by the events issue).
+//! - [`metrics`]: the Prometheus registry and metric families.
+//! - [`config`] and [`app`]: typed settings from the environment, and the wiring that builds
+//!   and runs the whole application.
+
+pub mod actors;
+pub mod app;
+pub mod bus;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod store;

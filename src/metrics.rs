@@ -1,0 +1,152 @@
+//! The Prometheus registry and every metric family walleti exports. One `Metrics` per
+//! application instance (tests run several in one process), passed around as `Arc<Metrics>`.
+//! Labels have bounded cardinality: route patterns, actor kinds, statuses — never ids.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Latency buckets in seconds, from 100 µs to 10 s.
+const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
+];
+const BATCH_SIZE_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests_total: IntCounterVec,
+    pub http_request_duration_seconds: HistogramVec,
+    pub actor_messages_total: IntCounterVec,
+    pub actor_message_duration_seconds: HistogramVec,
+    pub actor_restarts_total: IntCounterVec,
+    pub actors_live: IntGaugeVec,
+    pub wallet_batch_size: HistogramVec,
+    pub transfers_total: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new_custom(Some("walleti".into()), None)
+            .unwrap_or_else(|_| Registry::new());
+        let metrics = Metrics {
+            http_requests_total: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("http_requests_total", "HTTP requests answered, by route and status."),
+                    &["method", "route", "status"],
+                ),
+            ),
+            http_request_duration_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new("http_request_duration_seconds", "HTTP request latency.")
+                        .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+                    &["method", "route"],
+                ),
+            ),
+            actor_messages_total: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("actor_messages_total", "Messages handled by actors, by actor kind."),
+                    &["kind"],
+                ),
+            ),
+            actor_message_duration_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new("actor_message_duration_seconds", "Time an actor spent handling one message.")
+                        .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+                    &["kind"],
+                ),
+            ),
+            actor_restarts_total: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("actor_restarts_total", "Actors restarted by their supervisor after a failure."),
+                    &["kind"],
+                ),
+            ),
+            actors_live: register(
+                &registry,
+                IntGaugeVec::new(Opts::new("actors_live", "Actors currently running, by kind."), &["kind"]),
+            ),
+            wallet_batch_size: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "wallet_batch_size",
+                        "Operations committed per wallet flush (one database transaction).",
+                    )
+                    .buckets(BATCH_SIZE_BUCKETS.to_vec()),
+                    &["outcome"],
+                ),
+            ),
+            transfers_total: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("transfers_total", "Transfer sagas that reached a final answer, by status."),
+                    &["status"],
+                ),
+            ),
+            registry,
+        };
+        Arc::new(metrics)
+    }
+
+    /// Everything in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "encode metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// Records one handled actor message when the returned guard drops.
+    pub fn actor_message(&self, kind: &'static str) -> ActorMessageTimer<'_> {
+        ActorMessageTimer {
+            metrics: self,
+            kind,
+            started: Instant::now(),
+        }
+    }
+
+    /// Sum of observed batch sizes and number of flushes so far (committed batches).
+    pub fn committed_batches(&self) -> (u64, f64) {
+        let histogram = self.wallet_batch_size.with_label_values(&["committed"]);
+        (histogram.get_sample_count(), histogram.get_sample_sum())
+    }
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: prometheus::Result<C>,
+) -> C {
+    // Metric definitions are constants: failing here is a programming error found by any test.
+    #[allow(clippy::expect_used)]
+    let collector = collector.expect("valid metric definition");
+    #[allow(clippy::expect_used)]
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric registered once");
+    collector
+}
+
+pub struct ActorMessageTimer<'a> {
+    metrics: &'a Metrics,
+    kind: &'static str,
+    started: Instant,
+}
+
+impl Drop for ActorMessageTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.actor_messages_total.with_label_values(&[self.kind]).inc();
+        self.metrics
+            .actor_message_duration_seconds
+            .with_label_values(&[self.kind])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}

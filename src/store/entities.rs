@@ -1,0 +1,191 @@
+//! SeaORM entities, one module per table, written by hand to match `migration/`. Ids are
+//! stored as hyphenated UUID text so the same schema serves SQLite and PostgreSQL.
+
+macro_rules! no_relations {
+    () => {
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    };
+}
+
+pub mod users {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "users")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub email: String,
+        pub phone: String,
+        pub name: String,
+        pub password_hash: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod sessions {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub token_hash: String,
+        pub user_id: String,
+        pub expires_at: DateTimeUtc,
+        pub revoked_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod accounts {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "accounts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub owner_type: String,
+        pub owner_id: String,
+        pub currency: String,
+        pub available: i64,
+        pub locked: i64,
+        pub version: i64,
+        pub created_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod journals {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "journals")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub kind: String,
+        pub reference_type: String,
+        pub reference_id: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod entries {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "entries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub account_id: String,
+        pub op_key: String,
+        pub bucket: String,
+        pub amount: i64,
+        pub balance_after: i64,
+        pub journal_id: String,
+        pub kind: String,
+        pub reference_type: String,
+        pub reference_id: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod transfers {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "transfers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub from_user: String,
+        pub to_user: String,
+        pub source_account: String,
+        pub target_account: String,
+        pub amount: i64,
+        pub currency: String,
+        pub note: Option<String>,
+        pub state: String,
+        pub failure_code: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod adjustments {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "adjustments")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub account_id: String,
+        pub amount: i64,
+        pub currency: String,
+        pub reason: String,
+        pub operator: String,
+        pub journal_id: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod idempotency_keys {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "idempotency_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub caller: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub fingerprint: String,
+        pub resource_id: String,
+        pub response_status: Option<i32>,
+        pub response_body: Option<String>,
+        pub locked_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod outbox {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub event_type: String,
+        pub aggregate_type: String,
+        pub aggregate_id: String,
+        pub payload: String,
+        pub created_at: DateTimeUtc,
+        pub published_at: Option<DateTimeUtc>,
+    }
+
+    no_relations!();
+}

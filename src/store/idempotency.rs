@@ -1,0 +1,129 @@
+//! Idempotency keys: the first request with a key claims it, stores its response when done,
+//! and every later request with the same key and body gets that response replayed. The
+//! `resource_id` chosen by the first attempt survives a crash, so a retry after a crash
+//! resumes the same transfer instead of starting a second one.
+
+use super::entities::idempotency_keys;
+use super::{Store, StoreResult};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, TryInsertResult,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// This request owns the key: do the work for `resource_id`, then `complete` or `release`.
+    Claimed { resource_id: String },
+    /// Done before: answer with the stored response.
+    Replay { status: u16, body: String },
+    /// The key was used with a different request.
+    Mismatch,
+    /// Another request with this key is being processed right now.
+    InProgress,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyScope<'a> {
+    pub caller: &'a str,
+    pub key: &'a str,
+}
+
+impl Store {
+    /// Claims the key for this request. A claim older than `stale_before` whose request never
+    /// finished (the process died) is taken over.
+    pub async fn claim_idempotency_key(
+        &self,
+        scope: IdempotencyScope<'_>,
+        fingerprint: &str,
+        new_resource_id: String,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyClaim> {
+        let inserted = idempotency_keys::Entity::insert(idempotency_keys::ActiveModel {
+            caller: Set(scope.caller.to_owned()),
+            key: Set(scope.key.to_owned()),
+            fingerprint: Set(fingerprint.to_owned()),
+            resource_id: Set(new_resource_id.clone()),
+            response_status: Set(None),
+            response_body: Set(None),
+            locked_at: Set(Some(now)),
+            created_at: Set(now),
+        })
+        .on_conflict_do_nothing_on([idempotency_keys::Column::Caller, idempotency_keys::Column::Key])
+        .exec_without_returning(self.writer())
+        .await?;
+        if matches!(inserted, TryInsertResult::Inserted(1)) {
+            return Ok(IdempotencyClaim::Claimed {
+                resource_id: new_resource_id,
+            });
+        }
+        let Some(existing) = idempotency_keys::Entity::find_by_id((scope.caller.to_owned(), scope.key.to_owned()))
+            .one(self.writer())
+            .await?
+        else {
+            return Ok(IdempotencyClaim::InProgress);
+        };
+        if existing.fingerprint != fingerprint {
+            return Ok(IdempotencyClaim::Mismatch);
+        }
+        if let (Some(status), Some(body)) = (existing.response_status, existing.response_body) {
+            return Ok(IdempotencyClaim::Replay {
+                status: u16::try_from(status).unwrap_or(500),
+                body,
+            });
+        }
+        let taken_over = idempotency_keys::Entity::update_many()
+            .col_expr(idempotency_keys::Column::LockedAt, Expr::value(now))
+            .filter(scope_filter(scope))
+            .filter(idempotency_keys::Column::ResponseStatus.is_null())
+            .filter(
+                Condition::any()
+                    .add(idempotency_keys::Column::LockedAt.is_null())
+                    .add(idempotency_keys::Column::LockedAt.lt(stale_before)),
+            )
+            .exec(self.writer())
+            .await?;
+        if taken_over.rows_affected == 1 {
+            return Ok(IdempotencyClaim::Claimed {
+                resource_id: existing.resource_id,
+            });
+        }
+        Ok(IdempotencyClaim::InProgress)
+    }
+
+    /// Stores the final response of the request that holds the claim.
+    pub async fn complete_idempotency_key(
+        &self,
+        scope: IdempotencyScope<'_>,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()> {
+        idempotency_keys::Entity::update_many()
+            .col_expr(idempotency_keys::Column::ResponseStatus, Expr::value(i32::from(status)))
+            .col_expr(idempotency_keys::Column::ResponseBody, Expr::value(body.to_owned()))
+            .col_expr(idempotency_keys::Column::LockedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(scope_filter(scope))
+            .exec(self.writer())
+            .await?;
+        Ok(())
+    }
+
+    /// Gives the claim up without a stored response (the outcome was not final, e.g. a
+    /// timeout): the next request with the key retries the same resource.
+    pub async fn release_idempotency_key(&self, scope: IdempotencyScope<'_>) -> StoreResult<()> {
+        idempotency_keys::Entity::update_many()
+            .col_expr(idempotency_keys::Column::LockedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(scope_filter(scope))
+            .filter(idempotency_keys::Column::ResponseStatus.is_null())
+            .exec(self.writer())
+            .await?;
+        Ok(())
+    }
+}
+
+fn scope_filter(scope: IdempotencyScope<'_>) -> Condition {
+    Condition::all()
+        .add(idempotency_keys::Column::Caller.eq(scope.caller))
+        .add(idempotency_keys::Column::Key.eq(scope.key))
+}

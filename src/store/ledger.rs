@@ -1,0 +1,389 @@
+//! The one place money is written. `commit_batch` persists a wallet actor's batch of movements
+//! in ONE transaction: the optimistic version check on the account, the entries, the journals,
+//! the counterpart entries on system accounts, the saga/adjustment rows the movements carry,
+//! and the outbox events — all or nothing.
+
+use super::entities::{accounts, adjustments, entries, journals, outbox, transfers};
+use super::transfers::TransferRecord;
+use super::{Store, StoreError, StoreResult};
+use crate::domain::{
+    AccountId, AdjustmentId, Bucket, Currency, EntryId, JournalId, OutboxId, Posting, Rejection,
+    SignedAmount, TransferId, TransferState,
+};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    TransactionTrait,
+};
+use serde_json::json;
+
+/// What a movement refers to (shown to users as `reference: {type, id}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub kind: &'static str,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalSpec {
+    pub id: JournalId,
+    pub kind: &'static str,
+    /// The first movement of a journal creates its row; later ones only reference it.
+    pub is_new: bool,
+}
+
+/// An operator adjustment, recorded with who and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjustmentRecord {
+    pub id: AdjustmentId,
+    pub account_id: AccountId,
+    pub amount: SignedAmount,
+    pub currency: Currency,
+    pub reason: String,
+    pub operator: String,
+    pub journal_id: JournalId,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The rows a movement writes besides entries, in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// Step 1 of a transfer saga: the transfer comes into existence as `debited`.
+    OpenTransfer(Box<TransferRecord>),
+    /// Step 2: `debited` → `completed`.
+    CompleteTransfer(Box<TransferRecord>),
+    /// Compensation: `debited` → `failed`.
+    FailTransfer(Box<TransferRecord>, Rejection),
+    RecordAdjustment(Box<AdjustmentRecord>),
+}
+
+impl Effect {
+    /// The transfer whose state this movement requires to be `debited` when it commits.
+    pub fn guarded_transfer(&self) -> Option<TransferId> {
+        match self {
+            Effect::CompleteTransfer(transfer) | Effect::FailTransfer(transfer, _) => Some(transfer.id),
+            _ => None,
+        }
+    }
+}
+
+/// A movement the wallet actor accepted, with the balance after each of its postings.
+#[derive(Debug, Clone)]
+pub struct AppliedMovement {
+    pub op_key: String,
+    pub kind: &'static str,
+    pub journal: JournalSpec,
+    pub reference: Reference,
+    /// Each posting with the balance of its bucket right after it.
+    pub postings: Vec<(Posting, i64)>,
+    /// A system account that takes the opposite of this movement's net amount.
+    pub counterpart: Option<AccountId>,
+    pub effect: Effect,
+}
+
+/// The new state of the wallet after the batch, checked against the version it was read at.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountWrite {
+    pub account: AccountId,
+    pub expected_version: i64,
+    pub available: i64,
+    pub locked: i64,
+}
+
+impl Store {
+    /// Persists the batch atomically. `Err(StoreError::Conflict)` means another writer changed
+    /// the account or a saga moved on: nothing was written and the caller must reload.
+    pub async fn commit_batch(
+        &self,
+        account: AccountWrite,
+        movements: &[AppliedMovement],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        debug_assert!(account.available >= 0 || movements.iter().all(|m| m.counterpart.is_none()));
+        let transaction = self.writer().begin().await?;
+        write_account(&transaction, account).await?;
+        insert_journals(&transaction, movements, now).await?;
+        insert_entries(&transaction, account.account, movements, now).await?;
+        for movement in movements {
+            if let Some(system_account) = movement.counterpart {
+                write_counterpart(&transaction, system_account, movement, now).await?;
+            }
+            write_effect(&transaction, &movement.effect, now).await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The states of the given transfers, read through the writer (the saga guard).
+    pub async fn transfer_states(
+        &self,
+        ids: &[TransferId],
+    ) -> StoreResult<Vec<(TransferId, TransferState)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = transfers::Entity::find()
+            .filter(transfers::Column::Id.is_in(ids.iter().map(ToString::to_string)))
+            .all(self.writer())
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let id = row.id.parse().map_err(|_| StoreError::Corrupt(format!("transfer id {}", row.id)))?;
+                let state = TransferState::parse(&row.state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("transfer {} state", row.id)))?;
+                Ok((id, state))
+            })
+            .collect()
+    }
+}
+
+async fn write_account(transaction: &DatabaseTransaction, account: AccountWrite) -> StoreResult<()> {
+    let updated = accounts::Entity::update_many()
+        .col_expr(accounts::Column::Available, Expr::value(account.available))
+        .col_expr(accounts::Column::Locked, Expr::value(account.locked))
+        .col_expr(accounts::Column::Version, Expr::value(account.expected_version + 1))
+        .filter(accounts::Column::Id.eq(account.account.to_string()))
+        .filter(accounts::Column::Version.eq(account.expected_version))
+        .exec(transaction)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Err(StoreError::Conflict(format!(
+            "account {} is no longer at version {}",
+            account.account, account.expected_version
+        )));
+    }
+    Ok(())
+}
+
+async fn insert_journals(
+    transaction: &DatabaseTransaction,
+    movements: &[AppliedMovement],
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let rows: Vec<journals::ActiveModel> = movements
+        .iter()
+        .filter(|movement| movement.journal.is_new)
+        .map(|movement| journals::ActiveModel {
+            id: Set(movement.journal.id.to_string()),
+            kind: Set(movement.journal.kind.to_owned()),
+            reference_type: Set(movement.reference.kind.to_owned()),
+            reference_id: Set(movement.reference.id.clone()),
+            created_at: Set(now),
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    journals::Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([journals::Column::Id])
+        .exec_without_returning(transaction)
+        .await?;
+    Ok(())
+}
+
+/// Rows per INSERT statement, well under SQLite's and PostgreSQL's bind-parameter limits.
+const ENTRY_ROWS_PER_STATEMENT_MAX: usize = 500;
+
+async fn insert_entries(
+    transaction: &DatabaseTransaction,
+    account: AccountId,
+    movements: &[AppliedMovement],
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let rows: Vec<entries::ActiveModel> = movements
+        .iter()
+        .flat_map(|movement| {
+            movement.postings.iter().enumerate().map(move |(index, (posting, balance_after))| {
+                entry_row(account, movement, index, *posting, *balance_after, now)
+            })
+        })
+        .collect();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<_> = rows.by_ref().take(ENTRY_ROWS_PER_STATEMENT_MAX).collect();
+        entries::Entity::insert_many(chunk)
+            .exec_without_returning(transaction)
+            .await?;
+    }
+    Ok(())
+}
+
+fn entry_row(
+    account: AccountId,
+    movement: &AppliedMovement,
+    index: usize,
+    posting: Posting,
+    balance_after: i64,
+    now: DateTime<Utc>,
+) -> entries::ActiveModel {
+    // One op key per account and op; a multi-posting op (a hold) suffixes its later postings.
+    let op_key = if index == 0 {
+        movement.op_key.clone()
+    } else {
+        format!("{}#{index}", movement.op_key)
+    };
+    entries::ActiveModel {
+        id: Set(EntryId::generate().to_string()),
+        account_id: Set(account.to_string()),
+        op_key: Set(op_key),
+        bucket: Set(posting.bucket.as_str().to_owned()),
+        amount: Set(posting.amount),
+        balance_after: Set(balance_after),
+        journal_id: Set(movement.journal.id.to_string()),
+        kind: Set(movement.kind.to_owned()),
+        reference_type: Set(movement.reference.kind.to_owned()),
+        reference_id: Set(movement.reference.id.clone()),
+        created_at: Set(now),
+    }
+}
+
+/// System accounts are not owned by an actor: many wallets' batches touch them, so they move
+/// by atomic increment (the row lock orders concurrent writers) and `RETURNING` gives the
+/// entry its exact `balance_after`.
+async fn write_counterpart(
+    transaction: &DatabaseTransaction,
+    system_account: AccountId,
+    movement: &AppliedMovement,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let net: i64 = movement.postings.iter().map(|(posting, _)| posting.amount).sum();
+    let delta = net
+        .checked_neg()
+        .ok_or_else(|| StoreError::Corrupt("counterpart overflow".into()))?;
+    let statement = Query::update()
+        .table(accounts::Entity)
+        .value(accounts::Column::Available, Expr::col(accounts::Column::Available).add(delta))
+        .value(accounts::Column::Version, Expr::col(accounts::Column::Version).add(1))
+        .and_where(Expr::col(accounts::Column::Id).eq(system_account.to_string()))
+        .and_where(Expr::col(accounts::Column::OwnerType).eq("system"))
+        .returning_col(accounts::Column::Available)
+        .to_owned();
+    let row = transaction
+        .query_one(&statement)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("system account {system_account} missing")))?;
+    let balance_after: i64 = row.try_get("", "available")?;
+    let counterpart = AppliedMovement {
+        postings: vec![(
+            Posting {
+                bucket: Bucket::Available,
+                amount: delta,
+            },
+            balance_after,
+        )],
+        counterpart: None,
+        effect: Effect::None,
+        ..movement.clone()
+    };
+    entries::Entity::insert(entry_row(system_account, &counterpart, 0, counterpart.postings[0].0, balance_after, now))
+        .exec_without_returning(transaction)
+        .await?;
+    Ok(())
+}
+
+async fn write_effect(transaction: &DatabaseTransaction, effect: &Effect, now: DateTime<Utc>) -> StoreResult<()> {
+    match effect {
+        Effect::None => Ok(()),
+        Effect::OpenTransfer(transfer) => {
+            transfers::Entity::insert(transfer.to_active_model())
+                .exec_without_returning(transaction)
+                .await?;
+            Ok(())
+        }
+        Effect::CompleteTransfer(transfer) => {
+            move_transfer(transaction, transfer.id, TransferState::Completed, None, now).await?;
+            insert_event(transaction, "transfer.completed", "transfer", &transfer.id.to_string(), transfer_event(transfer, TransferState::Completed, None), now).await
+        }
+        Effect::FailTransfer(transfer, reason) => {
+            move_transfer(transaction, transfer.id, TransferState::Failed, Some(*reason), now).await?;
+            insert_event(transaction, "transfer.failed", "transfer", &transfer.id.to_string(), transfer_event(transfer, TransferState::Failed, Some(*reason)), now).await
+        }
+        Effect::RecordAdjustment(adjustment) => {
+            let row = adjustments::ActiveModel {
+                id: Set(adjustment.id.to_string()),
+                account_id: Set(adjustment.account_id.to_string()),
+                amount: Set(adjustment.amount.minor_units()),
+                currency: Set(adjustment.currency.code().to_owned()),
+                reason: Set(adjustment.reason.clone()),
+                operator: Set(adjustment.operator.clone()),
+                journal_id: Set(adjustment.journal_id.to_string()),
+                created_at: Set(adjustment.created_at),
+            };
+            adjustments::Entity::insert(row)
+                .exec_without_returning(transaction)
+                .await?;
+            let payload = json!({
+                "id": adjustment.id.to_string(),
+                "account_id": adjustment.account_id.to_string(),
+                "amount": adjustment.amount.minor_units(),
+                "currency": adjustment.currency.code(),
+                "reason": adjustment.reason,
+            });
+            insert_event(transaction, "adjustment.created", "adjustment", &adjustment.id.to_string(), payload, now).await
+        }
+    }
+}
+
+async fn move_transfer(
+    transaction: &DatabaseTransaction,
+    id: TransferId,
+    to: TransferState,
+    failure: Option<Rejection>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let updated = transfers::Entity::update_many()
+        .col_expr(transfers::Column::State, Expr::value(to.as_str()))
+        .col_expr(transfers::Column::FailureCode, Expr::value(failure.map(|reason| reason.code().to_owned())))
+        .col_expr(transfers::Column::UpdatedAt, Expr::value(now))
+        .filter(transfers::Column::Id.eq(id.to_string()))
+        .filter(transfers::Column::State.eq(TransferState::Debited.as_str()))
+        .exec(transaction)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Err(StoreError::Conflict(format!("transfer {id} is no longer debited")));
+    }
+    Ok(())
+}
+
+fn transfer_event(transfer: &TransferRecord, state: TransferState, failure: Option<Rejection>) -> serde_json::Value {
+    json!({
+        "id": transfer.id.to_string(),
+        "status": state.api_status(),
+        "from_user": transfer.from_user.to_string(),
+        "to_user": transfer.to_user.to_string(),
+        "amount": transfer.amount.minor_units(),
+        "currency": transfer.currency.code(),
+        "failure_code": failure.map(Rejection::code),
+    })
+}
+
+async fn insert_event(
+    transaction: &DatabaseTransaction,
+    event_type: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    data: serde_json::Value,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let id = OutboxId::generate().to_string();
+    let payload = json!({
+        "id": id,
+        "type": event_type,
+        "created": now.to_rfc3339(),
+        "data": data,
+    });
+    outbox::Entity::insert(outbox::ActiveModel {
+        id: Set(id),
+        event_type: Set(event_type.to_owned()),
+        aggregate_type: Set(aggregate_type.to_owned()),
+        aggregate_id: Set(aggregate_id.to_owned()),
+        payload: Set(payload.to_string()),
+        created_at: Set(now),
+        published_at: Set(None),
+    })
+    .exec_without_returning(transaction)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! Transfer saga records: the typed `TransferRecord`, reading one or a page of a user's
+//! transfers, and finding the unfinished sagas that must be resumed.
+
+use super::accounts::{PageRequest, fetch_page};
+use super::entities::transfers;
+use super::{Store, StoreError, StoreResult};
+use crate::domain::{
+    AccountId, Amount, Currency, JournalId, Rejection, TransferId, TransferState, UserId,
+};
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+/// Unfinished sagas loaded per resumption pass.
+pub const RESUME_BATCH_MAX: u64 = 500;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecord {
+    pub id: TransferId,
+    /// The journal grouping the transfer's entries: the transfer id itself.
+    pub journal_id: JournalId,
+    pub from_user: UserId,
+    pub to_user: UserId,
+    pub source_account: AccountId,
+    pub target_account: AccountId,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub note: Option<String>,
+    pub state: TransferState,
+    pub failure_code: Option<Rejection>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TransferRecord {
+    pub fn to_active_model(&self) -> transfers::ActiveModel {
+        transfers::ActiveModel {
+            id: Set(self.id.to_string()),
+            from_user: Set(self.from_user.to_string()),
+            to_user: Set(self.to_user.to_string()),
+            source_account: Set(self.source_account.to_string()),
+            target_account: Set(self.target_account.to_string()),
+            amount: Set(self.amount.minor_units()),
+            currency: Set(self.currency.code().to_owned()),
+            note: Set(self.note.clone()),
+            state: Set(self.state.as_str().to_owned()),
+            failure_code: Set(self.failure_code.map(|code| code.code().to_owned())),
+            created_at: Set(self.created_at),
+            updated_at: Set(self.updated_at),
+        }
+    }
+}
+
+fn corrupt(id: &str, what: &str) -> StoreError {
+    StoreError::Corrupt(format!("transfer {id}: {what}"))
+}
+
+impl TryFrom<transfers::Model> for TransferRecord {
+    type Error = StoreError;
+
+    fn try_from(row: transfers::Model) -> StoreResult<TransferRecord> {
+        let id: TransferId = row.id.parse().map_err(|_| corrupt(&row.id, "id"))?;
+        Ok(TransferRecord {
+            id,
+            journal_id: JournalId::from(id.as_uuid()),
+            from_user: row.from_user.parse().map_err(|_| corrupt(&row.id, "from_user"))?,
+            to_user: row.to_user.parse().map_err(|_| corrupt(&row.id, "to_user"))?,
+            source_account: row.source_account.parse().map_err(|_| corrupt(&row.id, "source"))?,
+            target_account: row.target_account.parse().map_err(|_| corrupt(&row.id, "target"))?,
+            amount: Amount::new(row.amount).map_err(|_| corrupt(&row.id, "amount"))?,
+            currency: Currency::parse(&row.currency).map_err(|_| corrupt(&row.id, "currency"))?,
+            note: row.note,
+            state: TransferState::parse(&row.state).ok_or_else(|| corrupt(&row.id, "state"))?,
+            failure_code: row.failure_code.as_deref().and_then(Rejection::from_code),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+impl Store {
+    pub async fn find_transfer(&self, id: TransferId) -> StoreResult<Option<TransferRecord>> {
+        // Through the writer: the saga reads back what it just committed.
+        transfers::Entity::find_by_id(id.to_string())
+            .one(self.writer())
+            .await?
+            .map(TransferRecord::try_from)
+            .transpose()
+    }
+
+    /// Transfers the user sent or received, newest first.
+    pub async fn list_transfers(
+        &self,
+        user: UserId,
+        page: &PageRequest,
+    ) -> StoreResult<(Vec<TransferRecord>, bool)> {
+        let user = user.to_string();
+        let select = transfers::Entity::find().filter(
+            Condition::any()
+                .add(transfers::Column::FromUser.eq(user.clone()))
+                .add(transfers::Column::ToUser.eq(user)),
+        );
+        let (rows, has_more) = fetch_page(select, transfers::Column::Id, page, self.reader()).await?;
+        let records = rows
+            .into_iter()
+            .map(TransferRecord::try_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((records, has_more))
+    }
+
+    /// Sagas still in flight whose last step is older than `updated_before`, oldest first.
+    pub async fn unfinished_transfers(
+        &self,
+        updated_before: DateTime<Utc>,
+    ) -> StoreResult<Vec<TransferRecord>> {
+        transfers::Entity::find()
+            .filter(transfers::Column::State.eq(TransferState::Debited.as_str()))
+            .filter(transfers::Column::UpdatedAt.lt(updated_before))
+            .order_by_asc(transfers::Column::Id)
+            .limit(RESUME_BATCH_MAX)
+            .all(self.writer())
+            .await?
+            .into_iter()
+            .map(TransferRecord::try_from)
+            .collect()
+    }
+}

@@ -1,0 +1,148 @@
+//! Users and their login sessions. A new user and their first wallet account are created in
+//! one transaction; session tokens are stored only as SHA-256 hashes.
+
+use super::entities::{accounts, sessions, users};
+use super::{Store, StoreError, StoreResult, is_unique_violation};
+use crate::domain::{AccountId, Currency, Email, PhoneNumber, SessionId, UserId};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
+};
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: UserId,
+    pub email: Email,
+    pub phone: PhoneNumber,
+    pub name: String,
+    pub password_hash: String,
+    pub default_currency: Currency,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserConflict {
+    EmailTaken,
+    PhoneTaken,
+}
+
+impl Store {
+    /// Creates the user and their wallet account in the default currency.
+    pub async fn create_user(&self, user: &NewUser) -> StoreResult<Result<users::Model, UserConflict>> {
+        if let Some(conflict) = self.find_user_conflict(&user.email, &user.phone).await? {
+            return Ok(Err(conflict));
+        }
+        let transaction = self.writer().begin().await?;
+        let inserted = users::ActiveModel {
+            id: Set(user.id.to_string()),
+            email: Set(user.email.as_str().to_owned()),
+            phone: Set(user.phone.as_str().to_owned()),
+            name: Set(user.name.clone()),
+            password_hash: Set(user.password_hash.clone()),
+            created_at: Set(user.created_at),
+        }
+        .insert(&transaction)
+        .await;
+        let model = match inserted {
+            Ok(model) => model,
+            // Lost a race with a concurrent sign-up: report which field collided.
+            Err(error) if is_unique_violation(&error) => {
+                drop(transaction);
+                let conflict = self.find_user_conflict(&user.email, &user.phone).await?;
+                return Ok(Err(conflict.unwrap_or(UserConflict::EmailTaken)));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        accounts::ActiveModel {
+            id: Set(AccountId::generate().to_string()),
+            owner_type: Set("user".to_owned()),
+            owner_id: Set(model.id.clone()),
+            currency: Set(user.default_currency.code().to_owned()),
+            available: Set(0),
+            locked: Set(0),
+            version: Set(0),
+            created_at: Set(user.created_at),
+        }
+        .insert(&transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(Ok(model))
+    }
+
+    async fn find_user_conflict(
+        &self,
+        email: &Email,
+        phone: &PhoneNumber,
+    ) -> StoreResult<Option<UserConflict>> {
+        if self.find_user_by_email(email).await?.is_some() {
+            return Ok(Some(UserConflict::EmailTaken));
+        }
+        if self.find_user_by_phone(phone).await?.is_some() {
+            return Ok(Some(UserConflict::PhoneTaken));
+        }
+        Ok(None)
+    }
+
+    pub async fn find_user(&self, id: UserId) -> StoreResult<Option<users::Model>> {
+        Ok(users::Entity::find_by_id(id.to_string()).one(self.reader()).await?)
+    }
+
+    pub async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<users::Model>> {
+        Ok(users::Entity::find()
+            .filter(users::Column::Email.eq(email.as_str()))
+            .one(self.reader())
+            .await?)
+    }
+
+    pub async fn find_user_by_phone(&self, phone: &PhoneNumber) -> StoreResult<Option<users::Model>> {
+        Ok(users::Entity::find()
+            .filter(users::Column::Phone.eq(phone.as_str()))
+            .one(self.reader())
+            .await?)
+    }
+
+    pub async fn create_session(
+        &self,
+        user_id: UserId,
+        token_hash: String,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<sessions::Model> {
+        Ok(sessions::ActiveModel {
+            id: Set(SessionId::generate().to_string()),
+            token_hash: Set(token_hash),
+            user_id: Set(user_id.to_string()),
+            expires_at: Set(expires_at),
+            revoked_at: Set(None),
+            created_at: Set(created_at),
+        }
+        .insert(self.writer())
+        .await?)
+    }
+
+    /// The session with this token hash, if it exists, is not revoked and has not expired.
+    pub async fn find_live_session(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<sessions::Model>> {
+        let session = sessions::Entity::find()
+            .filter(sessions::Column::TokenHash.eq(token_hash))
+            .one(self.reader())
+            .await?;
+        Ok(session.filter(|session| session.revoked_at.is_none() && session.expires_at > now))
+    }
+
+    pub async fn revoke_session(&self, id: SessionId, now: DateTime<Utc>) -> StoreResult<()> {
+        let updated = sessions::Entity::update_many()
+            .col_expr(sessions::Column::RevokedAt, sea_orm::sea_query::Expr::value(now))
+            .filter(sessions::Column::Id.eq(id.to_string()))
+            .filter(sessions::Column::RevokedAt.is_null())
+            .exec(self.writer())
+            .await?;
+        if updated.rows_affected > 1 {
+            return Err(StoreError::Corrupt(format!("session {id} is not unique")));
+        }
+        Ok(())
+    }
+}
