@@ -1,0 +1,14 @@
+//! Integration tests: each spawns walleti on port 0 with a fresh database and drives its HTTP
+//! API. Every test runs on SQLite, and on PostgreSQL too when `WALLETI_TEST_DATABASE_URL` is set.
+
+mod helpers;
+
+mod access;
+mod bad_input;
+mod batching;
+mod conservation;
+mod crash_safety;
+mod idempotency;
+mod operations;
+mod transfers;
+mod users;

@@ -1,0 +1,33 @@
+use crate::helpers::{Backend, spawn_app};
+use reqwest::{Method, StatusCode};
+
+#[tokio::test]
+async fn health_ready_metrics_and_openapi() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let health = app.request(Method::GET, "/health", None, None, None).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let ready = app.request(Method::GET, "/ready", None, None, None).await;
+    assert_eq!(ready.status, StatusCode::OK);
+
+    let ada = app.user("ada").await;
+    app.fund(&ada, 100).await;
+    let metrics = app.request(Method::GET, "/metrics", None, None, None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    for family in [
+        "walleti_http_requests_total{method=\"POST\",route=\"/v1/users\",status=\"201\"}",
+        "walleti_http_request_duration_seconds_bucket",
+        "walleti_actor_messages_total{kind=\"wallet\"}",
+        "walleti_actor_message_duration_seconds_bucket",
+        "walleti_actors_live{kind=\"wallet\"} 1",
+        "walleti_wallet_batch_size_bucket",
+    ] {
+        assert!(metrics.text.contains(family), "missing {family}");
+    }
+
+    let openapi = app.request(Method::GET, "/openapi.json", None, None, None).await;
+    assert_eq!(openapi.status, StatusCode::OK);
+    assert!(openapi.body["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    for path in ["/v1/users", "/v1/sessions", "/v1/sessions/current", "/v1/me", "/v1/wallet", "/v1/wallet/entries", "/v1/transfers", "/v1/transfers/{id}", "/v1/admin/adjustments", "/health", "/ready", "/metrics"] {
+        assert!(openapi.body["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+}

@@ -1,0 +1,86 @@
+use crate::helpers::{backends, spawn_app};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn sign_up_log_in_and_log_out() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let ada = app.user("ada").await;
+
+        let me = app.get("/v1/me", &ada.token).await;
+        assert_eq!(me.status, StatusCode::OK);
+        assert_eq!(me.body["object"], "user");
+        assert_eq!(me.body["email"], ada.email.as_str());
+        assert_eq!(me.body["phone"], ada.phone.as_str());
+        assert!(me.body["created_at"].as_str().is_some());
+        assert!(me.body.get("password_hash").is_none());
+
+        // Every new user has a wallet account in the default currency.
+        let wallet = app.get("/v1/wallet", &ada.token).await;
+        assert_eq!(wallet.body["accounts"][0]["currency"], "usd");
+        assert_eq!(wallet.body["accounts"][0]["available"], 0);
+
+        // Log in by phone works too.
+        let by_phone = app
+            .post("/v1/sessions", None, None, &json!({"login": ada.phone, "password": "correct horse battery"}))
+            .await;
+        assert_eq!(by_phone.status, StatusCode::CREATED, "{}", by_phone.text);
+
+        let logout = app.request(Method::DELETE, "/v1/sessions/current", Some(&ada.token), None, None).await;
+        assert_eq!(logout.status, StatusCode::NO_CONTENT);
+        let after = app.get("/v1/me", &ada.token).await;
+        assert_eq!(after.status, StatusCode::UNAUTHORIZED, "a revoked session stops working at once");
+        assert_eq!(after.body["error"]["type"], "authentication_error");
+    }
+}
+
+#[tokio::test]
+async fn duplicate_email_or_phone_is_a_conflict() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let ada = app.user("ada").await;
+        let same_email = app
+            .post("/v1/users", None, None, &json!({"email": ada.email.to_uppercase(), "phone": "+442071234567", "name": "X", "password": "0123456789ab"}))
+            .await;
+        assert_eq!(same_email.status, StatusCode::CONFLICT);
+        assert_eq!(same_email.code(), "email_taken");
+        let same_phone = app
+            .post("/v1/users", None, None, &json!({"email": "other@example.com", "phone": ada.phone, "name": "X", "password": "0123456789ab"}))
+            .await;
+        assert_eq!(same_phone.status, StatusCode::CONFLICT);
+        assert_eq!(same_phone.code(), "phone_taken");
+    }
+}
+
+#[tokio::test]
+async fn sign_up_validation() {
+    let app = spawn_app(crate::helpers::Backend::Sqlite).await;
+    let cases = [
+        (json!({"email": "nope", "phone": "+14155550100", "name": "A", "password": "0123456789"}), "invalid_email"),
+        (json!({"email": "a@example.com", "phone": "4155550100", "name": "A", "password": "0123456789"}), "invalid_phone"),
+        (json!({"email": "a@example.com", "phone": "+14155550100", "name": "A", "password": "short"}), "password_too_short"),
+        (json!({"email": "a@example.com", "phone": "+14155550100", "password": "0123456789"}), "parameter_missing"),
+        (json!({"email": 5, "phone": "+14155550100", "name": "A", "password": "0123456789"}), "parameter_invalid"),
+    ];
+    for (body, code) in cases {
+        let reply = app.post("/v1/users", None, None, &body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.code(), code, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_credentials_get_the_same_answer_whether_or_not_the_user_exists() {
+    let app = spawn_app(crate::helpers::Backend::Sqlite).await;
+    let ada = app.user("ada").await;
+    let wrong_password = app.post("/v1/sessions", None, None, &json!({"login": ada.email, "password": "wrong password"})).await;
+    let no_user = app
+        .post("/v1/sessions", None, None, &json!({"login": "nobody@example.com", "password": "wrong password"}))
+        .await;
+    assert_eq!(wrong_password.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong_password.text, no_user.text);
+    assert_eq!(wrong_password.code(), "invalid_credentials");
+    let garbage = app.get("/v1/me", "sess_not_a_real_token").await;
+    assert_eq!(garbage.status, StatusCode::UNAUTHORIZED);
+}
