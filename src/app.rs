@@ -38,14 +38,22 @@ pub struct RunningApplication {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let listener = TcpListener::bind(settings.bind).with_context(|| format!("bind {}", settings.bind))?;
+        let listener =
+            TcpListener::bind(settings.bind).with_context(|| format!("bind {}", settings.bind))?;
         Application::build_with_listener(settings, listener, Arc::new(SystemClock)).await
     }
 
-    pub async fn build_with_listener(settings: Settings, listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+    pub async fn build_with_listener(
+        settings: Settings,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database_url).await?;
         store.migrate().await?;
-        store.ensure_system_accounts().await.context("open system accounts")?;
+        store
+            .ensure_system_accounts()
+            .await
+            .context("open system accounts")?;
         let metrics = Metrics::new();
         let (supervisor, _) = Actor::spawn(
             None,
@@ -143,13 +151,16 @@ impl RunningApplication {
 
 fn spawn_resumer(sagas: SagaContext, clock: Arc<dyn Clock>, settings: &Settings) -> JoinHandle<()> {
     let interval = settings.limits.saga_resume_interval;
-    let stale_after = chrono::Duration::from_std(settings.limits.saga_stale_after).unwrap_or_default();
+    let stale_after =
+        chrono::Duration::from_std(settings.limits.saga_stale_after).unwrap_or_default();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
         loop {
             ticker.tick().await;
-            if let Err(error) = transfer_saga::resume_unfinished(&sagas, clock.now() - stale_after).await {
+            if let Err(error) =
+                transfer_saga::resume_unfinished(&sagas, clock.now() - stale_after).await
+            {
                 tracing::warn!(%error, "periodic saga resumption failed");
             }
         }

@@ -84,7 +84,9 @@ impl Settings {
     /// Settings for the embedded default, used as the base of `from_env` and by tests.
     pub fn embedded(database_url: impl Into<String>) -> Settings {
         Settings {
-            bind: DEFAULT_BIND.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            bind: DEFAULT_BIND
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
             database_url: database_url.into(),
             default_currency: Currency::Usd,
             admin_token: AdminToken {
@@ -103,14 +105,20 @@ impl Settings {
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Settings> {
         let mut settings = Settings::embedded(
-            lookup("DATABASE_URL").filter(|url| !url.is_empty()).unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            lookup("DATABASE_URL")
+                .filter(|url| !url.is_empty())
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
         );
         if let Some(bind) = lookup("WALLETI_BIND") {
-            settings.bind = bind.parse().with_context(|| format!("WALLETI_BIND={bind} is not host:port"))?;
+            settings.bind = bind
+                .parse()
+                .with_context(|| format!("WALLETI_BIND={bind} is not host:port"))?;
         }
         if let Some(code) = lookup("WALLETI_DEFAULT_CURRENCY") {
-            settings.default_currency = Currency::parse(&code.to_ascii_lowercase())
-                .map_err(|_| anyhow::anyhow!("WALLETI_DEFAULT_CURRENCY={code} is not a supported currency"))?;
+            settings.default_currency =
+                Currency::parse(&code.to_ascii_lowercase()).map_err(|_| {
+                    anyhow::anyhow!("WALLETI_DEFAULT_CURRENCY={code} is not a supported currency")
+                })?;
         }
         if let Some(token) = lookup("WALLETI_ADMIN_TOKEN").filter(|token| !token.is_empty()) {
             if token.len() < 16 {
@@ -143,7 +151,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn settings(pairs: &[(&str, &str)]) -> anyhow::Result<Settings> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_lookup(|name| map.get(name).cloned())
     }
 

@@ -11,6 +11,7 @@
 //! - [`metrics`]: the Prometheus registry and metric families.
 //! - [`config`] and [`app`]: typed settings from the environment, and the wiring that builds
 //!   and runs the whole application.
+//! - [`loadgen`]: the HTTP load generator behind `walleti loadgen`.
 
 pub mod actors;
 pub mod app;
@@ -18,5 +19,6 @@ pub mod bus;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod loadgen;
 pub mod metrics;
 pub mod store;

@@ -6,7 +6,11 @@ use walleti::app::Application;
 use walleti::config::{LogFormat, Settings};
 
 #[derive(Parser)]
-#[command(name = "walleti", version, about = "Digital wallet and payments platform")]
+#[command(
+    name = "walleti",
+    version,
+    about = "Digital wallet and payments platform"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -18,14 +22,21 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Generate transfer load against a running walleti and verify conservation.
+    Loadgen(walleti::loadgen::LoadgenArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Loadgen(args) = command {
+        return walleti::loadgen::run(args).await;
+    }
     let settings = Settings::from_env()?;
     init_logging(settings.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
+        Command::Loadgen(_) => Ok(()),
         Command::Serve => serve(settings).await,
         Command::Migrate => {
             let store = walleti::store::Store::connect(&settings.database_url).await?;
@@ -38,7 +49,10 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     if settings.admin_token.generated {
-        println!("WALLETI_ADMIN_TOKEN was not set; the operator token for this run is: {}", settings.admin_token.value);
+        println!(
+            "WALLETI_ADMIN_TOKEN was not set; the operator token for this run is: {}",
+            settings.admin_token.value
+        );
     }
     let application = Application::build(settings.clone()).await?;
     tracing::info!(

@@ -12,7 +12,9 @@ use std::time::Instant;
 const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
 ];
-const BATCH_SIZE_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+const BATCH_SIZE_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 #[derive(Debug)]
 pub struct Metrics {
@@ -29,13 +31,16 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        let registry = Registry::new_custom(Some("walleti".into()), None)
-            .unwrap_or_else(|_| Registry::new());
+        let registry =
+            Registry::new_custom(Some("walleti".into()), None).unwrap_or_else(|_| Registry::new());
         let metrics = Metrics {
             http_requests_total: register(
                 &registry,
                 IntCounterVec::new(
-                    Opts::new("http_requests_total", "HTTP requests answered, by route and status."),
+                    Opts::new(
+                        "http_requests_total",
+                        "HTTP requests answered, by route and status.",
+                    ),
                     &["method", "route", "status"],
                 ),
             ),
@@ -50,28 +55,40 @@ impl Metrics {
             actor_messages_total: register(
                 &registry,
                 IntCounterVec::new(
-                    Opts::new("actor_messages_total", "Messages handled by actors, by actor kind."),
+                    Opts::new(
+                        "actor_messages_total",
+                        "Messages handled by actors, by actor kind.",
+                    ),
                     &["kind"],
                 ),
             ),
             actor_message_duration_seconds: register(
                 &registry,
                 HistogramVec::new(
-                    HistogramOpts::new("actor_message_duration_seconds", "Time an actor spent handling one message.")
-                        .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+                    HistogramOpts::new(
+                        "actor_message_duration_seconds",
+                        "Time an actor spent handling one message.",
+                    )
+                    .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
                     &["kind"],
                 ),
             ),
             actor_restarts_total: register(
                 &registry,
                 IntCounterVec::new(
-                    Opts::new("actor_restarts_total", "Actors restarted by their supervisor after a failure."),
+                    Opts::new(
+                        "actor_restarts_total",
+                        "Actors restarted by their supervisor after a failure.",
+                    ),
                     &["kind"],
                 ),
             ),
             actors_live: register(
                 &registry,
-                IntGaugeVec::new(Opts::new("actors_live", "Actors currently running, by kind."), &["kind"]),
+                IntGaugeVec::new(
+                    Opts::new("actors_live", "Actors currently running, by kind."),
+                    &["kind"],
+                ),
             ),
             wallet_batch_size: register(
                 &registry,
@@ -87,7 +104,10 @@ impl Metrics {
             transfers_total: register(
                 &registry,
                 IntCounterVec::new(
-                    Opts::new("transfers_total", "Transfer sagas that reached a final answer, by status."),
+                    Opts::new(
+                        "transfers_total",
+                        "Transfer sagas that reached a final answer, by status.",
+                    ),
                     &["status"],
                 ),
             ),
@@ -143,7 +163,10 @@ pub struct ActorMessageTimer<'a> {
 
 impl Drop for ActorMessageTimer<'_> {
     fn drop(&mut self) {
-        self.metrics.actor_messages_total.with_label_values(&[self.kind]).inc();
+        self.metrics
+            .actor_messages_total
+            .with_label_values(&[self.kind])
+            .inc();
         self.metrics
             .actor_message_duration_seconds
             .with_label_values(&[self.kind])

@@ -77,13 +77,21 @@ impl MigrationTrait for Migration {
         manager.create_table(entries()).await?;
         manager
             .create_index(
-                index("entries_account_op_key", Entries::Table, &["account_id", "op_key"])
-                    .unique()
-                    .to_owned(),
+                index(
+                    "entries_account_op_key",
+                    Entries::Table,
+                    &["account_id", "op_key"],
+                )
+                .unique()
+                .to_owned(),
             )
             .await?;
         manager
-            .create_index(index("entries_account_id", Entries::Table, &["account_id", "id"]))
+            .create_index(index(
+                "entries_account_id",
+                Entries::Table,
+                &["account_id", "id"],
+            ))
             .await?;
         manager
             .create_index(index("entries_journal", Entries::Table, &["journal_id"]))
@@ -102,7 +110,11 @@ impl MigrationTrait for Migration {
         manager.create_table(idempotency_keys()).await?;
         manager.create_table(outbox()).await?;
         manager
-            .create_index(index("outbox_unpublished", Outbox::Table, &["published_at", "id"]))
+            .create_index(index(
+                "outbox_unpublished",
+                Outbox::Table,
+                &["published_at", "id"],
+            ))
             .await?;
         Ok(())
     }
@@ -175,7 +187,11 @@ fn accounts() -> TableCreateStatement {
     Table::create()
         .table(Accounts::Table)
         .col(id(Accounts::Id).primary_key())
-        .col(ColumnDef::new(Accounts::OwnerType).string_len(16).not_null())
+        .col(
+            ColumnDef::new(Accounts::OwnerType)
+                .string_len(16)
+                .not_null(),
+        )
         .col(id(Accounts::OwnerId))
         .col(ColumnDef::new(Accounts::Currency).string_len(3).not_null())
         .col(money(Accounts::Available).default(0))
@@ -202,7 +218,11 @@ fn journals() -> TableCreateStatement {
         .table(Journals::Table)
         .col(id(Journals::Id).primary_key())
         .col(ColumnDef::new(Journals::Kind).string_len(32).not_null())
-        .col(ColumnDef::new(Journals::ReferenceType).string_len(32).not_null())
+        .col(
+            ColumnDef::new(Journals::ReferenceType)
+                .string_len(32)
+                .not_null(),
+        )
         .col(id(Journals::ReferenceId))
         .col(timestamp(Journals::CreatedAt))
         .to_owned()
@@ -219,7 +239,11 @@ fn entries() -> TableCreateStatement {
         .col(money(Entries::BalanceAfter))
         .col(id(Entries::JournalId))
         .col(ColumnDef::new(Entries::Kind).string_len(32).not_null())
-        .col(ColumnDef::new(Entries::ReferenceType).string_len(32).not_null())
+        .col(
+            ColumnDef::new(Entries::ReferenceType)
+                .string_len(32)
+                .not_null(),
+        )
         .col(id(Entries::ReferenceId))
         .col(timestamp(Entries::CreatedAt))
         .check((
@@ -275,7 +299,11 @@ fn adjustments() -> TableCreateStatement {
         .col(id(Adjustments::Id).primary_key())
         .col(id(Adjustments::AccountId))
         .col(money(Adjustments::Amount))
-        .col(ColumnDef::new(Adjustments::Currency).string_len(3).not_null())
+        .col(
+            ColumnDef::new(Adjustments::Currency)
+                .string_len(3)
+                .not_null(),
+        )
         .col(text(Adjustments::Reason))
         .col(text(Adjustments::Operator))
         .col(id(Adjustments::JournalId))
@@ -290,11 +318,27 @@ fn adjustments() -> TableCreateStatement {
 fn idempotency_keys() -> TableCreateStatement {
     Table::create()
         .table(IdempotencyKeys::Table)
-        .col(ColumnDef::new(IdempotencyKeys::Caller).string_len(128).not_null())
-        .col(ColumnDef::new(IdempotencyKeys::Key).string_len(255).not_null())
-        .col(ColumnDef::new(IdempotencyKeys::Fingerprint).string_len(64).not_null())
+        .col(
+            ColumnDef::new(IdempotencyKeys::Caller)
+                .string_len(128)
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(IdempotencyKeys::Key)
+                .string_len(255)
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(IdempotencyKeys::Fingerprint)
+                .string_len(64)
+                .not_null(),
+        )
         .col(id(IdempotencyKeys::ResourceId))
-        .col(ColumnDef::new(IdempotencyKeys::ResponseStatus).integer().null())
+        .col(
+            ColumnDef::new(IdempotencyKeys::ResponseStatus)
+                .integer()
+                .null(),
+        )
         .col(text_null(IdempotencyKeys::ResponseBody))
         .col(timestamp_null(IdempotencyKeys::LockedAt))
         .col(timestamp(IdempotencyKeys::CreatedAt))
@@ -311,7 +355,11 @@ fn outbox() -> TableCreateStatement {
         .table(Outbox::Table)
         .col(id(Outbox::Id).primary_key())
         .col(ColumnDef::new(Outbox::EventType).string_len(64).not_null())
-        .col(ColumnDef::new(Outbox::AggregateType).string_len(32).not_null())
+        .col(
+            ColumnDef::new(Outbox::AggregateType)
+                .string_len(32)
+                .not_null(),
+        )
         .col(id(Outbox::AggregateId))
         .col(text(Outbox::Payload))
         .col(timestamp(Outbox::CreatedAt))

@@ -69,8 +69,16 @@ impl Actor for TransferSaga {
     type State = SagaState;
     type Arguments = SagaArgs;
 
-    async fn pre_start(&self, myself: ActorRef<SagaMsg>, args: SagaArgs) -> Result<SagaState, ActorProcessingErr> {
-        args.context.metrics.actors_live.with_label_values(&[KIND]).inc();
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SagaMsg>,
+        args: SagaArgs,
+    ) -> Result<SagaState, ActorProcessingErr> {
+        args.context
+            .metrics
+            .actors_live
+            .with_label_values(&[KIND])
+            .inc();
         myself.send_message(SagaMsg::Run)?;
         Ok(SagaState {
             context: args.context,
@@ -79,12 +87,26 @@ impl Actor for TransferSaga {
         })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<SagaMsg>, state: &mut SagaState) -> Result<(), ActorProcessingErr> {
-        state.context.metrics.actors_live.with_label_values(&[KIND]).dec();
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SagaMsg>,
+        state: &mut SagaState,
+    ) -> Result<(), ActorProcessingErr> {
+        state
+            .context
+            .metrics
+            .actors_live
+            .with_label_values(&[KIND])
+            .dec();
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<SagaMsg>, message: SagaMsg, state: &mut SagaState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SagaMsg>,
+        message: SagaMsg,
+        state: &mut SagaState,
+    ) -> Result<(), ActorProcessingErr> {
         let SagaMsg::Run = message;
         let Some(start) = state.start.take() else {
             return Ok(());
@@ -92,7 +114,10 @@ impl Actor for TransferSaga {
         let metrics = Arc::clone(&state.context.metrics);
         let _timer = metrics.actor_message(KIND);
         let outcome = run(&state.context, start).await;
-        metrics.transfers_total.with_label_values(&[outcome_label(&outcome)]).inc();
+        metrics
+            .transfers_total
+            .with_label_values(&[outcome_label(&outcome)])
+            .inc();
         if let Some(reply) = state.reply.take() {
             // The requester may have timed out; the saga's work stands regardless.
             let _ = reply.send(outcome);
@@ -103,7 +128,11 @@ impl Actor for TransferSaga {
 }
 
 /// Starts a saga; `reply` receives its outcome.
-pub async fn start(context: &SagaContext, start: SagaStart, reply: Option<oneshot::Sender<SagaOutcome>>) -> Result<(), ActorProcessingErr> {
+pub async fn start(
+    context: &SagaContext,
+    start: SagaStart,
+    reply: Option<oneshot::Sender<SagaOutcome>>,
+) -> Result<(), ActorProcessingErr> {
     let args = SagaArgs {
         context: context.clone(),
         start,
@@ -115,7 +144,10 @@ pub async fn start(context: &SagaContext, start: SagaStart, reply: Option<onesho
 
 /// Resumes every saga still `debited` whose last step is older than `updated_before`.
 /// Returns how many were started.
-pub async fn resume_unfinished(context: &SagaContext, updated_before: DateTime<Utc>) -> anyhow::Result<usize> {
+pub async fn resume_unfinished(
+    context: &SagaContext,
+    updated_before: DateTime<Utc>,
+) -> anyhow::Result<usize> {
     let unfinished = context.store.unfinished_transfers(updated_before).await?;
     let count = unfinished.len();
     for transfer in unfinished {
@@ -129,10 +161,16 @@ pub async fn resume_unfinished(context: &SagaContext, updated_before: DateTime<U
 
 async fn run(context: &SagaContext, start: SagaStart) -> SagaOutcome {
     let transfer = match start {
-        SagaStart::New(transfer) => match context.wallets.apply(transfer.source_account, debit_op(&transfer)).await {
+        SagaStart::New(transfer) => match context
+            .wallets
+            .apply(transfer.source_account, debit_op(&transfer))
+            .await
+        {
             Ok(OpOutcome::Applied { .. } | OpOutcome::AlreadyApplied) => transfer,
             Ok(OpOutcome::Rejected(rejection)) => return SagaOutcome::Rejected(rejection),
-            Err(WalletError::AccountNotFound) => return SagaOutcome::Rejected(Rejection::AccountNotFound),
+            Err(WalletError::AccountNotFound) => {
+                return SagaOutcome::Rejected(Rejection::AccountNotFound);
+            }
             Err(error) => return SagaOutcome::Unavailable(error.to_string()),
         },
         SagaStart::Resume(transfer) => transfer,
@@ -142,7 +180,10 @@ async fn run(context: &SagaContext, start: SagaStart) -> SagaOutcome {
     }
     match context.store.find_transfer(transfer.id).await {
         Ok(Some(current)) => SagaOutcome::Settled(current),
-        Ok(None) => SagaOutcome::Unavailable(format!("transfer {} not found after its debit", transfer.id)),
+        Ok(None) => SagaOutcome::Unavailable(format!(
+            "transfer {} not found after its debit",
+            transfer.id
+        )),
         Err(error) => SagaOutcome::Unavailable(error.to_string()),
     }
 }
@@ -150,7 +191,11 @@ async fn run(context: &SagaContext, start: SagaStart) -> SagaOutcome {
 /// Credits the target; if the credit is refused, refunds the source. Infrastructure errors
 /// leave the saga `debited` for the resumer.
 async fn finish(context: &SagaContext, transfer: &TransferRecord) {
-    let refusal = match context.wallets.apply(transfer.target_account, credit_op(transfer)).await {
+    let refusal = match context
+        .wallets
+        .apply(transfer.target_account, credit_op(transfer))
+        .await
+    {
         Ok(OpOutcome::Applied { .. } | OpOutcome::AlreadyApplied) => return,
         // Already completed or refunded by another run of this saga.
         Ok(OpOutcome::Rejected(Rejection::InvalidTransition)) => return,
@@ -162,16 +207,29 @@ async fn finish(context: &SagaContext, transfer: &TransferRecord) {
         }
     };
     tracing::info!(transfer_id = %transfer.id, reason = %refusal, "transfer credit refused; refunding");
-    match context.wallets.apply(transfer.source_account, refund_op(transfer, refusal)).await {
+    match context
+        .wallets
+        .apply(transfer.source_account, refund_op(transfer, refusal))
+        .await
+    {
         Ok(OpOutcome::Applied { .. } | OpOutcome::AlreadyApplied) => {}
         Ok(OpOutcome::Rejected(rejection)) => {
             tracing::warn!(transfer_id = %transfer.id, reason = %rejection, "transfer refund refused");
         }
-        Err(error) => tracing::warn!(transfer_id = %transfer.id, %error, "transfer refund failed; will resume"),
+        Err(error) => {
+            tracing::warn!(transfer_id = %transfer.id, %error, "transfer refund failed; will resume")
+        }
     }
 }
 
-fn step(transfer: &TransferRecord, name: &str, kind: &'static str, balance_op: BalanceOp, is_new: bool, effect: Effect) -> WalletOp {
+fn step(
+    transfer: &TransferRecord,
+    name: &str,
+    kind: &'static str,
+    balance_op: BalanceOp,
+    is_new: bool,
+    effect: Effect,
+) -> WalletOp {
     WalletOp {
         op_key: format!("transfer:{}:{name}", transfer.id),
         kind,
@@ -195,15 +253,36 @@ fn debit_op(transfer: &TransferRecord) -> WalletOp {
         state: TransferState::Debited,
         ..transfer.clone()
     };
-    step(transfer, "debit", "transfer_debit", BalanceOp::Debit(transfer.amount), true, Effect::OpenTransfer(Box::new(opened)))
+    step(
+        transfer,
+        "debit",
+        "transfer_debit",
+        BalanceOp::Debit(transfer.amount),
+        true,
+        Effect::OpenTransfer(Box::new(opened)),
+    )
 }
 
 fn credit_op(transfer: &TransferRecord) -> WalletOp {
-    step(transfer, "credit", "transfer_credit", BalanceOp::Credit(transfer.amount), false, Effect::CompleteTransfer(Box::new(transfer.clone())))
+    step(
+        transfer,
+        "credit",
+        "transfer_credit",
+        BalanceOp::Credit(transfer.amount),
+        false,
+        Effect::CompleteTransfer(Box::new(transfer.clone())),
+    )
 }
 
 fn refund_op(transfer: &TransferRecord, reason: Rejection) -> WalletOp {
-    step(transfer, "refund", "transfer_refund", BalanceOp::Credit(transfer.amount), false, Effect::FailTransfer(Box::new(transfer.clone()), reason))
+    step(
+        transfer,
+        "refund",
+        "transfer_refund",
+        BalanceOp::Credit(transfer.amount),
+        false,
+        Effect::FailTransfer(Box::new(transfer.clone()), reason),
+    )
 }
 
 fn outcome_label(outcome: &SagaOutcome) -> &'static str {

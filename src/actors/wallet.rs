@@ -11,11 +11,13 @@
 //! the actor without answering: its callers retry (ops are idempotent by op key) and the
 //! supervisor restarts the actor, which reloads the account from the database.
 
-use crate::domain::{AccountId, Balance, BalanceOp, Bucket, Posting, Rejection, TransferId, TransferState};
+use crate::domain::{
+    AccountId, Balance, BalanceOp, Bucket, Posting, Rejection, TransferId, TransferState,
+};
 use crate::metrics::Metrics;
+use crate::store::Store;
 use crate::store::accounts::AccountRecord;
 use crate::store::ledger::{AccountWrite, AppliedMovement, Effect, JournalSpec, Reference};
-use crate::store::Store;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -77,7 +79,9 @@ pub struct WalletOp {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpOutcome {
-    Applied { balance: Balance },
+    Applied {
+        balance: Balance,
+    },
     /// An op with this key was committed before; nothing new was written.
     AlreadyApplied,
     Rejected(Rejection),
@@ -102,7 +106,11 @@ impl Actor for WalletActor {
     type State = WalletState;
     type Arguments = WalletArgs;
 
-    async fn pre_start(&self, myself: ActorRef<WalletMsg>, args: WalletArgs) -> Result<WalletState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<WalletMsg>,
+        args: WalletArgs,
+    ) -> Result<WalletState, ActorProcessingErr> {
         let account = args
             .store
             .load_account(args.account)
@@ -123,14 +131,23 @@ impl Actor for WalletActor {
         })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<WalletMsg>, state: &mut WalletState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<WalletMsg>,
+        state: &mut WalletState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(timer) = state.idle_timer.take() {
             timer.abort();
         }
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<WalletMsg>, message: WalletMsg, state: &mut WalletState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<WalletMsg>,
+        message: WalletMsg,
+        state: &mut WalletState,
+    ) -> Result<(), ActorProcessingErr> {
         let metrics = Arc::clone(&state.metrics);
         let _timer = metrics.actor_message(KIND);
         match message {
@@ -151,7 +168,9 @@ impl Actor for WalletActor {
                 flush(state).await
             }
             WalletMsg::IdleCheck => {
-                if state.buffer.is_empty() && state.last_activity.elapsed() >= state.limits.idle_timeout {
+                if state.buffer.is_empty()
+                    && state.last_activity.elapsed() >= state.limits.idle_timeout
+                {
                     myself.stop(Some("idle".into()));
                 }
                 Ok(())
@@ -172,10 +191,20 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
     }
     let batch = std::mem::take(&mut state.buffer);
     let op_keys: Vec<&str> = batch.iter().map(|(op, _)| op.op_key.as_str()).collect();
-    let existing = state.store.existing_op_keys(state.account.id, &op_keys).await?;
-    let guarded: Vec<TransferId> = batch.iter().filter_map(|(op, _)| op.effect.guarded_transfer()).collect();
-    let transfer_states: HashMap<TransferId, TransferState> =
-        state.store.transfer_states(&guarded).await?.into_iter().collect();
+    let existing = state
+        .store
+        .existing_op_keys(state.account.id, &op_keys)
+        .await?;
+    let guarded: Vec<TransferId> = batch
+        .iter()
+        .filter_map(|(op, _)| op.effect.guarded_transfer())
+        .collect();
+    let transfer_states: HashMap<TransferId, TransferState> = state
+        .store
+        .transfer_states(&guarded)
+        .await?
+        .into_iter()
+        .collect();
 
     let plan = plan_batch(&state.account, &batch, &existing, &transfer_states);
     if !plan.movements.is_empty() {
@@ -185,7 +214,10 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
             available: plan.balance.available,
             locked: plan.balance.locked,
         };
-        state.store.commit_batch(write, &plan.movements, chrono::Utc::now()).await?;
+        state
+            .store
+            .commit_batch(write, &plan.movements, chrono::Utc::now())
+            .await?;
         state.account.balance = plan.balance;
         state.account.version += 1;
         state
@@ -255,9 +287,17 @@ fn plan_batch(
         }
     }
     if account.solvency() == crate::domain::Solvency::NonNegative {
-        assert!(balance.available >= 0 && balance.locked >= 0, "wallet {} would go negative", account.id);
+        assert!(
+            balance.available >= 0 && balance.locked >= 0,
+            "wallet {} would go negative",
+            account.id
+        );
     }
-    BatchPlan { balance, movements, outcomes }
+    BatchPlan {
+        balance,
+        movements,
+        outcomes,
+    }
 }
 
 fn applied_movement(op: &WalletOp, before: Balance, postings: &[Posting]) -> AppliedMovement {
@@ -286,9 +326,21 @@ fn applied_movement(op: &WalletOp, before: Balance, postings: &[Posting]) -> App
 
 /// What we read back must satisfy what we wrote: a wallet is never negative.
 fn assert_loaded_invariants(account: &AccountRecord) {
-    assert!(account.balance.locked >= 0, "account {} has negative locked balance", account.id);
+    assert!(
+        account.balance.locked >= 0,
+        "account {} has negative locked balance",
+        account.id
+    );
     if account.solvency() == crate::domain::Solvency::NonNegative {
-        assert!(account.balance.available >= 0, "wallet {} loaded negative", account.id);
+        assert!(
+            account.balance.available >= 0,
+            "wallet {} loaded negative",
+            account.id
+        );
     }
-    assert!(account.version >= 0, "account {} has a negative version", account.id);
+    assert!(
+        account.version >= 0,
+        "account {} has a negative version",
+        account.id
+    );
 }

@@ -6,12 +6,16 @@
 //! and calls it with a timeout, retrying when the actor died before answering (safe: every op
 //! carries an op key and is applied at most once).
 
-use super::wallet::{AccountMissing, OpOutcome, WalletActor, WalletArgs, WalletLimits, WalletMsg, WalletOp};
+use super::wallet::{
+    AccountMissing, OpOutcome, WalletActor, WalletArgs, WalletLimits, WalletMsg, WalletOp,
+};
 use crate::domain::{AccountId, Balance};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +42,10 @@ pub struct SupervisorState {
 
 pub enum SupervisorMsg {
     /// The running actor of this account, started if needed.
-    Lookup(AccountId, RpcReplyPort<Result<ActorRef<WalletMsg>, WalletError>>),
+    Lookup(
+        AccountId,
+        RpcReplyPort<Result<ActorRef<WalletMsg>, WalletError>>,
+    ),
     /// Number of live wallet actors.
     LiveCount(RpcReplyPort<usize>),
 }
@@ -60,7 +67,11 @@ impl Actor for WalletSupervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<SupervisorMsg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         Ok(SupervisorState {
             store: args.store,
             metrics: args.metrics,
@@ -70,7 +81,12 @@ impl Actor for WalletSupervisor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<SupervisorMsg>, message: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         let metrics = Arc::clone(&state.metrics);
         let _timer = metrics.actor_message(KIND);
         match message {
@@ -88,14 +104,23 @@ impl Actor for WalletSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<SupervisorMsg>, event: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(cell, error) => {
                 let Some(account) = forget(state, cell.get_id()) else {
                     return Ok(());
                 };
                 tracing::warn!(account_id = %account, error = %error, "wallet actor failed; restarting");
-                state.metrics.actor_restarts_total.with_label_values(&[super::wallet::KIND]).inc();
+                state
+                    .metrics
+                    .actor_restarts_total
+                    .with_label_values(&[super::wallet::KIND])
+                    .inc();
                 // Restart now so the reload happens before the next op arrives. If the database
                 // is down the restart fails and the next lookup tries again.
                 if let Err(error) = spawn_wallet(&myself, state, account).await {
@@ -117,9 +142,17 @@ impl Actor for WalletSupervisor {
 fn forget(state: &mut SupervisorState, actor: ActorId) -> Option<AccountId> {
     let account = state.accounts_by_actor.remove(&actor)?;
     // Only forget the registry entry if it still points at this actor.
-    if state.wallets.get(&account).is_some_and(|wallet| wallet.get_id() == actor) {
+    if state
+        .wallets
+        .get(&account)
+        .is_some_and(|wallet| wallet.get_id() == actor)
+    {
         state.wallets.remove(&account);
-        state.metrics.actors_live.with_label_values(&[super::wallet::KIND]).dec();
+        state
+            .metrics
+            .actors_live
+            .with_label_values(&[super::wallet::KIND])
+            .dec();
     }
     Some(account)
 }
@@ -139,7 +172,11 @@ async fn spawn_wallet(
         Ok((wallet, _join)) => {
             state.accounts_by_actor.insert(wallet.get_id(), account);
             state.wallets.insert(account, wallet.clone());
-            state.metrics.actors_live.with_label_values(&[super::wallet::KIND]).inc();
+            state
+                .metrics
+                .actors_live
+                .with_label_values(&[super::wallet::KIND])
+                .inc();
             Ok(wallet)
         }
         Err(SpawnErr::StartupFailed(error)) if error.downcast_ref::<AccountMissing>().is_some() => {
@@ -173,7 +210,10 @@ impl Wallets {
         let mut last_error = String::new();
         for attempt in 0..APPLY_ATTEMPTS_MAX {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(APPLY_RETRY_DELAY_MS * u64::from(attempt))).await;
+                tokio::time::sleep(Duration::from_millis(
+                    APPLY_RETRY_DELAY_MS * u64::from(attempt),
+                ))
+                .await;
             }
             let wallet = match self.lookup(account).await {
                 Ok(wallet) => wallet,
@@ -184,11 +224,16 @@ impl Wallets {
                 Err(other) => return Err(other),
             };
             let op = Box::new(op.clone());
-            match wallet.call(|reply| WalletMsg::Apply(op, reply), Some(self.call_timeout)).await {
+            match wallet
+                .call(|reply| WalletMsg::Apply(op, reply), Some(self.call_timeout))
+                .await
+            {
                 Ok(CallResult::Success(outcome)) => return Ok(outcome),
                 Ok(CallResult::Timeout) => return Err(WalletError::Timeout),
                 // The actor died (and is being restarted) before answering: try again.
-                Ok(CallResult::SenderError) => last_error = "wallet actor stopped before answering".into(),
+                Ok(CallResult::SenderError) => {
+                    last_error = "wallet actor stopped before answering".into()
+                }
                 Err(error) => last_error = error.to_string(),
             }
         }
@@ -198,7 +243,10 @@ impl Wallets {
     /// The balance as the account's actor holds it.
     pub async fn balance(&self, account: AccountId) -> Result<Balance, WalletError> {
         let wallet = self.lookup(account).await?;
-        match wallet.call(WalletMsg::Balance, Some(self.call_timeout)).await {
+        match wallet
+            .call(WalletMsg::Balance, Some(self.call_timeout))
+            .await
+        {
             Ok(CallResult::Success(balance)) => Ok(balance),
             Ok(CallResult::Timeout) => Err(WalletError::Timeout),
             Ok(CallResult::SenderError) => Err(WalletError::Unavailable("wallet stopped".into())),
@@ -207,7 +255,11 @@ impl Wallets {
     }
 
     pub async fn live_count(&self) -> Result<usize, WalletError> {
-        match self.supervisor.call(SupervisorMsg::LiveCount, Some(self.call_timeout)).await {
+        match self
+            .supervisor
+            .call(SupervisorMsg::LiveCount, Some(self.call_timeout))
+            .await
+        {
             Ok(CallResult::Success(count)) => Ok(count),
             Ok(CallResult::Timeout) => Err(WalletError::Timeout),
             _ => Err(WalletError::Unavailable("wallet supervisor stopped".into())),
@@ -217,12 +269,17 @@ impl Wallets {
     async fn lookup(&self, account: AccountId) -> Result<ActorRef<WalletMsg>, WalletError> {
         match self
             .supervisor
-            .call(|reply| SupervisorMsg::Lookup(account, reply), Some(self.call_timeout))
+            .call(
+                |reply| SupervisorMsg::Lookup(account, reply),
+                Some(self.call_timeout),
+            )
             .await
         {
             Ok(CallResult::Success(result)) => result,
             Ok(CallResult::Timeout) => Err(WalletError::Timeout),
-            Ok(CallResult::SenderError) | Err(_) => Err(WalletError::Unavailable("wallet supervisor stopped".into())),
+            Ok(CallResult::SenderError) | Err(_) => {
+                Err(WalletError::Unavailable("wallet supervisor stopped".into()))
+            }
         }
     }
 }

@@ -85,7 +85,9 @@ impl Balance {
                 locked(amount.minor_units()),
             ],
             BalanceOp::Capture { held, captured } => {
-                let released = held.checked_sub(captured).ok_or(Rejection::BalanceOverflow)?;
+                let released = held
+                    .checked_sub(captured)
+                    .ok_or(Rejection::BalanceOverflow)?;
                 if released < 0 {
                     return Err(Rejection::CaptureExceedsHold);
                 }
@@ -250,8 +252,14 @@ mod tests {
             Err(Rejection::CaptureExceedsHold)
         );
         assert!(hold.resolve(HoldState::Captured, Some(amount(200))).is_ok());
-        assert_eq!(hold.resolve(HoldState::Voided, None), Err(Rejection::HoldAlreadyResolved));
-        assert_eq!(hold.resolve(HoldState::Expired, None), Err(Rejection::HoldAlreadyResolved));
+        assert_eq!(
+            hold.resolve(HoldState::Voided, None),
+            Err(Rejection::HoldAlreadyResolved)
+        );
+        assert_eq!(
+            hold.resolve(HoldState::Expired, None),
+            Err(Rejection::HoldAlreadyResolved)
+        );
     }
 
     #[test]

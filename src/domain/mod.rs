@@ -13,7 +13,9 @@ pub mod transfer;
 pub use balance::{Balance, BalanceOp, Bucket, Hold, HoldState, Posting, Solvency};
 pub use clock::{Clock, SystemClock};
 pub use contact::{Email, PhoneNumber};
-pub use ids::{AccountId, AdjustmentId, EntryId, JournalId, OutboxId, SessionId, TransferId, UserId};
+pub use ids::{
+    AccountId, AdjustmentId, EntryId, JournalId, OutboxId, SessionId, TransferId, UserId,
+};
 pub use money::{Amount, Currency, Money, SignedAmount};
 pub use rejection::Rejection;
 pub use transfer::{TransferEvent, TransferState};

@@ -192,7 +192,10 @@ mod tests {
     fn amount_bounds() {
         assert_eq!(Amount::new(0), Err(Rejection::InvalidAmount));
         assert_eq!(Amount::new(-5), Err(Rejection::InvalidAmount));
-        assert_eq!(Amount::new(AMOUNT_MAX_MINOR_UNITS + 1), Err(Rejection::InvalidAmount));
+        assert_eq!(
+            Amount::new(AMOUNT_MAX_MINOR_UNITS + 1),
+            Err(Rejection::InvalidAmount)
+        );
         assert_eq!(Amount::new(1).map(Amount::minor_units), Ok(1));
         assert_eq!(
             Amount::new(AMOUNT_MAX_MINOR_UNITS).map(Amount::minor_units),
@@ -214,9 +217,16 @@ mod tests {
             json!(u64::MAX),
             json!([1]),
         ] {
-            assert_eq!(Amount::from_json(&bad), Err(Rejection::InvalidAmount), "{bad}");
+            assert_eq!(
+                Amount::from_json(&bad),
+                Err(Rejection::InvalidAmount),
+                "{bad}"
+            );
         }
-        assert_eq!(Amount::from_json(&json!(1050)).map(Amount::minor_units), Ok(1050));
+        assert_eq!(
+            Amount::from_json(&json!(1050)).map(Amount::minor_units),
+            Ok(1050)
+        );
     }
 
     #[test]

@@ -43,7 +43,9 @@ impl Rejection {
 
     /// Parses a stored code back (failure codes are persisted on transfers).
     pub fn from_code(code: &str) -> Option<Rejection> {
-        ALL.iter().copied().find(|rejection| rejection.code() == code)
+        ALL.iter()
+            .copied()
+            .find(|rejection| rejection.code() == code)
     }
 
     pub fn message(self) -> &'static str {
@@ -58,7 +60,9 @@ impl Rejection {
             Rejection::AccountNotFound => "No such account.",
             Rejection::RecipientNotFound => "No user matches that recipient.",
             Rejection::SelfTransfer => "You cannot transfer money to yourself.",
-            Rejection::HoldAlreadyResolved => "The hold has already been captured, voided or expired.",
+            Rejection::HoldAlreadyResolved => {
+                "The hold has already been captured, voided or expired."
+            }
             Rejection::CaptureExceedsHold => "Cannot capture more than the held amount.",
             Rejection::InvalidEmail => "Invalid email address.",
             Rejection::InvalidPhone => "Phone numbers must be in E.164 format, e.g. +14155550123.",

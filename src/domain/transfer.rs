@@ -96,7 +96,11 @@ mod tests {
             Ok(TransferState::Failed)
         );
         assert_eq!(TransferState::Debited.api_status(), "pending");
-        for state in [TransferState::Debited, TransferState::Completed, TransferState::Failed] {
+        for state in [
+            TransferState::Debited,
+            TransferState::Completed,
+            TransferState::Failed,
+        ] {
             assert_eq!(TransferState::parse(state.as_str()), Some(state));
         }
     }

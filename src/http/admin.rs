@@ -8,7 +8,9 @@ use super::idempotency::{JsonResponse, run_idempotent};
 use super::request::{Fields, json_object, read_body};
 use super::views::{AdjustmentView, CreateAdjustmentRequest};
 use crate::actors::{OpOutcome, WalletOp};
-use crate::domain::{AccountId, AdjustmentId, BalanceOp, Currency, JournalId, Rejection, SignedAmount, UserId};
+use crate::domain::{
+    AccountId, AdjustmentId, BalanceOp, Currency, JournalId, Rejection, SignedAmount, UserId,
+};
 use crate::store::accounts::{AccountRecord, Owner, SystemAccount};
 use crate::store::ledger::{AdjustmentRecord, Effect, JournalSpec, Reference};
 use actix_web::http::StatusCode;
@@ -32,23 +34,42 @@ struct AdjustmentOrder {
 fn parse_order(body: &[u8]) -> Result<AdjustmentOrder, ApiError> {
     let object = json_object(body)?;
     let fields = Fields(&object);
-    let target = match (fields.optional_str("account_id")?, fields.optional_str("user_id")?) {
-        (Some(account), None) => Target::Account(
-            account.parse().map_err(|_| ApiError::rejection(Rejection::AccountNotFound, Some("account_id")))?,
-        ),
-        (None, Some(user)) => Target::User(
-            user.parse().map_err(|_| ApiError::not_found("user").with_param("user_id"))?,
-        ),
-        _ => return Err(ApiError::invalid_request("parameter_invalid", "Give exactly one of account_id and user_id.")),
-    };
+    let target =
+        match (
+            fields.optional_str("account_id")?,
+            fields.optional_str("user_id")?,
+        ) {
+            (Some(account), None) => Target::Account(account.parse().map_err(|_| {
+                ApiError::rejection(Rejection::AccountNotFound, Some("account_id"))
+            })?),
+            (None, Some(user)) => Target::User(
+                user.parse()
+                    .map_err(|_| ApiError::not_found("user").with_param("user_id"))?,
+            ),
+            _ => {
+                return Err(ApiError::invalid_request(
+                    "parameter_invalid",
+                    "Give exactly one of account_id and user_id.",
+                ));
+            }
+        };
     let amount = SignedAmount::from_json(object.get("amount").unwrap_or(&serde_json::Value::Null))
         .map_err(|rejection| ApiError::rejection(rejection, Some("amount")))?;
     let currency = fields.currency("currency")?;
     let reason = fields.required_str("reason")?.trim().to_owned();
     if reason.is_empty() || reason.chars().count() > REASON_LENGTH_MAX {
-        return Err(ApiError::invalid_param("parameter_invalid", "reason", "reason must be 1 to 500 characters."));
+        return Err(ApiError::invalid_param(
+            "parameter_invalid",
+            "reason",
+            "reason must be 1 to 500 characters.",
+        ));
     }
-    Ok(AdjustmentOrder { target, amount, currency, reason })
+    Ok(AdjustmentOrder {
+        target,
+        amount,
+        currency,
+        reason,
+    })
 }
 
 #[utoipa::path(post, path = "/v1/admin/adjustments", tag = "operators", security(("operator" = [])),
@@ -56,17 +77,30 @@ fn parse_order(body: &[u8]) -> Result<AdjustmentOrder, ApiError> {
     params(("Idempotency-Key" = String, Header, description = "Required, 1-255 characters")),
     responses((status = 201, body = AdjustmentView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create_adjustment(state: web::Data<AppState>, request: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create_adjustment(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     auth::operator(&request, &state)?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
     let order = parse_order(&body)?;
-    run_idempotent(&state, &request, OPERATOR, &body, AdjustmentId::generate().to_string(), |resource_id| {
-        execute_adjustment(&state, order, resource_id)
-    })
+    run_idempotent(
+        &state,
+        &request,
+        OPERATOR,
+        &body,
+        AdjustmentId::generate().to_string(),
+        |resource_id| execute_adjustment(&state, order, resource_id),
+    )
     .await
 }
 
-async fn execute_adjustment(state: &AppState, order: AdjustmentOrder, resource_id: String) -> Result<JsonResponse, ApiError> {
+async fn execute_adjustment(
+    state: &AppState,
+    order: AdjustmentOrder,
+    resource_id: String,
+) -> Result<JsonResponse, ApiError> {
     let id: AdjustmentId = resource_id
         .parse()
         .map_err(|_| ApiError::unavailable("corrupt idempotency record"))?;
@@ -107,14 +141,18 @@ async fn execute_adjustment(state: &AppState, order: AdjustmentOrder, resource_i
         effect: Effect::RecordAdjustment(Box::new(record.clone())),
     };
     match state.wallets.apply(account.id, op).await? {
-        OpOutcome::Applied { .. } | OpOutcome::AlreadyApplied => {
-            Ok(JsonResponse::new(StatusCode::CREATED, &AdjustmentView::from(&record)))
-        }
+        OpOutcome::Applied { .. } | OpOutcome::AlreadyApplied => Ok(JsonResponse::new(
+            StatusCode::CREATED,
+            &AdjustmentView::from(&record),
+        )),
         OpOutcome::Rejected(rejection) => Err(ApiError::rejection(rejection, Some("amount"))),
     }
 }
 
-async fn target_account(state: &AppState, order: &AdjustmentOrder) -> Result<AccountRecord, ApiError> {
+async fn target_account(
+    state: &AppState,
+    order: &AdjustmentOrder,
+) -> Result<AccountRecord, ApiError> {
     match order.target {
         Target::Account(id) => {
             let account = state
@@ -122,9 +160,14 @@ async fn target_account(state: &AppState, order: &AdjustmentOrder) -> Result<Acc
                 .load_account(id)
                 .await?
                 .filter(|account| account.owner_type != "system")
-                .ok_or_else(|| ApiError::rejection(Rejection::AccountNotFound, Some("account_id")))?;
+                .ok_or_else(|| {
+                    ApiError::rejection(Rejection::AccountNotFound, Some("account_id"))
+                })?;
             if account.currency != order.currency {
-                return Err(ApiError::rejection(Rejection::CurrencyMismatch, Some("currency")));
+                return Err(ApiError::rejection(
+                    Rejection::CurrencyMismatch,
+                    Some("currency"),
+                ));
             }
             Ok(account)
         }
@@ -132,7 +175,10 @@ async fn target_account(state: &AppState, order: &AdjustmentOrder) -> Result<Acc
             if state.store.find_user(user).await?.is_none() {
                 return Err(ApiError::not_found("user").with_param("user_id"));
             }
-            Ok(state.store.open_account(&Owner::User(user), order.currency).await?)
+            Ok(state
+                .store
+                .open_account(&Owner::User(user), order.currency)
+                .await?)
         }
     }
 }

@@ -8,6 +8,7 @@ use actix_web::HttpRequest;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use sha2::{Digest, Sha256};
+use std::sync::OnceLock;
 
 pub const PASSWORD_LENGTH_MIN: usize = 10;
 pub const PASSWORD_LENGTH_MAX: usize = 256;
@@ -31,22 +32,41 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn bearer_token(request: &HttpRequest) -> Option<&str> {
-    let header = request.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let header = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = header.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|token| !token.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|token| !token.is_empty())
 }
 
 /// The user of a live session, or 401.
-pub async fn current_user(request: &HttpRequest, state: &AppState) -> Result<CurrentUser, ApiError> {
+pub async fn current_user(
+    request: &HttpRequest,
+    state: &AppState,
+) -> Result<CurrentUser, ApiError> {
     let token = bearer_token(request).ok_or_else(ApiError::unauthenticated)?;
     let session = state
         .store
         .find_live_session(&sha256_hex(token.as_bytes()), state.clock.now())
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
-    let user_id = session.user_id.parse().map_err(|_| ApiError::unauthenticated())?;
-    let session_id = session.id.parse().map_err(|_| ApiError::unauthenticated())?;
-    Ok(CurrentUser { user_id, session_id })
+    let user_id = session
+        .user_id
+        .parse()
+        .map_err(|_| ApiError::unauthenticated())?;
+    let session_id = session
+        .id
+        .parse()
+        .map_err(|_| ApiError::unauthenticated())?;
+    Ok(CurrentUser {
+        user_id,
+        session_id,
+    })
 }
 
 /// Succeeds only for the operator token.
@@ -63,18 +83,68 @@ pub fn operator(request: &HttpRequest, state: &AppState) -> Result<(), ApiError>
 pub fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
     let left = Sha256::digest(left);
     let right = Sha256::digest(right);
-    left.iter().zip(right.iter()).fold(0_u8, |difference, (a, b)| difference | (a ^ b)) == 0
+    left.iter()
+        .zip(right.iter())
+        .fold(0_u8, |difference, (a, b)| difference | (a ^ b))
+        == 0
 }
 
-/// argon2id with a fresh random salt, on a blocking thread (it costs tens of milliseconds).
+/// argon2id uses 19 MiB and tens of milliseconds of CPU per hash. It runs on a fixed pool of
+/// long-lived threads, one per core: hashing is CPU-bound, so more threads only add memory, and
+/// threads that come and go (tokio's blocking pool) each leave a 19 MiB+ allocator arena behind.
+type HashJob = Box<dyn FnOnce() + Send>;
+
+fn hashing_pool() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<HashJob>> {
+    static POOL: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<HashJob>>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel::<HashJob>();
+        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        let threads = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+        for index in 0..threads {
+            let receiver = std::sync::Arc::clone(&receiver);
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-hash-{index}"))
+                .spawn(move || {
+                    loop {
+                        let job = match receiver.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "start password hashing thread");
+            }
+        }
+        std::sync::Mutex::new(sender)
+    })
+}
+
+/// Runs `work` on the hashing pool and waits for its result.
+async fn on_hashing_pool<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (reply, result) = tokio::sync::oneshot::channel();
+    let job: HashJob = Box::new(move || {
+        let _ = reply.send(work());
+    });
+    hashing_pool().lock().ok()?.send(job).ok()?;
+    result.await.ok()
+}
+
+/// argon2id with a fresh random salt.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    on_hashing_pool(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|hash| hash.to_string())
     })
     .await
-    .map_err(|_| ApiError::unavailable("password hashing was interrupted"))?
+    .ok_or_else(|| ApiError::unavailable("password hashing is unavailable"))?
     .map_err(|error| {
         tracing::error!(%error, "hash password");
         ApiError::unavailable("password hashing failed")
@@ -84,9 +154,14 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
 /// Verifies `password` against a stored PHC string. With no stored hash (unknown user) it
 /// still does the work of a verification, so the answer takes as long either way.
 pub async fn verify_password(password: String, stored_hash: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || {
+    on_hashing_pool(move || {
         let hash = stored_hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let matches = PasswordVerifier::<str>::verify_password(&Argon2::default(), password.as_bytes(), &hash).is_ok();
+        let matches = PasswordVerifier::<str>::verify_password(
+            &Argon2::default(),
+            password.as_bytes(),
+            &hash,
+        )
+        .is_ok();
         matches && hash != DUMMY_HASH
     })
     .await
@@ -109,7 +184,9 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_round_trip() {
-        let hash = hash_password("correct horse battery".into()).await.expect("hash");
+        let hash = hash_password("correct horse battery".into())
+            .await
+            .expect("hash");
         assert!(hash.starts_with("$argon2id$"));
         assert!(verify_password("correct horse battery".into(), Some(hash.clone())).await);
         assert!(!verify_password("wrong password!".into(), Some(hash)).await);

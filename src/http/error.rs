@@ -42,7 +42,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: ErrorType, code: &str, message: impl Into<String>) -> ApiError {
+    pub fn new(
+        status: StatusCode,
+        kind: ErrorType,
+        code: &str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             detail: ErrorDetail {
@@ -60,7 +65,12 @@ impl ApiError {
     }
 
     pub fn invalid_request(code: &str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequestError, code, message)
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::InvalidRequestError,
+            code,
+            message,
+        )
     }
 
     pub fn invalid_param(code: &str, param: &str, message: impl Into<String>) -> ApiError {
@@ -86,7 +96,12 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorType::ApiError, "service_unavailable", message)
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ApiError,
+            "service_unavailable",
+            message,
+        )
     }
 
     /// A business rejection: the status follows the kind of refusal.
@@ -105,7 +120,12 @@ impl ApiError {
             | Rejection::SelfTransfer
             | Rejection::CaptureExceedsHold => StatusCode::UNPROCESSABLE_ENTITY,
         };
-        let mut error = ApiError::new(status, ErrorType::InvalidRequestError, rejection.code(), rejection.message());
+        let mut error = ApiError::new(
+            status,
+            ErrorType::InvalidRequestError,
+            rejection.code(),
+            rejection.message(),
+        );
         error.detail.param = param.map(str::to_owned);
         error
     }
@@ -114,13 +134,22 @@ impl ApiError {
         serde_json::to_string(&ErrorBody {
             error: self.detail.clone(),
         })
-        .unwrap_or_else(|_| r#"{"error":{"type":"api_error","code":"internal_error","message":"","param":null}}"#.into())
+        .unwrap_or_else(|_| {
+            r#"{"error":{"type":"api_error","code":"internal_error","message":"","param":null}}"#
+                .into()
+        })
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{} {}: {}", self.status.as_u16(), self.detail.code, self.detail.message)
+        write!(
+            formatter,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.detail.code,
+            self.detail.message
+        )
     }
 }
 
@@ -170,7 +199,9 @@ impl From<WalletError> for ApiError {
             }
             WalletError::Unavailable(cause) => {
                 tracing::error!(%cause, "wallet unavailable");
-                ApiError::unavailable("The wallet service is unavailable; retry with the same Idempotency-Key.")
+                ApiError::unavailable(
+                    "The wallet service is unavailable; retry with the same Idempotency-Key.",
+                )
             }
         }
     }

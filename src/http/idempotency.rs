@@ -46,9 +46,19 @@ pub fn idempotency_key(request: &HttpRequest) -> Result<String, ApiError> {
     let key = request
         .headers()
         .get(IDEMPOTENCY_KEY_HEADER)
-        .ok_or_else(|| ApiError::invalid_request("idempotency_key_missing", "This request requires an Idempotency-Key header."))?
+        .ok_or_else(|| {
+            ApiError::invalid_request(
+                "idempotency_key_missing",
+                "This request requires an Idempotency-Key header.",
+            )
+        })?
         .to_str()
-        .map_err(|_| ApiError::invalid_request("idempotency_key_invalid", "The Idempotency-Key must be printable text."))?;
+        .map_err(|_| {
+            ApiError::invalid_request(
+                "idempotency_key_invalid",
+                "The Idempotency-Key must be printable text.",
+            )
+        })?;
     if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LENGTH_MAX {
         return Err(ApiError::invalid_request(
             "idempotency_key_invalid",
@@ -76,13 +86,21 @@ where
     let key = idempotency_key(request)?;
     let scope = IdempotencyScope { caller, key: &key };
     let fingerprint = fingerprint(request, body);
-    let wait_deadline = Instant::now() + state.limits.transfer_wait_timeout + Duration::from_secs(5);
+    let wait_deadline =
+        Instant::now() + state.limits.transfer_wait_timeout + Duration::from_secs(5);
     let resource_id = loop {
         let now = state.clock.now();
-        let stale_before = now - chrono::Duration::from_std(state.limits.idempotency_lock_timeout).unwrap_or_default();
+        let stale_before = now
+            - chrono::Duration::from_std(state.limits.idempotency_lock_timeout).unwrap_or_default();
         match state
             .store
-            .claim_idempotency_key(scope, &fingerprint, new_resource_id.clone(), now, stale_before)
+            .claim_idempotency_key(
+                scope,
+                &fingerprint,
+                new_resource_id.clone(),
+                now,
+                stale_before,
+            )
             .await?
         {
             IdempotencyClaim::Claimed { resource_id } => break resource_id,
@@ -122,7 +140,10 @@ where
     };
     match stored {
         Some(response) => {
-            state.store.complete_idempotency_key(scope, response.status.as_u16(), &response.body).await?;
+            state
+                .store
+                .complete_idempotency_key(scope, response.status.as_u16(), &response.body)
+                .await?;
             Ok(response.into_response(false))
         }
         None => {

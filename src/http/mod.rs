@@ -45,14 +45,20 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/openapi.json", web::get().to(operations::openapi))
         .route("/v1/users", web::post().to(users::create_user))
         .route("/v1/sessions", web::post().to(users::create_session))
-        .route("/v1/sessions/current", web::delete().to(users::delete_current_session))
+        .route(
+            "/v1/sessions/current",
+            web::delete().to(users::delete_current_session),
+        )
         .route("/v1/me", web::get().to(users::me))
         .route("/v1/wallet", web::get().to(wallet::get_wallet))
         .route("/v1/wallet/entries", web::get().to(wallet::list_entries))
         .route("/v1/transfers", web::post().to(transfers::create_transfer))
         .route("/v1/transfers", web::get().to(transfers::list_transfers))
         .route("/v1/transfers/{id}", web::get().to(transfers::get_transfer))
-        .route("/v1/admin/adjustments", web::post().to(admin::create_adjustment));
+        .route(
+            "/v1/admin/adjustments",
+            web::post().to(admin::create_adjustment),
+        );
 }
 
 /// Builds the actix application for `state`: routes, JSON errors for anything unmatched,
@@ -72,12 +78,18 @@ pub fn application(
     actix_web::App::new()
         .app_data(state)
         .app_data(web::QueryConfig::default().error_handler(|error, _| {
-            ApiError::invalid_request("parameter_invalid", format!("Invalid query string: {error}.")).into()
+            ApiError::invalid_request(
+                "parameter_invalid",
+                format!("Invalid query string: {error}."),
+            )
+            .into()
         }))
         .configure(routes)
         .default_service(web::to(unmatched))
         .wrap_fn(move |request, service| {
-            let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+            let route = request
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".to_owned());
             let method = request.method().as_str().to_owned();
             let started = Instant::now();
             let metrics = Arc::clone(&metrics);

@@ -9,7 +9,9 @@ use super::request::{Fields, json_object, page_request, read_body};
 use super::views::{CreateTransferRequest, ListView, TransferView};
 use crate::actors::transfer_saga;
 use crate::actors::{SagaOutcome, SagaStart};
-use crate::domain::{Amount, Currency, Email, PhoneNumber, Rejection, TransferId, TransferState, UserId};
+use crate::domain::{
+    Amount, Currency, Email, PhoneNumber, Rejection, TransferId, TransferState, UserId,
+};
 use crate::store::accounts::Owner;
 use crate::store::transfers::TransferRecord;
 use actix_web::http::StatusCode;
@@ -34,28 +36,54 @@ fn parse_order(body: &[u8]) -> Result<TransferOrder, ApiError> {
     let amount = fields.amount("amount")?;
     let currency = fields.currency("currency")?;
     let note = fields.optional_str("note")?.map(str::to_owned);
-    if note.as_ref().is_some_and(|note| note.chars().count() > NOTE_LENGTH_MAX) {
-        return Err(ApiError::invalid_param("parameter_invalid", "note", "note must be at most 500 characters."));
+    if note
+        .as_ref()
+        .is_some_and(|note| note.chars().count() > NOTE_LENGTH_MAX)
+    {
+        return Err(ApiError::invalid_param(
+            "parameter_invalid",
+            "note",
+            "note must be at most 500 characters.",
+        ));
     }
-    Ok(TransferOrder { to, amount, currency, note })
+    Ok(TransferOrder {
+        to,
+        amount,
+        currency,
+        note,
+    })
 }
 
 #[utoipa::path(post, path = "/v1/transfers", tag = "transfers", security(("bearer" = [])), request_body = CreateTransferRequest,
     params(("Idempotency-Key" = String, Header, description = "Required, 1-255 characters")),
     responses((status = 201, body = TransferView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn create_transfer(state: web::Data<AppState>, request: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create_transfer(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let user = auth::current_user(&request, &state).await?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
     let order = parse_order(&body)?;
     let caller = user.caller();
-    run_idempotent(&state, &request, &caller, &body, TransferId::generate().to_string(), |resource_id| {
-        execute_transfer(&state, user, order, resource_id)
-    })
+    run_idempotent(
+        &state,
+        &request,
+        &caller,
+        &body,
+        TransferId::generate().to_string(),
+        |resource_id| execute_transfer(&state, user, order, resource_id),
+    )
     .await
 }
 
-async fn execute_transfer(state: &AppState, user: CurrentUser, order: TransferOrder, resource_id: String) -> Result<JsonResponse, ApiError> {
+async fn execute_transfer(
+    state: &AppState,
+    user: CurrentUser,
+    order: TransferOrder,
+    resource_id: String,
+) -> Result<JsonResponse, ApiError> {
     let transfer_id: TransferId = resource_id
         .parse()
         .map_err(|_| ApiError::unavailable("corrupt idempotency record"))?;
@@ -72,7 +100,10 @@ async fn execute_transfer(state: &AppState, user: CurrentUser, order: TransferOr
         .find_account(&Owner::User(user.user_id), order.currency)
         .await?
         .ok_or_else(|| ApiError::rejection(Rejection::InsufficientFunds, Some("amount")))?;
-    let target = state.store.open_account(&Owner::User(recipient), order.currency).await?;
+    let target = state
+        .store
+        .open_account(&Owner::User(recipient), order.currency)
+        .await?;
     let now = state.clock.now();
     let transfer = TransferRecord {
         id: transfer_id,
@@ -93,20 +124,36 @@ async fn execute_transfer(state: &AppState, user: CurrentUser, order: TransferOr
 }
 
 /// Starts the saga and waits for it up to the transfer timeout.
-async fn wait_for_saga(state: &AppState, start: SagaStart, transfer_id: TransferId) -> Result<JsonResponse, ApiError> {
+async fn wait_for_saga(
+    state: &AppState,
+    start: SagaStart,
+    transfer_id: TransferId,
+) -> Result<JsonResponse, ApiError> {
     let (reply, outcome) = oneshot::channel();
     transfer_saga::start(&state.sagas, start, Some(reply))
         .await
         .map_err(|error| ApiError::unavailable(format!("could not start the transfer: {error}")))?;
     let outcome = tokio::time::timeout(state.limits.transfer_wait_timeout, outcome).await;
     match outcome {
-        Ok(Ok(SagaOutcome::Settled(transfer))) => Ok(JsonResponse::new(StatusCode::CREATED, &TransferView::from(&transfer))),
-        Ok(Ok(SagaOutcome::Rejected(rejection))) => Err(ApiError::rejection(rejection, Some("amount"))),
+        Ok(Ok(SagaOutcome::Settled(transfer))) => Ok(JsonResponse::new(
+            StatusCode::CREATED,
+            &TransferView::from(&transfer),
+        )),
+        Ok(Ok(SagaOutcome::Rejected(rejection))) => {
+            Err(ApiError::rejection(rejection, Some("amount")))
+        }
         // Unknown outcome: if the debit committed, the transfer exists and will be finished.
-        Ok(Ok(SagaOutcome::Unavailable(_))) | Ok(Err(_)) | Err(_) => match state.store.find_transfer(transfer_id).await? {
-            Some(transfer) => Ok(JsonResponse::new(StatusCode::CREATED, &TransferView::from(&transfer))),
-            None => Err(ApiError::unavailable("The transfer could not be started; retry with the same Idempotency-Key.")),
-        },
+        Ok(Ok(SagaOutcome::Unavailable(_))) | Ok(Err(_)) | Err(_) => {
+            match state.store.find_transfer(transfer_id).await? {
+                Some(transfer) => Ok(JsonResponse::new(
+                    StatusCode::CREATED,
+                    &TransferView::from(&transfer),
+                )),
+                None => Err(ApiError::unavailable(
+                    "The transfer could not be started; retry with the same Idempotency-Key.",
+                )),
+            }
+        }
     }
 }
 
@@ -129,7 +176,11 @@ async fn resolve_recipient(state: &AppState, to: &str) -> Result<UserId, ApiErro
 #[utoipa::path(get, path = "/v1/transfers/{id}", tag = "transfers", security(("bearer" = [])),
     params(("id" = String, Path, description = "Transfer id")),
     responses((status = 200, body = TransferView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_transfer(state: web::Data<AppState>, request: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_transfer(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let user = auth::current_user(&request, &state).await?;
     let id: TransferId = path.parse().map_err(|_| ApiError::not_found("transfer"))?;
     let transfer = state

@@ -15,15 +15,24 @@ const NAME_LENGTH_MAX: usize = 200;
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUserRequest,
     responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn create_user(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create_user(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.limits.body_bytes_max).await?;
     let object = json_object(&body)?;
     let fields = Fields(&object);
-    let email = Email::parse(fields.required_str("email")?).map_err(|r| ApiError::rejection(r, Some("email")))?;
-    let phone = PhoneNumber::parse(fields.required_str("phone")?).map_err(|r| ApiError::rejection(r, Some("phone")))?;
+    let email = Email::parse(fields.required_str("email")?)
+        .map_err(|r| ApiError::rejection(r, Some("email")))?;
+    let phone = PhoneNumber::parse(fields.required_str("phone")?)
+        .map_err(|r| ApiError::rejection(r, Some("phone")))?;
     let name = fields.required_str("name")?.trim().to_owned();
     if name.is_empty() || name.chars().count() > NAME_LENGTH_MAX {
-        return Err(ApiError::invalid_param("parameter_invalid", "name", "name must be 1 to 200 characters."));
+        return Err(ApiError::invalid_param(
+            "parameter_invalid",
+            "name",
+            "name must be 1 to 200 characters.",
+        ));
     }
     let password = fields.required_str("password")?.to_owned();
     if password.chars().count() < PASSWORD_LENGTH_MIN || password.len() > PASSWORD_LENGTH_MAX {
@@ -44,18 +53,35 @@ pub async fn create_user(state: web::Data<AppState>, payload: web::Payload) -> R
     };
     match state.store.create_user(&new_user).await? {
         Ok(user) => Ok(HttpResponse::Created().json(UserView::from(&user))),
-        Err(UserConflict::EmailTaken) => Err(conflict("email_taken", "email", "A user with this email already exists.")),
-        Err(UserConflict::PhoneTaken) => Err(conflict("phone_taken", "phone", "A user with this phone already exists.")),
+        Err(UserConflict::EmailTaken) => Err(conflict(
+            "email_taken",
+            "email",
+            "A user with this email already exists.",
+        )),
+        Err(UserConflict::PhoneTaken) => Err(conflict(
+            "phone_taken",
+            "phone",
+            "A user with this phone already exists.",
+        )),
     }
 }
 
 fn conflict(code: &str, param: &str, message: &str) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, ErrorType::InvalidRequestError, code, message).with_param(param)
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorType::InvalidRequestError,
+        code,
+        message,
+    )
+    .with_param(param)
 }
 
 #[utoipa::path(post, path = "/v1/sessions", tag = "users", request_body = CreateSessionRequest,
     responses((status = 201, body = SessionView), (status = 401, body = ErrorBody)))]
-pub async fn create_session(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn create_session(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.limits.body_bytes_max).await?;
     let object = json_object(&body)?;
     let fields = Fields(&object);
@@ -73,7 +99,11 @@ pub async fn create_session(state: web::Data<AppState>, payload: web::Payload) -
         }
     };
     // Verify even when the user does not exist, so both answers take as long.
-    let verified = auth::verify_password(password, user.as_ref().map(|user| user.password_hash.clone())).await;
+    let verified = auth::verify_password(
+        password,
+        user.as_ref().map(|user| user.password_hash.clone()),
+    )
+    .await;
     let user = match user {
         Some(user) if verified => user,
         _ => {
@@ -87,9 +117,13 @@ pub async fn create_session(state: web::Data<AppState>, payload: web::Payload) -
     };
     let token = generate_token("sess");
     let now = state.clock.now();
-    let expires_at = now + chrono::Duration::from_std(state.limits.session_lifetime).unwrap_or_default();
+    let expires_at =
+        now + chrono::Duration::from_std(state.limits.session_lifetime).unwrap_or_default();
     let user_id: UserId = user.id.parse().map_err(|_| ApiError::unauthenticated())?;
-    let session = state.store.create_session(user_id, sha256_hex(token.as_bytes()), now, expires_at).await?;
+    let session = state
+        .store
+        .create_session(user_id, sha256_hex(token.as_bytes()), now, expires_at)
+        .await?;
     Ok(HttpResponse::Created().json(SessionView {
         id: session.id,
         object: "session",
@@ -102,16 +136,29 @@ pub async fn create_session(state: web::Data<AppState>, payload: web::Payload) -
 
 #[utoipa::path(delete, path = "/v1/sessions/current", tag = "users", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ErrorBody)))]
-pub async fn delete_current_session(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn delete_current_session(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let user = auth::current_user(&request, &state).await?;
-    state.store.revoke_session(user.session_id, state.clock.now()).await?;
+    state
+        .store
+        .revoke_session(user.session_id, state.clock.now())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(get, path = "/v1/me", tag = "users", security(("bearer" = [])),
     responses((status = 200, body = UserView), (status = 401, body = ErrorBody)))]
-pub async fn me(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn me(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let user = auth::current_user(&request, &state).await?;
-    let user = state.store.find_user(user.user_id).await?.ok_or_else(ApiError::unauthenticated)?;
+    let user = state
+        .store
+        .find_user(user.user_id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
     Ok(HttpResponse::Ok().json(UserView::from(&user)))
 }

@@ -12,9 +12,15 @@ use std::collections::HashMap;
 
 #[utoipa::path(get, path = "/v1/wallet", tag = "wallet", security(("bearer" = [])),
     responses((status = 200, body = WalletView), (status = 401, body = ErrorBody)))]
-pub async fn get_wallet(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn get_wallet(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let user = auth::current_user(&request, &state).await?;
-    let accounts = state.store.list_accounts(&Owner::User(user.user_id)).await?;
+    let accounts = state
+        .store
+        .list_accounts(&Owner::User(user.user_id))
+        .await?;
     Ok(HttpResponse::Ok().json(WalletView {
         object: "wallet",
         accounts: accounts.iter().map(AccountView::from).collect(),
@@ -59,7 +65,15 @@ pub async fn list_entries(
     };
     let data = entries
         .iter()
-        .map(|entry| EntryView::new(entry, currencies.get(&entry.account_id).copied().unwrap_or_default()))
+        .map(|entry| {
+            EntryView::new(
+                entry,
+                currencies
+                    .get(&entry.account_id)
+                    .copied()
+                    .unwrap_or_default(),
+            )
+        })
         .collect();
     Ok(HttpResponse::Ok().json(ListView::new(data, has_more)))
 }

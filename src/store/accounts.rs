@@ -139,11 +139,15 @@ where
     let (select, newest_first) = match &page.cursor {
         None => (select.order_by_desc(id_column), true),
         Some(Cursor::StartingAfter(id)) => (
-            select.filter(id_column.lt(id.as_str())).order_by_desc(id_column),
+            select
+                .filter(id_column.lt(id.as_str()))
+                .order_by_desc(id_column),
             true,
         ),
         Some(Cursor::EndingBefore(id)) => (
-            select.filter(id_column.gt(id.as_str())).order_by_asc(id_column),
+            select
+                .filter(id_column.gt(id.as_str()))
+                .order_by_asc(id_column),
             false,
         ),
     };
@@ -156,6 +160,14 @@ where
     Ok((rows, has_more))
 }
 
+fn select_account(owner: &Owner, currency: Currency) -> Select<accounts::Entity> {
+    let (owner_type, owner_id) = owner.columns();
+    accounts::Entity::find()
+        .filter(accounts::Column::OwnerType.eq(owner_type))
+        .filter(accounts::Column::OwnerId.eq(owner_id))
+        .filter(accounts::Column::Currency.eq(currency.code()))
+}
+
 impl Store {
     pub async fn load_account(&self, id: AccountId) -> StoreResult<Option<AccountRecord>> {
         // Read through the writer: a wallet actor must see its own last commit.
@@ -166,12 +178,12 @@ impl Store {
             .transpose()
     }
 
-    pub async fn find_account(&self, owner: &Owner, currency: Currency) -> StoreResult<Option<AccountRecord>> {
-        let (owner_type, owner_id) = owner.columns();
-        accounts::Entity::find()
-            .filter(accounts::Column::OwnerType.eq(owner_type))
-            .filter(accounts::Column::OwnerId.eq(owner_id))
-            .filter(accounts::Column::Currency.eq(currency.code()))
+    pub async fn find_account(
+        &self,
+        owner: &Owner,
+        currency: Currency,
+    ) -> StoreResult<Option<AccountRecord>> {
+        select_account(owner, currency)
             .one(self.reader())
             .await?
             .map(AccountRecord::try_from)
@@ -179,7 +191,11 @@ impl Store {
     }
 
     /// The owner's account in `currency`, opened (empty) if it does not exist yet.
-    pub async fn open_account(&self, owner: &Owner, currency: Currency) -> StoreResult<AccountRecord> {
+    pub async fn open_account(
+        &self,
+        owner: &Owner,
+        currency: Currency,
+    ) -> StoreResult<AccountRecord> {
         if let Some(account) = self.find_account(owner, currency).await? {
             return Ok(account);
         }
@@ -201,11 +217,7 @@ impl Store {
         ]);
         insert.exec_without_returning(self.writer()).await?;
         // Read back through the writer so a reader pool lagging behind cannot miss it.
-        let (owner_type, owner_id) = owner.columns();
-        accounts::Entity::find()
-            .filter(accounts::Column::OwnerType.eq(owner_type))
-            .filter(accounts::Column::OwnerId.eq(owner_id))
-            .filter(accounts::Column::Currency.eq(currency.code()))
+        select_account(owner, currency)
             .one(self.writer())
             .await?
             .ok_or_else(|| StoreError::Corrupt("account vanished after opening".into()))

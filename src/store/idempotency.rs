@@ -50,7 +50,10 @@ impl Store {
             locked_at: Set(Some(now)),
             created_at: Set(now),
         })
-        .on_conflict_do_nothing_on([idempotency_keys::Column::Caller, idempotency_keys::Column::Key])
+        .on_conflict_do_nothing_on([
+            idempotency_keys::Column::Caller,
+            idempotency_keys::Column::Key,
+        ])
         .exec_without_returning(self.writer())
         .await?;
         if matches!(inserted, TryInsertResult::Inserted(1)) {
@@ -58,9 +61,10 @@ impl Store {
                 resource_id: new_resource_id,
             });
         }
-        let Some(existing) = idempotency_keys::Entity::find_by_id((scope.caller.to_owned(), scope.key.to_owned()))
-            .one(self.writer())
-            .await?
+        let Some(existing) =
+            idempotency_keys::Entity::find_by_id((scope.caller.to_owned(), scope.key.to_owned()))
+                .one(self.writer())
+                .await?
         else {
             return Ok(IdempotencyClaim::InProgress);
         };
@@ -100,9 +104,18 @@ impl Store {
         body: &str,
     ) -> StoreResult<()> {
         idempotency_keys::Entity::update_many()
-            .col_expr(idempotency_keys::Column::ResponseStatus, Expr::value(i32::from(status)))
-            .col_expr(idempotency_keys::Column::ResponseBody, Expr::value(body.to_owned()))
-            .col_expr(idempotency_keys::Column::LockedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(
+                idempotency_keys::Column::ResponseStatus,
+                Expr::value(i32::from(status)),
+            )
+            .col_expr(
+                idempotency_keys::Column::ResponseBody,
+                Expr::value(body.to_owned()),
+            )
+            .col_expr(
+                idempotency_keys::Column::LockedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
             .filter(scope_filter(scope))
             .exec(self.writer())
             .await?;
@@ -113,7 +126,10 @@ impl Store {
     /// timeout): the next request with the key retries the same resource.
     pub async fn release_idempotency_key(&self, scope: IdempotencyScope<'_>) -> StoreResult<()> {
         idempotency_keys::Entity::update_many()
-            .col_expr(idempotency_keys::Column::LockedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(
+                idempotency_keys::Column::LockedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
             .filter(scope_filter(scope))
             .filter(idempotency_keys::Column::ResponseStatus.is_null())
             .exec(self.writer())

@@ -63,7 +63,9 @@ impl Effect {
     /// The transfer whose state this movement requires to be `debited` when it commits.
     pub fn guarded_transfer(&self) -> Option<TransferId> {
         match self {
-            Effect::CompleteTransfer(transfer) | Effect::FailTransfer(transfer, _) => Some(transfer.id),
+            Effect::CompleteTransfer(transfer) | Effect::FailTransfer(transfer, _) => {
+                Some(transfer.id)
+            }
             _ => None,
         }
     }
@@ -130,7 +132,10 @@ impl Store {
             .await?;
         rows.into_iter()
             .map(|row| {
-                let id = row.id.parse().map_err(|_| StoreError::Corrupt(format!("transfer id {}", row.id)))?;
+                let id = row
+                    .id
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("transfer id {}", row.id)))?;
                 let state = TransferState::parse(&row.state)
                     .ok_or_else(|| StoreError::Corrupt(format!("transfer {} state", row.id)))?;
                 Ok((id, state))
@@ -139,11 +144,17 @@ impl Store {
     }
 }
 
-async fn write_account(transaction: &DatabaseTransaction, account: AccountWrite) -> StoreResult<()> {
+async fn write_account(
+    transaction: &DatabaseTransaction,
+    account: AccountWrite,
+) -> StoreResult<()> {
     let updated = accounts::Entity::update_many()
         .col_expr(accounts::Column::Available, Expr::value(account.available))
         .col_expr(accounts::Column::Locked, Expr::value(account.locked))
-        .col_expr(accounts::Column::Version, Expr::value(account.expected_version + 1))
+        .col_expr(
+            accounts::Column::Version,
+            Expr::value(account.expected_version + 1),
+        )
         .filter(accounts::Column::Id.eq(account.account.to_string()))
         .filter(accounts::Column::Version.eq(account.expected_version))
         .exec(transaction)
@@ -192,14 +203,17 @@ async fn insert_entries(
     movements: &[AppliedMovement],
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let rows: Vec<entries::ActiveModel> = movements
-        .iter()
-        .flat_map(|movement| {
-            movement.postings.iter().enumerate().map(move |(index, (posting, balance_after))| {
-                entry_row(account, movement, index, *posting, *balance_after, now)
+    let rows: Vec<entries::ActiveModel> =
+        movements
+            .iter()
+            .flat_map(|movement| {
+                movement.postings.iter().enumerate().map(
+                    move |(index, (posting, balance_after))| {
+                        entry_row(account, movement, index, *posting, *balance_after, now)
+                    },
+                )
             })
-        })
-        .collect();
+            .collect();
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<_> = rows.by_ref().take(ENTRY_ROWS_PER_STATEMENT_MAX).collect();
@@ -248,14 +262,24 @@ async fn write_counterpart(
     movement: &AppliedMovement,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let net: i64 = movement.postings.iter().map(|(posting, _)| posting.amount).sum();
+    let net: i64 = movement
+        .postings
+        .iter()
+        .map(|(posting, _)| posting.amount)
+        .sum();
     let delta = net
         .checked_neg()
         .ok_or_else(|| StoreError::Corrupt("counterpart overflow".into()))?;
     let statement = Query::update()
         .table(accounts::Entity)
-        .value(accounts::Column::Available, Expr::col(accounts::Column::Available).add(delta))
-        .value(accounts::Column::Version, Expr::col(accounts::Column::Version).add(1))
+        .value(
+            accounts::Column::Available,
+            Expr::col(accounts::Column::Available).add(delta),
+        )
+        .value(
+            accounts::Column::Version,
+            Expr::col(accounts::Column::Version).add(1),
+        )
         .and_where(Expr::col(accounts::Column::Id).eq(system_account.to_string()))
         .and_where(Expr::col(accounts::Column::OwnerType).eq("system"))
         .returning_col(accounts::Column::Available)
@@ -277,13 +301,24 @@ async fn write_counterpart(
         effect: Effect::None,
         ..movement.clone()
     };
-    entries::Entity::insert(entry_row(system_account, &counterpart, 0, counterpart.postings[0].0, balance_after, now))
-        .exec_without_returning(transaction)
-        .await?;
+    entries::Entity::insert(entry_row(
+        system_account,
+        &counterpart,
+        0,
+        counterpart.postings[0].0,
+        balance_after,
+        now,
+    ))
+    .exec_without_returning(transaction)
+    .await?;
     Ok(())
 }
 
-async fn write_effect(transaction: &DatabaseTransaction, effect: &Effect, now: DateTime<Utc>) -> StoreResult<()> {
+async fn write_effect(
+    transaction: &DatabaseTransaction,
+    effect: &Effect,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
     match effect {
         Effect::None => Ok(()),
         Effect::OpenTransfer(transfer) => {
@@ -293,12 +328,42 @@ async fn write_effect(transaction: &DatabaseTransaction, effect: &Effect, now: D
             Ok(())
         }
         Effect::CompleteTransfer(transfer) => {
-            move_transfer(transaction, transfer.id, TransferState::Completed, None, now).await?;
-            insert_event(transaction, "transfer.completed", "transfer", &transfer.id.to_string(), transfer_event(transfer, TransferState::Completed, None), now).await
+            move_transfer(
+                transaction,
+                transfer.id,
+                TransferState::Completed,
+                None,
+                now,
+            )
+            .await?;
+            insert_event(
+                transaction,
+                "transfer.completed",
+                "transfer",
+                &transfer.id.to_string(),
+                transfer_event(transfer, TransferState::Completed, None),
+                now,
+            )
+            .await
         }
         Effect::FailTransfer(transfer, reason) => {
-            move_transfer(transaction, transfer.id, TransferState::Failed, Some(*reason), now).await?;
-            insert_event(transaction, "transfer.failed", "transfer", &transfer.id.to_string(), transfer_event(transfer, TransferState::Failed, Some(*reason)), now).await
+            move_transfer(
+                transaction,
+                transfer.id,
+                TransferState::Failed,
+                Some(*reason),
+                now,
+            )
+            .await?;
+            insert_event(
+                transaction,
+                "transfer.failed",
+                "transfer",
+                &transfer.id.to_string(),
+                transfer_event(transfer, TransferState::Failed, Some(*reason)),
+                now,
+            )
+            .await
         }
         Effect::RecordAdjustment(adjustment) => {
             let row = adjustments::ActiveModel {
@@ -321,7 +386,15 @@ async fn write_effect(transaction: &DatabaseTransaction, effect: &Effect, now: D
                 "currency": adjustment.currency.code(),
                 "reason": adjustment.reason,
             });
-            insert_event(transaction, "adjustment.created", "adjustment", &adjustment.id.to_string(), payload, now).await
+            insert_event(
+                transaction,
+                "adjustment.created",
+                "adjustment",
+                &adjustment.id.to_string(),
+                payload,
+                now,
+            )
+            .await
         }
     }
 }
@@ -335,19 +408,28 @@ async fn move_transfer(
 ) -> StoreResult<()> {
     let updated = transfers::Entity::update_many()
         .col_expr(transfers::Column::State, Expr::value(to.as_str()))
-        .col_expr(transfers::Column::FailureCode, Expr::value(failure.map(|reason| reason.code().to_owned())))
+        .col_expr(
+            transfers::Column::FailureCode,
+            Expr::value(failure.map(|reason| reason.code().to_owned())),
+        )
         .col_expr(transfers::Column::UpdatedAt, Expr::value(now))
         .filter(transfers::Column::Id.eq(id.to_string()))
         .filter(transfers::Column::State.eq(TransferState::Debited.as_str()))
         .exec(transaction)
         .await?;
     if updated.rows_affected != 1 {
-        return Err(StoreError::Conflict(format!("transfer {id} is no longer debited")));
+        return Err(StoreError::Conflict(format!(
+            "transfer {id} is no longer debited"
+        )));
     }
     Ok(())
 }
 
-fn transfer_event(transfer: &TransferRecord, state: TransferState, failure: Option<Rejection>) -> serde_json::Value {
+fn transfer_event(
+    transfer: &TransferRecord,
+    state: TransferState,
+    failure: Option<Rejection>,
+) -> serde_json::Value {
     json!({
         "id": transfer.id.to_string(),
         "status": state.api_status(),

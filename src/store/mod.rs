@@ -100,7 +100,10 @@ impl Store {
     }
 }
 
-async fn connect_sqlite(database_url: &str, connections: u32) -> anyhow::Result<DatabaseConnection> {
+async fn connect_sqlite(
+    database_url: &str,
+    connections: u32,
+) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(database_url);
     options
         .max_connections(connections)
@@ -148,6 +151,9 @@ mod tests {
             super::redact("postgres://walleti:secret@db:5432/walleti"),
             "postgres://walleti:***@db:5432/walleti"
         );
-        assert_eq!(super::redact("sqlite://walleti.db?mode=rwc"), "sqlite://walleti.db?mode=rwc");
+        assert_eq!(
+            super::redact("sqlite://walleti.db?mode=rwc"),
+            "sqlite://walleti.db?mode=rwc"
+        );
     }
 }

@@ -8,7 +8,9 @@ use crate::domain::{
     AccountId, Amount, Currency, JournalId, Rejection, TransferId, TransferState, UserId,
 };
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 
 /// Unfinished sagas loaded per resumption pass.
 pub const RESUME_BATCH_MAX: u64 = 500;
@@ -62,10 +64,22 @@ impl TryFrom<transfers::Model> for TransferRecord {
         Ok(TransferRecord {
             id,
             journal_id: JournalId::from(id.as_uuid()),
-            from_user: row.from_user.parse().map_err(|_| corrupt(&row.id, "from_user"))?,
-            to_user: row.to_user.parse().map_err(|_| corrupt(&row.id, "to_user"))?,
-            source_account: row.source_account.parse().map_err(|_| corrupt(&row.id, "source"))?,
-            target_account: row.target_account.parse().map_err(|_| corrupt(&row.id, "target"))?,
+            from_user: row
+                .from_user
+                .parse()
+                .map_err(|_| corrupt(&row.id, "from_user"))?,
+            to_user: row
+                .to_user
+                .parse()
+                .map_err(|_| corrupt(&row.id, "to_user"))?,
+            source_account: row
+                .source_account
+                .parse()
+                .map_err(|_| corrupt(&row.id, "source"))?,
+            target_account: row
+                .target_account
+                .parse()
+                .map_err(|_| corrupt(&row.id, "target"))?,
             amount: Amount::new(row.amount).map_err(|_| corrupt(&row.id, "amount"))?,
             currency: Currency::parse(&row.currency).map_err(|_| corrupt(&row.id, "currency"))?,
             note: row.note,
@@ -99,7 +113,8 @@ impl Store {
                 .add(transfers::Column::FromUser.eq(user.clone()))
                 .add(transfers::Column::ToUser.eq(user)),
         );
-        let (rows, has_more) = fetch_page(select, transfers::Column::Id, page, self.reader()).await?;
+        let (rows, has_more) =
+            fetch_page(select, transfers::Column::Id, page, self.reader()).await?;
         let records = rows
             .into_iter()
             .map(TransferRecord::try_from)

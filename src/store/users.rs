@@ -28,7 +28,10 @@ pub enum UserConflict {
 
 impl Store {
     /// Creates the user and their wallet account in the default currency.
-    pub async fn create_user(&self, user: &NewUser) -> StoreResult<Result<users::Model, UserConflict>> {
+    pub async fn create_user(
+        &self,
+        user: &NewUser,
+    ) -> StoreResult<Result<users::Model, UserConflict>> {
         if let Some(conflict) = self.find_user_conflict(&user.email, &user.phone).await? {
             return Ok(Err(conflict));
         }
@@ -84,7 +87,9 @@ impl Store {
     }
 
     pub async fn find_user(&self, id: UserId) -> StoreResult<Option<users::Model>> {
-        Ok(users::Entity::find_by_id(id.to_string()).one(self.reader()).await?)
+        Ok(users::Entity::find_by_id(id.to_string())
+            .one(self.reader())
+            .await?)
     }
 
     pub async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<users::Model>> {
@@ -94,7 +99,10 @@ impl Store {
             .await?)
     }
 
-    pub async fn find_user_by_phone(&self, phone: &PhoneNumber) -> StoreResult<Option<users::Model>> {
+    pub async fn find_user_by_phone(
+        &self,
+        phone: &PhoneNumber,
+    ) -> StoreResult<Option<users::Model>> {
         Ok(users::Entity::find()
             .filter(users::Column::Phone.eq(phone.as_str()))
             .one(self.reader())
@@ -135,7 +143,10 @@ impl Store {
 
     pub async fn revoke_session(&self, id: SessionId, now: DateTime<Utc>) -> StoreResult<()> {
         let updated = sessions::Entity::update_many()
-            .col_expr(sessions::Column::RevokedAt, sea_orm::sea_query::Expr::value(now))
+            .col_expr(
+                sessions::Column::RevokedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
             .filter(sessions::Column::Id.eq(id.to_string()))
             .filter(sessions::Column::RevokedAt.is_null())
             .exec(self.writer())

@@ -8,7 +8,11 @@ async fn bad_transfer_input_gets_a_documented_4xx_and_changes_nothing() {
         let app = spawn_app(backend).await;
         let (ada, bob) = (app.user("ada").await, app.user("bob").await);
         app.fund(&ada, 1_000).await;
-        let oversized = format!(r#"{{"to":"{}","amount":1,"currency":"usd","note":"{}"}}"#, bob.email, "x".repeat(70_000));
+        let oversized = format!(
+            r#"{{"to":"{}","amount":1,"currency":"usd","note":"{}"}}"#,
+            bob.email,
+            "x".repeat(70_000)
+        );
         let cases: Vec<(String, u16, &str)> = vec![
             (json!({"to": bob.email, "amount": 0, "currency": "usd"}).to_string(), 400, "invalid_amount"),
             (json!({"to": bob.email, "amount": -5, "currency": "usd"}).to_string(), 400, "invalid_amount"),
@@ -38,15 +42,38 @@ async fn bad_transfer_input_gets_a_documented_4xx_and_changes_nothing() {
         ];
         for (index, (body, status, code)) in cases.into_iter().enumerate() {
             let key = format!("bad-{index}");
-            let reply = app.request(Method::POST, "/v1/transfers", Some(&ada.token), Some(&key), Some(body.clone())).await;
-            assert_eq!(reply.status.as_u16(), status, "{}: {}", &body[..body.len().min(120)], reply.text);
+            let reply = app
+                .request(
+                    Method::POST,
+                    "/v1/transfers",
+                    Some(&ada.token),
+                    Some(&key),
+                    Some(body.clone()),
+                )
+                .await;
+            assert_eq!(
+                reply.status.as_u16(),
+                status,
+                "{}: {}",
+                &body[..body.len().min(120)],
+                reply.text
+            );
             assert_eq!(reply.code(), code, "{}", &body[..body.len().min(120)]);
             assert_eq!(reply.body["error"]["type"], "invalid_request_error");
         }
         assert_eq!(app.balance(&ada).await, (1_000, 0));
         assert_eq!(app.balance(&bob).await, (0, 0));
-        assert_eq!(app.get("/v1/transfers", &ada.token).await.body["data"].as_array().map(Vec::len), Some(0));
-        assert_eq!(app.all_entries(&ada).await.len(), 1, "only the funding entry");
+        assert_eq!(
+            app.get("/v1/transfers", &ada.token).await.body["data"]
+                .as_array()
+                .map(Vec::len),
+            Some(0)
+        );
+        assert_eq!(
+            app.all_entries(&ada).await.len(),
+            1,
+            "only the funding entry"
+        );
     }
 }
 
@@ -56,10 +83,19 @@ async fn missing_or_bad_idempotency_key_is_a_400() {
     let (ada, bob) = (app.user("ada").await, app.user("bob").await);
     app.fund(&ada, 1_000).await;
     let body = json!({"to": bob.email, "amount": 1, "currency": "usd"});
-    let missing = app.post("/v1/transfers", Some(&ada.token), None, &body).await;
+    let missing = app
+        .post("/v1/transfers", Some(&ada.token), None, &body)
+        .await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST);
     assert_eq!(missing.code(), "idempotency_key_missing");
-    let too_long = app.post("/v1/transfers", Some(&ada.token), Some(&"k".repeat(256)), &body).await;
+    let too_long = app
+        .post(
+            "/v1/transfers",
+            Some(&ada.token),
+            Some(&"k".repeat(256)),
+            &body,
+        )
+        .await;
     assert_eq!(too_long.status, StatusCode::BAD_REQUEST);
     assert_eq!(too_long.code(), "idempotency_key_invalid");
     assert_eq!(app.balance(&ada).await, (1_000, 0));
@@ -74,15 +110,46 @@ async fn unknown_routes_and_bad_adjustments_are_4xx_json() {
     assert_eq!(unknown.code(), "route_not_found");
     let admin = Some(crate::helpers::ADMIN_TOKEN);
     let cases = [
-        (json!({"user_id": ada.id, "amount": 0, "currency": "usd", "reason": "x"}), 400, "invalid_amount"),
-        (json!({"user_id": ada.id, "amount": 1.5, "currency": "usd", "reason": "x"}), 400, "invalid_amount"),
-        (json!({"user_id": ada.id, "amount": 5, "currency": "usd"}), 400, "parameter_missing"),
-        (json!({"amount": 5, "currency": "usd", "reason": "x"}), 400, "parameter_invalid"),
-        (json!({"user_id": ada.id, "amount": -5, "currency": "usd", "reason": "x"}), 422, "insufficient_funds"),
-        (json!({"account_id": "0194f1a0-0000-7000-8000-000000000000", "amount": 5, "currency": "usd", "reason": "x"}), 404, "account_not_found"),
+        (
+            json!({"user_id": ada.id, "amount": 0, "currency": "usd", "reason": "x"}),
+            400,
+            "invalid_amount",
+        ),
+        (
+            json!({"user_id": ada.id, "amount": 1.5, "currency": "usd", "reason": "x"}),
+            400,
+            "invalid_amount",
+        ),
+        (
+            json!({"user_id": ada.id, "amount": 5, "currency": "usd"}),
+            400,
+            "parameter_missing",
+        ),
+        (
+            json!({"amount": 5, "currency": "usd", "reason": "x"}),
+            400,
+            "parameter_invalid",
+        ),
+        (
+            json!({"user_id": ada.id, "amount": -5, "currency": "usd", "reason": "x"}),
+            422,
+            "insufficient_funds",
+        ),
+        (
+            json!({"account_id": "0194f1a0-0000-7000-8000-000000000000", "amount": 5, "currency": "usd", "reason": "x"}),
+            404,
+            "account_not_found",
+        ),
     ];
     for (index, (body, status, code)) in cases.into_iter().enumerate() {
-        let reply = app.post("/v1/admin/adjustments", admin, Some(&format!("adj-{index}")), &body).await;
+        let reply = app
+            .post(
+                "/v1/admin/adjustments",
+                admin,
+                Some(&format!("adj-{index}")),
+                &body,
+            )
+            .await;
         assert_eq!(reply.status.as_u16(), status, "{body}: {}", reply.text);
         assert_eq!(reply.code(), code, "{body}");
     }

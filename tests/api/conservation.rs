@@ -33,17 +33,48 @@ async fn money_is_conserved_under_thousands_of_concurrent_transfers() {
                 let app = &app;
                 let users = &users;
                 async move {
-                    let reply = app.transfer(&users[from], &users[to].id, json!(amount), &format!("c-{index}")).await;
-                    (reply.status.as_u16(), reply.body["status"].as_str().unwrap_or(reply.code()).to_owned())
+                    let reply = app
+                        .transfer(
+                            &users[from],
+                            &users[to].id,
+                            json!(amount),
+                            &format!("c-{index}"),
+                        )
+                        .await;
+                    (
+                        reply.status.as_u16(),
+                        reply.body["status"]
+                            .as_str()
+                            .unwrap_or(reply.code())
+                            .to_owned(),
+                    )
                 }
             })
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
-        let completed = outcomes.iter().filter(|(status, what)| *status == 201 && what == "completed").count();
-        let refused = outcomes.iter().filter(|(status, what)| *status == 422 && what == "insufficient_funds").count();
-        assert_eq!(completed + refused, TRANSFERS, "unexpected outcomes: {:?}", outcomes.iter().filter(|(s, _)| *s != 201 && *s != 422).take(5).collect::<Vec<_>>());
-        assert!(completed > TRANSFERS / 2, "most transfers should succeed ({completed})");
+        let completed = outcomes
+            .iter()
+            .filter(|(status, what)| *status == 201 && what == "completed")
+            .count();
+        let refused = outcomes
+            .iter()
+            .filter(|(status, what)| *status == 422 && what == "insufficient_funds")
+            .count();
+        assert_eq!(
+            completed + refused,
+            TRANSFERS,
+            "unexpected outcomes: {:?}",
+            outcomes
+                .iter()
+                .filter(|(s, _)| *s != 201 && *s != 422)
+                .take(5)
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            completed > TRANSFERS / 2,
+            "most transfers should succeed ({completed})"
+        );
 
         assert_books_balance(&app, &users, backend).await;
     }
@@ -55,16 +86,36 @@ async fn assert_books_balance(app: &TestApp, users: &[TestUser], backend: Backen
         let (available, locked) = app.balance(user).await;
         assert!(available >= 0 && locked >= 0, "no wallet is negative");
         let entries = app.all_entries(user).await;
-        let entry_sum: i64 = entries.iter().map(|entry| entry["amount"].as_i64().unwrap_or(0)).sum();
-        assert_eq!(entry_sum, available + locked, "{}: balance equals the sum of its entries", user.email);
+        let entry_sum: i64 = entries
+            .iter()
+            .map(|entry| entry["amount"].as_i64().unwrap_or(0))
+            .sum();
+        assert_eq!(
+            entry_sum,
+            available + locked,
+            "{}: balance equals the sum of its entries",
+            user.email
+        );
         total += available + locked;
     }
-    assert_eq!(total, FUNDING_PER_USER * USERS as i64, "Σ balances unchanged ({backend:?})");
+    assert_eq!(
+        total,
+        FUNDING_PER_USER * USERS as i64,
+        "Σ balances unchanged ({backend:?})"
+    );
 
     // Every account, system ones included, sums to zero, and no money is left in flight.
-    let database = Database::connect(app.database_url.as_str()).await.expect("connect");
-    let all_accounts = accounts::Entity::find().all(&database).await.expect("accounts");
-    let grand_total: i64 = all_accounts.iter().map(|account| account.available + account.locked).sum();
+    let database = Database::connect(app.database_url.as_str())
+        .await
+        .expect("connect");
+    let all_accounts = accounts::Entity::find()
+        .all(&database)
+        .await
+        .expect("accounts");
+    let grand_total: i64 = all_accounts
+        .iter()
+        .map(|account| account.available + account.locked)
+        .sum();
     assert_eq!(grand_total, 0);
     let in_flight = transfers::Entity::find()
         .all(&database)

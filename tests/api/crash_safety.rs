@@ -2,19 +2,29 @@ use crate::helpers::{TestApp, backends, spawn_app, spawn_app_with, test_settings
 use chrono::Utc;
 use reqwest::StatusCode;
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveValue::Set, ColumnTrait, Database, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Database, DatabaseConnection, EntityTrait, QueryFilter,
+};
 use serde_json::json;
 use std::time::Duration;
 use walleti::store::entities::{accounts, entries, journals, transfers};
 
 async fn usd_account(app: &TestApp, token: &str) -> String {
     let wallet = app.get("/v1/wallet", token).await;
-    wallet.body["accounts"][0]["id"].as_str().expect("account id").to_owned()
+    wallet.body["accounts"][0]["id"]
+        .as_str()
+        .expect("account id")
+        .to_owned()
 }
 
 /// Writes exactly what step 1 of a saga commits (debit entry, journal, `debited` transfer,
 /// balance and version), as if the process died right after that commit.
-async fn seed_debited_saga(database: &DatabaseConnection, from: (&str, &str), to: (&str, &str), amount: i64) -> String {
+async fn seed_debited_saga(
+    database: &DatabaseConnection,
+    from: (&str, &str),
+    to: (&str, &str),
+    amount: i64,
+) -> String {
     let id = uuid::Uuid::now_v7().to_string();
     let now = Utc::now();
     journals::Entity::insert(journals::ActiveModel {
@@ -27,7 +37,11 @@ async fn seed_debited_saga(database: &DatabaseConnection, from: (&str, &str), to
     .exec(database)
     .await
     .expect("journal");
-    let source = accounts::Entity::find_by_id(from.1).one(database).await.expect("query").expect("source");
+    let source = accounts::Entity::find_by_id(from.1)
+        .one(database)
+        .await
+        .expect("query")
+        .expect("source");
     entries::Entity::insert(entries::ActiveModel {
         id: Set(uuid::Uuid::now_v7().to_string()),
         account_id: Set(from.1.into()),
@@ -45,8 +59,14 @@ async fn seed_debited_saga(database: &DatabaseConnection, from: (&str, &str), to
     .await
     .expect("entry");
     accounts::Entity::update_many()
-        .col_expr(accounts::Column::Available, Expr::col(accounts::Column::Available).sub(amount))
-        .col_expr(accounts::Column::Version, Expr::col(accounts::Column::Version).add(1))
+        .col_expr(
+            accounts::Column::Available,
+            Expr::col(accounts::Column::Available).sub(amount),
+        )
+        .col_expr(
+            accounts::Column::Version,
+            Expr::col(accounts::Column::Version).add(1),
+        )
         .filter(accounts::Column::Id.eq(from.1))
         .exec(database)
         .await
@@ -88,14 +108,31 @@ async fn a_saga_left_in_its_middle_state_is_finished_or_compensated_at_start_up(
         let mut app = spawn_app(backend).await;
         let (ada, bob) = (app.user("ada").await, app.user("bob").await);
         app.fund(&ada, 1_000).await;
-        let (ada_account, bob_account) = (usd_account(&app, &ada.token).await, usd_account(&app, &bob.token).await);
+        let (ada_account, bob_account) = (
+            usd_account(&app, &ada.token).await,
+            usd_account(&app, &bob.token).await,
+        );
         app.stop().await;
 
-        let database = Database::connect(app.database_url.as_str()).await.expect("connect");
-        let finishable = seed_debited_saga(&database, (&ada.id, &ada_account), (&bob.id, &bob_account), 300).await;
+        let database = Database::connect(app.database_url.as_str())
+            .await
+            .expect("connect");
+        let finishable = seed_debited_saga(
+            &database,
+            (&ada.id, &ada_account),
+            (&bob.id, &bob_account),
+            300,
+        )
+        .await;
         // A target account that does not exist: the credit is refused, so the saga must refund.
         let missing_account = uuid::Uuid::now_v7().to_string();
-        let refundable = seed_debited_saga(&database, (&ada.id, &ada_account), (&bob.id, &missing_account), 200).await;
+        let refundable = seed_debited_saga(
+            &database,
+            (&ada.id, &ada_account),
+            (&bob.id, &missing_account),
+            200,
+        )
+        .await;
         let _ = database.close().await;
 
         let app = spawn_app_with(test_settings(&app.database_url)).await;
@@ -105,8 +142,21 @@ async fn a_saga_left_in_its_middle_state_is_finished_or_compensated_at_start_up(
         assert_eq!(compensated["failure_code"], "account_not_found");
         assert_eq!(app.balance(&ada).await, (700, 0));
         assert_eq!(app.balance(&bob).await, (300, 0));
-        let ada_kinds: Vec<String> = app.all_entries(&ada).await.iter().map(|e| e["kind"].as_str().unwrap_or("").to_owned()).collect();
-        assert_eq!(ada_kinds, ["transfer_refund", "transfer_debit", "transfer_debit", "adjustment"]);
+        let ada_kinds: Vec<String> = app
+            .all_entries(&ada)
+            .await
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(
+            ada_kinds,
+            [
+                "transfer_refund",
+                "transfer_debit",
+                "transfer_debit",
+                "adjustment"
+            ]
+        );
     }
 }
 
@@ -117,24 +167,41 @@ async fn a_failed_wallet_actor_is_restarted_and_its_next_op_succeeds() {
         let (ada, bob) = (app.user("ada").await, app.user("bob").await);
         app.fund(&ada, 1_000).await; // ada's wallet actor is now live
         let ada_account = usd_account(&app, &ada.token).await;
-        let restarts = || app.state().metrics.actor_restarts_total.with_label_values(&["wallet"]).get();
+        let restarts = || {
+            app.state()
+                .metrics
+                .actor_restarts_total
+                .with_label_values(&["wallet"])
+                .get()
+        };
         assert_eq!(restarts(), 0);
 
         // Another writer bumps the version behind the actor's back: its next commit must be
         // rejected by the database, the actor must die, be restarted with fresh state, and the
         // op retried on the new actor must succeed.
-        let database = Database::connect(app.database_url.as_str()).await.expect("connect");
+        let database = Database::connect(app.database_url.as_str())
+            .await
+            .expect("connect");
         accounts::Entity::update_many()
-            .col_expr(accounts::Column::Version, Expr::col(accounts::Column::Version).add(5))
+            .col_expr(
+                accounts::Column::Version,
+                Expr::col(accounts::Column::Version).add(5),
+            )
             .filter(accounts::Column::Id.eq(ada_account.as_str()))
             .exec(&database)
             .await
             .expect("tamper version");
 
-        let sent = app.transfer(&ada, &bob.email, json!(400), "after-crash").await;
+        let sent = app
+            .transfer(&ada, &bob.email, json!(400), "after-crash")
+            .await;
         assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.text);
         assert_eq!(sent.body["status"], "completed");
-        assert_eq!(restarts(), 1, "the supervisor restarted the failed wallet actor once");
+        assert_eq!(
+            restarts(),
+            1,
+            "the supervisor restarted the failed wallet actor once"
+        );
         assert_eq!(app.balance(&ada).await, (600, 0));
         assert_eq!(app.balance(&bob).await, (400, 0));
         let again = app.transfer(&ada, &bob.email, json!(100), "next-op").await;

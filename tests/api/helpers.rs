@@ -36,7 +36,8 @@ pub async fn fresh_database(backend: Backend) -> String {
             format!("sqlite://{}?mode=rwc", path.display())
         }
         Backend::Postgres => {
-            let admin_url = std::env::var("WALLETI_TEST_DATABASE_URL").expect("WALLETI_TEST_DATABASE_URL");
+            let admin_url =
+                std::env::var("WALLETI_TEST_DATABASE_URL").expect("WALLETI_TEST_DATABASE_URL");
             let connection = Database::connect(admin_url.as_str())
                 .await
                 .expect("WALLETI_TEST_DATABASE_URL is set but PostgreSQL is unreachable");
@@ -49,7 +50,10 @@ pub async fn fresh_database(backend: Backend) -> String {
                 Some((base, query)) => (base.to_owned(), format!("?{query}")),
                 None => (admin_url.clone(), String::new()),
             };
-            let prefix = base.rsplit_once('/').map(|(prefix, _)| prefix).unwrap_or(&base);
+            let prefix = base
+                .rsplit_once('/')
+                .map(|(prefix, _)| prefix)
+                .unwrap_or(&base);
             format!("{prefix}/{name}{query}")
         }
     }
@@ -90,7 +94,10 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let running = application.spawn();
     TestApp {
         address: format!("http://127.0.0.1:{}", running.port),
-        client: reqwest::Client::builder().pool_max_idle_per_host(64).build().expect("client"),
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("client"),
         database_url,
         running: Some(running),
     }
@@ -120,8 +127,17 @@ impl TestApp {
         }
     }
 
-    pub async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>, key: Option<&str>, body: Option<String>) -> Reply {
-        let mut request = self.client.request(method, format!("{}{path}", self.address));
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: Option<String>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -129,22 +145,43 @@ impl TestApp {
             request = request.header("Idempotency-Key", key);
         }
         if let Some(body) = body {
-            request = request.header("Content-Type", "application/json").body(body);
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body);
         }
         let response = request.send().await.expect("send request");
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("read body");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, headers, text, body }
+        Reply {
+            status,
+            headers,
+            text,
+            body,
+        }
     }
 
-    pub async fn post(&self, path: &str, token: Option<&str>, key: Option<&str>, body: &Value) -> Reply {
-        self.request(reqwest::Method::POST, path, token, key, Some(body.to_string())).await
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: &Value,
+    ) -> Reply {
+        self.request(
+            reqwest::Method::POST,
+            path,
+            token,
+            key,
+            Some(body.to_string()),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
-        self.request(reqwest::Method::GET, path, Some(token), None, None).await
+        self.request(reqwest::Method::GET, path, Some(token), None, None)
+            .await
     }
 
     /// Signs up and logs in a user with a unique email and phone.
@@ -154,10 +191,22 @@ impl TestApp {
         let phone = format!("+1{:010}", unique % 10_000_000_000);
         let password = "correct horse battery";
         let created = self
-            .post("/v1/users", None, None, &json!({"email": email, "phone": phone, "name": label, "password": password}))
+            .post(
+                "/v1/users",
+                None,
+                None,
+                &json!({"email": email, "phone": phone, "name": label, "password": password}),
+            )
             .await;
         assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
-        let session = self.post("/v1/sessions", None, None, &json!({"login": email, "password": password})).await;
+        let session = self
+            .post(
+                "/v1/sessions",
+                None,
+                None,
+                &json!({"login": email, "password": password}),
+            )
+            .await;
         assert_eq!(session.status, StatusCode::CREATED, "{}", session.text);
         TestUser {
             id: created.body["id"].as_str().expect("id").to_owned(),
@@ -184,8 +233,13 @@ impl TestApp {
     }
 
     pub async fn transfer(&self, from: &TestUser, to: &str, amount: Value, key: &str) -> Reply {
-        self.post("/v1/transfers", Some(&from.token), Some(key), &json!({"to": to, "amount": amount, "currency": "usd"}))
-            .await
+        self.post(
+            "/v1/transfers",
+            Some(&from.token),
+            Some(key),
+            &json!({"to": to, "amount": amount, "currency": "usd"}),
+        )
+        .await
     }
 
     /// (available, locked) of the user's usd account.
@@ -196,7 +250,12 @@ impl TestApp {
         accounts
             .iter()
             .find(|account| account["currency"] == "usd")
-            .map(|account| (account["available"].as_i64().expect("i64"), account["locked"].as_i64().expect("i64")))
+            .map(|account| {
+                (
+                    account["available"].as_i64().expect("i64"),
+                    account["locked"].as_i64().expect("i64"),
+                )
+            })
             .unwrap_or((0, 0))
     }
 
@@ -205,10 +264,17 @@ impl TestApp {
         let mut entries: Vec<Value> = Vec::new();
         let mut cursor = String::new();
         loop {
-            let page = self.get(&format!("/v1/wallet/entries?limit=100{cursor}"), &user.token).await;
+            let page = self
+                .get(
+                    &format!("/v1/wallet/entries?limit=100{cursor}"),
+                    &user.token,
+                )
+                .await;
             assert_eq!(page.status, StatusCode::OK, "{}", page.text);
             let data = page.body["data"].as_array().expect("data").clone();
-            let last = data.last().map(|entry| entry["id"].as_str().expect("id").to_owned());
+            let last = data
+                .last()
+                .map(|entry| entry["id"].as_str().expect("id").to_owned());
             entries.extend(data);
             match (page.body["has_more"].as_bool(), last) {
                 (Some(true), Some(last)) => cursor = format!("&starting_after={last}"),

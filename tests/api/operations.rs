@@ -24,10 +24,32 @@ async fn health_ready_metrics_and_openapi() {
         assert!(metrics.text.contains(family), "missing {family}");
     }
 
-    let openapi = app.request(Method::GET, "/openapi.json", None, None, None).await;
+    let openapi = app
+        .request(Method::GET, "/openapi.json", None, None, None)
+        .await;
     assert_eq!(openapi.status, StatusCode::OK);
-    assert!(openapi.body["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
-    for path in ["/v1/users", "/v1/sessions", "/v1/sessions/current", "/v1/me", "/v1/wallet", "/v1/wallet/entries", "/v1/transfers", "/v1/transfers/{id}", "/v1/admin/adjustments", "/health", "/ready", "/metrics"] {
-        assert!(openapi.body["paths"].get(path).is_some(), "openapi lacks {path}");
+    assert!(
+        openapi.body["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3."))
+    );
+    for path in [
+        "/v1/users",
+        "/v1/sessions",
+        "/v1/sessions/current",
+        "/v1/me",
+        "/v1/wallet",
+        "/v1/wallet/entries",
+        "/v1/transfers",
+        "/v1/transfers/{id}",
+        "/v1/admin/adjustments",
+        "/health",
+        "/ready",
+        "/metrics",
+    ] {
+        assert!(
+            openapi.body["paths"].get(path).is_some(),
+            "openapi lacks {path}"
+        );
     }
 }

@@ -23,14 +23,31 @@ async fn sign_up_log_in_and_log_out() {
 
         // Log in by phone works too.
         let by_phone = app
-            .post("/v1/sessions", None, None, &json!({"login": ada.phone, "password": "correct horse battery"}))
+            .post(
+                "/v1/sessions",
+                None,
+                None,
+                &json!({"login": ada.phone, "password": "correct horse battery"}),
+            )
             .await;
         assert_eq!(by_phone.status, StatusCode::CREATED, "{}", by_phone.text);
 
-        let logout = app.request(Method::DELETE, "/v1/sessions/current", Some(&ada.token), None, None).await;
+        let logout = app
+            .request(
+                Method::DELETE,
+                "/v1/sessions/current",
+                Some(&ada.token),
+                None,
+                None,
+            )
+            .await;
         assert_eq!(logout.status, StatusCode::NO_CONTENT);
         let after = app.get("/v1/me", &ada.token).await;
-        assert_eq!(after.status, StatusCode::UNAUTHORIZED, "a revoked session stops working at once");
+        assert_eq!(
+            after.status,
+            StatusCode::UNAUTHORIZED,
+            "a revoked session stops working at once"
+        );
         assert_eq!(after.body["error"]["type"], "authentication_error");
     }
 }
@@ -57,11 +74,26 @@ async fn duplicate_email_or_phone_is_a_conflict() {
 async fn sign_up_validation() {
     let app = spawn_app(crate::helpers::Backend::Sqlite).await;
     let cases = [
-        (json!({"email": "nope", "phone": "+14155550100", "name": "A", "password": "0123456789"}), "invalid_email"),
-        (json!({"email": "a@example.com", "phone": "4155550100", "name": "A", "password": "0123456789"}), "invalid_phone"),
-        (json!({"email": "a@example.com", "phone": "+14155550100", "name": "A", "password": "short"}), "password_too_short"),
-        (json!({"email": "a@example.com", "phone": "+14155550100", "password": "0123456789"}), "parameter_missing"),
-        (json!({"email": 5, "phone": "+14155550100", "name": "A", "password": "0123456789"}), "parameter_invalid"),
+        (
+            json!({"email": "nope", "phone": "+14155550100", "name": "A", "password": "0123456789"}),
+            "invalid_email",
+        ),
+        (
+            json!({"email": "a@example.com", "phone": "4155550100", "name": "A", "password": "0123456789"}),
+            "invalid_phone",
+        ),
+        (
+            json!({"email": "a@example.com", "phone": "+14155550100", "name": "A", "password": "short"}),
+            "password_too_short",
+        ),
+        (
+            json!({"email": "a@example.com", "phone": "+14155550100", "password": "0123456789"}),
+            "parameter_missing",
+        ),
+        (
+            json!({"email": 5, "phone": "+14155550100", "name": "A", "password": "0123456789"}),
+            "parameter_invalid",
+        ),
     ];
     for (body, code) in cases {
         let reply = app.post("/v1/users", None, None, &body).await;
@@ -74,9 +106,21 @@ async fn sign_up_validation() {
 async fn wrong_credentials_get_the_same_answer_whether_or_not_the_user_exists() {
     let app = spawn_app(crate::helpers::Backend::Sqlite).await;
     let ada = app.user("ada").await;
-    let wrong_password = app.post("/v1/sessions", None, None, &json!({"login": ada.email, "password": "wrong password"})).await;
+    let wrong_password = app
+        .post(
+            "/v1/sessions",
+            None,
+            None,
+            &json!({"login": ada.email, "password": "wrong password"}),
+        )
+        .await;
     let no_user = app
-        .post("/v1/sessions", None, None, &json!({"login": "nobody@example.com", "password": "wrong password"}))
+        .post(
+            "/v1/sessions",
+            None,
+            None,
+            &json!({"login": "nobody@example.com", "password": "wrong password"}),
+        )
         .await;
     assert_eq!(wrong_password.status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong_password.text, no_user.text);

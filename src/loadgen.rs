@@ -1,0 +1,306 @@
+//! `walleti loadgen`: an HTTP load generator that works against any running walleti. It signs
+//! up N users, funds each with an operator adjustment, fires P2P transfers at a fixed
+//! concurrency for a fixed time, prints throughput and latency percentiles, and then checks
+//! that the total of the users' balances still equals what was funded.
+//!
+//! Modes: `uniform` picks random payer/payee pairs; `hot` has every payer pay one account,
+//! the worst case for a single wallet (every credit serialises through its actor).
+
+use anyhow::{Context, bail};
+use rand::Rng;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Users are funded with this many minor units each, far more than the run can spend.
+const FUNDING_PER_USER: i64 = 1_000_000_000;
+const TRANSFER_AMOUNT_MAX: i64 = 100;
+const SETTLE_WAIT_MAX: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Uniform,
+    Hot,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadgenArgs {
+    /// Base URL of the walleti to load.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The operator token (used only to fund the generated users).
+    #[arg(long, env = "WALLETI_ADMIN_TOKEN")]
+    pub admin_token: String,
+    #[arg(long, default_value_t = 50)]
+    pub users: usize,
+    /// Transfers in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 10)]
+    pub duration_seconds: u64,
+    #[arg(long, value_enum, default_value_t = Mode::Uniform)]
+    pub mode: Mode,
+}
+
+struct User {
+    id: String,
+    token: String,
+}
+
+#[derive(Default)]
+struct WorkerReport {
+    latencies: Vec<Duration>,
+    completed: u64,
+    pending: Vec<(usize, String)>,
+    rejected: u64,
+    errors: u64,
+}
+
+pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
+    if args.users < 2 || args.concurrency == 0 {
+        bail!("need at least 2 users and a concurrency of at least 1");
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let run_id: u32 = rand::random();
+    println!("setting up {} users on {} ...", args.users, args.url);
+    let users = set_up_users(&client, &args, run_id).await?;
+    let funded = FUNDING_PER_USER * users.len() as i64;
+
+    println!(
+        "mode={:?} users={} concurrency={} duration={}s",
+        args.mode, args.users, args.concurrency, args.duration_seconds
+    );
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration_seconds);
+    let workers = (0..args.concurrency).map(|worker| {
+        let client = client.clone();
+        let users = &users;
+        let args = &args;
+        async move { run_worker(&client, args, users, worker, run_id, deadline).await }
+    });
+    let reports = futures_util::future::join_all(workers).await;
+    let elapsed = started.elapsed();
+    let mut total = WorkerReport::default();
+    for report in reports {
+        total.latencies.extend(report.latencies);
+        total.completed += report.completed;
+        total.pending.extend(report.pending);
+        total.rejected += report.rejected;
+        total.errors += report.errors;
+    }
+    print_report(&total, elapsed);
+    settle_pending(&client, &args.url, &users, &total.pending).await?;
+    verify_conservation(&client, &args.url, &users, funded).await
+}
+
+async fn set_up_users(
+    client: &reqwest::Client,
+    args: &LoadgenArgs,
+    run_id: u32,
+) -> anyhow::Result<Vec<User>> {
+    let setups = (0..args.users).map(|index| async move {
+        let email = format!("loadgen-{run_id:08x}-{index}@example.com");
+        let phone = format!("+1{:03}{:07}", 200 + (run_id % 700), index);
+        let password = format!("loadgen-password-{run_id}");
+        let created = post(client, &format!("{}/v1/users", args.url), None, None, &json!({
+            "email": email, "phone": phone, "name": format!("loadgen {index}"), "password": password,
+        }))
+        .await?;
+        let id = created["id"].as_str().context("user id")?.to_owned();
+        let session = post(client, &format!("{}/v1/sessions", args.url), None, None, &json!({"login": email, "password": password})).await?;
+        let token = session["token"].as_str().context("session token")?.to_owned();
+        post(
+            client,
+            &format!("{}/v1/admin/adjustments", args.url),
+            Some(&args.admin_token),
+            Some(&format!("loadgen-fund-{run_id}-{index}")),
+            &json!({"user_id": id, "amount": FUNDING_PER_USER, "currency": "usd", "reason": "loadgen funding"}),
+        )
+        .await?;
+        anyhow::Ok(User { id, token })
+    });
+    // Sign-ups hash passwords (argon2id): keep a handful in flight, not hundreds.
+    use futures_util::StreamExt;
+    futures_util::stream::iter(setups)
+        .buffered(8)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+async fn run_worker(
+    client: &reqwest::Client,
+    args: &LoadgenArgs,
+    users: &[User],
+    worker: usize,
+    run_id: u32,
+    deadline: Instant,
+) -> WorkerReport {
+    let mut report = WorkerReport::default();
+    let mut sequence = 0_u64;
+    while Instant::now() < deadline {
+        let (from, to, amount) = {
+            let mut random = rand::rng();
+            let (from, to) = match args.mode {
+                Mode::Uniform => {
+                    let from = random.random_range(0..users.len());
+                    (
+                        from,
+                        (from + random.random_range(1..users.len())) % users.len(),
+                    )
+                }
+                Mode::Hot => (random.random_range(1..users.len()), 0),
+            };
+            (from, to, random.random_range(1..=TRANSFER_AMOUNT_MAX))
+        };
+        sequence += 1;
+        let key = format!("loadgen-{run_id}-{worker}-{sequence}");
+        let sent = Instant::now();
+        let reply = client
+            .post(format!("{}/v1/transfers", args.url))
+            .bearer_auth(&users[from].token)
+            .header("Idempotency-Key", key)
+            .json(&json!({"to": users[to].id, "amount": amount, "currency": "usd"}))
+            .send()
+            .await;
+        let outcome = match reply {
+            Ok(response) => (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            ),
+            Err(_) => (0, Value::Null),
+        };
+        report.latencies.push(sent.elapsed());
+        match outcome {
+            (201, body) if body["status"] == "completed" => report.completed += 1,
+            (201, body) => report
+                .pending
+                .push((from, body["id"].as_str().unwrap_or_default().to_owned())),
+            (422, _) => report.rejected += 1,
+            _ => report.errors += 1,
+        }
+    }
+    report
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+fn print_report(report: &WorkerReport, elapsed: Duration) {
+    let mut latencies = report.latencies.clone();
+    latencies.sort();
+    let seconds = elapsed.as_secs_f64();
+    println!(
+        "transfers: {} completed, {} pending, {} rejected, {} errors in {:.1}s",
+        report.completed,
+        report.pending.len(),
+        report.rejected,
+        report.errors,
+        seconds
+    );
+    println!(
+        "throughput: {:.1} transfers/s",
+        report.completed as f64 / seconds
+    );
+    println!(
+        "latency ms: p50={:.2} p90={:.2} p99={:.2} max={:.2}",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.90),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0)
+    );
+}
+
+/// Waits until every transfer answered `pending` has finished its saga.
+async fn settle_pending(
+    client: &reqwest::Client,
+    url: &str,
+    users: &[User],
+    pending: &[(usize, String)],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + SETTLE_WAIT_MAX;
+    for (from, id) in pending {
+        loop {
+            let transfer: Value = client
+                .get(format!("{url}/v1/transfers/{id}"))
+                .bearer_auth(&users[*from].token)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if transfer["status"] != "pending" {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("transfer {id} still pending after {SETTLE_WAIT_MAX:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn verify_conservation(
+    client: &reqwest::Client,
+    url: &str,
+    users: &[User],
+    funded: i64,
+) -> anyhow::Result<()> {
+    let mut total = 0_i64;
+    for user in users {
+        let wallet: Value = client
+            .get(format!("{url}/v1/wallet"))
+            .bearer_auth(&user.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        for account in wallet["accounts"].as_array().context("wallet accounts")? {
+            let available = account["available"].as_i64().context("available")?;
+            let locked = account["locked"].as_i64().context("locked")?;
+            if available < 0 || locked < 0 {
+                bail!("user {} has a negative balance", user.id);
+            }
+            total += available + locked;
+        }
+    }
+    if total != funded {
+        bail!("conservation FAILED: Σ balances = {total}, funded {funded}");
+    }
+    println!("conservation: Σ balances = {total} = funded {funded} OK");
+    Ok(())
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: &Value,
+) -> anyhow::Result<Value> {
+    let mut request = client.post(url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("POST {url} answered {status}: {body}");
+    }
+    Ok(body)
+}
