@@ -160,24 +160,30 @@ pub async fn resume_unfinished(
 }
 
 async fn run(context: &SagaContext, start: SagaStart) -> SagaOutcome {
-    let transfer = match start {
+    let (transfer, replay) = match start {
         SagaStart::New(transfer) => match context
             .wallets
-            .apply(transfer.source_account, debit_op(&transfer))
+            .apply(transfer.source_account, debit_op(&transfer, false))
             .await
         {
-            Ok(OpOutcome::Applied { .. } | OpOutcome::AlreadyApplied) => transfer,
+            Ok(OpOutcome::Applied { .. }) => (transfer, false),
+            // Debited by an earlier attempt, which may have gone further.
+            Ok(OpOutcome::AlreadyApplied) => (transfer, true),
             Ok(OpOutcome::Rejected(rejection)) => return SagaOutcome::Rejected(rejection),
             Err(WalletError::AccountNotFound) => {
                 return SagaOutcome::Rejected(Rejection::AccountNotFound);
             }
             Err(error) => return SagaOutcome::Unavailable(error.to_string()),
         },
-        SagaStart::Resume(transfer) => transfer,
+        SagaStart::Resume(transfer) => (transfer, true),
     };
-    if transfer.state == TransferState::Debited {
-        finish(context, &transfer).await;
+    if transfer.state == TransferState::Debited
+        && let Some(settled) = finish(context, &transfer, replay).await
+    {
+        return SagaOutcome::Settled(settled);
     }
+    // The outcome is not known here (another run finished it, or a step must be resumed):
+    // the database says where the transfer stands.
     match context.store.find_transfer(transfer.id).await {
         Ok(Some(current)) => SagaOutcome::Settled(current),
         Ok(None) => SagaOutcome::Unavailable(format!(
@@ -188,37 +194,68 @@ async fn run(context: &SagaContext, start: SagaStart) -> SagaOutcome {
     }
 }
 
-/// Credits the target; if the credit is refused, refunds the source. Infrastructure errors
-/// leave the saga `debited` for the resumer.
-async fn finish(context: &SagaContext, transfer: &TransferRecord) {
+/// Credits the target; if the credit is refused, refunds the source. Returns the transfer as
+/// this run left it when this run's own step decided it; infrastructure errors leave the saga
+/// `debited` for the resumer.
+async fn finish(
+    context: &SagaContext,
+    transfer: &TransferRecord,
+    replay: bool,
+) -> Option<TransferRecord> {
     let refusal = match context
         .wallets
-        .apply(transfer.target_account, credit_op(transfer))
+        .apply(transfer.target_account, credit_op(transfer, replay))
         .await
     {
-        Ok(OpOutcome::Applied { .. } | OpOutcome::AlreadyApplied) => return,
+        Ok(OpOutcome::Applied { .. }) => {
+            return Some(settled(transfer, TransferState::Completed, None));
+        }
         // Already completed or refunded by another run of this saga.
-        Ok(OpOutcome::Rejected(Rejection::InvalidTransition)) => return,
+        Ok(OpOutcome::AlreadyApplied | OpOutcome::Rejected(Rejection::InvalidTransition)) => {
+            return None;
+        }
         Ok(OpOutcome::Rejected(rejection)) => rejection,
         Err(WalletError::AccountNotFound) => Rejection::AccountNotFound,
         Err(error) => {
             tracing::warn!(transfer_id = %transfer.id, %error, "transfer credit failed; will resume");
-            return;
+            return None;
         }
     };
     tracing::info!(transfer_id = %transfer.id, reason = %refusal, "transfer credit refused; refunding");
     match context
         .wallets
-        .apply(transfer.source_account, refund_op(transfer, refusal))
+        .apply(
+            transfer.source_account,
+            refund_op(transfer, refusal, replay),
+        )
         .await
     {
-        Ok(OpOutcome::Applied { .. } | OpOutcome::AlreadyApplied) => {}
+        Ok(OpOutcome::Applied { .. }) => {
+            Some(settled(transfer, TransferState::Failed, Some(refusal)))
+        }
+        Ok(OpOutcome::AlreadyApplied) => None,
         Ok(OpOutcome::Rejected(rejection)) => {
             tracing::warn!(transfer_id = %transfer.id, reason = %rejection, "transfer refund refused");
+            None
         }
         Err(error) => {
-            tracing::warn!(transfer_id = %transfer.id, %error, "transfer refund failed; will resume")
+            tracing::warn!(transfer_id = %transfer.id, %error, "transfer refund failed; will resume");
+            None
         }
+    }
+}
+
+/// The transfer after this run's step committed it into `state`.
+fn settled(
+    transfer: &TransferRecord,
+    state: TransferState,
+    failure_code: Option<Rejection>,
+) -> TransferRecord {
+    TransferRecord {
+        state,
+        failure_code,
+        updated_at: chrono::Utc::now(),
+        ..transfer.clone()
     }
 }
 
@@ -229,6 +266,7 @@ fn step(
     balance_op: BalanceOp,
     is_new: bool,
     effect: Effect,
+    replay: bool,
 ) -> WalletOp {
     WalletOp {
         op_key: format!("transfer:{}:{name}", transfer.id),
@@ -245,10 +283,11 @@ fn step(
         },
         counterpart: None,
         effect,
+        replay,
     }
 }
 
-fn debit_op(transfer: &TransferRecord) -> WalletOp {
+fn debit_op(transfer: &TransferRecord, replay: bool) -> WalletOp {
     let opened = TransferRecord {
         state: TransferState::Debited,
         ..transfer.clone()
@@ -260,10 +299,11 @@ fn debit_op(transfer: &TransferRecord) -> WalletOp {
         BalanceOp::Debit(transfer.amount),
         true,
         Effect::OpenTransfer(Box::new(opened)),
+        replay,
     )
 }
 
-fn credit_op(transfer: &TransferRecord) -> WalletOp {
+fn credit_op(transfer: &TransferRecord, replay: bool) -> WalletOp {
     step(
         transfer,
         "credit",
@@ -271,10 +311,11 @@ fn credit_op(transfer: &TransferRecord) -> WalletOp {
         BalanceOp::Credit(transfer.amount),
         false,
         Effect::CompleteTransfer(Box::new(transfer.clone())),
+        replay,
     )
 }
 
-fn refund_op(transfer: &TransferRecord, reason: Rejection) -> WalletOp {
+fn refund_op(transfer: &TransferRecord, reason: Rejection, replay: bool) -> WalletOp {
     step(
         transfer,
         "refund",
@@ -282,6 +323,7 @@ fn refund_op(transfer: &TransferRecord, reason: Rejection) -> WalletOp {
         BalanceOp::Credit(transfer.amount),
         false,
         Effect::FailTransfer(Box::new(transfer.clone()), reason),
+        replay,
     )
 }
 

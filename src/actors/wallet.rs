@@ -75,6 +75,11 @@ pub struct WalletOp {
     /// A system account that takes the opposite side in the same transaction.
     pub counterpart: Option<AccountId>,
     pub effect: Effect,
+    /// The op may have been committed before (a retry, a resumed saga): look its op key and
+    /// saga state up before applying it. A first attempt skips those reads; if it was not a
+    /// first attempt after all, the unique op key or the saga's guarded update makes the
+    /// commit fail, the actor restarts, and the retry (marked `replay`) sees the truth.
+    pub replay: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,13 +195,18 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
         return Ok(());
     }
     let batch = std::mem::take(&mut state.buffer);
-    let op_keys: Vec<&str> = batch.iter().map(|(op, _)| op.op_key.as_str()).collect();
+    let op_keys: Vec<&str> = batch
+        .iter()
+        .filter(|(op, _)| op.replay)
+        .map(|(op, _)| op.op_key.as_str())
+        .collect();
     let existing = state
         .store
         .existing_op_keys(state.account.id, &op_keys)
         .await?;
     let guarded: Vec<TransferId> = batch
         .iter()
+        .filter(|(op, _)| op.replay)
         .filter_map(|(op, _)| op.effect.guarded_transfer())
         .collect();
     let transfer_states: HashMap<TransferId, TransferState> = state
@@ -266,7 +276,9 @@ fn plan_batch(
         }
         first_with_key.insert(op.op_key.as_str(), index);
         if let Some(transfer) = op.effect.guarded_transfer() {
-            let debited = transfer_states.get(&transfer) == Some(&TransferState::Debited);
+            // A first attempt is checked by the guarded update in the commit instead.
+            let debited =
+                !op.replay || transfer_states.get(&transfer) == Some(&TransferState::Debited);
             if !debited || !moved_transfers.insert(transfer) {
                 outcomes.push(OpOutcome::Rejected(Rejection::InvalidTransition));
                 continue;

@@ -223,7 +223,11 @@ impl Wallets {
                 }
                 Err(other) => return Err(other),
             };
-            let op = Box::new(op.clone());
+            // After a failed attempt the op may have been committed: look before applying.
+            let op = Box::new(WalletOp {
+                replay: op.replay || attempt > 0,
+                ..op.clone()
+            });
             match wallet
                 .call(|reply| WalletMsg::Apply(op, reply), Some(self.call_timeout))
                 .await

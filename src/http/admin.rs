@@ -91,7 +91,7 @@ pub async fn create_adjustment(
         OPERATOR,
         &body,
         AdjustmentId::generate().to_string(),
-        |resource_id| execute_adjustment(&state, order, resource_id),
+        |resource_id, taken_over| execute_adjustment(&state, order, resource_id, taken_over),
     )
     .await
 }
@@ -100,6 +100,7 @@ async fn execute_adjustment(
     state: &AppState,
     order: AdjustmentOrder,
     resource_id: String,
+    taken_over: bool,
 ) -> Result<JsonResponse, ApiError> {
     let id: AdjustmentId = resource_id
         .parse()
@@ -139,6 +140,7 @@ async fn execute_adjustment(
         },
         counterpart: Some(system.id),
         effect: Effect::RecordAdjustment(Box::new(record.clone())),
+        replay: taken_over,
     };
     match state.wallets.apply(account.id, op).await? {
         OpOutcome::Applied { .. } | OpOutcome::AlreadyApplied => Ok(JsonResponse::new(

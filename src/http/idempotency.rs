@@ -69,7 +69,8 @@ pub fn idempotency_key(request: &HttpRequest) -> Result<String, ApiError> {
 }
 
 /// Runs `work` at most once per (caller, key). `work` receives the resource id reserved for
-/// this key (the same on every retry, so a retry after a crash resumes the same object).
+/// this key (the same on every retry, so a retry after a crash resumes the same object) and
+/// whether an earlier, unfinished attempt may already have done part of the work.
 /// A 5xx outcome is not stored: the key is released so that a retry runs again.
 pub async fn run_idempotent<W, F>(
     state: &AppState,
@@ -80,7 +81,7 @@ pub async fn run_idempotent<W, F>(
     work: W,
 ) -> Result<HttpResponse, ApiError>
 where
-    W: FnOnce(String) -> F,
+    W: FnOnce(String, bool) -> F,
     F: Future<Output = Result<JsonResponse, ApiError>>,
 {
     let key = idempotency_key(request)?;
@@ -88,7 +89,7 @@ where
     let fingerprint = fingerprint(request, body);
     let wait_deadline =
         Instant::now() + state.limits.transfer_wait_timeout + Duration::from_secs(5);
-    let resource_id = loop {
+    let (resource_id, taken_over) = loop {
         let now = state.clock.now();
         let stale_before = now
             - chrono::Duration::from_std(state.limits.idempotency_lock_timeout).unwrap_or_default();
@@ -103,7 +104,10 @@ where
             )
             .await?
         {
-            IdempotencyClaim::Claimed { resource_id } => break resource_id,
+            IdempotencyClaim::Claimed {
+                resource_id,
+                taken_over,
+            } => break (resource_id, taken_over),
             IdempotencyClaim::Replay { status, body } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
                 return Ok(JsonResponse { status, body }.into_response(true));
@@ -129,7 +133,7 @@ where
             }
         }
     };
-    let outcome = work(resource_id).await;
+    let outcome = work(resource_id, taken_over).await;
     let stored = match &outcome {
         Ok(response) => Some(response.clone()),
         Err(error) if error.status.is_client_error() => Some(JsonResponse {

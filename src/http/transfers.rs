@@ -73,7 +73,7 @@ pub async fn create_transfer(
         &caller,
         &body,
         TransferId::generate().to_string(),
-        |resource_id| execute_transfer(&state, user, order, resource_id),
+        |resource_id, taken_over| execute_transfer(&state, user, order, resource_id, taken_over),
     )
     .await
 }
@@ -83,12 +83,13 @@ async fn execute_transfer(
     user: CurrentUser,
     order: TransferOrder,
     resource_id: String,
+    taken_over: bool,
 ) -> Result<JsonResponse, ApiError> {
     let transfer_id: TransferId = resource_id
         .parse()
         .map_err(|_| ApiError::unavailable("corrupt idempotency record"))?;
-    // A retry after a crash: the transfer exists, so resume it instead of starting another.
-    if let Some(existing) = state.store.find_transfer(transfer_id).await? {
+    // A retry after a crash: if the transfer exists, resume it instead of starting another.
+    if taken_over && let Some(existing) = state.store.find_transfer(transfer_id).await? {
         return wait_for_saga(state, SagaStart::Resume(existing), transfer_id).await;
     }
     let recipient = resolve_recipient(state, &order.to).await?;

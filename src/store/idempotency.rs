@@ -14,7 +14,12 @@ use sea_orm::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyClaim {
     /// This request owns the key: do the work for `resource_id`, then `complete` or `release`.
-    Claimed { resource_id: String },
+    /// `taken_over`: an earlier request claimed the key and never finished (it crashed or
+    /// timed out), so its work on `resource_id` may be partly done.
+    Claimed {
+        resource_id: String,
+        taken_over: bool,
+    },
     /// Done before: answer with the stored response.
     Replay { status: u16, body: String },
     /// The key was used with a different request.
@@ -59,6 +64,7 @@ impl Store {
         if matches!(inserted, TryInsertResult::Inserted(1)) {
             return Ok(IdempotencyClaim::Claimed {
                 resource_id: new_resource_id,
+                taken_over: false,
             });
         }
         let Some(existing) =
@@ -91,6 +97,7 @@ impl Store {
         if taken_over.rows_affected == 1 {
             return Ok(IdempotencyClaim::Claimed {
                 resource_id: existing.resource_id,
+                taken_over: true,
             });
         }
         Ok(IdempotencyClaim::InProgress)

@@ -209,3 +209,41 @@ async fn a_failed_wallet_actor_is_restarted_and_its_next_op_succeeds() {
         assert_eq!(restarts(), 1);
     }
 }
+
+#[tokio::test]
+async fn a_stuck_saga_is_resumed_periodically_while_the_app_runs() {
+    for backend in backends() {
+        let mut settings = test_settings(&crate::helpers::fresh_database(backend).await);
+        settings.limits.saga_stale_after = Duration::from_millis(100);
+        settings.limits.saga_resume_interval = Duration::from_millis(100);
+        let app = spawn_app_with(settings).await;
+        let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+        app.fund(&ada, 1_000).await;
+        let (ada_account, bob_account) = (
+            usd_account(&app, &ada.token).await,
+            usd_account(&app, &bob.token).await,
+        );
+
+        // Seeded behind the running app's back, the way a node that died mid-saga leaves it.
+        // The live wallet actor of Ada does not know about the debit, so its next write fails
+        // the version check, it restarts and reloads: the ledger stays consistent either way.
+        let database = Database::connect(app.database_url.as_str())
+            .await
+            .expect("connect");
+        let stuck = seed_debited_saga(
+            &database,
+            (&ada.id, &ada_account),
+            (&bob.id, &bob_account),
+            150,
+        )
+        .await;
+        let resumed = wait_for_status(&app, &bob.token, &stuck, "completed").await;
+        assert_eq!(resumed["amount"], 150);
+        assert_eq!(app.balance(&bob).await, (150, 0));
+        let next = app
+            .transfer(&ada, &bob.email, json!(50), "after-resume")
+            .await;
+        assert_eq!(next.body["status"], "completed", "{}", next.text);
+        assert_eq!(app.balance(&ada).await, (800, 0));
+    }
+}

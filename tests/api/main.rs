@@ -4,11 +4,13 @@
 mod helpers;
 
 mod access;
+mod actors;
 mod bad_input;
 mod batching;
 mod conservation;
 mod crash_safety;
 mod idempotency;
+mod ledger_constraints;
 mod operations;
 mod transfers;
 mod users;

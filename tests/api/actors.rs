@@ -1,0 +1,54 @@
+use crate::helpers::{TestApp, backends, fresh_database, spawn_app_with, test_settings};
+use serde_json::json;
+use std::time::Duration;
+
+async fn wait_until<F: AsyncFn() -> bool>(what: &str, condition: F) {
+    for _ in 0..250 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn live_wallets(app: &TestApp) -> usize {
+    app.state().wallets.live_count().await.expect("live count")
+}
+
+#[tokio::test]
+async fn idle_wallet_actors_stop_and_come_back_on_the_next_op() {
+    for backend in backends() {
+        let mut settings = test_settings(&fresh_database(backend).await);
+        settings.limits.wallet.idle_timeout = Duration::from_millis(200);
+        let app = spawn_app_with(settings).await;
+        let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+        app.fund(&ada, 1_000).await;
+        assert!(live_wallets(&app).await >= 1);
+
+        wait_until("idle wallets stop", async || live_wallets(&app).await == 0).await;
+        let gauge = app
+            .state()
+            .metrics
+            .actors_live
+            .with_label_values(&["wallet"])
+            .get();
+        assert_eq!(gauge, 0);
+
+        let sent = app
+            .transfer(&ada, &bob.email, json!(300), "after-idle")
+            .await;
+        assert_eq!(sent.body["status"], "completed", "{}", sent.text);
+        assert_eq!(app.balance(&ada).await, (700, 0));
+        assert_eq!(app.balance(&bob).await, (300, 0));
+        assert_eq!(
+            app.state()
+                .metrics
+                .actor_restarts_total
+                .with_label_values(&["wallet"])
+                .get(),
+            0,
+            "passivation is not a failure"
+        );
+    }
+}

@@ -1,0 +1,86 @@
+use crate::helpers::{backends, spawn_app};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
+use serde_json::json;
+use walleti::store::entities::{accounts, entries, outbox};
+
+#[tokio::test]
+async fn the_database_refuses_a_negative_wallet_even_if_code_is_wrong() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let ada = app.user("ada").await;
+        app.fund(&ada, 100).await;
+        let database = Database::connect(app.database_url.as_str())
+            .await
+            .expect("connect");
+        let wallet_id = app.get("/v1/wallet", &ada.token).await.body["accounts"][0]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+
+        for (column, value) in [
+            (accounts::Column::Available, -1_i64),
+            (accounts::Column::Locked, -1),
+        ] {
+            let refused = accounts::Entity::update_many()
+                .col_expr(column, Expr::value(value))
+                .filter(accounts::Column::Id.eq(wallet_id.as_str()))
+                .exec(&database)
+                .await;
+            assert!(
+                refused.is_err(),
+                "{backend:?}: {column:?} = {value} must violate a CHECK constraint"
+            );
+        }
+        // System accounts mirror money outside the platform and may go negative: funding Ada
+        // took the adjustments account to -100.
+        let adjustments = accounts::Entity::find()
+            .filter(accounts::Column::OwnerType.eq("system"))
+            .filter(accounts::Column::OwnerId.eq("adjustments"))
+            .filter(accounts::Column::Currency.eq("usd"))
+            .one(&database)
+            .await
+            .expect("query")
+            .expect("adjustments account");
+        assert_eq!(adjustments.available, -100);
+        let adjustment_entries = entries::Entity::find()
+            .filter(entries::Column::AccountId.eq(adjustments.id.as_str()))
+            .all(&database)
+            .await
+            .expect("entries");
+        assert_eq!(adjustment_entries.len(), 1);
+        assert_eq!(adjustment_entries[0].balance_after, -100);
+        assert_eq!(app.balance(&ada).await, (100, 0));
+    }
+}
+
+#[tokio::test]
+async fn every_money_movement_writes_its_outbox_event_in_the_same_transaction() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+        app.fund(&ada, 1_000).await;
+        let sent = app.transfer(&ada, &bob.email, json!(250), "outbox-1").await;
+        let transfer_id = sent.body["id"].as_str().expect("id").to_owned();
+
+        let database = Database::connect(app.database_url.as_str())
+            .await
+            .expect("connect");
+        let events = outbox::Entity::find().all(&database).await.expect("outbox");
+        let types: Vec<&str> = events
+            .iter()
+            .map(|event| event.event_type.as_str())
+            .collect();
+        assert_eq!(types, ["adjustment.created", "transfer.completed"]);
+        let completed = &events[1];
+        assert_eq!(completed.aggregate_id, transfer_id);
+        assert!(
+            completed.published_at.is_none(),
+            "delivered later by the relay"
+        );
+        let payload: serde_json::Value = serde_json::from_str(&completed.payload).expect("json");
+        assert_eq!(payload["type"], "transfer.completed");
+        assert_eq!(payload["data"]["amount"], 250);
+        assert_eq!(payload["data"]["to_user"], bob.id.as_str());
+    }
+}
