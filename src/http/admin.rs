@@ -5,8 +5,9 @@ use super::AppState;
 use super::auth;
 use super::error::{ApiError, ErrorBody};
 use super::idempotency::{JsonResponse, run_idempotent};
+use super::request::page_request;
 use super::request::{Fields, json_object, read_body};
-use super::views::{AdjustmentView, CreateAdjustmentRequest};
+use super::views::{AdjustmentView, CreateAdjustmentRequest, ListView};
 use crate::actors::{OpOutcome, WalletOp};
 use crate::domain::{
     AccountId, AdjustmentId, BalanceOp, Currency, JournalId, Rejection, SignedAmount, UserId,
@@ -15,6 +16,7 @@ use crate::store::accounts::{AccountRecord, Owner, SystemAccount};
 use crate::store::ledger::{AdjustmentRecord, Effect, JournalSpec, Reference};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use std::collections::HashMap;
 
 const REASON_LENGTH_MAX: usize = 500;
 const OPERATOR: &str = "operator";
@@ -183,4 +185,45 @@ async fn target_account(
                 .await?)
         }
     }
+}
+
+#[utoipa::path(get, path = "/v1/admin/adjustments/{id}", tag = "operators", security(("operator" = [])),
+    params(("id" = String, Path, description = "Adjustment id")),
+    responses((status = 200, body = AdjustmentView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_adjustment(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    auth::operator(&request, &state)?;
+    let id: AdjustmentId = path
+        .parse()
+        .map_err(|_| ApiError::not_found("adjustment"))?;
+    let adjustment = state
+        .store
+        .find_adjustment(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("adjustment"))?;
+    Ok(HttpResponse::Ok().json(AdjustmentView::from(&adjustment)))
+}
+
+#[utoipa::path(get, path = "/v1/admin/adjustments", tag = "operators", security(("operator" = [])),
+    params(
+        ("limit" = Option<u64>, Query, description = "1 to 100, default 10"),
+        ("starting_after" = Option<String>, Query, description = "Cursor: an adjustment id"),
+        ("ending_before" = Option<String>, Query, description = "Cursor: an adjustment id"),
+    ),
+    responses((status = 200, body = ListView<AdjustmentView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_adjustments(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    auth::operator(&request, &state)?;
+    let page = page_request(&query)?;
+    let (adjustments, has_more) = state.store.list_adjustments(&page).await?;
+    Ok(HttpResponse::Ok().json(ListView::new(
+        adjustments.iter().map(AdjustmentView::from).collect(),
+        has_more,
+    )))
 }

@@ -38,26 +38,33 @@ pub struct AppState {
 
 /// The route table.
 pub fn routes(config: &mut web::ServiceConfig) {
+    use web::{delete, get, post};
     config
-        .route("/health", web::get().to(operations::health))
-        .route("/ready", web::get().to(operations::ready))
-        .route("/metrics", web::get().to(operations::metrics))
-        .route("/openapi.json", web::get().to(operations::openapi))
-        .route("/v1/users", web::post().to(users::create_user))
-        .route("/v1/sessions", web::post().to(users::create_session))
+        .route("/health", get().to(operations::health))
+        .route("/ready", get().to(operations::ready))
+        .route("/metrics", get().to(operations::metrics))
+        .route("/openapi.json", get().to(operations::openapi))
+        .route("/v1/users", post().to(users::create_user))
+        .route("/v1/users", get().to(users::list_users))
+        .route("/v1/users/{id}", get().to(users::get_user))
+        .route("/v1/sessions", post().to(users::create_session))
+        .route("/v1/sessions", get().to(users::list_sessions))
         .route(
             "/v1/sessions/current",
-            web::delete().to(users::delete_current_session),
+            delete().to(users::delete_current_session),
         )
-        .route("/v1/me", web::get().to(users::me))
-        .route("/v1/wallet", web::get().to(wallet::get_wallet))
-        .route("/v1/wallet/entries", web::get().to(wallet::list_entries))
-        .route("/v1/transfers", web::post().to(transfers::create_transfer))
-        .route("/v1/transfers", web::get().to(transfers::list_transfers))
-        .route("/v1/transfers/{id}", web::get().to(transfers::get_transfer))
+        .route("/v1/sessions/{id}", get().to(users::get_session))
+        .route("/v1/me", get().to(users::me))
+        .route("/v1/wallet", get().to(wallet::get_wallet))
+        .route("/v1/wallet/entries", get().to(wallet::list_entries))
+        .route("/v1/transfers", post().to(transfers::create_transfer))
+        .route("/v1/transfers", get().to(transfers::list_transfers))
+        .route("/v1/transfers/{id}", get().to(transfers::get_transfer))
+        .route("/v1/admin/adjustments", post().to(admin::create_adjustment))
+        .route("/v1/admin/adjustments", get().to(admin::list_adjustments))
         .route(
-            "/v1/admin/adjustments",
-            web::post().to(admin::create_adjustment),
+            "/v1/admin/adjustments/{id}",
+            get().to(admin::get_adjustment),
         );
 }
 

@@ -3,13 +3,15 @@
 use super::AppState;
 use super::auth::{self, PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, sha256_hex};
 use super::error::{ApiError, ErrorBody, ErrorType};
+use super::request::page_request;
 use super::request::{Fields, json_object, read_body};
-use super::views::{CreateSessionRequest, CreateUserRequest, SessionView, UserView, timestamp};
+use super::views::{CreateSessionRequest, CreateUserRequest, ListView, SessionView, UserView};
 use crate::config::generate_token;
-use crate::domain::{Email, PhoneNumber, UserId};
+use crate::domain::{Email, PhoneNumber, SessionId, UserId};
 use crate::store::users::{NewUser, UserConflict};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use std::collections::HashMap;
 
 const NAME_LENGTH_MAX: usize = 200;
 
@@ -125,12 +127,9 @@ pub async fn create_session(
         .create_session(user_id, sha256_hex(token.as_bytes()), now, expires_at)
         .await?;
     Ok(HttpResponse::Created().json(SessionView {
-        id: session.id,
-        object: "session",
-        token,
-        expires_at: timestamp(session.expires_at),
-        created_at: timestamp(session.created_at),
-        user: UserView::from(&user),
+        token: Some(token),
+        user: Some(UserView::from(&user)),
+        ..SessionView::from(&session)
     }))
 }
 
@@ -161,4 +160,93 @@ pub async fn me(
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
     Ok(HttpResponse::Ok().json(UserView::from(&user)))
+}
+
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", security(("bearer" = []), ("operator" = [])),
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_user(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: UserId = path.parse().map_err(|_| ApiError::not_found("user"))?;
+    // A user sees only themselves; the operator sees everyone.
+    if auth::operator(&request, &state).is_err() {
+        let caller = auth::current_user(&request, &state).await?;
+        if caller.user_id != id {
+            return Err(ApiError::not_found("user"));
+        }
+    }
+    let user = state
+        .store
+        .find_user(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(HttpResponse::Ok().json(UserView::from(&user)))
+}
+
+#[utoipa::path(get, path = "/v1/users", tag = "users", security(("bearer" = []), ("operator" = [])),
+    params(
+        ("limit" = Option<u64>, Query, description = "1 to 100, default 10"),
+        ("starting_after" = Option<String>, Query, description = "Cursor: a user id"),
+        ("ending_before" = Option<String>, Query, description = "Cursor: a user id"),
+    ),
+    responses((status = 200, body = ListView<UserView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_users(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let page = page_request(&query)?;
+    // The operator lists every user; a user's list holds only themselves.
+    let only = match auth::operator(&request, &state) {
+        Ok(()) => None,
+        Err(_) => Some(auth::current_user(&request, &state).await?.user_id),
+    };
+    let (users, has_more) = state.store.list_users(only, &page).await?;
+    Ok(HttpResponse::Ok().json(ListView::new(
+        users.iter().map(UserView::from).collect(),
+        has_more,
+    )))
+}
+
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, body = SessionView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_session(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth::current_user(&request, &state).await?;
+    let id: SessionId = path.parse().map_err(|_| ApiError::not_found("session"))?;
+    let session = state
+        .store
+        .find_session(id)
+        .await?
+        .filter(|session| session.user_id == caller.user_id.to_string())
+        .ok_or_else(|| ApiError::not_found("session"))?;
+    Ok(HttpResponse::Ok().json(SessionView::from(&session)))
+}
+
+#[utoipa::path(get, path = "/v1/sessions", tag = "users", security(("bearer" = [])),
+    params(
+        ("limit" = Option<u64>, Query, description = "1 to 100, default 10"),
+        ("starting_after" = Option<String>, Query, description = "Cursor: a session id"),
+        ("ending_before" = Option<String>, Query, description = "Cursor: a session id"),
+    ),
+    responses((status = 200, body = ListView<SessionView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_sessions(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth::current_user(&request, &state).await?;
+    let page = page_request(&query)?;
+    let (sessions, has_more) = state.store.list_sessions(caller.user_id, &page).await?;
+    Ok(HttpResponse::Ok().json(ListView::new(
+        sessions.iter().map(SessionView::from).collect(),
+        has_more,
+    )))
 }

@@ -2,7 +2,7 @@
 //! `id`, `object` and `created_at`; amounts are integer minor units with a lowercase currency.
 
 use crate::store::accounts::AccountRecord;
-use crate::store::entities::{entries, users};
+use crate::store::entities::{adjustments, entries, sessions, users};
 use crate::store::ledger::AdjustmentRecord;
 use crate::store::transfers::TransferRecord;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -42,11 +42,29 @@ pub struct SessionView {
     pub id: String,
     /// Always `session`.
     pub object: &'static str,
-    /// The bearer token. Shown only here, once.
-    pub token: String,
+    /// The bearer token. Shown only when the session is created, never again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     pub expires_at: String,
+    pub revoked_at: Option<String>,
     pub created_at: String,
-    pub user: UserView,
+    /// The user, when the session is created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserView>,
+}
+
+impl From<&sessions::Model> for SessionView {
+    fn from(session: &sessions::Model) -> SessionView {
+        SessionView {
+            id: session.id.clone(),
+            object: "session",
+            token: None,
+            expires_at: timestamp(session.expires_at),
+            revoked_at: session.revoked_at.map(timestamp),
+            created_at: timestamp(session.created_at),
+            user: None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -167,7 +185,24 @@ pub struct AdjustmentView {
     pub amount: i64,
     pub currency: String,
     pub reason: String,
+    /// Who made the adjustment.
+    pub operator: String,
     pub created_at: String,
+}
+
+impl From<&adjustments::Model> for AdjustmentView {
+    fn from(adjustment: &adjustments::Model) -> AdjustmentView {
+        AdjustmentView {
+            id: adjustment.id.clone(),
+            object: "adjustment",
+            account_id: adjustment.account_id.clone(),
+            amount: adjustment.amount,
+            currency: adjustment.currency.clone(),
+            reason: adjustment.reason.clone(),
+            operator: adjustment.operator.clone(),
+            created_at: timestamp(adjustment.created_at),
+        }
+    }
 }
 
 impl From<&AdjustmentRecord> for AdjustmentView {
@@ -179,6 +214,7 @@ impl From<&AdjustmentRecord> for AdjustmentView {
             amount: adjustment.amount.minor_units(),
             currency: adjustment.currency.code().to_owned(),
             reason: adjustment.reason.clone(),
+            operator: adjustment.operator.clone(),
             created_at: timestamp(adjustment.created_at),
         }
     }

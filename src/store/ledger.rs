@@ -118,6 +118,28 @@ impl Store {
         Ok(())
     }
 
+    pub async fn find_adjustment(
+        &self,
+        id: AdjustmentId,
+    ) -> StoreResult<Option<adjustments::Model>> {
+        Ok(adjustments::Entity::find_by_id(id.to_string())
+            .one(self.reader())
+            .await?)
+    }
+
+    pub async fn list_adjustments(
+        &self,
+        page: &super::accounts::PageRequest,
+    ) -> StoreResult<(Vec<adjustments::Model>, bool)> {
+        super::accounts::fetch_page(
+            adjustments::Entity::find(),
+            adjustments::Column::Id,
+            page,
+            self.reader(),
+        )
+        .await
+    }
+
     /// The states of the given transfers, read through the writer (the saga guard).
     pub async fn transfer_states(
         &self,

@@ -1,6 +1,7 @@
 //! Users and their login sessions. A new user and their first wallet account are created in
 //! one transaction; session tokens are stored only as SHA-256 hashes.
 
+use super::accounts::{PageRequest, fetch_page};
 use super::entities::{accounts, sessions, users};
 use super::{Store, StoreError, StoreResult, is_unique_violation};
 use crate::domain::{AccountId, Currency, Email, PhoneNumber, SessionId, UserId};
@@ -155,5 +156,35 @@ impl Store {
             return Err(StoreError::Corrupt(format!("session {id} is not unique")));
         }
         Ok(())
+    }
+}
+
+impl Store {
+    /// Users newest first: all of them, or only `only`.
+    pub async fn list_users(
+        &self,
+        only: Option<UserId>,
+        page: &PageRequest,
+    ) -> StoreResult<(Vec<users::Model>, bool)> {
+        let mut select = users::Entity::find();
+        if let Some(user) = only {
+            select = select.filter(users::Column::Id.eq(user.to_string()));
+        }
+        fetch_page(select, users::Column::Id, page, self.reader()).await
+    }
+
+    pub async fn find_session(&self, id: SessionId) -> StoreResult<Option<sessions::Model>> {
+        Ok(sessions::Entity::find_by_id(id.to_string())
+            .one(self.reader())
+            .await?)
+    }
+
+    pub async fn list_sessions(
+        &self,
+        user: UserId,
+        page: &PageRequest,
+    ) -> StoreResult<(Vec<sessions::Model>, bool)> {
+        let select = sessions::Entity::find().filter(sessions::Column::UserId.eq(user.to_string()));
+        fetch_page(select, sessions::Column::Id, page, self.reader()).await
     }
 }

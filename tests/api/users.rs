@@ -128,3 +128,65 @@ async fn wrong_credentials_get_the_same_answer_whether_or_not_the_user_exists() 
     let garbage = app.get("/v1/me", "sess_not_a_real_token").await;
     assert_eq!(garbage.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn created_objects_can_be_read_back_and_listed() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+
+        let me = app.get(&format!("/v1/users/{}", ada.id), &ada.token).await;
+        assert_eq!(me.status, StatusCode::OK, "{}", me.text);
+        assert_eq!(me.body["email"], ada.email.as_str());
+        let other = app.get(&format!("/v1/users/{}", bob.id), &ada.token).await;
+        assert_eq!(other.status, StatusCode::NOT_FOUND, "another user is a 404");
+        let mine = app.get("/v1/users", &ada.token).await;
+        assert_eq!(mine.body["data"].as_array().map(Vec::len), Some(1));
+        let everyone = app.get("/v1/users", crate::helpers::ADMIN_TOKEN).await;
+        assert_eq!(everyone.body["data"].as_array().map(Vec::len), Some(2));
+        let by_operator = app
+            .get(
+                &format!("/v1/users/{}", bob.id),
+                crate::helpers::ADMIN_TOKEN,
+            )
+            .await;
+        assert_eq!(by_operator.body["id"], bob.id.as_str());
+
+        let sessions = app.get("/v1/sessions", &ada.token).await;
+        assert_eq!(sessions.status, StatusCode::OK);
+        let listed = sessions.body["data"].as_array().expect("data").clone();
+        assert_eq!(listed.len(), 1);
+        assert!(
+            listed[0].get("token").is_none(),
+            "a token is shown once, at creation"
+        );
+        let session_id = listed[0]["id"].as_str().expect("id");
+        let session = app
+            .get(&format!("/v1/sessions/{session_id}"), &ada.token)
+            .await;
+        assert_eq!(session.body["object"], "session");
+        assert_eq!(session.body["revoked_at"], serde_json::Value::Null);
+        let not_bobs = app
+            .get(&format!("/v1/sessions/{session_id}"), &bob.token)
+            .await;
+        assert_eq!(not_bobs.status, StatusCode::NOT_FOUND);
+
+        let adjustment = app.adjust(&ada.id, 500, "usd").await;
+        let adjustment_id = adjustment.body["id"].as_str().expect("id");
+        let read = app
+            .get(
+                &format!("/v1/admin/adjustments/{adjustment_id}"),
+                crate::helpers::ADMIN_TOKEN,
+            )
+            .await;
+        assert_eq!(read.status, StatusCode::OK);
+        assert_eq!(read.body["amount"], 500);
+        assert_eq!(read.body["operator"], "operator");
+        let all = app
+            .get("/v1/admin/adjustments", crate::helpers::ADMIN_TOKEN)
+            .await;
+        assert_eq!(all.body["data"][0]["id"], adjustment_id);
+        let as_user = app.get("/v1/admin/adjustments", &ada.token).await;
+        assert_eq!(as_user.status, StatusCode::UNAUTHORIZED);
+    }
+}
