@@ -28,8 +28,12 @@ pub struct SagaContext {
 }
 
 pub enum SagaStart {
-    /// A new transfer: debit first. The record is what the debit step will insert.
-    New(TransferRecord),
+    /// A new transfer: debit first. The record is what the debit step will insert. `replay`:
+    /// an earlier attempt (an idempotency takeover) may already have sent the debit.
+    New {
+        transfer: TransferRecord,
+        replay: bool,
+    },
     /// A transfer already debited: continue from its current step.
     Resume(TransferRecord),
 }
@@ -142,33 +146,48 @@ pub async fn start(
     Ok(())
 }
 
-/// Resumes every saga still `debited` whose last step is older than `updated_before`.
+/// Resumes every saga still `debited` whose last step is older than `updated_before`, each
+/// after leasing it (so concurrent resumers, here or on other nodes, do not pile up).
 /// Returns how many were started.
 pub async fn resume_unfinished(
     context: &SagaContext,
     updated_before: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
-    let unfinished = context.store.unfinished_transfers(updated_before).await?;
-    let count = unfinished.len();
-    for transfer in unfinished {
+    let mut started = 0;
+    for transfer in context.store.unfinished_transfers(updated_before).await? {
+        if !context
+            .store
+            .lease_stuck_transfer(transfer.id, Utc::now(), updated_before)
+            .await?
+        {
+            continue;
+        }
         tracing::info!(transfer_id = %transfer.id, "resuming unfinished transfer saga");
-        start(context, SagaStart::Resume(transfer), None)
-            .await
-            .map_err(|error| anyhow::anyhow!("spawn transfer saga: {error}"))?;
+        match start(context, SagaStart::Resume(transfer), None).await {
+            Ok(()) => started += 1,
+            Err(error) => tracing::error!(%error, "could not spawn a transfer saga"),
+        }
     }
-    Ok(count)
+    Ok(started)
 }
 
 async fn run(context: &SagaContext, start: SagaStart) -> SagaOutcome {
     let (transfer, replay) = match start {
-        SagaStart::New(transfer) => match context
+        SagaStart::New { transfer, replay } => match context
             .wallets
-            .apply(transfer.source_account, debit_op(&transfer, false))
+            .apply(transfer.source_account, debit_op(&transfer, replay))
             .await
         {
-            Ok(OpOutcome::Applied { .. }) => (transfer, false),
-            // Debited by an earlier attempt, which may have gone further.
-            Ok(OpOutcome::AlreadyApplied) => (transfer, true),
+            Ok(OpOutcome::Applied { .. }) => (transfer, replay),
+            // Debited by an earlier attempt, which may have gone further: continue from the
+            // stored transfer, not from this attempt's copy of it.
+            Ok(OpOutcome::AlreadyApplied) => match context.store.find_transfer(transfer.id).await {
+                Ok(Some(stored)) => (stored, true),
+                Ok(None) => {
+                    return SagaOutcome::Unavailable(format!("transfer {} vanished", transfer.id));
+                }
+                Err(error) => return SagaOutcome::Unavailable(error.to_string()),
+            },
             Ok(OpOutcome::Rejected(rejection)) => return SagaOutcome::Rejected(rejection),
             Err(WalletError::AccountNotFound) => {
                 return SagaOutcome::Rejected(Rejection::AccountNotFound);

@@ -235,6 +235,13 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
             .wallet_batch_size
             .with_label_values(&["committed"])
             .observe(plan.movements.len() as f64);
+    } else if plan.refused_for_balance {
+        // Nothing was written, so no version check ran: before refusing for lack of funds,
+        // make sure no other writer (another node) changed the account since we loaded it.
+        let current = state.store.account_version(state.account.id).await?;
+        if current != Some(state.account.version) {
+            return Err(Box::new(StaleAccount(state.account.id)));
+        }
     }
     for ((_, reply), outcome) in batch.into_iter().zip(plan.outcomes) {
         // A caller that timed out is gone; its op is committed and a retry will see that.
@@ -247,7 +254,14 @@ struct BatchPlan {
     balance: Balance,
     movements: Vec<AppliedMovement>,
     outcomes: Vec<OpOutcome>,
+    /// Some op was refused because of the in-memory balance (which may be stale).
+    refused_for_balance: bool,
 }
+
+/// Another writer changed the account: the actor must reload (its supervisor restarts it).
+#[derive(Debug, thiserror::Error)]
+#[error("account {0} changed under its wallet actor")]
+pub struct StaleAccount(pub AccountId);
 
 /// Pure: applies the ops in order to the in-memory balance.
 fn plan_batch(
@@ -261,6 +275,7 @@ fn plan_batch(
     let mut outcomes: Vec<OpOutcome> = Vec::with_capacity(batch.len());
     let mut first_with_key: HashMap<&str, usize> = HashMap::new();
     let mut moved_transfers: HashSet<TransferId> = HashSet::new();
+    let mut refused_for_balance = false;
     for (index, (op, _)) in batch.iter().enumerate() {
         if existing.contains(&op.op_key) {
             outcomes.push(OpOutcome::AlreadyApplied);
@@ -294,6 +309,7 @@ fn plan_batch(
                 if let Some(transfer) = op.effect.guarded_transfer() {
                     moved_transfers.remove(&transfer);
                 }
+                refused_for_balance |= matches!(rejection, Rejection::InsufficientFunds);
                 outcomes.push(OpOutcome::Rejected(rejection));
             }
         }
@@ -309,6 +325,7 @@ fn plan_batch(
         balance,
         movements,
         outcomes,
+        refused_for_balance,
     }
 }
 

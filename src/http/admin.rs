@@ -145,10 +145,20 @@ async fn execute_adjustment(
         replay: taken_over,
     };
     match state.wallets.apply(account.id, op).await? {
-        OpOutcome::Applied { .. } | OpOutcome::AlreadyApplied => Ok(JsonResponse::new(
+        OpOutcome::Applied { .. } => Ok(JsonResponse::new(
             StatusCode::CREATED,
             &AdjustmentView::from(&record),
         )),
+        // An earlier attempt committed it: answer with what was stored.
+        OpOutcome::AlreadyApplied => {
+            let stored = state.store.find_adjustment(id).await?.ok_or_else(|| {
+                ApiError::unavailable("adjustment committed but not readable yet")
+            })?;
+            Ok(JsonResponse::new(
+                StatusCode::CREATED,
+                &AdjustmentView::from(&stored),
+            ))
+        }
         OpOutcome::Rejected(rejection) => Err(ApiError::rejection(rejection, Some("amount"))),
     }
 }

@@ -5,7 +5,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ErrorType};
-use crate::store::idempotency::{IdempotencyClaim, IdempotencyScope};
+use crate::store::idempotency::{IdempotencyClaim, IdempotencyClaimHeld, IdempotencyScope};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use sha2::{Digest, Sha256};
@@ -89,7 +89,7 @@ where
     let fingerprint = fingerprint(request, body);
     let wait_deadline =
         Instant::now() + state.limits.transfer_wait_timeout + Duration::from_secs(5);
-    let (resource_id, taken_over) = loop {
+    let (resource_id, taken_over, claim_token) = loop {
         let now = state.clock.now();
         let stale_before = now
             - chrono::Duration::from_std(state.limits.idempotency_lock_timeout).unwrap_or_default();
@@ -107,7 +107,8 @@ where
             IdempotencyClaim::Claimed {
                 resource_id,
                 taken_over,
-            } => break (resource_id, taken_over),
+                claim_token,
+            } => break (resource_id, taken_over, claim_token),
             IdempotencyClaim::Replay { status, body } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
                 return Ok(JsonResponse { status, body }.into_response(true));
@@ -144,14 +145,34 @@ where
     };
     match stored {
         Some(response) => {
-            state
+            let held = IdempotencyClaimHeld {
+                scope,
+                claim_token: &claim_token,
+            };
+            if state
                 .store
-                .complete_idempotency_key(scope, response.status.as_u16(), &response.body)
-                .await?;
-            Ok(response.into_response(false))
+                .complete_idempotency_key(held, response.status.as_u16(), &response.body)
+                .await?
+            {
+                return Ok(response.into_response(false));
+            }
+            // This request was so slow that another took its claim over: whatever that one
+            // stored is the answer for this key.
+            match state.store.stored_idempotent_response(scope).await? {
+                Some((status, body)) => Ok(JsonResponse {
+                    status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                    body,
+                }
+                .into_response(true)),
+                None => Ok(response.into_response(false)),
+            }
         }
         None => {
-            state.store.release_idempotency_key(scope).await?;
+            let held = IdempotencyClaimHeld {
+                scope,
+                claim_token: &claim_token,
+            };
+            state.store.release_idempotency_key(held).await?;
             outcome.map(|response| response.into_response(false))
         }
     }

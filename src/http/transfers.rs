@@ -101,6 +101,14 @@ async fn execute_transfer(
         .find_account(&Owner::User(user.user_id), order.currency)
         .await?
         .ok_or_else(|| ApiError::rejection(Rejection::InsufficientFunds, Some("amount")))?;
+    // Refuse what the committed balance already cannot cover before opening the recipient's
+    // account, so a refused transfer leaves nothing behind. The wallet actor still decides.
+    if source.balance.available < order.amount.minor_units() {
+        return Err(ApiError::rejection(
+            Rejection::InsufficientFunds,
+            Some("amount"),
+        ));
+    }
     let target = state
         .store
         .open_account(&Owner::User(recipient), order.currency)
@@ -121,7 +129,11 @@ async fn execute_transfer(
         created_at: now,
         updated_at: now,
     };
-    wait_for_saga(state, SagaStart::New(transfer), transfer_id).await
+    let start = SagaStart::New {
+        transfer,
+        replay: taken_over,
+    };
+    wait_for_saga(state, start, transfer_id).await
 }
 
 /// Starts the saga and waits for it up to the transfer timeout.

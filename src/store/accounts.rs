@@ -257,6 +257,16 @@ impl Store {
         fetch_page(select, entries::Column::Id, page, self.reader()).await
     }
 
+    /// The account's current version, read through the writer.
+    pub async fn account_version(&self, id: AccountId) -> StoreResult<Option<i64>> {
+        Ok(accounts::Entity::find_by_id(id.to_string())
+            .select_only()
+            .column(accounts::Column::Version)
+            .into_tuple()
+            .one(self.writer())
+            .await?)
+    }
+
     /// Which of `op_keys` already have an entry on `account` (the ops were applied before).
     pub async fn existing_op_keys(
         &self,

@@ -166,6 +166,8 @@ pub mod idempotency_keys {
         pub response_body: Option<String>,
         pub locked_at: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
+        /// Identifies the request holding the claim (null when released or finished).
+        pub claim_token: Option<String>,
     }
 
     no_relations!();

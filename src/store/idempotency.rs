@@ -19,6 +19,7 @@ pub enum IdempotencyClaim {
     Claimed {
         resource_id: String,
         taken_over: bool,
+        claim_token: String,
     },
     /// Done before: answer with the stored response.
     Replay { status: u16, body: String },
@@ -34,6 +35,13 @@ pub struct IdempotencyScope<'a> {
     pub key: &'a str,
 }
 
+/// Only the request whose claim this is may finish or release the key.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyClaimHeld<'a> {
+    pub scope: IdempotencyScope<'a>,
+    pub claim_token: &'a str,
+}
+
 impl Store {
     /// Claims the key for this request. A claim older than `stale_before` whose request never
     /// finished (the process died) is taken over.
@@ -45,6 +53,7 @@ impl Store {
         now: DateTime<Utc>,
         stale_before: DateTime<Utc>,
     ) -> StoreResult<IdempotencyClaim> {
+        let claim_token = uuid::Uuid::now_v7().to_string();
         let inserted = idempotency_keys::Entity::insert(idempotency_keys::ActiveModel {
             caller: Set(scope.caller.to_owned()),
             key: Set(scope.key.to_owned()),
@@ -54,6 +63,7 @@ impl Store {
             response_body: Set(None),
             locked_at: Set(Some(now)),
             created_at: Set(now),
+            claim_token: Set(Some(claim_token.clone())),
         })
         .on_conflict_do_nothing_on([
             idempotency_keys::Column::Caller,
@@ -65,6 +75,7 @@ impl Store {
             return Ok(IdempotencyClaim::Claimed {
                 resource_id: new_resource_id,
                 taken_over: false,
+                claim_token,
             });
         }
         let Some(existing) =
@@ -85,6 +96,10 @@ impl Store {
         }
         let taken_over = idempotency_keys::Entity::update_many()
             .col_expr(idempotency_keys::Column::LockedAt, Expr::value(now))
+            .col_expr(
+                idempotency_keys::Column::ClaimToken,
+                Expr::value(claim_token.clone()),
+            )
             .filter(scope_filter(scope))
             .filter(idempotency_keys::Column::ResponseStatus.is_null())
             .filter(
@@ -98,19 +113,20 @@ impl Store {
             return Ok(IdempotencyClaim::Claimed {
                 resource_id: existing.resource_id,
                 taken_over: true,
+                claim_token,
             });
         }
         Ok(IdempotencyClaim::InProgress)
     }
 
-    /// Stores the final response of the request that holds the claim.
+    /// Stores the final response, if this request still holds the claim.
     pub async fn complete_idempotency_key(
         &self,
-        scope: IdempotencyScope<'_>,
+        claim: IdempotencyClaimHeld<'_>,
         status: u16,
         body: &str,
-    ) -> StoreResult<()> {
-        idempotency_keys::Entity::update_many()
+    ) -> StoreResult<bool> {
+        let updated = idempotency_keys::Entity::update_many()
             .col_expr(
                 idempotency_keys::Column::ResponseStatus,
                 Expr::value(i32::from(status)),
@@ -123,26 +139,59 @@ impl Store {
                 idempotency_keys::Column::LockedAt,
                 Expr::value(Option::<DateTime<Utc>>::None),
             )
-            .filter(scope_filter(scope))
+            .col_expr(
+                idempotency_keys::Column::ClaimToken,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(held_filter(claim))
             .exec(self.writer())
             .await?;
-        Ok(())
+        Ok(updated.rows_affected == 1)
+    }
+
+    /// The response stored for the key, if any.
+    pub async fn stored_idempotent_response(
+        &self,
+        scope: IdempotencyScope<'_>,
+    ) -> StoreResult<Option<(u16, String)>> {
+        let row =
+            idempotency_keys::Entity::find_by_id((scope.caller.to_owned(), scope.key.to_owned()))
+                .one(self.writer())
+                .await?;
+        Ok(
+            row.and_then(|row| match (row.response_status, row.response_body) {
+                (Some(status), Some(body)) => Some((u16::try_from(status).unwrap_or(500), body)),
+                _ => None,
+            }),
+        )
     }
 
     /// Gives the claim up without a stored response (the outcome was not final, e.g. a
     /// timeout): the next request with the key retries the same resource.
-    pub async fn release_idempotency_key(&self, scope: IdempotencyScope<'_>) -> StoreResult<()> {
+    pub async fn release_idempotency_key(
+        &self,
+        claim: IdempotencyClaimHeld<'_>,
+    ) -> StoreResult<()> {
         idempotency_keys::Entity::update_many()
             .col_expr(
                 idempotency_keys::Column::LockedAt,
                 Expr::value(Option::<DateTime<Utc>>::None),
             )
-            .filter(scope_filter(scope))
-            .filter(idempotency_keys::Column::ResponseStatus.is_null())
+            .col_expr(
+                idempotency_keys::Column::ClaimToken,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(held_filter(claim))
             .exec(self.writer())
             .await?;
         Ok(())
     }
+}
+
+fn held_filter(claim: IdempotencyClaimHeld<'_>) -> Condition {
+    scope_filter(claim.scope)
+        .add(idempotency_keys::Column::ClaimToken.eq(claim.claim_token))
+        .add(idempotency_keys::Column::ResponseStatus.is_null())
 }
 
 fn scope_filter(scope: IdempotencyScope<'_>) -> Condition {

@@ -17,6 +17,7 @@ use sea_orm::{
     TransactionTrait,
 };
 use serde_json::json;
+use std::collections::BTreeMap;
 
 /// What a movement refers to (shown to users as `reference: {type, id}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,10 +109,8 @@ impl Store {
         write_account(&transaction, account).await?;
         insert_journals(&transaction, movements, now).await?;
         insert_entries(&transaction, account.account, movements, now).await?;
+        write_counterparts(&transaction, movements, now).await?;
         for movement in movements {
-            if let Some(system_account) = movement.counterpart {
-                write_counterpart(&transaction, system_account, movement, now).await?;
-            }
             write_effect(&transaction, &movement.effect, now).await?;
         }
         transaction.commit().await?;
@@ -276,63 +275,76 @@ fn entry_row(
 }
 
 /// System accounts are not owned by an actor: many wallets' batches touch them, so they move
-/// by atomic increment (the row lock orders concurrent writers) and `RETURNING` gives the
-/// entry its exact `balance_after`.
-async fn write_counterpart(
+/// by atomic increment (the row lock orders concurrent writers). Each system account is
+/// updated once per batch, in account-id order so that two batches never lock two system
+/// rows in opposite orders; `RETURNING` gives the final balance, from which every entry's
+/// exact `balance_after` is worked out.
+async fn write_counterparts(
     transaction: &DatabaseTransaction,
-    system_account: AccountId,
-    movement: &AppliedMovement,
+    movements: &[AppliedMovement],
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let net: i64 = movement
-        .postings
-        .iter()
-        .map(|(posting, _)| posting.amount)
-        .sum();
-    let delta = net
-        .checked_neg()
-        .ok_or_else(|| StoreError::Corrupt("counterpart overflow".into()))?;
-    let statement = Query::update()
-        .table(accounts::Entity)
-        .value(
-            accounts::Column::Available,
-            Expr::col(accounts::Column::Available).add(delta),
-        )
-        .value(
-            accounts::Column::Version,
-            Expr::col(accounts::Column::Version).add(1),
-        )
-        .and_where(Expr::col(accounts::Column::Id).eq(system_account.to_string()))
-        .and_where(Expr::col(accounts::Column::OwnerType).eq("system"))
-        .returning_col(accounts::Column::Available)
-        .to_owned();
-    let row = transaction
-        .query_one(&statement)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("system account {system_account} missing")))?;
-    let balance_after: i64 = row.try_get("", "available")?;
-    let counterpart = AppliedMovement {
-        postings: vec![(
-            Posting {
+    let mut by_account: BTreeMap<String, Vec<(&AppliedMovement, i64)>> = BTreeMap::new();
+    for movement in movements {
+        let Some(system_account) = movement.counterpart else {
+            continue;
+        };
+        let net: i64 = movement
+            .postings
+            .iter()
+            .map(|(posting, _)| posting.amount)
+            .sum();
+        let delta = net
+            .checked_neg()
+            .ok_or_else(|| StoreError::Corrupt("counterpart overflow".into()))?;
+        if delta != 0 {
+            by_account
+                .entry(system_account.to_string())
+                .or_default()
+                .push((movement, delta));
+        }
+    }
+    for (system_account, deltas) in by_account {
+        let total = deltas
+            .iter()
+            .try_fold(0_i64, |sum, (_, delta)| sum.checked_add(*delta))
+            .ok_or_else(|| StoreError::Corrupt("counterpart overflow".into()))?;
+        let statement = Query::update()
+            .table(accounts::Entity)
+            .value(
+                accounts::Column::Available,
+                Expr::col(accounts::Column::Available).add(total),
+            )
+            .value(
+                accounts::Column::Version,
+                Expr::col(accounts::Column::Version).add(1),
+            )
+            .and_where(Expr::col(accounts::Column::Id).eq(system_account.as_str()))
+            .and_where(Expr::col(accounts::Column::OwnerType).eq("system"))
+            .returning_col(accounts::Column::Available)
+            .to_owned();
+        let row = transaction.query_one(&statement).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("system account {system_account} missing"))
+        })?;
+        let balance_final: i64 = row.try_get("", "available")?;
+        let account: AccountId = system_account
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("system account id {system_account}")))?;
+        let mut running = balance_final - total;
+        let mut rows = Vec::with_capacity(deltas.len());
+        for (movement, delta) in deltas {
+            running += delta;
+            let posting = Posting {
                 bucket: Bucket::Available,
                 amount: delta,
-            },
-            balance_after,
-        )],
-        counterpart: None,
-        effect: Effect::None,
-        ..movement.clone()
-    };
-    entries::Entity::insert(entry_row(
-        system_account,
-        &counterpart,
-        0,
-        counterpart.postings[0].0,
-        balance_after,
-        now,
-    ))
-    .exec_without_returning(transaction)
-    .await?;
+            };
+            rows.push(entry_row(account, movement, 0, posting, running, now));
+        }
+        debug_assert_eq!(running, balance_final);
+        entries::Entity::insert_many(rows)
+            .exec_without_returning(transaction)
+            .await?;
+    }
     Ok(())
 }
 

@@ -123,19 +123,49 @@ impl Store {
     }
 
     /// Sagas still in flight whose last step is older than `updated_before`, oldest first.
+    /// Rows that cannot be read are logged and skipped, so one bad row never blocks the rest.
     pub async fn unfinished_transfers(
         &self,
         updated_before: DateTime<Utc>,
     ) -> StoreResult<Vec<TransferRecord>> {
-        transfers::Entity::find()
+        let rows = transfers::Entity::find()
             .filter(transfers::Column::State.eq(TransferState::Debited.as_str()))
             .filter(transfers::Column::UpdatedAt.lt(updated_before))
             .order_by_asc(transfers::Column::Id)
             .limit(RESUME_BATCH_MAX)
             .all(self.writer())
-            .await?
+            .await?;
+        Ok(rows
             .into_iter()
-            .map(TransferRecord::try_from)
-            .collect()
+            .filter_map(|row| match TransferRecord::try_from(row) {
+                Ok(record) => Some(record),
+                Err(error) => {
+                    tracing::error!(%error, "unreadable transfer row; not resuming it");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Leases a stuck saga to this resumer: bumps `updated_at` if the transfer is still
+    /// `debited` and not touched since `updated_before`. Only one resumer (on any node) wins,
+    /// and the lease keeps the next passes from resuming it again until it is stale again.
+    pub async fn lease_stuck_transfer(
+        &self,
+        id: TransferId,
+        now: DateTime<Utc>,
+        updated_before: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let leased = transfers::Entity::update_many()
+            .col_expr(
+                transfers::Column::UpdatedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .filter(transfers::Column::Id.eq(id.to_string()))
+            .filter(transfers::Column::State.eq(TransferState::Debited.as_str()))
+            .filter(transfers::Column::UpdatedAt.lt(updated_before))
+            .exec(self.writer())
+            .await?;
+        Ok(leased.rows_affected == 1)
     }
 }

@@ -247,3 +247,65 @@ async fn a_stuck_saga_is_resumed_periodically_while_the_app_runs() {
         assert_eq!(app.balance(&ada).await, (800, 0));
     }
 }
+
+#[tokio::test]
+async fn a_refusal_is_never_based_on_a_stale_balance() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+        app.fund(&ada, 100).await; // Ada's actor is live and believes she has 100.
+        let ada_account = usd_account(&app, &ada.token).await;
+
+        // Another node credits Ada 900 (balance, version and the entry, as a commit would).
+        let database = Database::connect(app.database_url.as_str())
+            .await
+            .expect("connect");
+        let id = uuid::Uuid::now_v7().to_string();
+        journals::Entity::insert(journals::ActiveModel {
+            id: Set(id.clone()),
+            kind: Set("adjustment".into()),
+            reference_type: Set("adjustment".into()),
+            reference_id: Set(id.clone()),
+            created_at: Set(Utc::now()),
+        })
+        .exec(&database)
+        .await
+        .expect("journal");
+        entries::Entity::insert(entries::ActiveModel {
+            id: Set(uuid::Uuid::now_v7().to_string()),
+            account_id: Set(ada_account.clone()),
+            op_key: Set(format!("other-node:{id}")),
+            bucket: Set("available".into()),
+            amount: Set(900),
+            balance_after: Set(1_000),
+            journal_id: Set(id.clone()),
+            kind: Set("adjustment".into()),
+            reference_type: Set("adjustment".into()),
+            reference_id: Set(id),
+            created_at: Set(Utc::now()),
+        })
+        .exec(&database)
+        .await
+        .expect("entry");
+        accounts::Entity::update_many()
+            .col_expr(
+                accounts::Column::Available,
+                Expr::col(accounts::Column::Available).add(900),
+            )
+            .col_expr(
+                accounts::Column::Version,
+                Expr::col(accounts::Column::Version).add(1),
+            )
+            .filter(accounts::Column::Id.eq(ada_account.as_str()))
+            .exec(&database)
+            .await
+            .expect("credit behind the actor's back");
+
+        let sent = app
+            .transfer(&ada, &bob.email, json!(500), "needs-fresh-balance")
+            .await;
+        assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.text);
+        assert_eq!(sent.body["status"], "completed");
+        assert_eq!(app.balance(&ada).await, (500, 0));
+    }
+}
