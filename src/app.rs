@@ -2,12 +2,15 @@
 //! connect, migrate, open the system accounts, start the wallet supervisor, resume every
 //! unfinished saga, start the periodic saga resumer, then serve HTTP.
 
+use crate::actors::bank_ingestor::{BankIngestor, IngestorArgs, IngestorMsg};
 use crate::actors::transfer_saga::{self, SagaContext};
 use crate::actors::wallet_supervisor::{SupervisorArgs, SupervisorMsg, WalletSupervisor, Wallets};
+use crate::bank_sim::BankSimulator;
 use crate::config::Settings;
 use crate::domain::{Clock, SystemClock};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::providers::bank::BankClient;
 use crate::store::Store;
 use actix_web::dev::ServerHandle;
 use actix_web::{HttpServer, web};
@@ -19,6 +22,7 @@ use tokio::task::JoinHandle;
 
 /// A built application, bound to its port but not yet serving.
 pub struct Application {
+    bank_ingestor: ActorRef<IngestorMsg>,
     port: u16,
     server: actix_web::dev::Server,
     state: web::Data<AppState>,
@@ -28,6 +32,7 @@ pub struct Application {
 
 /// A running application; `stop` shuts it down (tests use this to simulate a crash/restart).
 pub struct RunningApplication {
+    bank_ingestor: ActorRef<IngestorMsg>,
     pub port: u16,
     pub state: web::Data<AppState>,
     server: ServerHandle,
@@ -79,6 +84,39 @@ impl Application {
             tracing::info!(resumed, "resumed unfinished transfer sagas");
         }
         let resumer = spawn_resumer(sagas.clone(), Arc::clone(&clock), &settings);
+        let (bank_ingestor, _) = Actor::spawn(
+            None,
+            BankIngestor,
+            IngestorArgs {
+                store: store.clone(),
+                wallets: wallets.clone(),
+                metrics: Arc::clone(&metrics),
+                poll_interval: settings.limits.inbox_poll_interval,
+            },
+        )
+        .await
+        .context("start bank ingestor")?;
+        let public_url = settings.public_url.clone().unwrap_or_else(|| {
+            format!(
+                "http://{}",
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            )
+        });
+        let (bank_url, bank_simulator) = match &settings.bank_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let url = format!("{public_url}/bank-sim");
+                let secret = settings
+                    .bank_webhook_secrets
+                    .first()
+                    .cloned()
+                    .unwrap_or_default();
+                (url.clone(), Some(BankSimulator::new(url, secret)))
+            }
+        };
         let state = web::Data::new(AppState {
             store,
             wallets,
@@ -88,6 +126,11 @@ impl Application {
             admin_token: settings.admin_token.value.clone(),
             default_currency: settings.default_currency,
             limits: settings.limits,
+            public_url,
+            bank: BankClient::new(&bank_url),
+            bank_webhook_secrets: settings.bank_webhook_secrets.clone(),
+            bank_ingestor: bank_ingestor.clone(),
+            bank_simulator,
         });
         let port = listener.local_addr()?.port();
         let server_state = state.clone();
@@ -96,6 +139,7 @@ impl Application {
             .disable_signals()
             .run();
         Ok(Application {
+            bank_ingestor,
             port,
             server,
             state,
@@ -120,6 +164,7 @@ impl Application {
             }
         }
         self.resumer.abort();
+        self.bank_ingestor.stop(None);
         self.supervisor.stop(None);
         Ok(())
     }
@@ -128,6 +173,7 @@ impl Application {
     pub fn spawn(self) -> RunningApplication {
         let server = self.server.handle();
         RunningApplication {
+            bank_ingestor: self.bank_ingestor,
             port: self.port,
             state: self.state,
             server,
@@ -144,6 +190,7 @@ impl RunningApplication {
     pub async fn stop(self) {
         self.resumer.abort();
         self.server.stop(false).await;
+        self.bank_ingestor.stop(None);
         self.supervisor.stop(None);
         let _ = self.serving.await;
     }

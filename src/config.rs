@@ -11,11 +11,14 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://walleti.db?mode=rwc";
 
 /// Every `WALLETI_*` variable the application reads (checked by tests against docs/compose).
-pub const KNOWN_WALLETI_VARIABLES: [&str; 4] = [
+pub const KNOWN_WALLETI_VARIABLES: [&str; 7] = [
     "WALLETI_BIND",
     "WALLETI_DEFAULT_CURRENCY",
     "WALLETI_ADMIN_TOKEN",
     "WALLETI_LOG_FORMAT",
+    "WALLETI_PUBLIC_URL",
+    "WALLETI_BANK_WEBHOOK_SECRET",
+    "WALLETI_BANK_URL",
 ];
 
 #[derive(Debug, Clone)]
@@ -27,6 +30,13 @@ pub struct Settings {
     pub redis_url: Option<String>,
     pub log_format: LogFormat,
     pub limits: Limits,
+    /// Base URL people and providers reach walleti at; `None`: `http://{bind}` once bound.
+    pub public_url: Option<String>,
+    /// Secrets accepted on `/webhooks/bank` (several during a rotation); the first one signs
+    /// the embedded simulator's webhooks.
+    pub bank_webhook_secrets: Vec<String>,
+    /// The bank's base URL; `None`: the simulator embedded under `/bank-sim`.
+    pub bank_url: Option<String>,
 }
 
 /// The operator token and whether it was generated (then it is printed once at start-up).
@@ -59,6 +69,8 @@ pub struct Limits {
     /// A saga `debited` for longer than this is resumed by the periodic pass.
     pub saga_stale_after: Duration,
     pub saga_resume_interval: Duration,
+    /// The bank ingestor looks for unprocessed inbox events this often (besides being nudged).
+    pub inbox_poll_interval: Duration,
     /// An idempotency claim older than this whose request never finished is taken over.
     pub idempotency_lock_timeout: Duration,
     pub session_lifetime: Duration,
@@ -74,6 +86,7 @@ impl Default for Limits {
             saga_stale_after: Duration::from_secs(30),
             saga_resume_interval: Duration::from_secs(10),
             idempotency_lock_timeout: Duration::from_secs(60),
+            inbox_poll_interval: Duration::from_secs(5),
             session_lifetime: Duration::from_secs(24 * 3600),
             body_bytes_max: 64 * 1024,
         }
@@ -96,6 +109,9 @@ impl Settings {
             redis_url: None,
             log_format: LogFormat::Text,
             limits: Limits::default(),
+            public_url: None,
+            bank_webhook_secrets: vec![generate_token("whsec")],
+            bank_url: None,
         }
     }
 
@@ -130,6 +146,21 @@ impl Settings {
             };
         }
         settings.redis_url = lookup("REDIS_URL").filter(|url| !url.is_empty());
+        settings.public_url = lookup("WALLETI_PUBLIC_URL")
+            .filter(|url| !url.is_empty())
+            .map(|url| url.trim_end_matches('/').to_owned());
+        if let Some(secrets) = lookup("WALLETI_BANK_WEBHOOK_SECRET") {
+            let secrets: Vec<String> = secrets
+                .split(',')
+                .map(str::trim)
+                .filter(|secret| !secret.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if !secrets.is_empty() {
+                settings.bank_webhook_secrets = secrets;
+            }
+        }
+        settings.bank_url = lookup("WALLETI_BANK_URL").filter(|url| !url.is_empty());
         settings.log_format = match lookup("WALLETI_LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,

@@ -7,6 +7,8 @@
 //! - [`actors`]: ractor actors. `WalletSupervisor` and `WalletActor` serialise and batch each
 //!   wallet's balance mutations; `TransferSaga` moves money between two wallets in steps.
 //! - [`http`]: actix-web: routes, auth, idempotency, Stripe-like errors and pagination.
+//! - [`providers`]: clients for the outside world (the bank), base URLs configurable.
+//! - [`bank_sim`]: the bank simulator, embedded under `/bank-sim/` or run as `walleti bank-sim`.
 //! - [`bus`]: event delivery from the transactional outbox (filled in by the events issue).
 //! - [`metrics`]: the Prometheus registry and metric families.
 //! - [`config`] and [`app`]: typed settings from the environment, and the wiring that builds
@@ -15,10 +17,12 @@
 
 pub mod actors;
 pub mod app;
+pub mod bank_sim;
 pub mod bus;
 pub mod config;
 pub mod domain;
 pub mod http;
 pub mod loadgen;
 pub mod metrics;
+pub mod providers;
 pub mod store;

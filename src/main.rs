@@ -24,6 +24,18 @@ enum Command {
     Migrate,
     /// Generate transfer load against a running walleti and verify conservation.
     Loadgen(walleti::loadgen::LoadgenArgs),
+    /// Run the bank simulator as its own process.
+    BankSim {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        bind: std::net::SocketAddr,
+        /// Base URL people reach the simulator at (default `http://{bind}`).
+        #[arg(long)]
+        public_url: Option<String>,
+        /// Secret that signs the webhooks (walleti's WALLETI_BANK_WEBHOOK_SECRET).
+        #[arg(long, env = "WALLETI_BANK_WEBHOOK_SECRET")]
+        webhook_secret: String,
+    },
 }
 
 #[tokio::main]
@@ -33,10 +45,19 @@ async fn main() -> anyhow::Result<()> {
     if let Command::Loadgen(args) = command {
         return walleti::loadgen::run(args).await;
     }
+    if let Command::BankSim {
+        bind,
+        public_url,
+        webhook_secret,
+    } = command
+    {
+        init_logging(LogFormat::Text);
+        return run_bank_simulator(bind, public_url, webhook_secret).await;
+    }
     let settings = Settings::from_env()?;
     init_logging(settings.log_format);
     match command {
-        Command::Loadgen(_) => Ok(()),
+        Command::Loadgen(_) | Command::BankSim { .. } => Ok(()),
         Command::Serve => serve(settings).await,
         Command::Migrate => {
             let store = walleti::store::Store::connect(&settings.database_url).await?;
@@ -61,6 +82,35 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "walleti listening"
     );
     application.run_until_stopped().await
+}
+
+async fn run_bank_simulator(
+    bind: std::net::SocketAddr,
+    public_url: Option<String>,
+    webhook_secret: String,
+) -> anyhow::Result<()> {
+    // One secret signs; walleti may accept several during a rotation.
+    let webhook_secret = webhook_secret
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let public_url = public_url.unwrap_or_else(|| format!("http://{bind}"));
+    let simulator = actix_web::web::Data::new(walleti::bank_sim::BankSimulator::new(
+        public_url,
+        webhook_secret,
+    ));
+    tracing::info!(address = %bind, "bank simulator listening");
+    actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(simulator.clone())
+            .configure(walleti::bank_sim::routes)
+    })
+    .bind(bind)?
+    .run()
+    .await?;
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub actors_live: IntGaugeVec,
     pub wallet_batch_size: HistogramVec,
     pub transfers_total: IntCounterVec,
+    pub webhook_events_total: IntCounterVec,
+    pub webhook_processing_seconds: HistogramVec,
+    pub webhook_inbox_backlog: IntGaugeVec,
 }
 
 impl Metrics {
@@ -109,6 +112,37 @@ impl Metrics {
                         "Transfer sagas that reached a final answer, by status.",
                     ),
                     &["status"],
+                ),
+            ),
+            webhook_events_total: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "webhook_events_total",
+                        "Provider webhook events by provider, type and outcome (received, duplicate, rejected, then how processing ended).",
+                    ),
+                    &["provider", "type", "outcome"],
+                ),
+            ),
+            webhook_processing_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "webhook_processing_seconds",
+                        "Time to process one stored webhook event.",
+                    )
+                    .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+                    &["provider"],
+                ),
+            ),
+            webhook_inbox_backlog: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "webhook_inbox_backlog",
+                        "Stored webhook events not processed yet.",
+                    ),
+                    &["provider"],
                 ),
             ),
             registry,

@@ -12,7 +12,8 @@
 //! supervisor restarts the actor, which reloads the account from the database.
 
 use crate::domain::{
-    AccountId, Balance, BalanceOp, Bucket, Posting, Rejection, TransferId, TransferState,
+    AccountId, Balance, BalanceOp, Bucket, OnrampId, OnrampStatus, Posting, Rejection, TransferId,
+    TransferState,
 };
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -216,7 +217,23 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
         .into_iter()
         .collect();
 
-    let plan = plan_batch(&state.account, &batch, &existing, &transfer_states);
+    let guarded_onramps: Vec<OnrampId> = batch
+        .iter()
+        .filter(|(op, _)| op.replay)
+        .filter_map(|(op, _)| op.effect.guarded_onramp())
+        .collect();
+    let onramp_states: HashMap<OnrampId, OnrampStatus> = state
+        .store
+        .onramp_states(&guarded_onramps)
+        .await?
+        .into_iter()
+        .collect();
+    let guards = Guards {
+        existing: &existing,
+        transfers: &transfer_states,
+        onramps: &onramp_states,
+    };
+    let plan = plan_batch(&state.account, &batch, &guards);
     if !plan.movements.is_empty() {
         let write = AccountWrite {
             account: state.account.id,
@@ -250,6 +267,14 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
     Ok(())
 }
 
+/// What was read before applying a batch: op keys already committed, and the states of the
+/// sagas and on-ramps that replayed ops require.
+struct Guards<'a> {
+    existing: &'a HashSet<String>,
+    transfers: &'a HashMap<TransferId, TransferState>,
+    onramps: &'a HashMap<OnrampId, OnrampStatus>,
+}
+
 struct BatchPlan {
     balance: Balance,
     movements: Vec<AppliedMovement>,
@@ -267,17 +292,17 @@ pub struct StaleAccount(pub AccountId);
 fn plan_batch(
     account: &AccountRecord,
     batch: &[(WalletOp, RpcReplyPort<OpOutcome>)],
-    existing: &HashSet<String>,
-    transfer_states: &HashMap<TransferId, TransferState>,
+    guards: &Guards<'_>,
 ) -> BatchPlan {
     let mut balance = account.balance;
     let mut movements = Vec::new();
     let mut outcomes: Vec<OpOutcome> = Vec::with_capacity(batch.len());
     let mut first_with_key: HashMap<&str, usize> = HashMap::new();
     let mut moved_transfers: HashSet<TransferId> = HashSet::new();
+    let mut moved_onramps: HashSet<OnrampId> = HashSet::new();
     let mut refused_for_balance = false;
     for (index, (op, _)) in batch.iter().enumerate() {
-        if existing.contains(&op.op_key) {
+        if guards.existing.contains(&op.op_key) {
             outcomes.push(OpOutcome::AlreadyApplied);
             continue;
         }
@@ -293,8 +318,16 @@ fn plan_batch(
         if let Some(transfer) = op.effect.guarded_transfer() {
             // A first attempt is checked by the guarded update in the commit instead.
             let debited =
-                !op.replay || transfer_states.get(&transfer) == Some(&TransferState::Debited);
+                !op.replay || guards.transfers.get(&transfer) == Some(&TransferState::Debited);
             if !debited || !moved_transfers.insert(transfer) {
+                outcomes.push(OpOutcome::Rejected(Rejection::InvalidTransition));
+                continue;
+            }
+        }
+        if let Some(onramp) = op.effect.guarded_onramp() {
+            let processing =
+                !op.replay || guards.onramps.get(&onramp) == Some(&OnrampStatus::Processing);
+            if !processing || !moved_onramps.insert(onramp) {
                 outcomes.push(OpOutcome::Rejected(Rejection::InvalidTransition));
                 continue;
             }
@@ -308,6 +341,9 @@ fn plan_batch(
             Err(rejection) => {
                 if let Some(transfer) = op.effect.guarded_transfer() {
                     moved_transfers.remove(&transfer);
+                }
+                if let Some(onramp) = op.effect.guarded_onramp() {
+                    moved_onramps.remove(&onramp);
                 }
                 refused_for_balance |= matches!(rejection, Rejection::InsufficientFunds);
                 outcomes.push(OpOutcome::Rejected(rejection));

@@ -76,6 +76,10 @@ typed_id!(
     /// A row of the transactional outbox.
     OutboxId
 );
+typed_id!(
+    /// Money coming in from a provider.
+    OnrampId
+);
 
 #[cfg(test)]
 mod tests {

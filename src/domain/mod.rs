@@ -7,15 +7,18 @@ pub mod clock;
 pub mod contact;
 pub mod ids;
 pub mod money;
+pub mod onramp;
 pub mod rejection;
+pub mod signature;
 pub mod transfer;
 
 pub use balance::{Balance, BalanceOp, Bucket, Hold, HoldState, Posting, Solvency};
 pub use clock::{Clock, SystemClock};
 pub use contact::{Email, PhoneNumber};
 pub use ids::{
-    AccountId, AdjustmentId, EntryId, JournalId, OutboxId, SessionId, TransferId, UserId,
+    AccountId, AdjustmentId, EntryId, JournalId, OnrampId, OutboxId, SessionId, TransferId, UserId,
 };
 pub use money::{Amount, Currency, Money, SignedAmount};
+pub use onramp::{OnrampProvider, OnrampStatus};
 pub use rejection::Rejection;
 pub use transfer::{TransferEvent, TransferState};

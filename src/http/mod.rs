@@ -6,12 +6,14 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod idempotency;
+pub mod onramps;
 pub mod operations;
 pub mod request;
 pub mod transfers;
 pub mod users;
 pub mod views;
 pub mod wallet;
+pub mod webhooks;
 
 use crate::actors::{SagaContext, Wallets};
 use crate::config::Limits;
@@ -34,6 +36,13 @@ pub struct AppState {
     pub admin_token: String,
     pub default_currency: Currency,
     pub limits: Limits,
+    /// Base URL people and providers reach walleti at (webhook callbacks).
+    pub public_url: String,
+    pub bank: crate::providers::bank::BankClient,
+    pub bank_webhook_secrets: Vec<String>,
+    pub bank_ingestor: ractor::ActorRef<crate::actors::bank_ingestor::IngestorMsg>,
+    /// The embedded bank simulator, mounted under `/bank-sim` when no bank URL is configured.
+    pub bank_simulator: Option<crate::bank_sim::BankSimulator>,
 }
 
 /// The route table.
@@ -60,6 +69,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v1/transfers", post().to(transfers::create_transfer))
         .route("/v1/transfers", get().to(transfers::list_transfers))
         .route("/v1/transfers/{id}", get().to(transfers::get_transfer))
+        .route("/v1/onramps", post().to(onramps::create_onramp))
+        .route("/v1/onramps", get().to(onramps::list_onramps))
+        .route("/v1/onramps/{id}", get().to(onramps::get_onramp))
+        .route("/webhooks/bank", post().to(webhooks::bank_webhook))
         .route("/v1/admin/adjustments", post().to(admin::create_adjustment))
         .route("/v1/admin/adjustments", get().to(admin::list_adjustments))
         .route(
@@ -82,8 +95,18 @@ pub fn application(
     >,
 > {
     let metrics = Arc::clone(&state.metrics);
+    let bank_simulator = state.bank_simulator.clone();
     actix_web::App::new()
         .app_data(state)
+        .configure(move |config| {
+            if let Some(simulator) = bank_simulator {
+                config.service(
+                    web::scope("/bank-sim")
+                        .app_data(web::Data::new(simulator))
+                        .configure(crate::bank_sim::routes),
+                );
+            }
+        })
         .app_data(web::QueryConfig::default().error_handler(|error, _| {
             ApiError::invalid_request(
                 "parameter_invalid",

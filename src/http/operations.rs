@@ -25,6 +25,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::transfers::create_transfer,
         super::transfers::get_transfer,
         super::transfers::list_transfers,
+        super::onramps::create_onramp,
+        super::onramps::get_onramp,
+        super::onramps::list_onramps,
         super::admin::create_adjustment,
         super::admin::get_adjustment,
         super::admin::list_adjustments,
@@ -32,7 +35,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         ready,
         metrics,
     ),
-    components(schemas(ErrorBody, UserView, SessionView, WalletView, AccountView, EntryView, TransferView, AdjustmentView)),
+    components(schemas(ErrorBody, UserView, SessionView, WalletView, AccountView, EntryView, TransferView, AdjustmentView, OnrampView)),
     modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;

@@ -276,3 +276,45 @@ pub struct CreateAdjustmentRequest {
     pub currency: String,
     pub reason: String,
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OnrampView {
+    pub id: String,
+    /// Always `onramp`.
+    pub object: &'static str,
+    /// `bank` or `stripe`.
+    pub provider: &'static str,
+    /// `processing`, then `succeeded` or `failed`.
+    pub status: &'static str,
+    pub amount: i64,
+    pub currency: String,
+    /// Where the user approves the payment (the bank's page, or Stripe Checkout).
+    pub redirect_url: Option<String>,
+    pub failure_code: Option<String>,
+    pub created_at: String,
+}
+
+impl From<&crate::store::onramps::OnrampRecord> for OnrampView {
+    fn from(onramp: &crate::store::onramps::OnrampRecord) -> OnrampView {
+        OnrampView {
+            id: onramp.id.to_string(),
+            object: "onramp",
+            provider: onramp.provider.as_str(),
+            status: onramp.status.as_str(),
+            amount: onramp.amount.minor_units(),
+            currency: onramp.currency.code().to_owned(),
+            redirect_url: onramp.redirect_url.clone(),
+            failure_code: onramp.failure_code.clone(),
+            created_at: timestamp(onramp.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateOnrampRequest {
+    /// `bank` or `stripe`.
+    pub provider: String,
+    /// Minor units, 1 to 10^12.
+    pub amount: i64,
+    pub currency: String,
+}

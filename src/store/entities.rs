@@ -191,3 +191,49 @@ pub mod outbox {
 
     no_relations!();
 }
+
+pub mod onramps {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "onramps")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub user_id: String,
+        pub account_id: String,
+        pub provider: String,
+        pub amount: i64,
+        pub currency: String,
+        pub status: String,
+        pub redirect_url: Option<String>,
+        pub provider_reference: Option<String>,
+        pub failure_code: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod webhook_inbox {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "webhook_inbox")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub provider: String,
+        pub event_id: String,
+        pub event_type: String,
+        pub payload: String,
+        pub received_at: DateTimeUtc,
+        pub processed_at: Option<DateTimeUtc>,
+        pub outcome: Option<String>,
+        pub detail: Option<String>,
+        pub attempts: i32,
+    }
+
+    no_relations!();
+}

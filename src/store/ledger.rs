@@ -58,9 +58,19 @@ pub enum Effect {
     /// Compensation: `debited` → `failed`.
     FailTransfer(Box<TransferRecord>, Rejection),
     RecordAdjustment(Box<AdjustmentRecord>),
+    /// An on-ramp's credit: `processing` → `succeeded`.
+    SucceedOnramp(Box<super::onramps::OnrampRecord>),
 }
 
 impl Effect {
+    /// The on-ramp this movement requires to be `processing` when it commits.
+    pub fn guarded_onramp(&self) -> Option<crate::domain::OnrampId> {
+        match self {
+            Effect::SucceedOnramp(onramp) => Some(onramp.id),
+            _ => None,
+        }
+    }
+
     /// The transfer whose state this movement requires to be `debited` when it commits.
     pub fn guarded_transfer(&self) -> Option<TransferId> {
         match self {
@@ -399,6 +409,32 @@ async fn write_effect(
             )
             .await
         }
+        Effect::SucceedOnramp(onramp) => {
+            let moved = super::onramps::move_onramp(
+                transaction,
+                onramp.id,
+                crate::domain::OnrampStatus::Succeeded,
+                None,
+                now,
+            )
+            .await?;
+            if !moved {
+                return Err(StoreError::Conflict(format!(
+                    "onramp {} is no longer processing",
+                    onramp.id
+                )));
+            }
+            let data = super::onramps::onramp_event(onramp, crate::domain::OnrampStatus::Succeeded);
+            insert_event(
+                transaction,
+                "onramp.succeeded",
+                "onramp",
+                &onramp.id.to_string(),
+                data,
+                now,
+            )
+            .await
+        }
         Effect::RecordAdjustment(adjustment) => {
             let row = adjustments::ActiveModel {
                 id: Set(adjustment.id.to_string()),
@@ -475,7 +511,7 @@ fn transfer_event(
     })
 }
 
-async fn insert_event(
+pub(super) async fn insert_event(
     transaction: &DatabaseTransaction,
     event_type: &str,
     aggregate_type: &str,

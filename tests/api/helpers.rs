@@ -11,6 +11,7 @@ use walleti::config::Settings;
 use walleti::domain::SystemClock;
 
 pub const ADMIN_TOKEN: &str = "test-operator-token-0123456789";
+pub const BANK_SECRET: &str = "test-bank-webhook-secret";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -77,6 +78,8 @@ pub fn test_settings(database_url: &str) -> Settings {
     let mut settings = Settings::embedded(database_url);
     settings.admin_token.value = ADMIN_TOKEN.to_owned();
     settings.admin_token.generated = false;
+    settings.bank_webhook_secrets = vec![BANK_SECRET.to_owned()];
+    settings.limits.inbox_poll_interval = std::time::Duration::from_millis(200);
     settings
 }
 

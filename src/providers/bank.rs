@@ -1,0 +1,74 @@
+//! The bank's collection API (the bank simulator speaks it): ask the bank to collect an
+//! amount for an on-ramp; the bank answers with the page the user approves the payment on.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+const BANK_TIMEOUT_SECONDS: u64 = 10;
+
+#[derive(Debug, Clone)]
+pub struct BankClient {
+    base_url: String,
+    http: reqwest::Client,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BankPayment {
+    pub id: String,
+    pub redirect_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BankError {
+    #[error("bank unreachable: {0}")]
+    Unreachable(#[from] reqwest::Error),
+    #[error("bank refused the payment: {0}")]
+    Refused(String),
+}
+
+/// What the bank should collect.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentRequest<'a> {
+    pub reference: &'a str,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub callback_url: &'a str,
+}
+
+impl BankClient {
+    pub fn new(base_url: &str) -> BankClient {
+        BankClient {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(BANK_TIMEOUT_SECONDS))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Asks the bank to collect the payment (idempotent by `reference` at the bank).
+    pub async fn create_payment(
+        &self,
+        request: PaymentRequest<'_>,
+    ) -> Result<BankPayment, BankError> {
+        let response = self
+            .http
+            .post(format!("{}/api/payments", self.base_url))
+            .json(&serde_json::json!({
+                "reference": request.reference,
+                "amount": request.amount,
+                "currency": request.currency,
+                "callback_url": request.callback_url,
+            }))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            return Err(BankError::Refused(format!(
+                "{status}: {}",
+                response.text().await.unwrap_or_default()
+            )));
+        }
+        Ok(response.json().await?)
+    }
+}

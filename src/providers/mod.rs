@@ -1,0 +1,4 @@
+//! The outside world: clients for the providers walleti talks to, each with a configurable
+//! base URL so tests run them against local fakes.
+
+pub mod bank;
