@@ -92,8 +92,8 @@ pub async fn create_adjustment(
         &request,
         OPERATOR,
         &body,
-        AdjustmentId::generate().to_string(),
-        |resource_id, taken_over| execute_adjustment(&state, order, resource_id, taken_over),
+        AdjustmentId::generate(),
+        |id, taken_over| execute_adjustment(&state, order, id, taken_over),
     )
     .await
 }
@@ -101,12 +101,9 @@ pub async fn create_adjustment(
 async fn execute_adjustment(
     state: &AppState,
     order: AdjustmentOrder,
-    resource_id: String,
+    id: AdjustmentId,
     taken_over: bool,
 ) -> Result<JsonResponse, ApiError> {
-    let id: AdjustmentId = resource_id
-        .parse()
-        .map_err(|_| ApiError::unavailable("corrupt idempotency record"))?;
     let account = target_account(state, &order).await?;
     let system = state
         .store

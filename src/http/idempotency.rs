@@ -72,16 +72,17 @@ pub fn idempotency_key(request: &HttpRequest) -> Result<String, ApiError> {
 /// this key (the same on every retry, so a retry after a crash resumes the same object) and
 /// whether an earlier, unfinished attempt may already have done part of the work.
 /// A 5xx outcome is not stored: the key is released so that a retry runs again.
-pub async fn run_idempotent<W, F>(
+pub async fn run_idempotent<R, W, F>(
     state: &AppState,
     request: &HttpRequest,
     caller: &str,
     body: &[u8],
-    new_resource_id: String,
+    new_resource_id: R,
     work: W,
 ) -> Result<HttpResponse, ApiError>
 where
-    W: FnOnce(String, bool) -> F,
+    R: std::str::FromStr + std::fmt::Display,
+    W: FnOnce(R, bool) -> F,
     F: Future<Output = Result<JsonResponse, ApiError>>,
 {
     let key = idempotency_key(request)?;
@@ -98,7 +99,7 @@ where
             .claim_idempotency_key(
                 scope,
                 &fingerprint,
-                new_resource_id.clone(),
+                new_resource_id.to_string(),
                 now,
                 stale_before,
             )
@@ -134,6 +135,9 @@ where
             }
         }
     };
+    let resource_id: R = resource_id
+        .parse()
+        .map_err(|_| ApiError::unavailable("The stored idempotency record is unreadable."))?;
     let outcome = work(resource_id, taken_over).await;
     let stored = match &outcome {
         Ok(response) => Some(response.clone()),

@@ -65,8 +65,8 @@ pub async fn create_onramp(
         &request,
         &caller,
         &body,
-        OnrampId::generate().to_string(),
-        |resource_id, taken_over| execute_onramp(&state, user, order, resource_id, taken_over),
+        OnrampId::generate(),
+        |id, taken_over| execute_onramp(&state, user, order, id, taken_over),
     )
     .await
 }
@@ -75,12 +75,9 @@ async fn execute_onramp(
     state: &AppState,
     user: CurrentUser,
     order: OnrampOrder,
-    resource_id: String,
+    id: OnrampId,
     taken_over: bool,
 ) -> Result<JsonResponse, ApiError> {
-    let id: OnrampId = resource_id
-        .parse()
-        .map_err(|_| ApiError::unavailable("corrupt idempotency record"))?;
     let existing = if taken_over {
         state.store.find_onramp(id).await?
     } else {

@@ -72,8 +72,8 @@ pub async fn create_transfer(
         &request,
         &caller,
         &body,
-        TransferId::generate().to_string(),
-        |resource_id, taken_over| execute_transfer(&state, user, order, resource_id, taken_over),
+        TransferId::generate(),
+        |transfer_id, taken_over| execute_transfer(&state, user, order, transfer_id, taken_over),
     )
     .await
 }
@@ -82,12 +82,9 @@ async fn execute_transfer(
     state: &AppState,
     user: CurrentUser,
     order: TransferOrder,
-    resource_id: String,
+    transfer_id: TransferId,
     taken_over: bool,
 ) -> Result<JsonResponse, ApiError> {
-    let transfer_id: TransferId = resource_id
-        .parse()
-        .map_err(|_| ApiError::unavailable("corrupt idempotency record"))?;
     // A retry after a crash: if the transfer exists, resume it instead of starting another.
     if taken_over && let Some(existing) = state.store.find_transfer(transfer_id).await? {
         return wait_for_saga(state, SagaStart::Resume(existing), transfer_id).await;
