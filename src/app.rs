@@ -11,6 +11,7 @@ use crate::domain::{Clock, SystemClock};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::providers::bank::BankClient;
+use crate::providers::stripe::StripeCheckout;
 use crate::store::Store;
 use actix_web::dev::ServerHandle;
 use actix_web::{HttpServer, web};
@@ -105,6 +106,13 @@ impl Application {
                     .unwrap_or_default()
             )
         });
+        let stripe = match &settings.stripe {
+            Some(stripe) => Some(
+                StripeCheckout::new(&stripe.secret_key, &stripe.api_base, &public_url)
+                    .map_err(|error| anyhow::anyhow!("configure Stripe: {error}"))?,
+            ),
+            None => None,
+        };
         let (bank_url, bank_simulator) = match &settings.bank_url {
             Some(url) => (url.clone(), None),
             None => {
@@ -131,6 +139,7 @@ impl Application {
             bank_webhook_secrets: settings.bank_webhook_secrets.clone(),
             bank_ingestor: bank_ingestor.clone(),
             bank_simulator,
+            stripe,
         });
         let port = listener.local_addr()?.port();
         let server_state = state.clone();

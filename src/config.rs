@@ -37,7 +37,29 @@ pub struct Settings {
     pub bank_webhook_secrets: Vec<String>,
     /// The bank's base URL; `None`: the simulator embedded under `/bank-sim`.
     pub bank_url: Option<String>,
+    /// Stripe; `None` when `STRIPE_SECRET_KEY` is unset (the stripe provider answers 503).
+    pub stripe: Option<StripeSettings>,
 }
+
+#[derive(Clone)]
+pub struct StripeSettings {
+    pub secret_key: String,
+    pub webhook_secret: Option<String>,
+    /// Base of the Stripe API, with a trailing slash.
+    pub api_base: String,
+}
+
+impl std::fmt::Debug for StripeSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "StripeSettings {{ api_base: {:?}, secrets: *** }}",
+            self.api_base
+        )
+    }
+}
+
+pub const STRIPE_API_BASE_DEFAULT: &str = "https://api.stripe.com/";
 
 /// The operator token and whether it was generated (then it is printed once at start-up).
 #[derive(Clone)]
@@ -112,6 +134,7 @@ impl Settings {
             public_url: None,
             bank_webhook_secrets: vec![generate_token("whsec")],
             bank_url: None,
+            stripe: None,
         }
     }
 
@@ -161,6 +184,15 @@ impl Settings {
             }
         }
         settings.bank_url = lookup("WALLETI_BANK_URL").filter(|url| !url.is_empty());
+        settings.stripe = lookup("STRIPE_SECRET_KEY")
+            .filter(|key| !key.is_empty())
+            .map(|secret_key| StripeSettings {
+                secret_key,
+                webhook_secret: lookup("STRIPE_WEBHOOK_SECRET").filter(|secret| !secret.is_empty()),
+                api_base: lookup("STRIPE_API_BASE")
+                    .filter(|base| !base.is_empty())
+                    .unwrap_or_else(|| STRIPE_API_BASE_DEFAULT.to_owned()),
+            });
         settings.log_format = match lookup("WALLETI_LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,

@@ -43,6 +43,8 @@ pub struct AppState {
     pub bank_ingestor: ractor::ActorRef<crate::actors::bank_ingestor::IngestorMsg>,
     /// The embedded bank simulator, mounted under `/bank-sim` when no bank URL is configured.
     pub bank_simulator: Option<crate::bank_sim::BankSimulator>,
+    /// Stripe Checkout, when `STRIPE_SECRET_KEY` is set.
+    pub stripe: Option<crate::providers::stripe::StripeCheckout>,
 }
 
 /// The route table.

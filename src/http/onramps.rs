@@ -9,6 +9,7 @@ use super::request::{Fields, json_object, page_request, read_body};
 use super::views::{CreateOnrampRequest, ListView, OnrampView};
 use crate::domain::{Amount, Currency, OnrampId, OnrampProvider, OnrampStatus};
 use crate::providers::bank::PaymentRequest;
+use crate::providers::stripe::CheckoutOrder;
 use crate::store::accounts::Owner;
 use crate::store::onramps::OnrampRecord;
 use actix_web::http::StatusCode;
@@ -50,7 +51,7 @@ pub async fn create_onramp(
     let user = auth::current_user(&request, &state).await?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
     let order = parse_order(&body)?;
-    if order.provider == OnrampProvider::Stripe {
+    if order.provider == OnrampProvider::Stripe && state.stripe.is_none() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorType::ApiError,
@@ -115,6 +116,30 @@ async fn execute_onramp(
             &OnrampView::from(&onramp),
         ));
     }
+    let (redirect_url, provider_reference) = match onramp.provider {
+        OnrampProvider::Bank => request_bank_payment(state, &onramp).await?,
+        OnrampProvider::Stripe => request_stripe_session(state, &onramp).await?,
+    };
+    state
+        .store
+        .set_onramp_redirect(onramp.id, &redirect_url, &provider_reference)
+        .await?;
+    let onramp = OnrampRecord {
+        redirect_url: Some(redirect_url),
+        provider_reference: Some(provider_reference),
+        ..onramp
+    };
+    Ok(JsonResponse::new(
+        StatusCode::CREATED,
+        &OnrampView::from(&onramp),
+    ))
+}
+
+/// Asks the bank to collect the money; returns (approval page, bank payment id).
+async fn request_bank_payment(
+    state: &AppState,
+    onramp: &OnrampRecord,
+) -> Result<(String, String), ApiError> {
     let callback_url = format!("{}/webhooks/bank", state.public_url);
     let reference = onramp.id.to_string();
     let payment = state
@@ -130,19 +155,30 @@ async fn execute_onramp(
             tracing::warn!(%error, onramp_id = %onramp.id, "bank payment request failed");
             ApiError::unavailable("The bank is unavailable; retry with the same Idempotency-Key.")
         })?;
-    state
-        .store
-        .set_onramp_redirect(onramp.id, &payment.redirect_url, &payment.id)
-        .await?;
-    let onramp = OnrampRecord {
-        redirect_url: Some(payment.redirect_url),
-        provider_reference: Some(payment.id),
-        ..onramp
-    };
-    Ok(JsonResponse::new(
-        StatusCode::CREATED,
-        &OnrampView::from(&onramp),
-    ))
+    Ok((payment.redirect_url, payment.id))
+}
+
+/// Creates the Stripe Checkout Session; returns (checkout URL, session id).
+async fn request_stripe_session(
+    state: &AppState,
+    onramp: &OnrampRecord,
+) -> Result<(String, String), ApiError> {
+    let stripe = state
+        .stripe
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("Stripe is not configured on this walleti."))?;
+    let session = stripe
+        .create_session(CheckoutOrder {
+            onramp: onramp.id,
+            amount: onramp.amount.minor_units(),
+            currency: onramp.currency.code(),
+        })
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, onramp_id = %onramp.id, "stripe checkout session failed");
+            ApiError::unavailable("Stripe is unavailable; retry with the same Idempotency-Key.")
+        })?;
+    Ok((session.url, session.id))
 }
 
 #[utoipa::path(get, path = "/v1/onramps/{id}", tag = "onramps", security(("bearer" = [])),

@@ -2,3 +2,4 @@
 //! base URL so tests run them against local fakes.
 
 pub mod bank;
+pub mod stripe;

@@ -13,5 +13,6 @@ mod idempotency;
 mod ledger_constraints;
 mod onramps;
 mod operations;
+mod stripe;
 mod transfers;
 mod users;

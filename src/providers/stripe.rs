@@ -1,0 +1,107 @@
+//! Stripe Checkout through async-stripe: create a Checkout Session for an on-ramp (`mode =
+//! payment`, one line item in the on-ramp's currency and amount, the on-ramp id as
+//! `client_reference_id`, in the metadata and as Stripe's idempotency key). The API base URL is
+//! configurable (`STRIPE_API_BASE`) so tests talk to a fake Stripe.
+
+use crate::domain::OnrampId;
+use std::collections::HashMap;
+use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeRequest};
+use stripe_checkout::CheckoutSessionMode;
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
+    ProductData,
+};
+
+#[derive(Clone)]
+pub struct StripeCheckout {
+    client: Client,
+    public_url: String,
+}
+
+/// What Stripe answered: the session and the page to send the user to.
+#[derive(Debug, Clone)]
+pub struct CheckoutSessionCreated {
+    pub id: String,
+    pub url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StripeFailure {
+    #[error("stripe client: {0}")]
+    Client(String),
+    #[error("stripe request failed: {0}")]
+    Request(String),
+    #[error("stripe answered without a checkout url")]
+    MissingUrl,
+}
+
+/// What a session is charged for.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckoutOrder<'a> {
+    pub onramp: OnrampId,
+    pub amount: i64,
+    pub currency: &'a str,
+}
+
+impl StripeCheckout {
+    /// `api_base`: e.g. `https://api.stripe.com/` (the trailing slash matters: paths are joined
+    /// as `{base}v1/...`).
+    pub fn new(
+        secret_key: &str,
+        api_base: &str,
+        public_url: &str,
+    ) -> Result<StripeCheckout, StripeFailure> {
+        let api_base = if api_base.ends_with('/') {
+            api_base.to_owned()
+        } else {
+            format!("{api_base}/")
+        };
+        let client = ClientBuilder::new(secret_key)
+            .url(api_base)
+            .build()
+            .map_err(|error| StripeFailure::Client(error.to_string()))?;
+        Ok(StripeCheckout {
+            client,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    pub async fn create_session(
+        &self,
+        order: CheckoutOrder<'_>,
+    ) -> Result<CheckoutSessionCreated, StripeFailure> {
+        let reference = order.onramp.to_string();
+        let currency = order
+            .currency
+            .parse::<stripe_types::Currency>()
+            .map_err(|_| {
+                StripeFailure::Request(format!("unsupported currency {}", order.currency))
+            })?;
+        let mut price = CreateCheckoutSessionLineItemsPriceData::new(currency);
+        price.unit_amount = Some(order.amount);
+        price.product_data = Some(ProductData::new("walleti top-up"));
+        let mut item = CreateCheckoutSessionLineItems::new();
+        item.price_data = Some(price);
+        item.quantity = Some(1);
+        let metadata = HashMap::from([("onramp_id".to_owned(), reference.clone())]);
+        let key = IdempotencyKey::new(&reference)
+            .map_err(|error| StripeFailure::Request(error.to_string()))?;
+        let session = CreateCheckoutSession::new()
+            .mode(CheckoutSessionMode::Payment)
+            .line_items(vec![item])
+            .client_reference_id(reference.clone())
+            .metadata(metadata)
+            .success_url(format!("{}/onramps/{reference}/done", self.public_url))
+            .cancel_url(format!("{}/onramps/{reference}/canceled", self.public_url))
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(&self.client)
+            .await
+            .map_err(|error| StripeFailure::Request(error.to_string()))?;
+        let url = session.url.ok_or(StripeFailure::MissingUrl)?;
+        Ok(CheckoutSessionCreated {
+            id: session.id.to_string(),
+            url,
+        })
+    }
+}
