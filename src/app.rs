@@ -2,12 +2,12 @@
 //! connect, migrate, open the system accounts, start the wallet supervisor, resume every
 //! unfinished saga, start the periodic saga resumer, then serve HTTP.
 
-use crate::actors::bank_ingestor::{BankIngestor, IngestorArgs, IngestorMsg};
 use crate::actors::transfer_saga::{self, SagaContext};
 use crate::actors::wallet_supervisor::{SupervisorArgs, SupervisorMsg, WalletSupervisor, Wallets};
+use crate::actors::webhook_ingestor::{IngestorArgs, IngestorMsg, WebhookIngestor};
 use crate::bank_sim::BankSimulator;
 use crate::config::Settings;
-use crate::domain::{Clock, SystemClock};
+use crate::domain::{Clock, OnrampProvider, SystemClock};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::providers::bank::BankClient;
@@ -85,18 +85,15 @@ impl Application {
             tracing::info!(resumed, "resumed unfinished transfer sagas");
         }
         let resumer = spawn_resumer(sagas.clone(), Arc::clone(&clock), &settings);
-        let (bank_ingestor, _) = Actor::spawn(
+        let bank_ingestor = spawn_ingestor(
+            OnrampProvider::Bank,
             None,
-            BankIngestor,
-            IngestorArgs {
-                store: store.clone(),
-                wallets: wallets.clone(),
-                metrics: Arc::clone(&metrics),
-                poll_interval: settings.limits.inbox_poll_interval,
-            },
+            &store,
+            &wallets,
+            &metrics,
+            &settings,
         )
-        .await
-        .context("start bank ingestor")?;
+        .await?;
         let public_url = settings.public_url.clone().unwrap_or_else(|| {
             format!(
                 "http://{}",
@@ -110,6 +107,20 @@ impl Application {
             Some(stripe) => Some(
                 StripeCheckout::new(&stripe.secret_key, &stripe.api_base, &public_url)
                     .map_err(|error| anyhow::anyhow!("configure Stripe: {error}"))?,
+            ),
+            None => None,
+        };
+        let stripe_ingestor = match &stripe {
+            Some(stripe) => Some(
+                spawn_ingestor(
+                    OnrampProvider::Stripe,
+                    Some(stripe.clone()),
+                    &store,
+                    &wallets,
+                    &metrics,
+                    &settings,
+                )
+                .await?,
             ),
             None => None,
         };
@@ -140,6 +151,11 @@ impl Application {
             bank_ingestor: bank_ingestor.clone(),
             bank_simulator,
             stripe,
+            stripe_ingestor: stripe_ingestor.clone(),
+            stripe_webhook_secret: settings
+                .stripe
+                .as_ref()
+                .and_then(|stripe| stripe.webhook_secret.clone()),
         });
         let port = listener.local_addr()?.port();
         let server_state = state.clone();
@@ -174,6 +190,9 @@ impl Application {
         }
         self.resumer.abort();
         self.bank_ingestor.stop(None);
+        if let Some(ingestor) = &self.state.stripe_ingestor {
+            ingestor.stop(None);
+        }
         self.supervisor.stop(None);
         Ok(())
     }
@@ -200,6 +219,9 @@ impl RunningApplication {
         self.resumer.abort();
         self.server.stop(false).await;
         self.bank_ingestor.stop(None);
+        if let Some(ingestor) = &self.state.stripe_ingestor {
+            ingestor.stop(None);
+        }
         self.supervisor.stop(None);
         let _ = self.serving.await;
     }
@@ -221,4 +243,29 @@ fn spawn_resumer(sagas: SagaContext, clock: Arc<dyn Clock>, settings: &Settings)
             }
         }
     })
+}
+
+async fn spawn_ingestor(
+    provider: OnrampProvider,
+    stripe: Option<StripeCheckout>,
+    store: &Store,
+    wallets: &Wallets,
+    metrics: &Arc<Metrics>,
+    settings: &Settings,
+) -> anyhow::Result<ActorRef<IngestorMsg>> {
+    let (ingestor, _) = Actor::spawn(
+        None,
+        WebhookIngestor,
+        IngestorArgs {
+            provider,
+            stripe,
+            store: store.clone(),
+            wallets: wallets.clone(),
+            metrics: Arc::clone(metrics),
+            poll_interval: settings.limits.inbox_poll_interval,
+        },
+    )
+    .await
+    .with_context(|| format!("start {} webhook ingestor", provider.as_str()))?;
+    Ok(ingestor)
 }

@@ -4,13 +4,14 @@
 //!   batching (one transaction per flush).
 //! - `wallet_supervisor`: `WalletSupervisor` (lazy spawn, restart-and-reload, idle
 //!   passivation) and `Wallets`, the handle everyone else calls wallets through.
-//! - `bank_ingestor`: `BankIngestor`, turns stored bank webhook events into credits/failures.
+//! - `webhook_ingestor`: `WebhookIngestor`, one per provider, turns stored webhook events into
+//!   on-ramp credits and failures.
 //! - `transfer_saga`: `TransferSaga`, debit → credit → (refund), resumable after a crash.
 
-pub mod bank_ingestor;
 pub mod transfer_saga;
 pub mod wallet;
 pub mod wallet_supervisor;
+pub mod webhook_ingestor;
 
 pub use transfer_saga::{SagaContext, SagaOutcome, SagaStart};
 pub use wallet::{OpOutcome, WalletLimits, WalletOp};

@@ -40,11 +40,13 @@ pub struct AppState {
     pub public_url: String,
     pub bank: crate::providers::bank::BankClient,
     pub bank_webhook_secrets: Vec<String>,
-    pub bank_ingestor: ractor::ActorRef<crate::actors::bank_ingestor::IngestorMsg>,
+    pub bank_ingestor: ractor::ActorRef<crate::actors::webhook_ingestor::IngestorMsg>,
     /// The embedded bank simulator, mounted under `/bank-sim` when no bank URL is configured.
     pub bank_simulator: Option<crate::bank_sim::BankSimulator>,
     /// Stripe Checkout, when `STRIPE_SECRET_KEY` is set.
     pub stripe: Option<crate::providers::stripe::StripeCheckout>,
+    pub stripe_ingestor: Option<ractor::ActorRef<crate::actors::webhook_ingestor::IngestorMsg>>,
+    pub stripe_webhook_secret: Option<String>,
 }
 
 /// The route table.
@@ -75,6 +77,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v1/onramps", get().to(onramps::list_onramps))
         .route("/v1/onramps/{id}", get().to(onramps::get_onramp))
         .route("/webhooks/bank", post().to(webhooks::bank_webhook))
+        .route("/webhooks/stripe", post().to(webhooks::stripe_webhook))
         .route("/v1/admin/adjustments", post().to(admin::create_adjustment))
         .route("/v1/admin/adjustments", get().to(admin::list_adjustments))
         .route(

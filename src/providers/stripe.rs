@@ -9,8 +9,9 @@ use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeReque
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
-    ProductData,
+    ProductData, RetrieveCheckoutSession,
 };
+use stripe_checkout::{CheckoutSessionId, CheckoutSessionPaymentStatus};
 
 #[derive(Clone)]
 pub struct StripeCheckout {
@@ -33,6 +34,16 @@ pub enum StripeFailure {
     Request(String),
     #[error("stripe answered without a checkout url")]
     MissingUrl,
+}
+
+/// What Stripe says about a session (the ingestor credits this, not the webhook payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionFacts {
+    pub id: String,
+    pub paid: bool,
+    pub amount_total: Option<i64>,
+    pub currency: Option<String>,
+    pub client_reference_id: Option<String>,
 }
 
 /// What a session is charged for.
@@ -102,6 +113,21 @@ impl StripeCheckout {
         Ok(CheckoutSessionCreated {
             id: session.id.to_string(),
             url,
+        })
+    }
+
+    /// Retrieves the session from the Stripe API.
+    pub async fn retrieve_session(&self, id: &str) -> Result<SessionFacts, StripeFailure> {
+        let session = RetrieveCheckoutSession::new(CheckoutSessionId::from(id.to_owned()))
+            .send(&self.client)
+            .await
+            .map_err(|error| StripeFailure::Request(error.to_string()))?;
+        Ok(SessionFacts {
+            id: session.id.to_string(),
+            paid: session.payment_status == CheckoutSessionPaymentStatus::Paid,
+            amount_total: session.amount_total,
+            currency: session.currency.map(|currency| currency.to_string()),
+            client_reference_id: session.client_reference_id,
         })
     }
 }

@@ -1,8 +1,12 @@
-//! `BankIngestor`: processes the bank's events from the webhook inbox. The HTTP handler only
-//! verifies, stores and acknowledges; this actor (nudged after each store, and on a timer so
-//! nothing stored before a crash is forgotten) turns each unprocessed event into its effect:
-//! `payment.succeeded` credits the on-ramp's wallet from `bank_clearing` through its wallet
-//! actor (on-ramp → `succeeded` in the same transaction); `payment.failed` fails the on-ramp.
+//! `WebhookIngestor`: one per provider (bank, Stripe), processes that provider's events from
+//! the webhook inbox. The HTTP handler only verifies, stores and acknowledges; this actor
+//! (nudged after each store, and on a timer so nothing stored before a crash is forgotten)
+//! turns each unprocessed event into its effect. Bank: `payment.succeeded` credits the
+//! on-ramp's wallet from `bank_clearing` through its wallet actor (on-ramp → `succeeded` in the
+//! same transaction); `payment.failed` fails the on-ramp. Stripe: on
+//! `checkout.session.completed` / `async_payment_succeeded` the session is retrieved from the
+//! Stripe API and what Stripe says is credited from `stripe_clearing` (only when `paid`);
+//! `async_payment_failed` and `expired` fail the on-ramp.
 //! Every step is idempotent (op key `onramp:{id}:credit`, guarded status changes), so an event
 //! processed twice, or events arriving out of order, credit at most once and never move a
 //! terminal on-ramp.
@@ -11,6 +15,7 @@ use super::wallet::{OpOutcome, WalletOp};
 use super::wallet_supervisor::{WalletError, Wallets};
 use crate::domain::{BalanceOp, JournalId, OnrampId, OnrampProvider, Rejection};
 use crate::metrics::Metrics;
+use crate::providers::stripe::StripeCheckout;
 use crate::store::Store;
 use crate::store::accounts::{Owner, SystemAccount};
 use crate::store::entities::webhook_inbox;
@@ -22,9 +27,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
-pub const KIND: &str = "bank_ingestor";
+/// The actor kind in metrics, per provider.
+pub fn kind(provider: OnrampProvider) -> &'static str {
+    match provider {
+        OnrampProvider::Bank => "bank_ingestor",
+        OnrampProvider::Stripe => "stripe_ingestor",
+    }
+}
 
 pub struct IngestorArgs {
+    pub provider: OnrampProvider,
+    pub stripe: Option<StripeCheckout>,
     pub store: Store,
     pub wallets: Wallets,
     pub metrics: Arc<Metrics>,
@@ -32,6 +45,8 @@ pub struct IngestorArgs {
 }
 
 pub struct IngestorState {
+    provider: OnrampProvider,
+    stripe: Option<StripeCheckout>,
     store: Store,
     wallets: Wallets,
     metrics: Arc<Metrics>,
@@ -92,9 +107,9 @@ impl Outcome {
     }
 }
 
-pub struct BankIngestor;
+pub struct WebhookIngestor;
 
-impl Actor for BankIngestor {
+impl Actor for WebhookIngestor {
     type Msg = IngestorMsg;
     type State = IngestorState;
     type Arguments = IngestorArgs;
@@ -107,8 +122,13 @@ impl Actor for BankIngestor {
         // Also at start-up: events stored before a crash are processed now.
         myself.send_message(IngestorMsg::Process)?;
         let timer = myself.send_interval(args.poll_interval, || IngestorMsg::Process);
-        args.metrics.actors_live.with_label_values(&[KIND]).inc();
+        args.metrics
+            .actors_live
+            .with_label_values(&[kind(args.provider)])
+            .inc();
         Ok(IngestorState {
+            provider: args.provider,
+            stripe: args.stripe,
             store: args.store,
             wallets: args.wallets,
             metrics: args.metrics,
@@ -124,7 +144,11 @@ impl Actor for BankIngestor {
         if let Some(timer) = state.timer.take() {
             timer.abort();
         }
-        state.metrics.actors_live.with_label_values(&[KIND]).dec();
+        state
+            .metrics
+            .actors_live
+            .with_label_values(&[kind(state.provider)])
+            .dec();
         Ok(())
     }
 
@@ -136,13 +160,13 @@ impl Actor for BankIngestor {
     ) -> Result<(), ActorProcessingErr> {
         let IngestorMsg::Process = message;
         let metrics = Arc::clone(&state.metrics);
-        let _timer = metrics.actor_message(KIND);
+        let _timer = metrics.actor_message(kind(state.provider));
         // Nudges pile up while a pass runs; one pass handles everything stored so far.
         loop {
-            let events = match state.store.unprocessed_inbox(OnrampProvider::Bank).await {
+            let events = match state.store.unprocessed_inbox(state.provider).await {
                 Ok(events) => events,
                 Err(error) => {
-                    tracing::warn!(%error, "read bank inbox");
+                    tracing::warn!(%error, provider = state.provider.as_str(), "read webhook inbox");
                     return Ok(());
                 }
             };
@@ -168,19 +192,23 @@ impl Actor for BankIngestor {
 /// Processes one inbox row and records its outcome; returns whether it is now processed.
 async fn process_and_record(state: &IngestorState, event: &webhook_inbox::Model) -> bool {
     let started = Instant::now();
-    let outcome = process(state, event).await;
+    let outcome = match state.provider {
+        OnrampProvider::Bank => process_bank(state, event).await,
+        OnrampProvider::Stripe => process_stripe(state, event).await,
+    };
+    let provider = state.provider.as_str();
     state
         .metrics
         .webhook_processing_seconds
-        .with_label_values(&["bank"])
+        .with_label_values(&[provider])
         .observe(started.elapsed().as_secs_f64());
     state
         .metrics
         .webhook_events_total
-        .with_label_values(&["bank", event.event_type.as_str(), outcome.label])
+        .with_label_values(&[provider, event.event_type.as_str(), outcome.label])
         .inc();
     if outcome.retry {
-        tracing::warn!(event_id = %event.event_id, detail = ?outcome.detail, "bank event will be retried");
+        tracing::warn!(provider, event_id = %event.event_id, detail = ?outcome.detail, "webhook event will be retried");
     }
     let recorded = state
         .store
@@ -193,13 +221,13 @@ async fn process_and_record(state: &IngestorState, event: &webhook_inbox::Model)
         )
         .await;
     if let Err(error) = recorded {
-        tracing::warn!(%error, event_id = %event.event_id, "record bank event outcome");
+        tracing::warn!(%error, provider, event_id = %event.event_id, "record webhook event outcome");
         return false;
     }
     !outcome.retry
 }
 
-async fn process(state: &IngestorState, row: &webhook_inbox::Model) -> Outcome {
+async fn process_bank(state: &IngestorState, row: &webhook_inbox::Model) -> Outcome {
     let event: BankEvent = match serde_json::from_str(&row.payload) {
         Ok(event) => event,
         Err(error) => return Outcome::with_detail("malformed", error.to_string()),
@@ -235,20 +263,123 @@ async fn process(state: &IngestorState, row: &webhook_inbox::Model) -> Outcome {
         return Outcome::with_detail("amount_mismatch", detail);
     }
     if succeeded {
-        credit(state, &onramp).await
+        credit(state, &onramp, SystemAccount::BankClearing).await
     } else {
         fail(state, &onramp, "bank_declined").await
     }
 }
 
-async fn credit(state: &IngestorState, onramp: &OnrampRecord) -> Outcome {
+/// The on-ramp a Stripe session belongs to; it must be a Stripe on-ramp of that very session.
+async fn stripe_onramp(
+    state: &IngestorState,
+    reference: Option<&str>,
+    session_id: &str,
+) -> Result<OnrampRecord, Outcome> {
+    let reference = reference.unwrap_or_default();
+    let Ok(onramp_id) = reference.parse::<OnrampId>() else {
+        return Err(Outcome::with_detail(
+            "unknown_reference",
+            reference.to_owned(),
+        ));
+    };
+    let onramp = match state.store.find_onramp(onramp_id).await {
+        Ok(Some(onramp)) => onramp,
+        Ok(None) => {
+            return Err(Outcome::with_detail(
+                "unknown_reference",
+                reference.to_owned(),
+            ));
+        }
+        Err(error) => return Err(Outcome::retry(error.to_string())),
+    };
+    if onramp.provider != OnrampProvider::Stripe
+        || onramp.provider_reference.as_deref() != Some(session_id)
+    {
+        return Err(Outcome::with_detail(
+            "session_mismatch",
+            session_id.to_owned(),
+        ));
+    }
+    if onramp.status.is_terminal() {
+        return Err(Outcome::with_detail(
+            "already_final",
+            onramp.status.as_str().to_owned(),
+        ));
+    }
+    Ok(onramp)
+}
+
+async fn process_stripe(state: &IngestorState, row: &webhook_inbox::Model) -> Outcome {
+    let payload: serde_json::Value = match serde_json::from_str(&row.payload) {
+        Ok(payload) => payload,
+        Err(error) => return Outcome::with_detail("malformed", error.to_string()),
+    };
+    let session = &payload["data"]["object"];
+    let Some(session_id) = session["id"].as_str() else {
+        return Outcome::done("ignored");
+    };
+    match row.event_type.as_str() {
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+            credit_stripe_session(state, session_id).await
+        }
+        "checkout.session.async_payment_failed" | "checkout.session.expired" => {
+            let reference = session["client_reference_id"].as_str();
+            let onramp = match stripe_onramp(state, reference, session_id).await {
+                Ok(onramp) => onramp,
+                Err(outcome) => return outcome,
+            };
+            let code = if row.event_type.ends_with("expired") {
+                "stripe_session_expired"
+            } else {
+                "stripe_payment_failed"
+            };
+            fail(state, &onramp, code).await
+        }
+        // Stored and acknowledged; nothing to do.
+        _ => Outcome::done("ignored"),
+    }
+}
+
+/// Credits what Stripe says about the session now, not what the event payload said.
+async fn credit_stripe_session(state: &IngestorState, session_id: &str) -> Outcome {
+    let Some(stripe) = &state.stripe else {
+        return Outcome::retry("stripe is not configured".into());
+    };
+    let facts = match stripe.retrieve_session(session_id).await {
+        Ok(facts) => facts,
+        Err(error) => return Outcome::retry(error.to_string()),
+    };
+    let onramp = match stripe_onramp(state, facts.client_reference_id.as_deref(), &facts.id).await {
+        Ok(onramp) => onramp,
+        Err(outcome) => return outcome,
+    };
+    if !facts.paid {
+        return Outcome::done("awaiting_payment");
+    }
+    let matches = facts.amount_total == Some(onramp.amount.minor_units())
+        && facts.currency.as_deref() == Some(onramp.currency.code());
+    if !matches {
+        let detail = format!(
+            "stripe {:?} {:?}, on-ramp {} {}",
+            facts.amount_total,
+            facts.currency,
+            onramp.amount.minor_units(),
+            onramp.currency.code()
+        );
+        tracing::error!(onramp_id = %onramp.id, %detail, "stripe session does not match its on-ramp; not crediting");
+        return Outcome::with_detail("amount_mismatch", detail);
+    }
+    credit(state, &onramp, SystemAccount::StripeClearing).await
+}
+
+async fn credit(state: &IngestorState, onramp: &OnrampRecord, clearing: SystemAccount) -> Outcome {
     let clearing = match state
         .store
-        .find_account(&Owner::System(SystemAccount::BankClearing), onramp.currency)
+        .find_account(&Owner::System(clearing), onramp.currency)
         .await
     {
         Ok(Some(account)) => account,
-        Ok(None) => return Outcome::retry("bank_clearing account missing".into()),
+        Ok(None) => return Outcome::retry("clearing account missing".into()),
         Err(error) => return Outcome::retry(error.to_string()),
     };
     let op = WalletOp {
