@@ -7,7 +7,7 @@
 //! - [`actors`]: ractor actors. `WalletSupervisor` and `WalletActor` serialise and batch each
 //!   wallet's balance mutations; `TransferSaga` moves money between two wallets in steps.
 //! - [`http`]: actix-web: routes, auth, idempotency, Stripe-like errors and pagination.
-//! - [`providers`]: clients for the outside world (the bank), base URLs configurable.
+//! - [`providers`]: clients for the outside world (the bank, Stripe), base URLs configurable.
 //! - [`bank_sim`]: the bank simulator, embedded under `/bank-sim/` or run as `walleti bank-sim`.
 //! - [`bus`]: event delivery from the transactional outbox (filled in by the events issue).
 //! - [`metrics`]: the Prometheus registry and metric families.

@@ -179,6 +179,17 @@ async fn a_declined_top_up_fails_and_credits_nothing() {
     let failed = wait_for_onramp(&app, &ada, id, "failed").await;
     assert_eq!(failed["failure_code"], "bank_declined");
     assert_eq!(app.balance(&ada).await, (0, 0));
+    let database = Database::connect(app.database_url.as_str())
+        .await
+        .expect("connect");
+    let events: Vec<String> = outbox::Entity::find()
+        .all(&database)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(events, ["onramp.failed"], "written with the state change");
     // A late "succeeded" for the failed on-ramp changes nothing.
     assert_eq!(
         send_bank_event(
