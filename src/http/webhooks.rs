@@ -27,16 +27,7 @@ pub async fn bank_webhook(
         .and_then(|value| value.to_str().ok());
     let now = state.clock.now().timestamp();
     if let Err(error) = signature::verify(header, &body, &state.bank_webhook_secrets, now) {
-        state
-            .metrics
-            .webhook_events_total
-            .with_label_values(&["bank", "unknown", "rejected"])
-            .inc();
-        tracing::warn!(%error, "bank webhook refused");
-        return Err(ApiError::invalid_request(
-            "invalid_signature",
-            format!("Webhook signature verification failed: {error}."),
-        ));
+        return Err(refuse(&state, OnrampProvider::Bank, &error));
     }
     let event: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|_| ApiError::invalid_request("invalid_json", "The event is not valid JSON."))?;
@@ -47,29 +38,14 @@ pub async fn bank_webhook(
         ));
     };
     let text = String::from_utf8_lossy(&body);
-    let stored = state
-        .store
-        .store_inbox_event(
-            &InboxEvent {
-                provider: OnrampProvider::Bank,
-                event_id,
-                event_type,
-                payload: &text,
-            },
-            state.clock.now(),
-        )
-        .await?;
-    let outcome = if stored { "received" } else { "duplicate" };
-    state
-        .metrics
-        .webhook_events_total
-        .with_label_values(&["bank", event_type, outcome])
-        .inc();
-    if stored {
-        // Processing happens in the ingestor; if this nudge is lost its timer catches up.
-        let _ = state.bank_ingestor.cast(IngestorMsg::Process);
-    }
-    Ok(HttpResponse::Ok().json(serde_json::json!({"received": true, "duplicate": !stored})))
+    // Processing happens in the ingestor; if the nudge is lost its timer catches up.
+    let event = InboxEvent {
+        provider: OnrampProvider::Bank,
+        event_id,
+        event_type,
+        payload: &text,
+    };
+    store_and_nudge(&state, &event, &state.bank_ingestor).await
 }
 
 pub const STRIPE_SIGNATURE_HEADER: &str = "Stripe-Signature";
@@ -96,14 +72,10 @@ pub async fn stripe_webhook(
         .get(STRIPE_SIGNATURE_HEADER)
         .and_then(|value| value.to_str().ok())
         .ok_or_else(|| {
-            state
-                .metrics
-                .webhook_events_total
-                .with_label_values(&["stripe", "unknown", "rejected"])
-                .inc();
-            ApiError::invalid_request(
-                "invalid_signature",
-                "The Stripe-Signature header is missing.",
+            refuse(
+                &state,
+                OnrampProvider::Stripe,
+                &"the Stripe-Signature header is missing",
             )
         })?;
     let (event_id, event_type) =
@@ -125,36 +97,47 @@ pub async fn stripe_webhook(
                 tracing::warn!(%reason, event_id = id, "stripe event stored untyped");
                 (id.to_owned(), kind.to_owned())
             }
-            Err(error) => {
-                state
-                    .metrics
-                    .webhook_events_total
-                    .with_label_values(&["stripe", "unknown", "rejected"])
-                    .inc();
-                tracing::warn!(%error, "stripe webhook refused");
-                return Err(ApiError::invalid_request(
-                    "invalid_signature",
-                    format!("Webhook verification failed: {error}."),
-                ));
-            }
+            Err(error) => return Err(refuse(&state, OnrampProvider::Stripe, &error)),
         };
+    let event = InboxEvent {
+        provider: OnrampProvider::Stripe,
+        event_id: &event_id,
+        event_type: &event_type,
+        payload: text,
+    };
+    store_and_nudge(&state, &event, ingestor).await
+}
+
+/// Counts and logs a refused event; the sender gets a 400 and nothing is stored.
+fn refuse(state: &AppState, provider: OnrampProvider, error: &dyn std::fmt::Display) -> ApiError {
+    state
+        .metrics
+        .webhook_events_total
+        .with_label_values(&[provider.as_str(), "unknown", "rejected"])
+        .inc();
+    tracing::warn!(provider = provider.as_str(), %error, "webhook refused");
+    ApiError::invalid_request(
+        "invalid_signature",
+        format!("Webhook verification failed: {error}."),
+    )
+}
+
+/// Stores a verified event once (unique on provider and event id), acknowledges it, and nudges
+/// the provider's ingestor.
+async fn store_and_nudge(
+    state: &AppState,
+    event: &InboxEvent<'_>,
+    ingestor: &ractor::ActorRef<IngestorMsg>,
+) -> Result<HttpResponse, ApiError> {
     let stored = state
         .store
-        .store_inbox_event(
-            &InboxEvent {
-                provider: OnrampProvider::Stripe,
-                event_id: &event_id,
-                event_type: &event_type,
-                payload: text,
-            },
-            state.clock.now(),
-        )
+        .store_inbox_event(event, state.clock.now())
         .await?;
     let outcome = if stored { "received" } else { "duplicate" };
     state
         .metrics
         .webhook_events_total
-        .with_label_values(&["stripe", &event_type, outcome])
+        .with_label_values(&[event.provider.as_str(), event.event_type, outcome])
         .inc();
     if stored {
         let _ = ingestor.cast(IngestorMsg::Process);
