@@ -2,6 +2,7 @@
 //! connect, migrate, open the system accounts, start the wallet supervisor, resume every
 //! unfinished saga, start the periodic saga resumer, then serve HTTP.
 
+use crate::actors::reconciler::{Reconciler, ReconcilerArgs, ReconcilerContext};
 use crate::actors::transfer_saga::{self, SagaContext};
 use crate::actors::wallet_supervisor::{SupervisorArgs, SupervisorMsg, WalletSupervisor, Wallets};
 use crate::actors::webhook_ingestor::{IngestorArgs, IngestorMsg, WebhookIngestor};
@@ -136,6 +137,23 @@ impl Application {
                 (url.clone(), Some(BankSimulator::new(url, secret)))
             }
         };
+        let bank = BankClient::new(&bank_url);
+        let (reconciler, _) = Actor::spawn(
+            None,
+            Reconciler,
+            ReconcilerArgs {
+                context: ReconcilerContext {
+                    store: store.clone(),
+                    metrics: Arc::clone(&metrics),
+                    bank: Some(bank.clone()),
+                    sagas: Some(sagas.clone()),
+                    saga_stale_after: settings.limits.saga_stale_after,
+                },
+                interval: settings.limits.reconcile_interval,
+            },
+        )
+        .await
+        .context("start reconciler")?;
         let state = web::Data::new(AppState {
             store,
             wallets,
@@ -146,7 +164,8 @@ impl Application {
             default_currency: settings.default_currency,
             limits: settings.limits,
             public_url,
-            bank: BankClient::new(&bank_url),
+            bank,
+            reconciler: reconciler.clone(),
             bank_webhook_secrets: settings.bank_webhook_secrets.clone(),
             bank_ingestor: bank_ingestor.clone(),
             bank_simulator,
@@ -193,6 +212,7 @@ impl Application {
         if let Some(ingestor) = &self.state.stripe_ingestor {
             ingestor.stop(None);
         }
+        self.state.reconciler.stop(None);
         self.supervisor.stop(None);
         Ok(())
     }
@@ -222,6 +242,7 @@ impl RunningApplication {
         if let Some(ingestor) = &self.state.stripe_ingestor {
             ingestor.stop(None);
         }
+        self.state.reconciler.stop(None);
         self.supervisor.stop(None);
         let _ = self.serving.await;
     }

@@ -11,7 +11,8 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://walleti.db?mode=rwc";
 
 /// Every `WALLETI_*` variable the application reads (checked by tests against docs/compose).
-pub const KNOWN_WALLETI_VARIABLES: [&str; 7] = [
+pub const KNOWN_WALLETI_VARIABLES: [&str; 8] = [
+    "WALLETI_RECONCILE_INTERVAL_SECONDS",
     "WALLETI_BIND",
     "WALLETI_DEFAULT_CURRENCY",
     "WALLETI_ADMIN_TOKEN",
@@ -91,6 +92,8 @@ pub struct Limits {
     /// A saga `debited` for longer than this is resumed by the periodic pass.
     pub saga_stale_after: Duration,
     pub saga_resume_interval: Duration,
+    /// The reconciler runs this often; `None`: only on demand.
+    pub reconcile_interval: Option<Duration>,
     /// The bank ingestor looks for unprocessed inbox events this often (besides being nudged).
     pub inbox_poll_interval: Duration,
     /// An idempotency claim older than this whose request never finished is taken over.
@@ -109,6 +112,7 @@ impl Default for Limits {
             saga_resume_interval: Duration::from_secs(10),
             idempotency_lock_timeout: Duration::from_secs(60),
             inbox_poll_interval: Duration::from_secs(5),
+            reconcile_interval: Some(Duration::from_secs(3600)),
             session_lifetime: Duration::from_secs(24 * 3600),
             body_bytes_max: 64 * 1024,
         }
@@ -184,6 +188,13 @@ impl Settings {
             }
         }
         settings.bank_url = lookup("WALLETI_BANK_URL").filter(|url| !url.is_empty());
+        if let Some(seconds) = lookup("WALLETI_RECONCILE_INTERVAL_SECONDS") {
+            let seconds: u64 = seconds.parse().with_context(|| {
+                format!("WALLETI_RECONCILE_INTERVAL_SECONDS={seconds} is not a number of seconds")
+            })?;
+            settings.limits.reconcile_interval =
+                (seconds > 0).then(|| Duration::from_secs(seconds));
+        }
         settings.stripe = lookup("STRIPE_SECRET_KEY")
             .filter(|key| !key.is_empty())
             .map(|secret_key| StripeSettings {

@@ -22,6 +22,9 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Run one reconciliation against the database, print the report, and exit (non-zero
+    /// when it found discrepancies). Stuck sagas are reported; the server resumes them.
+    Reconcile,
     /// Generate transfer load against a running walleti and verify conservation.
     Loadgen(walleti::loadgen::LoadgenArgs),
     /// Run the bank simulator as its own process.
@@ -58,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
     init_logging(settings.log_format);
     match command {
         Command::Loadgen(_) | Command::BankSim { .. } => Ok(()),
+        Command::Reconcile => reconcile_once(settings).await,
         Command::Serve => serve(settings).await,
         Command::Migrate => {
             let store = walleti::store::Store::connect(&settings.database_url).await?;
@@ -110,6 +114,32 @@ async fn run_bank_simulator(
     .bind(bind)?
     .run()
     .await?;
+    Ok(())
+}
+
+async fn reconcile_once(settings: Settings) -> anyhow::Result<()> {
+    let store = walleti::store::Store::connect(&settings.database_url).await?;
+    store.migrate().await?;
+    // An embedded bank simulator lives in the server process; only a configured bank is checked.
+    let bank = settings
+        .bank_url
+        .as_deref()
+        .map(walleti::providers::bank::BankClient::new);
+    let context = walleti::actors::reconciler::ReconcilerContext {
+        store,
+        metrics: walleti::metrics::Metrics::new(),
+        bank,
+        sagas: None,
+        saga_stale_after: settings.limits.saga_stale_after,
+    };
+    let report = walleti::actors::reconciler::reconcile(&context, "cli").await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&walleti::http::views::ReconciliationView::from(&report))?
+    );
+    if report.discrepancy_count > 0 {
+        anyhow::bail!("{} discrepancies found", report.discrepancy_count);
+    }
     Ok(())
 }
 

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub webhook_events_total: IntCounterVec,
     pub webhook_processing_seconds: HistogramVec,
     pub webhook_inbox_backlog: IntGaugeVec,
+    pub reconciliation_discrepancies: IntGaugeVec,
+    pub reconciliation_runs_total: IntCounterVec,
+    pub reconciliation_duration_seconds: prometheus::Histogram,
+    pub ledger_wallet_balance: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -143,6 +147,46 @@ impl Metrics {
                         "Stored webhook events not processed yet.",
                     ),
                     &["provider"],
+                ),
+            ),
+            reconciliation_discrepancies: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "reconciliation_discrepancies",
+                        "Discrepancies found by the last reconciliation, by kind.",
+                    ),
+                    &["kind"],
+                ),
+            ),
+            reconciliation_runs_total: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "reconciliation_runs_total",
+                        "Reconciliation runs, by result (clean or discrepancies).",
+                    ),
+                    &["status"],
+                ),
+            ),
+            reconciliation_duration_seconds: register(
+                &registry,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "reconciliation_duration_seconds",
+                        "Time one reconciliation run took.",
+                    )
+                    .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+                ),
+            ),
+            ledger_wallet_balance: register(
+                &registry,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "ledger_wallet_balance",
+                        "Sum of wallet balances (available + locked) per currency, in minor units, at the last reconciliation.",
+                    ),
+                    &["currency"],
                 ),
             ),
             registry,

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_core_ledger;
 mod m20261124_000002_onramps;
+mod m20261124_000003_reconciliations;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_core_ledger::Migration),
             Box::new(m20261124_000002_onramps::Migration),
+            Box::new(m20261124_000003_reconciliations::Migration),
         ]
     }
 }

@@ -6,8 +6,10 @@
 //!   passivation) and `Wallets`, the handle everyone else calls wallets through.
 //! - `webhook_ingestor`: `WebhookIngestor`, one per provider, turns stored webhook events into
 //!   on-ramp credits and failures.
+//! - `reconciler`: `Reconciler`, ledger / saga / external checks on a schedule and on demand.
 //! - `transfer_saga`: `TransferSaga`, debit → credit → (refund), resumable after a crash.
 
+pub mod reconciler;
 pub mod transfer_saga;
 pub mod wallet;
 pub mod wallet_supervisor;

@@ -7,7 +7,7 @@ use super::error::{ApiError, ErrorBody};
 use super::idempotency::{JsonResponse, run_idempotent};
 use super::request::page_request;
 use super::request::{Fields, json_object, read_body};
-use super::views::{AdjustmentView, CreateAdjustmentRequest, ListView};
+use super::views::{AdjustmentView, CreateAdjustmentRequest, ListView, ReconciliationView};
 use crate::actors::{OpOutcome, WalletOp};
 use crate::domain::{
     AccountId, AdjustmentId, BalanceOp, Currency, JournalId, Rejection, SignedAmount, UserId,
@@ -231,6 +231,77 @@ pub async fn list_adjustments(
     let (adjustments, has_more) = state.store.list_adjustments(&page).await?;
     Ok(HttpResponse::Ok().json(ListView::new(
         adjustments.iter().map(AdjustmentView::from).collect(),
+        has_more,
+    )))
+}
+
+/// How long an on-demand reconciliation may take before the caller gets a 503.
+const RECONCILIATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+#[utoipa::path(post, path = "/v1/admin/reconciliations", tag = "operators", security(("operator" = [])),
+    responses((status = 201, body = ReconciliationView), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn run_reconciliation(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    auth::operator(&request, &state)?;
+    let outcome = state
+        .reconciler
+        .call(
+            |reply| crate::actors::reconciler::ReconcilerMsg::Run {
+                trigger: "api",
+                reply: Some(reply),
+            },
+            Some(RECONCILIATION_TIMEOUT),
+        )
+        .await;
+    match outcome {
+        Ok(ractor::rpc::CallResult::Success(Ok(report))) => {
+            Ok(HttpResponse::Created().json(ReconciliationView::from(&report)))
+        }
+        Ok(ractor::rpc::CallResult::Success(Err(error))) => Err(ApiError::unavailable(format!(
+            "The reconciliation failed: {error}"
+        ))),
+        _ => Err(ApiError::unavailable(
+            "The reconciler did not answer in time.",
+        )),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/admin/reconciliations/{id}", tag = "operators", security(("operator" = [])),
+    params(("id" = String, Path, description = "Reconciliation id")),
+    responses((status = 200, body = ReconciliationView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_reconciliation(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    auth::operator(&request, &state)?;
+    let report = state
+        .store
+        .find_reconciliation(&path)
+        .await?
+        .ok_or_else(|| ApiError::not_found("reconciliation"))?;
+    Ok(HttpResponse::Ok().json(ReconciliationView::from(&report)))
+}
+
+#[utoipa::path(get, path = "/v1/admin/reconciliations", tag = "operators", security(("operator" = [])),
+    params(
+        ("limit" = Option<u64>, Query, description = "1 to 100, default 10"),
+        ("starting_after" = Option<String>, Query, description = "Cursor: a reconciliation id"),
+        ("ending_before" = Option<String>, Query, description = "Cursor: a reconciliation id"),
+    ),
+    responses((status = 200, body = ListView<ReconciliationView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_reconciliations(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    auth::operator(&request, &state)?;
+    let page = page_request(&query)?;
+    let (reports, has_more) = state.store.list_reconciliations(&page).await?;
+    Ok(HttpResponse::Ok().json(ListView::new(
+        reports.iter().map(ReconciliationView::from).collect(),
         has_more,
     )))
 }

@@ -39,6 +39,7 @@ pub struct AppState {
     /// Base URL people and providers reach walleti at (webhook callbacks).
     pub public_url: String,
     pub bank: crate::providers::bank::BankClient,
+    pub reconciler: ractor::ActorRef<crate::actors::reconciler::ReconcilerMsg>,
     pub bank_webhook_secrets: Vec<String>,
     pub bank_ingestor: ractor::ActorRef<crate::actors::webhook_ingestor::IngestorMsg>,
     /// The embedded bank simulator, mounted under `/bank-sim` when no bank URL is configured.
@@ -83,6 +84,18 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route(
             "/v1/admin/adjustments/{id}",
             get().to(admin::get_adjustment),
+        )
+        .route(
+            "/v1/admin/reconciliations",
+            post().to(admin::run_reconciliation),
+        )
+        .route(
+            "/v1/admin/reconciliations",
+            get().to(admin::list_reconciliations),
+        )
+        .route(
+            "/v1/admin/reconciliations/{id}",
+            get().to(admin::get_reconciliation),
         );
 }
 

@@ -31,11 +31,14 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::admin::create_adjustment,
         super::admin::get_adjustment,
         super::admin::list_adjustments,
+        super::admin::run_reconciliation,
+        super::admin::get_reconciliation,
+        super::admin::list_reconciliations,
         health,
         ready,
         metrics,
     ),
-    components(schemas(ErrorBody, UserView, SessionView, WalletView, AccountView, EntryView, TransferView, AdjustmentView, OnrampView)),
+    components(schemas(ErrorBody, UserView, SessionView, WalletView, AccountView, EntryView, TransferView, AdjustmentView, OnrampView, ReconciliationView)),
     modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;

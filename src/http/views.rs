@@ -318,3 +318,43 @@ pub struct CreateOnrampRequest {
     pub amount: i64,
     pub currency: String,
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReconciliationView {
+    pub id: String,
+    /// Always `reconciliation`.
+    pub object: &'static str,
+    /// `clean` or `discrepancies`.
+    pub status: String,
+    /// `api`, `schedule` or `cli`.
+    pub trigger: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: i64,
+    /// Discrepancy kind → count.
+    #[schema(value_type = Object)]
+    pub counts: serde_json::Value,
+    pub discrepancy_count: i64,
+    /// Each discrepancy: `{kind, reference: {type, id}, detail}` (the first 1000).
+    #[schema(value_type = Vec<Object>)]
+    pub discrepancies: serde_json::Value,
+    pub created_at: String,
+}
+
+impl From<&crate::store::reconciliation::ReconciliationRow> for ReconciliationView {
+    fn from(row: &crate::store::reconciliation::ReconciliationRow) -> ReconciliationView {
+        ReconciliationView {
+            id: row.id.clone(),
+            object: "reconciliation",
+            status: row.status.clone(),
+            trigger: row.trigger.clone(),
+            started_at: timestamp(row.started_at),
+            finished_at: timestamp(row.finished_at),
+            duration_ms: row.duration_ms,
+            counts: row.counts.clone(),
+            discrepancy_count: row.discrepancy_count,
+            discrepancies: row.discrepancies.clone(),
+            created_at: timestamp(row.started_at),
+        }
+    }
+}

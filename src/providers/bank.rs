@@ -26,6 +26,21 @@ pub enum BankError {
     Refused(String),
 }
 
+/// One payment the bank says it paid (its settlement statement).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settlement {
+    pub payment_id: String,
+    /// The on-ramp id.
+    pub reference: String,
+    pub amount: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SettlementList {
+    data: Vec<Settlement>,
+}
+
 /// What the bank should collect.
 #[derive(Debug, Clone, Copy)]
 pub struct PaymentRequest<'a> {
@@ -70,5 +85,21 @@ impl BankClient {
             )));
         }
         Ok(response.json().await?)
+    }
+
+    /// The bank's settlement statement: every payment it paid.
+    pub async fn settlements(&self) -> Result<Vec<Settlement>, BankError> {
+        let response = self
+            .http
+            .get(format!("{}/api/settlements", self.base_url))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(BankError::Refused(format!(
+                "settlements: {}",
+                response.status()
+            )));
+        }
+        Ok(response.json::<SettlementList>().await?.data)
     }
 }

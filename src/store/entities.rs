@@ -237,3 +237,26 @@ pub mod webhook_inbox {
 
     no_relations!();
 }
+
+pub mod reconciliations {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "reconciliations")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub status: String,
+        pub trigger: String,
+        pub started_at: DateTimeUtc,
+        pub finished_at: DateTimeUtc,
+        pub duration_ms: i64,
+        /// JSON object: discrepancy kind → count.
+        pub counts: String,
+        /// JSON array of discrepancies (at most `DISCREPANCIES_STORED_MAX`).
+        pub discrepancies: String,
+        pub discrepancy_count: i64,
+    }
+
+    no_relations!();
+}

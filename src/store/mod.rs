@@ -11,6 +11,7 @@ pub mod entities;
 pub mod idempotency;
 pub mod ledger;
 pub mod onramps;
+pub mod reconciliation;
 pub mod transfers;
 pub mod users;
 

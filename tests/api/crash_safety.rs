@@ -9,7 +9,7 @@ use serde_json::json;
 use std::time::Duration;
 use walleti::store::entities::{accounts, entries, journals, transfers};
 
-async fn usd_account(app: &TestApp, token: &str) -> String {
+pub(crate) async fn usd_account(app: &TestApp, token: &str) -> String {
     let wallet = app.get("/v1/wallet", token).await;
     wallet.body["accounts"][0]["id"]
         .as_str()
@@ -19,7 +19,7 @@ async fn usd_account(app: &TestApp, token: &str) -> String {
 
 /// Writes exactly what step 1 of a saga commits (debit entry, journal, `debited` transfer,
 /// balance and version), as if the process died right after that commit.
-async fn seed_debited_saga(
+pub(crate) async fn seed_debited_saga(
     database: &DatabaseConnection,
     from: (&str, &str),
     to: (&str, &str),

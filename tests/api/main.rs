@@ -13,6 +13,7 @@ mod idempotency;
 mod ledger_constraints;
 mod onramps;
 mod operations;
+mod reconciliation;
 mod stripe;
 mod transfers;
 mod users;

@@ -52,4 +52,35 @@ async fn health_ready_metrics_and_openapi() {
             "openapi lacks {path}"
         );
     }
+
+    // Every documented path is actually routed (a missing route answers `route_not_found`).
+    let paths = openapi.body["paths"].as_object().expect("paths").clone();
+    for (path, operations) in paths {
+        let concrete = path.replace("{id}", "0194f1a0-0000-7000-8000-000000000000");
+        for method in operations.as_object().expect("operations").keys() {
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let reply = app
+                .request(method.clone(), &concrete, None, None, Some("{}".into()))
+                .await;
+            assert_ne!(
+                reply.code(),
+                "route_not_found",
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
+    for path in [
+        "/v1/onramps",
+        "/v1/onramps/{id}",
+        "/v1/admin/reconciliations",
+        "/v1/admin/reconciliations/{id}",
+        "/v1/users/{id}",
+        "/v1/sessions/{id}",
+    ] {
+        assert!(
+            openapi.body["paths"].get(path).is_some(),
+            "openapi lacks {path}"
+        );
+    }
 }

@@ -1,0 +1,264 @@
+use crate::crash_safety::{seed_debited_saga, usd_account};
+use crate::helpers::{
+    ADMIN_TOKEN, TestApp, TestUser, backends, fresh_database, spawn_app_with, test_settings,
+};
+use reqwest::StatusCode;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, Database, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+use std::time::Duration;
+use walleti::store::entities::{accounts, entries, journals, onramps};
+
+async fn reconcile(app: &TestApp) -> Value {
+    let reply = app
+        .post(
+            "/v1/admin/reconciliations",
+            Some(ADMIN_TOKEN),
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    reply.body
+}
+
+async fn bank_top_up(
+    app: &TestApp,
+    user: &TestUser,
+    amount: i64,
+    key: &str,
+    approve: bool,
+) -> (String, String) {
+    let onramp = app
+        .post(
+            "/v1/onramps",
+            Some(&user.token),
+            Some(key),
+            &json!({"provider": "bank", "amount": amount, "currency": "usd"}),
+        )
+        .await;
+    let id = onramp.body["id"].as_str().expect("id").to_owned();
+    let payment = onramp.body["redirect_url"]
+        .as_str()
+        .and_then(|u| u.rsplit('/').next())
+        .expect("payment")
+        .to_owned();
+    if approve {
+        app.client
+            .post(format!(
+                "{}/bank-sim/api/payments/{payment}/approve",
+                app.address
+            ))
+            .send()
+            .await
+            .expect("approve");
+    }
+    (id, payment)
+}
+
+async fn wait_for_balance(app: &TestApp, user: &TestUser, available: i64) {
+    for _ in 0..250 {
+        if app.balance(user).await.0 == available {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("balance never reached {available}");
+}
+
+#[tokio::test]
+async fn a_clean_ledger_is_reported_clean_and_each_seeded_discrepancy_is_found() {
+    for backend in backends() {
+        let mut settings = test_settings(&fresh_database(backend).await);
+        settings.limits.saga_stale_after = Duration::from_millis(50);
+        settings.limits.saga_resume_interval = Duration::from_secs(3600);
+        let app = spawn_app_with(settings).await;
+        let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+        app.fund(&ada, 10_000).await;
+        bank_top_up(&app, &bob, 2_000, "bob-1", true).await;
+        wait_for_balance(&app, &bob, 2_000).await;
+        let sent = app.transfer(&ada, &bob.email, json!(1_500), "t-1").await;
+        assert_eq!(sent.body["status"], "completed");
+
+        // Clean.
+        let clean = reconcile(&app).await;
+        assert_eq!(clean["object"], "reconciliation");
+        assert_eq!(clean["status"], "clean", "{clean}");
+        assert_eq!(clean["discrepancy_count"], 0);
+        assert_eq!(clean["counts"]["balance_mismatch"], 0);
+        let read = app
+            .get(
+                &format!(
+                    "/v1/admin/reconciliations/{}",
+                    clean["id"].as_str().expect("id")
+                ),
+                ADMIN_TOKEN,
+            )
+            .await;
+        assert_eq!(read.body["id"], clean["id"]);
+        let metrics = app
+            .request(reqwest::Method::GET, "/metrics", None, None, None)
+            .await
+            .text;
+        assert!(
+            metrics.contains("walleti_reconciliation_discrepancies{kind=\"balance_mismatch\"} 0")
+        );
+        assert!(
+            metrics.contains("walleti_ledger_wallet_balance{currency=\"usd\"} 12000"),
+            "wallets hold 10000 + 2000"
+        );
+
+        // Seed one of each kind.
+        let database = Database::connect(app.database_url.as_str())
+            .await
+            .expect("connect");
+        let (ada_account, bob_account) = (
+            usd_account(&app, &ada.token).await,
+            usd_account(&app, &bob.token).await,
+        );
+        // 1. A balance row tampered with directly in the database.
+        accounts::Entity::update_many()
+            .col_expr(
+                accounts::Column::Available,
+                Expr::col(accounts::Column::Available).add(7),
+            )
+            .filter(accounts::Column::Id.eq(ada_account.as_str()))
+            .exec(&database)
+            .await
+            .expect("tamper");
+        // 2. A one-sided entry (bob's balance follows it, so only the journal is wrong).
+        let journal = uuid::Uuid::now_v7().to_string();
+        journals::Entity::insert(journals::ActiveModel {
+            id: Set(journal.clone()),
+            kind: Set("adjustment".into()),
+            reference_type: Set("adjustment".into()),
+            reference_id: Set(journal.clone()),
+            created_at: Set(chrono::Utc::now()),
+        })
+        .exec(&database)
+        .await
+        .expect("journal");
+        entries::Entity::insert(entries::ActiveModel {
+            id: Set(uuid::Uuid::now_v7().to_string()),
+            account_id: Set(bob_account.clone()),
+            op_key: Set(format!("forged:{journal}")),
+            bucket: Set("available".into()),
+            amount: Set(5),
+            balance_after: Set(505),
+            journal_id: Set(journal.clone()),
+            kind: Set("adjustment".into()),
+            reference_type: Set("adjustment".into()),
+            reference_id: Set(journal.clone()),
+            created_at: Set(chrono::Utc::now()),
+        })
+        .exec(&database)
+        .await
+        .expect("entry");
+        accounts::Entity::update_many()
+            .col_expr(
+                accounts::Column::Available,
+                Expr::col(accounts::Column::Available).add(5),
+            )
+            .filter(accounts::Column::Id.eq(bob_account.as_str()))
+            .exec(&database)
+            .await
+            .expect("follow");
+        // 3. A saga stuck in its middle state.
+        let stuck = seed_debited_saga(
+            &database,
+            (&ada.id, &ada_account),
+            (&bob.id, &bob_account),
+            100,
+        )
+        .await;
+        // 4. The bank paid, but its webhook never arrived (delayed far beyond the test).
+        app.client
+            .post(format!("{}/bank-sim/api/faults", app.address))
+            .json(&json!({"delay_ms": 600_000}))
+            .send()
+            .await
+            .expect("faults");
+        let (unsettled, _) = bank_top_up(&app, &bob, 300, "bob-2", true).await;
+        // 5. An on-ramp marked succeeded that the bank never paid.
+        let (unpaid, _) = bank_top_up(&app, &bob, 400, "bob-3", false).await;
+        onramps::Entity::update_many()
+            .col_expr(onramps::Column::Status, Expr::value("succeeded"))
+            .filter(onramps::Column::Id.eq(unpaid.as_str()))
+            .exec(&database)
+            .await
+            .expect("mark");
+        tokio::time::sleep(Duration::from_millis(100)).await; // make the seeded saga stale
+
+        let report = reconcile(&app).await;
+        assert_eq!(report["status"], "discrepancies");
+        let counts = &report["counts"];
+        assert_eq!(counts["balance_mismatch"], 1, "{report}");
+        assert_eq!(counts["journal_unbalanced"], 1, "{report}");
+        assert_eq!(counts["ledger_not_zero"], 1, "{report}");
+        assert_eq!(counts["stuck_saga"], 1, "{report}");
+        assert_eq!(counts["missing_in_ledger"], 1, "{report}");
+        assert_eq!(counts["missing_at_provider"], 1, "{report}");
+        let find = |kind: &str| -> Value {
+            report["discrepancies"]
+                .as_array()
+                .expect("list")
+                .iter()
+                .find(|d| d["kind"] == kind)
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        assert_eq!(
+            find("balance_mismatch")["reference"]["id"],
+            ada_account.as_str()
+        );
+        assert_eq!(
+            find("journal_unbalanced")["reference"]["id"],
+            journal.as_str()
+        );
+        assert_eq!(find("stuck_saga")["reference"]["id"], stuck.as_str());
+        assert_eq!(find("stuck_saga")["detail"]["action"], "resumed");
+        assert_eq!(
+            find("missing_in_ledger")["reference"]["id"],
+            unsettled.as_str()
+        );
+        assert_eq!(
+            find("missing_at_provider")["reference"]["id"],
+            unpaid.as_str()
+        );
+        let metrics = app
+            .request(reqwest::Method::GET, "/metrics", None, None, None)
+            .await
+            .text;
+        assert!(metrics.contains("walleti_reconciliation_discrepancies{kind=\"stuck_saga\"} 1"));
+
+        // The stuck saga was resumed by the reconciler.
+        for _ in 0..250 {
+            if app
+                .get(&format!("/v1/transfers/{stuck}"), &ada.token)
+                .await
+                .body["status"]
+                == "completed"
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            app.get(&format!("/v1/transfers/{stuck}"), &ada.token)
+                .await
+                .body["status"],
+            "completed"
+        );
+        let listed = app
+            .get("/v1/admin/reconciliations?limit=1", ADMIN_TOKEN)
+            .await;
+        assert_eq!(listed.body["data"][0]["id"], report["id"]);
+        assert_eq!(listed.body["has_more"], true);
+        assert_eq!(
+            app.get("/v1/admin/reconciliations", &ada.token)
+                .await
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
