@@ -73,7 +73,11 @@ impl Application {
         )
         .await
         .context("start wallet supervisor")?;
-        let wallets = Wallets::new(supervisor.clone(), settings.limits.call_timeout);
+        let wallets = Wallets::new(
+            supervisor.clone(),
+            settings.limits.call_timeout,
+            Arc::clone(&metrics),
+        );
         let sagas = SagaContext {
             wallets: wallets.clone(),
             store: store.clone(),

@@ -34,6 +34,11 @@ pub struct Metrics {
     pub reconciliation_runs_total: IntCounterVec,
     pub reconciliation_duration_seconds: prometheus::Histogram,
     pub ledger_wallet_balance: prometheus::GaugeVec,
+    pub actor_mailbox_depth: IntGaugeVec,
+    /// The last failure per actor kind, for `GET /v1/admin/actors`.
+    last_errors: std::sync::Mutex<
+        std::collections::HashMap<&'static str, (String, chrono::DateTime<chrono::Utc>)>,
+    >,
 }
 
 impl Metrics {
@@ -189,6 +194,17 @@ impl Metrics {
                     &["currency"],
                 ),
             ),
+            actor_mailbox_depth: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "actor_mailbox_depth",
+                        "Messages sent to actors of a kind and not yet taken from their mailboxes.",
+                    ),
+                    &["kind"],
+                ),
+            ),
+            last_errors: std::sync::Mutex::new(std::collections::HashMap::new()),
             registry,
         };
         Arc::new(metrics)
@@ -210,6 +226,27 @@ impl Metrics {
             kind,
             started: Instant::now(),
         }
+    }
+
+    /// A ticket for one message sent to an actor of `kind`: counts it in the mailbox-depth
+    /// gauge until dropped (when the actor takes the message, or when a dead actor's mailbox
+    /// is discarded), so the gauge cannot drift.
+    pub fn mailbox_ticket(self: &Arc<Self>, kind: &'static str) -> MailboxTicket {
+        self.actor_mailbox_depth.with_label_values(&[kind]).inc();
+        MailboxTicket {
+            metrics: Arc::clone(self),
+            kind,
+        }
+    }
+
+    pub fn record_actor_error(&self, kind: &'static str, error: String) {
+        if let Ok(mut errors) = self.last_errors.lock() {
+            errors.insert(kind, (error, chrono::Utc::now()));
+        }
+    }
+
+    pub fn last_actor_error(&self, kind: &str) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
+        self.last_errors.lock().ok()?.get(kind).cloned()
     }
 
     /// Sum of observed batch sizes and number of flushes so far (committed batches).
@@ -249,5 +286,20 @@ impl Drop for ActorMessageTimer<'_> {
             .actor_message_duration_seconds
             .with_label_values(&[self.kind])
             .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// See [`Metrics::mailbox_ticket`].
+pub struct MailboxTicket {
+    metrics: Arc<Metrics>,
+    kind: &'static str,
+}
+
+impl Drop for MailboxTicket {
+    fn drop(&mut self) {
+        self.metrics
+            .actor_mailbox_depth
+            .with_label_values(&[self.kind])
+            .dec();
     }
 }

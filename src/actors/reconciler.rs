@@ -123,6 +123,7 @@ impl Actor for Reconciler {
             .map_err(|error| error.to_string());
         if let Err(error) = &result {
             tracing::error!(%error, "reconciliation failed");
+            metrics.record_actor_error(KIND, error.clone());
         }
         if let Some(reply) = reply {
             let _ = reply.send(result);

@@ -15,7 +15,7 @@ use crate::domain::{
     AccountId, Balance, BalanceOp, Bucket, OnrampId, OnrampStatus, Posting, Rejection, TransferId,
     TransferState,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{MailboxTicket, Metrics};
 use crate::store::Store;
 use crate::store::accounts::AccountRecord;
 use crate::store::ledger::{AccountWrite, AppliedMovement, Effect, JournalSpec, Reference};
@@ -94,7 +94,7 @@ pub enum OpOutcome {
 }
 
 pub enum WalletMsg {
-    Apply(Box<WalletOp>, RpcReplyPort<OpOutcome>),
+    Apply(Box<WalletOp>, RpcReplyPort<OpOutcome>, MailboxTicket),
     Flush,
     IdleCheck,
     Balance(RpcReplyPort<Balance>),
@@ -157,7 +157,8 @@ impl Actor for WalletActor {
         let metrics = Arc::clone(&state.metrics);
         let _timer = metrics.actor_message(KIND);
         match message {
-            WalletMsg::Apply(op, reply) => {
+            WalletMsg::Apply(op, reply, ticket) => {
+                drop(ticket);
                 state.last_activity = Instant::now();
                 state.buffer.push((*op, reply));
                 if state.buffer.len() >= state.limits.flush_batch_max {

@@ -72,6 +72,7 @@ impl Actor for WalletSupervisor {
         _myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
+        args.metrics.actors_live.with_label_values(&[KIND]).inc();
         Ok(SupervisorState {
             store: args.store,
             metrics: args.metrics,
@@ -104,6 +105,15 @@ impl Actor for WalletSupervisor {
         Ok(())
     }
 
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.metrics.actors_live.with_label_values(&[KIND]).dec();
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<SupervisorMsg>,
@@ -121,6 +131,9 @@ impl Actor for WalletSupervisor {
                     .actor_restarts_total
                     .with_label_values(&[super::wallet::KIND])
                     .inc();
+                state
+                    .metrics
+                    .record_actor_error(super::wallet::KIND, format!("account {account}: {error}"));
                 // Restart now so the reload happens before the next op arrives. If the database
                 // is down the restart fails and the next lookup tries again.
                 if let Err(error) = spawn_wallet(&myself, state, account).await {
@@ -191,13 +204,19 @@ async fn spawn_wallet(
 pub struct Wallets {
     supervisor: ActorRef<SupervisorMsg>,
     call_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Wallets {
-    pub fn new(supervisor: ActorRef<SupervisorMsg>, call_timeout: Duration) -> Wallets {
+    pub fn new(
+        supervisor: ActorRef<SupervisorMsg>,
+        call_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Wallets {
         Wallets {
             supervisor,
             call_timeout,
+            metrics,
         }
     }
 
@@ -228,8 +247,12 @@ impl Wallets {
                 replay: op.replay || attempt > 0,
                 ..op.clone()
             });
+            let ticket = self.metrics.mailbox_ticket(super::wallet::KIND);
             match wallet
-                .call(|reply| WalletMsg::Apply(op, reply), Some(self.call_timeout))
+                .call(
+                    |reply| WalletMsg::Apply(op, reply, ticket),
+                    Some(self.call_timeout),
+                )
                 .await
             {
                 Ok(CallResult::Success(outcome)) => return Ok(outcome),

@@ -208,6 +208,14 @@ async fn process_and_record(state: &IngestorState, event: &webhook_inbox::Model)
         .with_label_values(&[provider, event.event_type.as_str(), outcome.label])
         .inc();
     if outcome.retry {
+        state.metrics.record_actor_error(
+            kind(state.provider),
+            format!(
+                "event {}: {}",
+                event.event_id,
+                outcome.detail.clone().unwrap_or_default()
+            ),
+        );
         tracing::warn!(provider, event_id = %event.event_id, detail = ?outcome.detail, "webhook event will be retried");
     }
     let recorded = state

@@ -7,7 +7,9 @@ use super::error::{ApiError, ErrorBody};
 use super::idempotency::{JsonResponse, run_idempotent};
 use super::request::page_request;
 use super::request::{Fields, json_object, read_body};
-use super::views::{AdjustmentView, CreateAdjustmentRequest, ListView, ReconciliationView};
+use super::views::{
+    ActorKindView, AdjustmentView, CreateAdjustmentRequest, ListView, ReconciliationView,
+};
 use crate::actors::{OpOutcome, WalletOp};
 use crate::domain::{
     AccountId, AdjustmentId, BalanceOp, Currency, JournalId, Rejection, SignedAmount, UserId,
@@ -304,4 +306,50 @@ pub async fn list_reconciliations(
         reports.iter().map(ReconciliationView::from).collect(),
         has_more,
     )))
+}
+
+/// Every actor kind walleti runs.
+const ACTOR_KINDS: [&str; 6] = [
+    crate::actors::wallet::KIND,
+    crate::actors::wallet_supervisor::KIND,
+    crate::actors::transfer_saga::KIND,
+    "bank_ingestor",
+    "stripe_ingestor",
+    crate::actors::reconciler::KIND,
+];
+
+#[utoipa::path(get, path = "/v1/admin/actors", tag = "operators", security(("operator" = [])),
+    responses((status = 200, body = ListView<ActorKindView>), (status = 401, body = ErrorBody)))]
+pub async fn list_actors(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    auth::operator(&request, &state)?;
+    let metrics = &state.metrics;
+    let data = ACTOR_KINDS
+        .iter()
+        .map(|kind| {
+            let last_error = metrics.last_actor_error(kind);
+            ActorKindView {
+                object: "actor_kind",
+                kind: (*kind).to_owned(),
+                live: metrics.actors_live.with_label_values(&[*kind]).get(),
+                mailbox_depth: metrics
+                    .actor_mailbox_depth
+                    .with_label_values(&[*kind])
+                    .get(),
+                messages_handled: metrics
+                    .actor_messages_total
+                    .with_label_values(&[*kind])
+                    .get(),
+                restarts: metrics
+                    .actor_restarts_total
+                    .with_label_values(&[*kind])
+                    .get(),
+                last_error: last_error.as_ref().map(|(message, _)| message.clone()),
+                last_error_at: last_error.map(|(_, at)| super::views::timestamp(at)),
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(ListView::new(data, false)))
 }

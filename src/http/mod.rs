@@ -81,6 +81,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/webhooks/stripe", post().to(webhooks::stripe_webhook))
         .route("/v1/admin/adjustments", post().to(admin::create_adjustment))
         .route("/v1/admin/adjustments", get().to(admin::list_adjustments))
+        .route("/v1/admin/actors", get().to(admin::list_actors))
         .route(
             "/v1/admin/adjustments/{id}",
             get().to(admin::get_adjustment),

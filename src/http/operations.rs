@@ -32,6 +32,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::admin::get_adjustment,
         super::admin::list_adjustments,
         super::admin::run_reconciliation,
+        super::admin::list_actors,
         super::admin::get_reconciliation,
         super::admin::list_reconciliations,
         health,

@@ -358,3 +358,17 @@ impl From<&crate::store::reconciliation::ReconciliationRow> for ReconciliationVi
         }
     }
 }
+
+/// Health of one kind of actor.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActorKindView {
+    /// Always `actor_kind`.
+    pub object: &'static str,
+    pub kind: String,
+    pub live: i64,
+    pub mailbox_depth: i64,
+    pub messages_handled: u64,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+}

@@ -202,6 +202,23 @@ async fn a_failed_wallet_actor_is_restarted_and_its_next_op_succeeds() {
             1,
             "the supervisor restarted the failed wallet actor once"
         );
+        let actors = app
+            .get("/v1/admin/actors", crate::helpers::ADMIN_TOKEN)
+            .await;
+        let wallet = actors.body["data"]
+            .as_array()
+            .expect("kinds")
+            .iter()
+            .find(|kind| kind["kind"] == "wallet")
+            .cloned()
+            .expect("wallet kind");
+        assert_eq!(wallet["restarts"], 1);
+        assert!(
+            wallet["last_error"]
+                .as_str()
+                .is_some_and(|error| error.contains("no longer at version")),
+            "{wallet}"
+        );
         assert_eq!(app.balance(&ada).await, (600, 0));
         assert_eq!(app.balance(&bob).await, (400, 0));
         let again = app.transfer(&ada, &bob.email, json!(100), "next-op").await;

@@ -24,6 +24,45 @@ async fn health_ready_metrics_and_openapi() {
         assert!(metrics.text.contains(family), "missing {family}");
     }
 
+    let actors = app
+        .get("/v1/admin/actors", crate::helpers::ADMIN_TOKEN)
+        .await;
+    assert_eq!(actors.status, StatusCode::OK, "{}", actors.text);
+    let kind = |name: &str| {
+        actors.body["data"]
+            .as_array()
+            .expect("kinds")
+            .iter()
+            .find(|k| k["kind"] == name)
+            .cloned()
+            .expect("kind")
+    };
+    assert_eq!(kind("wallet")["live"], 1);
+    assert_eq!(
+        kind("wallet")["mailbox_depth"],
+        0,
+        "nothing queued once idle"
+    );
+    assert!(
+        kind("wallet")["messages_handled"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
+    assert_eq!(kind("wallet_supervisor")["live"], 1);
+    assert_eq!(kind("bank_ingestor")["live"], 1);
+    assert_eq!(kind("reconciler")["live"], 1);
+    assert_eq!(kind("wallet")["restarts"], 0);
+    assert_eq!(
+        app.get("/v1/admin/actors", &ada.token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let metrics = app.request(Method::GET, "/metrics", None, None, None).await;
+    assert!(
+        metrics
+            .text
+            .contains("walleti_actor_mailbox_depth{kind=\"wallet\"} 0")
+    );
+
     let openapi = app
         .request(Method::GET, "/openapi.json", None, None, None)
         .await;
