@@ -16,6 +16,16 @@ const BATCH_SIZE_BUCKETS: [f64; 11] = [
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
+/// Every actor kind, so each exports its series (at zero) from start-up.
+pub const ACTOR_KINDS: [&str; 6] = [
+    "wallet",
+    "wallet_supervisor",
+    "transfer_saga",
+    "bank_ingestor",
+    "stripe_ingestor",
+    "reconciler",
+];
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -27,6 +37,7 @@ pub struct Metrics {
     pub actors_live: IntGaugeVec,
     pub wallet_batch_size: HistogramVec,
     pub transfers_total: IntCounterVec,
+    pub transfers_amount_minor_units_total: IntCounterVec,
     pub webhook_events_total: IntCounterVec,
     pub webhook_processing_seconds: HistogramVec,
     pub webhook_inbox_backlog: IntGaugeVec,
@@ -123,6 +134,16 @@ impl Metrics {
                     &["status"],
                 ),
             ),
+            transfers_amount_minor_units_total: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "transfers_amount_minor_units_total",
+                        "Money moved by completed transfers, in minor units of the currency.",
+                    ),
+                    &["currency"],
+                ),
+            ),
             webhook_events_total: register(
                 &registry,
                 IntCounterVec::new(
@@ -207,6 +228,20 @@ impl Metrics {
             last_errors: std::sync::Mutex::new(std::collections::HashMap::new()),
             registry,
         };
+        for kind in ACTOR_KINDS {
+            metrics.actors_live.with_label_values(&[kind]);
+            metrics.actor_mailbox_depth.with_label_values(&[kind]);
+            metrics.actor_messages_total.with_label_values(&[kind]);
+            metrics.actor_restarts_total.with_label_values(&[kind]);
+        }
+        for status in ["completed", "failed", "pending", "rejected", "unavailable"] {
+            metrics.transfers_total.with_label_values(&[status]);
+        }
+        for status in ["clean", "discrepancies"] {
+            metrics
+                .reconciliation_runs_total
+                .with_label_values(&[status]);
+        }
         Arc::new(metrics)
     }
 

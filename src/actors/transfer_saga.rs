@@ -122,6 +122,14 @@ impl Actor for TransferSaga {
             .transfers_total
             .with_label_values(&[outcome_label(&outcome)])
             .inc();
+        if let SagaOutcome::Settled(transfer) = &outcome
+            && transfer.state == TransferState::Completed
+        {
+            metrics
+                .transfers_amount_minor_units_total
+                .with_label_values(&[transfer.currency.code()])
+                .inc_by(transfer.amount.minor_units().unsigned_abs());
+        }
         if let Some(reply) = state.reply.take() {
             // The requester may have timed out; the saga's work stands regardless.
             let _ = reply.send(outcome);

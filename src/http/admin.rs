@@ -308,15 +308,7 @@ pub async fn list_reconciliations(
     )))
 }
 
-/// Every actor kind walleti runs.
-const ACTOR_KINDS: [&str; 6] = [
-    crate::actors::wallet::KIND,
-    crate::actors::wallet_supervisor::KIND,
-    crate::actors::transfer_saga::KIND,
-    "bank_ingestor",
-    "stripe_ingestor",
-    crate::actors::reconciler::KIND,
-];
+use crate::metrics::ACTOR_KINDS;
 
 #[utoipa::path(get, path = "/v1/admin/actors", tag = "operators", security(("operator" = [])),
     responses((status = 200, body = ListView<ActorKindView>), (status = 401, body = ErrorBody)))]
