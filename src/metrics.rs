@@ -46,6 +46,8 @@ pub struct Metrics {
     pub reconciliation_duration_seconds: prometheus::Histogram,
     pub ledger_wallet_balance: prometheus::GaugeVec,
     pub actor_mailbox_depth: IntGaugeVec,
+    pub sagas: IntGaugeVec,
+    pub outbox_backlog: prometheus::IntGauge,
     /// The last failure per actor kind, for `GET /v1/admin/actors`.
     last_errors: std::sync::Mutex<
         std::collections::HashMap<&'static str, (String, chrono::DateTime<chrono::Utc>)>,
@@ -225,6 +227,23 @@ impl Metrics {
                     &["kind"],
                 ),
             ),
+            sagas: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "sagas",
+                        "Transfer sagas by state, counted at the last reconciliation.",
+                    ),
+                    &["state"],
+                ),
+            ),
+            outbox_backlog: register(
+                &registry,
+                prometheus::IntGauge::new(
+                    "outbox_backlog",
+                    "Outbox events not yet published, at the last reconciliation.",
+                ),
+            ),
             last_errors: std::sync::Mutex::new(std::collections::HashMap::new()),
             registry,
         };
@@ -236,6 +255,9 @@ impl Metrics {
         }
         for status in ["completed", "failed", "pending", "rejected", "unavailable"] {
             metrics.transfers_total.with_label_values(&[status]);
+        }
+        for state in ["debited", "completed", "failed"] {
+            metrics.sagas.with_label_values(&[state]);
         }
         for status in ["clean", "discrepancies"] {
             metrics

@@ -249,6 +249,17 @@ async fn check_totals(context: &ReconcilerContext, findings: &mut Findings) -> S
             );
         }
     }
+    for (state, count) in context.store.saga_counts().await? {
+        context
+            .metrics
+            .sagas
+            .with_label_values(&[state.as_str()])
+            .set(count);
+    }
+    context
+        .metrics
+        .outbox_backlog
+        .set(context.store.outbox_backlog().await?);
     for (currency, total) in context.store.wallet_totals().await? {
         context
             .metrics

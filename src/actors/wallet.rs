@@ -253,6 +253,7 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
             .wallet_batch_size
             .with_label_values(&["committed"])
             .observe(plan.movements.len() as f64);
+        tracing::debug!(account_id = %state.account.id, ops = plan.movements.len(), version = state.account.version, "wallet batch committed");
     } else if plan.refused_for_balance {
         // Nothing was written, so no version check ran: before refusing for lack of funds,
         // make sure no other writer (another node) changed the account since we loaded it.

@@ -25,6 +25,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use error::ApiError;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// Everything a handler needs, shared by all workers.
 pub struct AppState {
@@ -140,11 +141,24 @@ pub fn application(
                 .match_pattern()
                 .unwrap_or_else(|| "unmatched".to_owned());
             let method = request.method().as_str().to_owned();
+            let request_id = request_id(&request);
+            // Actor messages sent while handling carry this span (ractor propagates the
+            // sender's span), so wallet and saga logs show the request id too.
+            let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
             let started = Instant::now();
             let metrics = Arc::clone(&metrics);
-            let response = service.call(request);
+            let response = {
+                let _entered = span.enter();
+                service.call(request)
+            };
             async move {
-                let response = response.await?;
+                let mut response = response.instrument(span).await?;
+                if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&request_id) {
+                    response.headers_mut().insert(
+                        actix_web::http::header::HeaderName::from_static(REQUEST_ID_HEADER),
+                        value,
+                    );
+                }
                 let status = response.status().as_u16().to_string();
                 metrics
                     .http_requests_total
@@ -157,6 +171,24 @@ pub fn application(
                 Ok(response)
             }
         })
+}
+
+/// Request ids: the caller's `X-Request-Id` when it is sane, otherwise a new one.
+const REQUEST_ID_HEADER: &str = "x-request-id";
+const REQUEST_ID_LENGTH_MAX: usize = 128;
+
+fn request_id(request: &actix_web::dev::ServiceRequest) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= REQUEST_ID_LENGTH_MAX
+                && id.chars().all(|c| c.is_ascii_graphic())
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
 async fn unmatched(request: HttpRequest) -> HttpResponse {

@@ -6,6 +6,24 @@ async fn health_ready_metrics_and_openapi() {
     let app = spawn_app(Backend::Sqlite).await;
     let health = app.request(Method::GET, "/health", None, None, None).await;
     assert_eq!(health.status, StatusCode::OK);
+    assert!(
+        health.headers.get("x-request-id").is_some(),
+        "every response carries a request id"
+    );
+    let echoed = app
+        .client
+        .get(format!("{}/health", app.address))
+        .header("X-Request-Id", "trace-me-123")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        echoed
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("trace-me-123")
+    );
     let ready = app.request(Method::GET, "/ready", None, None, None).await;
     assert_eq!(ready.status, StatusCode::OK);
 

@@ -107,6 +107,14 @@ async fn a_clean_ledger_is_reported_clean_and_each_seeded_discrepancy_is_found()
             metrics.contains("walleti_ledger_wallet_balance{currency=\"usd\"} 12000"),
             "wallets hold 10000 + 2000"
         );
+        assert!(
+            metrics.contains("walleti_sagas{state=\"completed\"} 1"),
+            "one completed transfer saga"
+        );
+        assert!(
+            metrics.contains("walleti_outbox_backlog 3"),
+            "adjustment, on-ramp and transfer events await the relay"
+        );
 
         // Seed one of each kind.
         let database = Database::connect(app.database_url.as_str())
