@@ -150,6 +150,7 @@ impl Application {
                     store: store.clone(),
                     metrics: Arc::clone(&metrics),
                     bank: Some(bank.clone()),
+                    stripe: stripe.clone(),
                     sagas: Some(sagas.clone()),
                     saga_stale_after: settings.limits.saga_stale_after,
                 },

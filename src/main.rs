@@ -125,10 +125,26 @@ async fn reconcile_once(settings: Settings) -> anyhow::Result<()> {
         .bank_url
         .as_deref()
         .map(walleti::providers::bank::BankClient::new);
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", settings.bind));
+    let stripe = match &settings.stripe {
+        Some(stripe) => Some(
+            walleti::providers::stripe::StripeCheckout::new(
+                &stripe.secret_key,
+                &stripe.api_base,
+                &public_url,
+            )
+            .map_err(|error| anyhow::anyhow!("configure Stripe: {error}"))?,
+        ),
+        None => None,
+    };
     let context = walleti::actors::reconciler::ReconcilerContext {
         store,
         metrics: walleti::metrics::Metrics::new(),
         bank,
+        stripe,
         sagas: None,
         saga_stale_after: settings.limits.saga_stale_after,
     };

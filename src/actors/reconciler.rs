@@ -8,6 +8,10 @@ use super::transfer_saga::{self, SagaContext};
 use crate::domain::OnrampStatus;
 use crate::metrics::Metrics;
 use crate::providers::bank::BankClient;
+use crate::providers::stripe::{SessionFacts, StripeCheckout};
+
+/// External checks look at on-ramps created within this window.
+pub const EXTERNAL_WINDOW: chrono::Duration = chrono::Duration::days(7);
 use crate::store::reconciliation::ReconciliationRow;
 use crate::store::{Store, StoreResult};
 use chrono::Utc;
@@ -23,7 +27,8 @@ pub const KIND: &str = "reconciler";
 pub const DISCREPANCIES_STORED_MAX: usize = 1_000;
 
 /// Every kind of discrepancy, so metrics show zeros for a clean run.
-pub const DISCREPANCY_KINDS: [&str; 8] = [
+pub const DISCREPANCY_KINDS: [&str; 9] = [
+    "status_mismatch",
     "balance_mismatch",
     "journal_unbalanced",
     "ledger_not_zero",
@@ -40,6 +45,7 @@ pub struct ReconcilerContext {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub bank: Option<BankClient>,
+    pub stripe: Option<StripeCheckout>,
     /// Resume stuck sagas (the server); `None` only reports them (`walleti reconcile`).
     pub sagas: Option<SagaContext>,
     pub saga_stale_after: Duration,
@@ -167,6 +173,9 @@ pub async fn reconcile(
     check_sagas(context, &mut findings).await?;
     if let Some(bank) = &context.bank {
         check_bank_settlements(&context.store, bank, &mut findings).await?;
+    }
+    if let Some(stripe) = &context.stripe {
+        check_stripe_sessions(&context.store, stripe, &mut findings).await?;
     }
     let total: i64 = findings.counts.values().sum();
     let mut counts = serde_json::Map::new();
@@ -321,7 +330,9 @@ async fn check_bank_settlements(
     }
     let mut after = String::new();
     loop {
-        let page = store.bank_onramps_page(&after).await?;
+        let page = store
+            .onramps_page("bank", Utc::now() - EXTERNAL_WINDOW, &after)
+            .await?;
         for onramp in &page {
             let succeeded = onramp.status == OnrampStatus::Succeeded.as_str();
             match paid.remove(&onramp.id) {
@@ -369,4 +380,89 @@ async fn check_bank_settlements(
         );
     }
     Ok(())
+}
+
+/// Stripe on-ramps of the window against the Checkout Sessions Stripe lists for it.
+async fn check_stripe_sessions(
+    store: &Store,
+    stripe: &StripeCheckout,
+    findings: &mut Findings,
+) -> anyhow::Result<()> {
+    let since = Utc::now() - EXTERNAL_WINDOW;
+    let mut by_reference: HashMap<String, SessionFacts> = HashMap::new();
+    for session in stripe.sessions_created_since(since.timestamp()).await? {
+        if let Some(reference) = session.client_reference_id.clone() {
+            by_reference.insert(reference, session);
+        }
+    }
+    let mut after = String::new();
+    loop {
+        let page = store.onramps_page("stripe", since, &after).await?;
+        for onramp in &page {
+            compare_stripe_onramp(onramp, by_reference.remove(&onramp.id), findings);
+        }
+        match page.last() {
+            Some(last) if page.len() as u64 == crate::store::reconciliation::ACCOUNTS_PAGE_SIZE => {
+                after = last.id.clone()
+            }
+            _ => break,
+        }
+    }
+    // Stripe was paid for an on-ramp walleti has no record of.
+    for (reference, session) in by_reference {
+        if session.paid {
+            findings.add(
+                "missing_in_ledger",
+                "onramp",
+                &reference,
+                json!({"session": session.id, "amount": session.amount_total, "currency": session.currency}),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn compare_stripe_onramp(
+    onramp: &crate::store::entities::onramps::Model,
+    session: Option<SessionFacts>,
+    findings: &mut Findings,
+) {
+    let succeeded = onramp.status == OnrampStatus::Succeeded.as_str();
+    let Some(session) = session else {
+        if succeeded {
+            findings.add(
+                "missing_at_provider",
+                "onramp",
+                &onramp.id,
+                json!({"amount": onramp.amount, "currency": onramp.currency}),
+            );
+        }
+        return;
+    };
+    let stripe_state = if session.paid {
+        "paid"
+    } else if session.expired {
+        "expired"
+    } else {
+        "unpaid"
+    };
+    if session.paid != succeeded {
+        findings.add(
+            "status_mismatch",
+            "onramp",
+            &onramp.id,
+            json!({"ledger": onramp.status, "stripe": stripe_state, "session": session.id}),
+        );
+    } else if succeeded
+        && (session.amount_total != Some(onramp.amount)
+            || session.currency.as_deref() != Some(onramp.currency.as_str()))
+    {
+        findings.add(
+            "amount_mismatch",
+            "onramp",
+            &onramp.id,
+            json!({"ledger": {"amount": onramp.amount, "currency": onramp.currency},
+                   "stripe": {"amount": session.amount_total, "currency": session.currency}, "session": session.id}),
+        );
+    }
 }

@@ -9,9 +9,12 @@ use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeReque
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
-    ProductData, RetrieveCheckoutSession,
+    ListCheckoutSession, ProductData, RetrieveCheckoutSession,
 };
-use stripe_checkout::{CheckoutSessionId, CheckoutSessionPaymentStatus};
+use stripe_checkout::{CheckoutSessionId, CheckoutSessionPaymentStatus, CheckoutSessionStatus};
+
+/// Pages of 100 sessions read at most per listing (10,000 sessions).
+const LIST_PAGES_MAX: usize = 100;
 
 #[derive(Clone)]
 pub struct StripeCheckout {
@@ -44,6 +47,18 @@ pub struct SessionFacts {
     pub amount_total: Option<i64>,
     pub currency: Option<String>,
     pub client_reference_id: Option<String>,
+    pub expired: bool,
+}
+
+fn facts(session: stripe_checkout::CheckoutSession) -> SessionFacts {
+    SessionFacts {
+        id: session.id.to_string(),
+        paid: session.payment_status == CheckoutSessionPaymentStatus::Paid,
+        amount_total: session.amount_total,
+        currency: session.currency.map(|currency| currency.to_string()),
+        client_reference_id: session.client_reference_id,
+        expired: session.status == Some(CheckoutSessionStatus::Expired),
+    }
 }
 
 /// What a session is charged for.
@@ -122,12 +137,34 @@ impl StripeCheckout {
             .send(&self.client)
             .await
             .map_err(|error| StripeFailure::Request(error.to_string()))?;
-        Ok(SessionFacts {
-            id: session.id.to_string(),
-            paid: session.payment_status == CheckoutSessionPaymentStatus::Paid,
-            amount_total: session.amount_total,
-            currency: session.currency.map(|currency| currency.to_string()),
-            client_reference_id: session.client_reference_id,
-        })
+        Ok(facts(session))
+    }
+
+    /// Every Checkout Session created since `since` (unix seconds), page by page.
+    pub async fn sessions_created_since(
+        &self,
+        since: i64,
+    ) -> Result<Vec<SessionFacts>, StripeFailure> {
+        let mut sessions = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..LIST_PAGES_MAX {
+            let mut request = ListCheckoutSession::new()
+                .created(stripe_types::RangeQueryTs::gte(since))
+                .limit(100);
+            if let Some(after) = &after {
+                request = request.starting_after(after.clone());
+            }
+            let page = request
+                .send(&self.client)
+                .await
+                .map_err(|error| StripeFailure::Request(error.to_string()))?;
+            after = page.data.last().map(|session| session.id.to_string());
+            let has_more = page.has_more;
+            sessions.extend(page.data.into_iter().map(facts));
+            if !has_more || after.is_none() {
+                break;
+            }
+        }
+        Ok(sessions)
     }
 }

@@ -239,10 +239,16 @@ impl Store {
             .collect()
     }
 
-    /// One keyset page of bank on-ramps, oldest first.
-    pub async fn bank_onramps_page(&self, after: &str) -> StoreResult<Vec<onramps::Model>> {
+    /// One keyset page of a provider's on-ramps created since `since`, oldest first.
+    pub async fn onramps_page(
+        &self,
+        provider: &str,
+        since: DateTime<Utc>,
+        after: &str,
+    ) -> StoreResult<Vec<onramps::Model>> {
         Ok(onramps::Entity::find()
-            .filter(onramps::Column::Provider.eq("bank"))
+            .filter(onramps::Column::Provider.eq(provider))
+            .filter(onramps::Column::CreatedAt.gte(since))
             .filter(onramps::Column::Id.gt(after))
             .order_by_asc(onramps::Column::Id)
             .limit(ACCOUNTS_PAGE_SIZE)

@@ -64,6 +64,36 @@ async fn retrieve_session(id: web::Path<String>, sessions: web::Data<Sessions>) 
     }
 }
 
+async fn list_sessions(
+    request: HttpRequest,
+    sessions: web::Data<Sessions>,
+    received: web::Data<Mutex<Vec<Received>>>,
+) -> HttpResponse {
+    let query: HashMap<String, String> = request
+        .query_string()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (percent_decode(key), percent_decode(value)))
+        .collect();
+    received.lock().expect("lock").push(Received {
+        path: format!("GET {}", request.path()),
+        authorization: String::new(),
+        idempotency_key: String::new(),
+        form: query,
+    });
+    let data: Vec<serde_json::Value> = sessions
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(id, (reference, amount, currency, paid))| {
+            session_json(id, reference, *amount, currency, *paid)
+        })
+        .collect();
+    HttpResponse::Ok().json(
+        json!({"object": "list", "data": data, "has_more": false, "url": "/v1/checkout/sessions"}),
+    )
+}
+
 async fn create_session(
     request: HttpRequest,
     body: web::Bytes,
@@ -119,6 +149,7 @@ async fn fake_stripe() -> (String, Arc<Mutex<Vec<Received>>>, Arc<Sessions>) {
             .app_data(received.clone())
             .app_data(sessions.clone())
             .route("/v1/checkout/sessions", web::post().to(create_session))
+            .route("/v1/checkout/sessions", web::get().to(list_sessions))
             .route(
                 "/v1/checkout/sessions/{id}",
                 web::get().to(retrieve_session),
@@ -462,4 +493,130 @@ async fn an_expired_or_failed_checkout_fails_the_onramp_and_forged_events_are_re
         "stripe_payment_failed"
     );
     assert_eq!(app.balance(&ada).await, (0, 0));
+}
+
+#[tokio::test]
+async fn reconciliation_compares_stripe_onramps_with_the_sessions_stripe_lists() {
+    let (app, received, sessions) = stripe_app(Backend::Sqlite).await;
+    let ada = app.user("ada").await;
+    let mut ids = Vec::new();
+    for index in 0..3 {
+        let created = app
+            .post(
+                "/v1/onramps",
+                Some(&ada.token),
+                Some(&format!("rec-{index}")),
+                &json!({"provider": "stripe", "amount": 1000 + index, "currency": "usd"}),
+            )
+            .await;
+        ids.push(created.body["id"].as_str().expect("id").to_owned());
+    }
+    // 0: paid and credited through the webhook — consistent.
+    sessions
+        .lock()
+        .expect("lock")
+        .get_mut("cs_test_1")
+        .expect("session")
+        .3 = true;
+    let paid = stripe_event(
+        "checkout.session.completed",
+        session_json("cs_test_1", &ids[0], 1000, "usd", true),
+    );
+    assert_eq!(
+        send_stripe_event(&app, &paid, WEBHOOK_SECRET, None).await,
+        StatusCode::OK
+    );
+    onramp_status(&app, &ada, &ids[0], "succeeded").await;
+    let clean = app
+        .post(
+            "/v1/admin/reconciliations",
+            Some(crate::helpers::ADMIN_TOKEN),
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(clean.body["status"], "clean", "{}", clean.text);
+    let listing = received
+        .lock()
+        .expect("lock")
+        .iter()
+        .rev()
+        .find(|r| r.path == "GET /v1/checkout/sessions")
+        .cloned()
+        .expect("listed");
+    assert!(
+        listing.form.contains_key("created[gte]"),
+        "the period is sent to Stripe: {:?}",
+        listing.form
+    );
+
+    // 1: Stripe says paid, the ledger never heard (the webhook was lost).
+    sessions
+        .lock()
+        .expect("lock")
+        .get_mut("cs_test_2")
+        .expect("session")
+        .3 = true;
+    // 2: the ledger says succeeded, Stripe has no such session.
+    sessions.lock().expect("lock").remove("cs_test_3");
+    {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        let database = sea_orm::Database::connect(app.database_url.as_str())
+            .await
+            .expect("connect");
+        walleti::store::entities::onramps::Entity::update_many()
+            .col_expr(
+                walleti::store::entities::onramps::Column::Status,
+                Expr::value("succeeded"),
+            )
+            .filter(walleti::store::entities::onramps::Column::Id.eq(ids[2].as_str()))
+            .exec(&database)
+            .await
+            .expect("tamper");
+    }
+    // Stripe was paid for an on-ramp walleti does not know.
+    sessions.lock().expect("lock").insert(
+        "cs_test_9".into(),
+        (
+            "0194f1a0-0000-7000-8000-000000000009".into(),
+            777,
+            "usd".into(),
+            true,
+        ),
+    );
+
+    let report = app
+        .post(
+            "/v1/admin/reconciliations",
+            Some(crate::helpers::ADMIN_TOKEN),
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(report.status, StatusCode::CREATED, "{}", report.text);
+    let counts = &report.body["counts"];
+    assert_eq!(counts["status_mismatch"], 1, "{}", report.text);
+    assert_eq!(counts["missing_at_provider"], 1, "{}", report.text);
+    assert_eq!(counts["missing_in_ledger"], 1, "{}", report.text);
+    let discrepancies = report.body["discrepancies"]
+        .as_array()
+        .expect("list")
+        .clone();
+    let find = |kind: &str| {
+        discrepancies
+            .iter()
+            .find(|d| d["kind"] == kind)
+            .cloned()
+            .expect("kind present")
+    };
+    assert_eq!(find("status_mismatch")["reference"]["id"], ids[1].as_str());
+    assert_eq!(find("status_mismatch")["detail"]["stripe"], "paid");
+    assert_eq!(
+        find("missing_at_provider")["reference"]["id"],
+        ids[2].as_str()
+    );
+    assert_eq!(
+        find("missing_in_ledger")["reference"]["id"],
+        "0194f1a0-0000-7000-8000-000000000009"
+    );
 }
