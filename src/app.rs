@@ -170,6 +170,7 @@ impl Application {
             limits: settings.limits,
             public_url,
             bank,
+            redis_url: settings.redis_url.clone(),
             reconciler: reconciler.clone(),
             bank_webhook_secrets: settings.bank_webhook_secrets.clone(),
             bank_ingestor: bank_ingestor.clone(),

@@ -40,6 +40,8 @@ pub struct AppState {
     /// Base URL people and providers reach walleti at (webhook callbacks).
     pub public_url: String,
     pub bank: crate::providers::bank::BankClient,
+    /// Checked by `/ready` when configured.
+    pub redis_url: Option<String>,
     pub reconciler: ractor::ActorRef<crate::actors::reconciler::ReconcilerMsg>,
     pub bank_webhook_secrets: Vec<String>,
     pub bank_ingestor: ractor::ActorRef<crate::actors::webhook_ingestor::IngestorMsg>,

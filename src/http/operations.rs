@@ -66,13 +66,27 @@ pub async fn health() -> HttpResponse {
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, description = "Dependencies answer"), (status = 503, description = "A dependency is down")))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    match state.store.ping().await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready", "database": "ok"})),
-        Err(error) => {
-            tracing::warn!(%error, "readiness check failed");
-            HttpResponse::ServiceUnavailable()
-                .json(serde_json::json!({"status": "unavailable", "database": "unreachable"}))
-        }
+    let database = state.store.ping().await;
+    let redis = match &state.redis_url {
+        Some(url) => Some(crate::bus::ping_redis(url).await),
+        None => None,
+    };
+    if let Err(error) = &database {
+        tracing::warn!(%error, "readiness: database unreachable");
+    }
+    if let Some(Err(error)) = &redis {
+        tracing::warn!(%error, "readiness: redis unreachable");
+    }
+    let ready = database.is_ok() && !matches!(redis, Some(Err(_)));
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "database": if database.is_ok() { "ok" } else { "unreachable" },
+        "redis": match redis { None => "not_configured", Some(Ok(())) => "ok", Some(Err(_)) => "unreachable" },
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }
 

@@ -141,3 +141,41 @@ async fn health_ready_metrics_and_openapi() {
         );
     }
 }
+
+#[tokio::test]
+async fn ready_checks_a_configured_redis() {
+    let database_url = crate::helpers::fresh_database(Backend::Sqlite).await;
+    let mut settings = crate::helpers::test_settings(&database_url);
+    // A port nothing listens on: Redis is configured but down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    settings.redis_url = Some(format!("redis://127.0.0.1:{closed}"));
+    let app = crate::helpers::spawn_app_with(settings).await;
+    let down = app.request(Method::GET, "/ready", None, None, None).await;
+    assert_eq!(
+        down.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        down.text
+    );
+    assert_eq!(down.body["redis"], "unreachable");
+    assert_eq!(
+        app.request(Method::GET, "/health", None, None, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    if let Ok(redis_url) = std::env::var("WALLETI_TEST_REDIS_URL") {
+        let mut settings =
+            crate::helpers::test_settings(&crate::helpers::fresh_database(Backend::Sqlite).await);
+        settings.redis_url = Some(redis_url);
+        let app = crate::helpers::spawn_app_with(settings).await;
+        let up = app.request(Method::GET, "/ready", None, None, None).await;
+        assert_eq!(up.status, StatusCode::OK, "{}", up.text);
+        assert_eq!(up.body["redis"], "ok");
+    }
+}

@@ -75,7 +75,7 @@ async fn a_clean_ledger_is_reported_clean_and_each_seeded_discrepancy_is_found()
         let app = spawn_app_with(settings).await;
         let (ada, bob) = (app.user("ada").await, app.user("bob").await);
         app.fund(&ada, 10_000).await;
-        bank_top_up(&app, &bob, 2_000, "bob-1", true).await;
+        let (first_top_up, _) = bank_top_up(&app, &bob, 2_000, "bob-1", true).await;
         wait_for_balance(&app, &bob, 2_000).await;
         let sent = app.transfer(&ada, &bob.email, json!(1_500), "t-1").await;
         assert_eq!(sent.body["status"], "completed");
@@ -195,6 +195,13 @@ async fn a_clean_ledger_is_reported_clean_and_each_seeded_discrepancy_is_found()
             .exec(&database)
             .await
             .expect("mark");
+        // 6. The ledger's record of a settled top-up disagrees with the bank's amount.
+        onramps::Entity::update_many()
+            .col_expr(onramps::Column::Amount, Expr::value(2_001))
+            .filter(onramps::Column::Id.eq(first_top_up.as_str()))
+            .exec(&database)
+            .await
+            .expect("tamper amount");
         tokio::time::sleep(Duration::from_millis(100)).await; // make the seeded saga stale
 
         let report = reconcile(&app).await;
@@ -206,6 +213,8 @@ async fn a_clean_ledger_is_reported_clean_and_each_seeded_discrepancy_is_found()
         assert_eq!(counts["stuck_saga"], 1, "{report}");
         assert_eq!(counts["missing_in_ledger"], 1, "{report}");
         assert_eq!(counts["missing_at_provider"], 1, "{report}");
+        assert_eq!(counts["amount_mismatch"], 1, "{report}");
+        assert_eq!(counts["status_mismatch"], 0, "{report}");
         let find = |kind: &str| -> Value {
             report["discrepancies"]
                 .as_array()
