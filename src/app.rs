@@ -171,6 +171,7 @@ impl Application {
             public_url,
             bank,
             redis_url: settings.redis_url.clone(),
+            rate_limiter: crate::http::rate_limit::RateLimiter::default(),
             reconciler: reconciler.clone(),
             bank_webhook_secrets: settings.bank_webhook_secrets.clone(),
             bank_ingestor: bank_ingestor.clone(),

@@ -22,6 +22,24 @@ pub const KNOWN_WALLETI_VARIABLES: [&str; 8] = [
     "WALLETI_BANK_URL",
 ];
 
+/// `requests` per `period`, with bursts of up to `burst` requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    pub requests: u32,
+    pub period: Duration,
+    pub burst: u32,
+}
+
+impl Quota {
+    pub fn emission_interval(self) -> Duration {
+        self.period / self.requests.max(1)
+    }
+
+    pub fn tolerance(self) -> Duration {
+        self.emission_interval() * self.burst.max(1).saturating_sub(1)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bind: SocketAddr,
@@ -99,6 +117,10 @@ pub struct Limits {
     /// An idempotency claim older than this whose request never finished is taken over.
     pub idempotency_lock_timeout: Duration,
     pub session_lifetime: Duration,
+    /// Login attempts per login identifier.
+    pub login_quota: Quota,
+    /// Money-moving requests (transfers, on-ramps) per user.
+    pub money_quota: Quota,
     pub body_bytes_max: usize,
 }
 
@@ -114,6 +136,16 @@ impl Default for Limits {
             inbox_poll_interval: Duration::from_secs(5),
             reconcile_interval: Some(Duration::from_secs(3600)),
             session_lifetime: Duration::from_secs(24 * 3600),
+            login_quota: Quota {
+                requests: 10,
+                period: Duration::from_secs(60),
+                burst: 10,
+            },
+            money_quota: Quota {
+                requests: 50,
+                period: Duration::from_secs(1),
+                burst: 100,
+            },
             body_bytes_max: 64 * 1024,
         }
     }

@@ -39,6 +39,8 @@ pub struct ErrorBody {
 pub struct ApiError {
     pub status: StatusCode,
     pub detail: ErrorDetail,
+    /// For 429: sent as `Retry-After`.
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl ApiError {
@@ -56,6 +58,7 @@ impl ApiError {
                 message: message.into(),
                 param: None,
             },
+            retry_after_seconds: None,
         }
     }
 
@@ -159,9 +162,12 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .content_type("application/json")
-            .body(self.body())
+        let mut response = HttpResponse::build(self.status);
+        response.content_type("application/json");
+        if let Some(seconds) = self.retry_after_seconds {
+            response.insert_header(("Retry-After", seconds.to_string()));
+        }
+        response.body(self.body())
     }
 }
 

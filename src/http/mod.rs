@@ -8,6 +8,7 @@ pub mod error;
 pub mod idempotency;
 pub mod onramps;
 pub mod operations;
+pub mod rate_limit;
 pub mod request;
 pub mod transfers;
 pub mod users;
@@ -40,6 +41,7 @@ pub struct AppState {
     /// Base URL people and providers reach walleti at (webhook callbacks).
     pub public_url: String,
     pub bank: crate::providers::bank::BankClient,
+    pub rate_limiter: rate_limit::RateLimiter,
     /// Checked by `/ready` when configured.
     pub redis_url: Option<String>,
     pub reconciler: ractor::ActorRef<crate::actors::reconciler::ReconcilerMsg>,

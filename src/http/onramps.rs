@@ -49,6 +49,9 @@ pub async fn create_onramp(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let user = auth::current_user(&request, &state).await?;
+    state
+        .rate_limiter
+        .admit(&format!("money:{}", user.user_id), state.limits.money_quota)?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
     let order = parse_order(&body)?;
     if order.provider == OnrampProvider::Stripe && state.stripe.is_none() {

@@ -190,3 +190,86 @@ async fn created_objects_can_be_read_back_and_listed() {
         assert_eq!(as_user.status, StatusCode::UNAUTHORIZED);
     }
 }
+
+#[tokio::test]
+async fn logins_and_money_moving_requests_are_rate_limited() {
+    let mut settings = crate::helpers::test_settings(
+        &crate::helpers::fresh_database(crate::helpers::Backend::Sqlite).await,
+    );
+    settings.limits.money_quota = walleti::config::Quota {
+        requests: 1,
+        period: std::time::Duration::from_secs(60),
+        burst: 2,
+    };
+    let app = crate::helpers::spawn_app_with(settings).await;
+    let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+    app.fund(&ada, 1_000).await;
+
+    // One login already happened in `user`; nine more wrong attempts are answered normally...
+    for _ in 0..9 {
+        let wrong = app
+            .post(
+                "/v1/sessions",
+                None,
+                None,
+                &json!({"login": ada.email, "password": "wrong password"}),
+            )
+            .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    }
+    // ...then even the right password is refused until the quota refills.
+    let limited = app
+        .post(
+            "/v1/sessions",
+            None,
+            None,
+            &json!({"login": ada.email.to_uppercase(), "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.text
+    );
+    assert_eq!(limited.body["error"]["type"], "rate_limit_error");
+    let retry_after: u64 = limited
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // Another login identifier is unaffected.
+    let bob_login = app
+        .post(
+            "/v1/sessions",
+            None,
+            None,
+            &json!({"login": bob.email, "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(bob_login.status, StatusCode::CREATED);
+
+    // Money-moving requests: a burst of 2, then 429 and nothing moves.
+    for key in ["m-1", "m-2"] {
+        assert_eq!(
+            app.transfer(&ada, &bob.email, json!(10), key).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let third = app.transfer(&ada, &bob.email, json!(10), "m-3").await;
+    assert_eq!(
+        third.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        third.text
+    );
+    assert!(third.headers.get("retry-after").is_some());
+    assert_eq!(app.balance(&ada).await, (980, 0));
+    // Bob's own quota is separate.
+    assert_eq!(
+        app.transfer(&bob, &ada.email, json!(5), "b-1").await.status,
+        StatusCode::CREATED
+    );
+}
