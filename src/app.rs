@@ -2,6 +2,8 @@
 //! connect, migrate, open the system accounts, start the wallet supervisor, resume every
 //! unfinished saga, start the periodic saga resumer, then serve HTTP.
 
+use crate::actors::notifier::{Notifier, NotifierArgs};
+use crate::actors::outbox_relay::{OutboxRelay, RelayArgs};
 use crate::actors::reconciler::{Reconciler, ReconcilerArgs, ReconcilerContext};
 use crate::actors::transfer_saga::{self, SagaContext};
 use crate::actors::wallet_supervisor::{SupervisorArgs, SupervisorMsg, WalletSupervisor, Wallets};
@@ -159,6 +161,28 @@ impl Application {
         )
         .await
         .context("start reconciler")?;
+        let (notifier, _) = Actor::spawn(
+            None,
+            Notifier,
+            NotifierArgs {
+                store: store.clone(),
+                metrics: Arc::clone(&metrics),
+            },
+        )
+        .await
+        .context("start notifier")?;
+        let (outbox_relay, _) = Actor::spawn(
+            None,
+            OutboxRelay,
+            RelayArgs {
+                store: store.clone(),
+                metrics: Arc::clone(&metrics),
+                notifier: notifier.clone(),
+                poll_interval: settings.limits.outbox_poll_interval,
+            },
+        )
+        .await
+        .context("start outbox relay")?;
         let state = web::Data::new(AppState {
             store,
             wallets,
@@ -172,6 +196,8 @@ impl Application {
             bank,
             redis_url: settings.redis_url.clone(),
             rate_limiter: crate::http::rate_limit::RateLimiter::default(),
+            notifier: notifier.clone(),
+            outbox_relay: outbox_relay.clone(),
             reconciler: reconciler.clone(),
             bank_webhook_secrets: settings.bank_webhook_secrets.clone(),
             bank_ingestor: bank_ingestor.clone(),
@@ -220,6 +246,8 @@ impl Application {
             ingestor.stop(None);
         }
         self.state.reconciler.stop(None);
+        self.state.outbox_relay.stop(None);
+        self.state.notifier.stop(None);
         self.supervisor.stop(None);
         Ok(())
     }
@@ -250,6 +278,8 @@ impl RunningApplication {
             ingestor.stop(None);
         }
         self.state.reconciler.stop(None);
+        self.state.outbox_relay.stop(None);
+        self.state.notifier.stop(None);
         self.supervisor.stop(None);
         let _ = self.serving.await;
     }

@@ -110,6 +110,8 @@ pub struct Limits {
     /// A saga `debited` for longer than this is resumed by the periodic pass.
     pub saga_stale_after: Duration,
     pub saga_resume_interval: Duration,
+    /// The outbox relay looks for unpublished events this often.
+    pub outbox_poll_interval: Duration,
     /// The reconciler runs this often; `None`: only on demand.
     pub reconcile_interval: Option<Duration>,
     /// The bank ingestor looks for unprocessed inbox events this often (besides being nudged).
@@ -135,6 +137,7 @@ impl Default for Limits {
             idempotency_lock_timeout: Duration::from_secs(60),
             inbox_poll_interval: Duration::from_secs(5),
             reconcile_interval: Some(Duration::from_secs(3600)),
+            outbox_poll_interval: Duration::from_millis(250),
             session_lifetime: Duration::from_secs(24 * 3600),
             login_quota: Quota {
                 requests: 10,

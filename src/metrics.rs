@@ -17,7 +17,9 @@ const BATCH_SIZE_BUCKETS: [f64; 11] = [
 ];
 
 /// Every actor kind, so each exports its series (at zero) from start-up.
-pub const ACTOR_KINDS: [&str; 6] = [
+pub const ACTOR_KINDS: [&str; 8] = [
+    "outbox_relay",
+    "notifier",
     "wallet",
     "wallet_supervisor",
     "transfer_saga",
@@ -47,6 +49,8 @@ pub struct Metrics {
     pub ledger_wallet_balance: prometheus::GaugeVec,
     pub actor_mailbox_depth: IntGaugeVec,
     pub sagas: IntGaugeVec,
+    pub notifications_total: IntCounterVec,
+    pub outbox_dead_letters_total: prometheus::IntCounter,
     pub outbox_backlog: prometheus::IntGauge,
     /// The last failure per actor kind, for `GET /v1/admin/actors`.
     last_errors: std::sync::Mutex<
@@ -237,6 +241,23 @@ impl Metrics {
                     &["state"],
                 ),
             ),
+            notifications_total: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "notifications_total",
+                        "Notification deliveries recorded, by channel and status.",
+                    ),
+                    &["channel", "status"],
+                ),
+            ),
+            outbox_dead_letters_total: register(
+                &registry,
+                prometheus::IntCounter::new(
+                    "outbox_dead_letters_total",
+                    "Events moved to the dead letters after repeated failures.",
+                ),
+            ),
             outbox_backlog: register(
                 &registry,
                 prometheus::IntGauge::new(
@@ -255,6 +276,11 @@ impl Metrics {
         }
         for status in ["completed", "failed", "pending", "rejected", "unavailable"] {
             metrics.transfers_total.with_label_values(&[status]);
+        }
+        for channel in ["in_app", "email", "sms", "push"] {
+            metrics
+                .notifications_total
+                .with_label_values(&[channel, "skipped"]);
         }
         for state in ["debited", "completed", "failed"] {
             metrics.sagas.with_label_values(&[state]);

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_core_ledger;
 mod m20261124_000002_onramps;
 mod m20261124_000003_reconciliations;
+mod m20261124_000004_notifications;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_core_ledger::Migration),
             Box::new(m20261124_000002_onramps::Migration),
             Box::new(m20261124_000003_reconciliations::Migration),
+            Box::new(m20261124_000004_notifications::Migration),
         ]
     }
 }

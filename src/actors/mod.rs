@@ -6,9 +6,13 @@
 //!   passivation) and `Wallets`, the handle everyone else calls wallets through.
 //! - `webhook_ingestor`: `WebhookIngestor`, one per provider, turns stored webhook events into
 //!   on-ramp credits and failures.
+//! - `outbox_relay` and `notifier`: the in-process bus delivering outbox events, at least once,
+//!   to the notifier, which stores each user's notification once per event.
 //! - `reconciler`: `Reconciler`, ledger / saga / external checks on a schedule and on demand.
 //! - `transfer_saga`: `TransferSaga`, debit → credit → (refund), resumable after a crash.
 
+pub mod notifier;
+pub mod outbox_relay;
 pub mod reconciler;
 pub mod transfer_saga;
 pub mod wallet;

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod idempotency;
+pub mod notifications;
 pub mod onramps;
 pub mod operations;
 pub mod rate_limit;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub public_url: String,
     pub bank: crate::providers::bank::BankClient,
     pub rate_limiter: rate_limit::RateLimiter,
+    pub notifier: ractor::ActorRef<crate::actors::notifier::NotifierMsg>,
+    pub outbox_relay: ractor::ActorRef<crate::actors::outbox_relay::RelayMsg>,
     /// Checked by `/ready` when configured.
     pub redis_url: Option<String>,
     pub reconciler: ractor::ActorRef<crate::actors::reconciler::ReconcilerMsg>,
@@ -57,7 +60,7 @@ pub struct AppState {
 
 /// The route table.
 pub fn routes(config: &mut web::ServiceConfig) {
-    use web::{delete, get, post};
+    use web::{delete, get, post, put};
     config
         .route("/health", get().to(operations::health))
         .route("/ready", get().to(operations::ready))
@@ -86,6 +89,21 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/webhooks/stripe", post().to(webhooks::stripe_webhook))
         .route("/v1/admin/adjustments", post().to(admin::create_adjustment))
         .route("/v1/admin/adjustments", get().to(admin::list_adjustments))
+        .route(
+            "/v1/notifications",
+            get().to(notifications::list_notifications),
+        )
+        .route(
+            "/v1/notification_preferences",
+            put().to(notifications::set_preferences),
+        )
+        .route(
+            "/v1/notification_preferences",
+            get().to(notifications::get_preferences),
+        )
+        .route("/v1/devices", post().to(notifications::register_device))
+        .route("/v1/devices", get().to(notifications::list_devices))
+        .route("/v1/devices/{id}", get().to(notifications::get_device))
         .route("/v1/admin/actors", get().to(admin::list_actors))
         .route(
             "/v1/admin/adjustments/{id}",

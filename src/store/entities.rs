@@ -187,6 +187,9 @@ pub mod outbox {
         pub payload: String,
         pub created_at: DateTimeUtc,
         pub published_at: Option<DateTimeUtc>,
+        pub attempts: i32,
+        pub last_error: Option<String>,
+        pub dead_lettered_at: Option<DateTimeUtc>,
     }
 
     no_relations!();
@@ -256,6 +259,78 @@ pub mod reconciliations {
         /// JSON array of discrepancies (at most `DISCREPANCIES_STORED_MAX`).
         pub discrepancies: String,
         pub discrepancy_count: i64,
+    }
+
+    no_relations!();
+}
+
+pub mod notifications {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "notifications")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub user_id: String,
+        pub event_id: String,
+        pub kind: String,
+        pub title: String,
+        pub body: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod notification_deliveries {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "notification_deliveries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub notification_id: String,
+        pub channel: String,
+        pub status: String,
+        pub attempts: i32,
+        pub last_error: Option<String>,
+        pub updated_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod notification_preferences {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "notification_preferences")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        pub email: bool,
+        pub sms: bool,
+        pub push: bool,
+        pub updated_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod devices {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "devices")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub user_id: String,
+        pub token: String,
+        pub platform: String,
+        pub created_at: DateTimeUtc,
     }
 
     no_relations!();

@@ -534,6 +534,9 @@ pub(super) async fn insert_event(
         payload: Set(payload.to_string()),
         created_at: Set(now),
         published_at: Set(None),
+        attempts: Set(0),
+        last_error: Set(None),
+        dead_lettered_at: Set(None),
     })
     .exec_without_returning(transaction)
     .await?;

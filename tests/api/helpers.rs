@@ -80,6 +80,7 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.admin_token.generated = false;
     settings.bank_webhook_secrets = vec![BANK_SECRET.to_owned()];
     settings.limits.inbox_poll_interval = std::time::Duration::from_millis(200);
+    settings.limits.outbox_poll_interval = std::time::Duration::from_millis(50);
     settings
 }
 

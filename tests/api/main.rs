@@ -11,6 +11,7 @@ mod conservation;
 mod crash_safety;
 mod idempotency;
 mod ledger_constraints;
+mod notifications;
 mod onramps;
 mod operations;
 mod reconciliation;

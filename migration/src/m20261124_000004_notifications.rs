@@ -1,0 +1,303 @@
+//! Notifications: one per user and event (the unique key makes at-least-once delivery
+//! idempotent), one delivery row per channel, users' channel preferences and push devices;
+//! and delivery bookkeeping on the outbox (attempts, dead-lettering).
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Outbox::Table)
+                    .add_column(
+                        ColumnDef::new(Outbox::Attempts)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Outbox::Table)
+                    .add_column(ColumnDef::new(Outbox::LastError).text().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Outbox::Table)
+                    .add_column(
+                        ColumnDef::new(Outbox::DeadLetteredAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Notifications::Table)
+                    .col(
+                        ColumnDef::new(Notifications::Id)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Notifications::UserId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Notifications::EventId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Notifications::Kind)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Notifications::Title).text().not_null())
+                    .col(ColumnDef::new(Notifications::Body).text().not_null())
+                    .col(
+                        ColumnDef::new(Notifications::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("notifications_user_event")
+                    .table(Notifications::Table)
+                    .col(Notifications::UserId)
+                    .col(Notifications::EventId)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("notifications_user_id")
+                    .table(Notifications::Table)
+                    .col(Notifications::UserId)
+                    .col(Notifications::Id)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(NotificationDeliveries::Table)
+                    .col(
+                        ColumnDef::new(NotificationDeliveries::Id)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationDeliveries::NotificationId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationDeliveries::Channel)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationDeliveries::Status)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationDeliveries::Attempts)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationDeliveries::LastError)
+                            .text()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationDeliveries::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .check((
+                        Alias::new("notification_deliveries_status_known"),
+                        Expr::cust(
+                            "status IN ('pending', 'sent', 'delivered', 'skipped', 'failed')",
+                        ),
+                    ))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("notification_deliveries_channel")
+                    .table(NotificationDeliveries::Table)
+                    .col(NotificationDeliveries::NotificationId)
+                    .col(NotificationDeliveries::Channel)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(NotificationPreferences::Table)
+                    .col(
+                        ColumnDef::new(NotificationPreferences::UserId)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationPreferences::Email)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationPreferences::Sms)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationPreferences::Push)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationPreferences::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Devices::Table)
+                    .col(
+                        ColumnDef::new(Devices::Id)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Devices::UserId).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(Devices::Token)
+                            .string_len(512)
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(ColumnDef::new(Devices::Platform).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(Devices::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            Devices::Table.into_iden(),
+            NotificationPreferences::Table.into_iden(),
+            NotificationDeliveries::Table.into_iden(),
+            Notifications::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        for column in [
+            Outbox::DeadLetteredAt.into_iden(),
+            Outbox::LastError.into_iden(),
+            Outbox::Attempts.into_iden(),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Outbox::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum Outbox {
+    Table,
+    Attempts,
+    LastError,
+    DeadLetteredAt,
+}
+
+#[derive(DeriveIden)]
+enum Notifications {
+    Table,
+    Id,
+    UserId,
+    EventId,
+    Kind,
+    Title,
+    Body,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum NotificationDeliveries {
+    Table,
+    Id,
+    NotificationId,
+    Channel,
+    Status,
+    Attempts,
+    LastError,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum NotificationPreferences {
+    Table,
+    UserId,
+    Email,
+    Sms,
+    Push,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Devices {
+    Table,
+    Id,
+    UserId,
+    Token,
+    Platform,
+    CreatedAt,
+}

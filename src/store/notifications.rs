@@ -1,0 +1,272 @@
+//! Notifications and their delivery bookkeeping, users' channel preferences and push devices,
+//! and the outbox reads/writes of the relay (publish, count a failed attempt, dead-letter).
+
+use super::accounts::{PageRequest, fetch_page};
+use super::entities::{
+    devices, notification_deliveries, notification_preferences, notifications, outbox,
+};
+use super::{Store, StoreResult};
+use crate::domain::UserId;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait, TryInsertResult,
+};
+
+/// Outbox rows handed to the relay per pass.
+pub const OUTBOX_BATCH_MAX: u64 = 100;
+
+/// A user's channel choices (all on until they say otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preferences {
+    pub email: bool,
+    pub sms: bool,
+    pub push: bool,
+}
+
+impl Default for Preferences {
+    fn default() -> Preferences {
+        Preferences {
+            email: true,
+            sms: true,
+            push: true,
+        }
+    }
+}
+
+/// A notification to store, with the initial status of each channel's delivery.
+#[derive(Debug, Clone)]
+pub struct NewNotification<'a> {
+    pub user: UserId,
+    pub event_id: &'a str,
+    pub kind: &'a str,
+    pub title: String,
+    pub body: String,
+    pub deliveries: Vec<(&'static str, &'static str)>,
+}
+
+impl Store {
+    pub async fn unpublished_outbox(&self) -> StoreResult<Vec<outbox::Model>> {
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::PublishedAt.is_null())
+            .filter(outbox::Column::DeadLetteredAt.is_null())
+            .order_by_asc(outbox::Column::Id)
+            .limit(OUTBOX_BATCH_MAX)
+            .all(self.writer())
+            .await?)
+    }
+
+    pub async fn mark_outbox_published(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::PublishedAt, Expr::value(now))
+            .filter(outbox::Column::Id.eq(id))
+            .exec(self.writer())
+            .await?;
+        Ok(())
+    }
+
+    /// Counts a failed delivery; with `dead_letter` the row leaves the queue for good.
+    pub async fn record_outbox_failure(
+        &self,
+        id: &str,
+        error: &str,
+        dead_letter: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut update = outbox::Entity::update_many()
+            .col_expr(
+                outbox::Column::Attempts,
+                Expr::col(outbox::Column::Attempts).add(1),
+            )
+            .col_expr(outbox::Column::LastError, Expr::value(error.to_owned()));
+        if dead_letter {
+            update = update.col_expr(outbox::Column::DeadLetteredAt, Expr::value(now));
+        }
+        update
+            .filter(outbox::Column::Id.eq(id))
+            .exec(self.writer())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn preferences(&self, user: UserId) -> StoreResult<Preferences> {
+        Ok(
+            notification_preferences::Entity::find_by_id(user.to_string())
+                .one(self.reader())
+                .await?
+                .map(|row| Preferences {
+                    email: row.email,
+                    sms: row.sms,
+                    push: row.push,
+                })
+                .unwrap_or_default(),
+        )
+    }
+
+    pub async fn set_preferences(
+        &self,
+        user: UserId,
+        preferences: Preferences,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        notification_preferences::Entity::insert(notification_preferences::ActiveModel {
+            user_id: Set(user.to_string()),
+            email: Set(preferences.email),
+            sms: Set(preferences.sms),
+            push: Set(preferences.push),
+            updated_at: Set(now),
+        })
+        .on_conflict(
+            OnConflict::column(notification_preferences::Column::UserId)
+                .update_columns([
+                    notification_preferences::Column::Email,
+                    notification_preferences::Column::Sms,
+                    notification_preferences::Column::Push,
+                    notification_preferences::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    /// Registers a push token for the user (a token moves to whoever registers it last).
+    pub async fn register_device(
+        &self,
+        user: UserId,
+        token: &str,
+        platform: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<devices::Model> {
+        devices::Entity::insert(devices::ActiveModel {
+            id: Set(uuid::Uuid::now_v7().to_string()),
+            user_id: Set(user.to_string()),
+            token: Set(token.to_owned()),
+            platform: Set(platform.to_owned()),
+            created_at: Set(now),
+        })
+        .on_conflict(
+            OnConflict::column(devices::Column::Token)
+                .update_columns([devices::Column::UserId, devices::Column::Platform])
+                .to_owned(),
+        )
+        .exec_without_returning(self.writer())
+        .await?;
+        devices::Entity::find()
+            .filter(devices::Column::Token.eq(token))
+            .one(self.writer())
+            .await?
+            .ok_or_else(|| super::StoreError::Corrupt("device vanished after registering".into()))
+    }
+
+    pub async fn find_device(&self, id: &str) -> StoreResult<Option<devices::Model>> {
+        Ok(devices::Entity::find_by_id(id.to_owned())
+            .one(self.reader())
+            .await?)
+    }
+
+    pub async fn list_devices(
+        &self,
+        user: UserId,
+        page: &PageRequest,
+    ) -> StoreResult<(Vec<devices::Model>, bool)> {
+        let select = devices::Entity::find().filter(devices::Column::UserId.eq(user.to_string()));
+        fetch_page(select, devices::Column::Id, page, self.reader()).await
+    }
+
+    pub async fn device_count(&self, user: UserId) -> StoreResult<u64> {
+        use sea_orm::PaginatorTrait;
+        Ok(devices::Entity::find()
+            .filter(devices::Column::UserId.eq(user.to_string()))
+            .count(self.reader())
+            .await?)
+    }
+
+    /// Stores the notification and its deliveries once per (user, event). Returns whether
+    /// this call stored it (false: a redelivered event).
+    pub async fn create_notification(
+        &self,
+        notification: &NewNotification<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let transaction = self.writer().begin().await?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let inserted = notifications::Entity::insert(notifications::ActiveModel {
+            id: Set(id.clone()),
+            user_id: Set(notification.user.to_string()),
+            event_id: Set(notification.event_id.to_owned()),
+            kind: Set(notification.kind.to_owned()),
+            title: Set(notification.title.clone()),
+            body: Set(notification.body.clone()),
+            created_at: Set(now),
+        })
+        .on_conflict_do_nothing_on([
+            notifications::Column::UserId,
+            notifications::Column::EventId,
+        ])
+        .exec_without_returning(&transaction)
+        .await?;
+        if !matches!(inserted, TryInsertResult::Inserted(1)) {
+            return Ok(false);
+        }
+        let rows: Vec<notification_deliveries::ActiveModel> = notification
+            .deliveries
+            .iter()
+            .map(|(channel, status)| notification_deliveries::ActiveModel {
+                id: Set(uuid::Uuid::now_v7().to_string()),
+                notification_id: Set(id.clone()),
+                channel: Set((*channel).to_owned()),
+                status: Set((*status).to_owned()),
+                attempts: Set(0),
+                last_error: Set(None),
+                updated_at: Set(now),
+            })
+            .collect();
+        if !rows.is_empty() {
+            notification_deliveries::Entity::insert_many(rows)
+                .exec_without_returning(&transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    /// The user's notifications, newest first, each with its deliveries.
+    pub async fn list_notifications(
+        &self,
+        user: UserId,
+        page: &PageRequest,
+    ) -> StoreResult<(
+        Vec<(notifications::Model, Vec<notification_deliveries::Model>)>,
+        bool,
+    )> {
+        let select = notifications::Entity::find()
+            .filter(notifications::Column::UserId.eq(user.to_string()));
+        let (rows, has_more) =
+            fetch_page(select, notifications::Column::Id, page, self.reader()).await?;
+        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+        let deliveries = if ids.is_empty() {
+            Vec::new()
+        } else {
+            notification_deliveries::Entity::find()
+                .filter(notification_deliveries::Column::NotificationId.is_in(ids))
+                .order_by_asc(notification_deliveries::Column::Channel)
+                .all(self.reader())
+                .await?
+        };
+        let listed = rows
+            .into_iter()
+            .map(|row| {
+                let mine = deliveries
+                    .iter()
+                    .filter(|d| d.notification_id == row.id)
+                    .cloned()
+                    .collect();
+                (row, mine)
+            })
+            .collect();
+        Ok((listed, has_more))
+    }
+}

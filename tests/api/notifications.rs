@@ -1,0 +1,228 @@
+use crate::helpers::{TestApp, TestUser, backends, spawn_app};
+use reqwest::{Method, StatusCode};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, Database, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+use std::time::Duration;
+use walleti::store::entities::{notifications, outbox};
+
+async fn notifications_of(app: &TestApp, user: &TestUser, count: usize) -> Vec<Value> {
+    for _ in 0..250 {
+        let reply = app.get("/v1/notifications?limit=100", &user.token).await;
+        let data = reply.body["data"].as_array().cloned().unwrap_or_default();
+        if data.len() >= count {
+            return data;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{} never got {count} notifications", user.email);
+}
+
+fn channels(notification: &Value) -> Vec<(String, String)> {
+    notification["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| {
+            (
+                d["channel"].as_str().unwrap_or("").to_owned(),
+                d["status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn both_parties_are_notified_per_their_preferences_and_unconfigured_channels_are_skipped() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+        app.fund(&ada, 1_000).await;
+        let sent = app.transfer(&ada, &bob.email, json!(250), "n-1").await;
+        assert_eq!(sent.body["status"], "completed");
+
+        let ada_notes = notifications_of(&app, &ada, 1).await;
+        let bob_notes = notifications_of(&app, &bob, 1).await;
+        assert_eq!(ada_notes[0]["object"], "notification");
+        assert_eq!(ada_notes[0]["kind"], "transfer.completed");
+        assert_eq!(ada_notes[0]["body"], "You sent 2.50 usd.");
+        assert_eq!(bob_notes[0]["body"], "You received 2.50 usd.");
+        let expected: Vec<(String, String)> = [
+            ("email", "skipped"),
+            ("in_app", "delivered"),
+            ("push", "skipped"),
+            ("sms", "skipped"),
+        ]
+        .iter()
+        .map(|(c, s)| (c.to_string(), s.to_string()))
+        .collect();
+        assert_eq!(
+            channels(&ada_notes[0]),
+            expected,
+            "a channel that is not configured is skipped, never sent"
+        );
+
+        // Bob turns email and SMS off.
+        let set = app
+            .request(
+                Method::PUT,
+                "/v1/notification_preferences",
+                Some(&bob.token),
+                None,
+                Some(json!({"email": false, "sms": false, "push": true}).to_string()),
+            )
+            .await;
+        assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+        assert_eq!(set.body["email"], false);
+        assert_eq!(
+            app.get("/v1/notification_preferences", &bob.token)
+                .await
+                .body["sms"],
+            false
+        );
+        let bad = app
+            .request(
+                Method::PUT,
+                "/v1/notification_preferences",
+                Some(&bob.token),
+                None,
+                Some(json!({"email": "no", "sms": false, "push": true}).to_string()),
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        app.transfer(&ada, &bob.email, json!(100), "n-2").await;
+        let bob_notes = notifications_of(&app, &bob, 2).await;
+        let expected: Vec<(String, String)> = [("in_app", "delivered"), ("push", "skipped")]
+            .iter()
+            .map(|(c, s)| (c.to_string(), s.to_string()))
+            .collect();
+        assert_eq!(channels(&bob_notes[0]), expected);
+
+        // Devices.
+        let device = app
+            .post(
+                "/v1/devices",
+                Some(&bob.token),
+                None,
+                &json!({"token": "fcm-token-bob-1", "platform": "android"}),
+            )
+            .await;
+        assert_eq!(device.status, StatusCode::CREATED, "{}", device.text);
+        let id = device.body["id"].as_str().expect("id");
+        assert_eq!(
+            app.get(&format!("/v1/devices/{id}"), &bob.token).await.body["token"],
+            "fcm-token-bob-1"
+        );
+        assert_eq!(
+            app.get(&format!("/v1/devices/{id}"), &ada.token)
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            app.get("/v1/devices", &bob.token).await.body["data"]
+                .as_array()
+                .map(Vec::len),
+            Some(1)
+        );
+        let bad_platform = app
+            .post(
+                "/v1/devices",
+                Some(&bob.token),
+                None,
+                &json!({"token": "x", "platform": "palm"}),
+            )
+            .await;
+        assert_eq!(bad_platform.status, StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_event_notifies_once_and_a_poison_event_is_dead_lettered() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+        app.fund(&ada, 1_000).await;
+        app.transfer(&ada, &bob.email, json!(300), "r-1").await;
+        notifications_of(&app, &bob, 1).await;
+
+        // The ack was lost: the event goes back to the queue and is handled again.
+        let database = Database::connect(app.database_url.as_str())
+            .await
+            .expect("connect");
+        let event = outbox::Entity::find()
+            .filter(outbox::Column::EventType.eq("transfer.completed"))
+            .one(&database)
+            .await
+            .expect("query")
+            .expect("event");
+        assert!(event.published_at.is_some());
+        outbox::Entity::update_many()
+            .col_expr(
+                outbox::Column::PublishedAt,
+                Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+            )
+            .filter(outbox::Column::Id.eq(event.id.as_str()))
+            .exec(&database)
+            .await
+            .expect("unpublish");
+        // A poison event: it can never be handled.
+        outbox::Entity::insert(outbox::ActiveModel {
+            id: Set(uuid::Uuid::now_v7().to_string()),
+            event_type: Set("transfer.completed".into()),
+            aggregate_type: Set("transfer".into()),
+            aggregate_id: Set("broken".into()),
+            payload: Set("{\"data\": {\"amount\": \"lots\"}}".into()),
+            created_at: Set(chrono::Utc::now()),
+            published_at: Set(None),
+            attempts: Set(0),
+            last_error: Set(None),
+            dead_lettered_at: Set(None),
+        })
+        .exec(&database)
+        .await
+        .expect("poison");
+
+        let mut dead = None;
+        for _ in 0..250 {
+            let poison = outbox::Entity::find()
+                .filter(outbox::Column::AggregateId.eq("broken"))
+                .one(&database)
+                .await
+                .expect("query")
+                .expect("row");
+            if poison.dead_lettered_at.is_some() {
+                dead = Some(poison);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let dead = dead.expect("the poison event is dead-lettered");
+        assert_eq!(
+            dead.attempts,
+            walleti::actors::outbox_relay::DELIVERY_ATTEMPTS_MAX
+        );
+        assert!(dead.last_error.is_some());
+
+        // The redelivered event was published again, and still one notification each.
+        let again = outbox::Entity::find_by_id(event.id.clone())
+            .one(&database)
+            .await
+            .expect("query")
+            .expect("event");
+        assert!(again.published_at.is_some());
+        let for_event = notifications::Entity::find()
+            .filter(notifications::Column::EventId.eq(event.id.as_str()))
+            .all(&database)
+            .await
+            .expect("rows");
+        assert_eq!(
+            for_event.len(),
+            2,
+            "one for each party, despite the redelivery"
+        );
+        // The poison event did not block the ones behind it.
+        app.transfer(&ada, &bob.email, json!(100), "r-2").await;
+        notifications_of(&app, &bob, 2).await;
+    }
+}
