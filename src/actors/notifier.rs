@@ -143,6 +143,13 @@ fn messages(kind: &str, data: &Value) -> Result<Vec<Message>, String> {
             "Top-up failed",
             format!("Your top-up of {} failed.", money(data)?),
         )],
+        "session.created" => vec![message(
+            user(data, "user_id")?,
+            "New login",
+            "Someone (hopefully you) just logged in to your walleti account. If it was not you, \
+             log out everywhere and change your password."
+                .to_owned(),
+        )],
         // Other events (operator adjustments, …) notify nobody.
         _ => Vec::new(),
     })

@@ -110,6 +110,8 @@ impl Store {
             .await?)
     }
 
+    /// Creates the session and, in the same transaction, the `session.created` event that
+    /// tells the user about the new login.
     pub async fn create_session(
         &self,
         user_id: UserId,
@@ -117,7 +119,8 @@ impl Store {
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> StoreResult<sessions::Model> {
-        Ok(sessions::ActiveModel {
+        let transaction = self.writer().begin().await?;
+        let session = sessions::ActiveModel {
             id: Set(SessionId::generate().to_string()),
             token_hash: Set(token_hash),
             user_id: Set(user_id.to_string()),
@@ -125,8 +128,20 @@ impl Store {
             revoked_at: Set(None),
             created_at: Set(created_at),
         }
-        .insert(self.writer())
-        .await?)
+        .insert(&transaction)
+        .await?;
+        let data = serde_json::json!({"session_id": session.id, "user_id": session.user_id});
+        super::ledger::insert_event(
+            &transaction,
+            "session.created",
+            "session",
+            &session.id,
+            data,
+            created_at,
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(session)
     }
 
     /// The session with this token hash, if it exists, is not revoked and has not expired.

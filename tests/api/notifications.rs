@@ -6,10 +6,26 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use walleti::store::entities::{notifications, outbox};
 
+/// The user's notifications of `kind` (newest first), once there are at least `count`.
 async fn notifications_of(app: &TestApp, user: &TestUser, count: usize) -> Vec<Value> {
+    notifications_of_kind(app, user, "transfer.completed", count).await
+}
+
+async fn notifications_of_kind(
+    app: &TestApp,
+    user: &TestUser,
+    kind: &str,
+    count: usize,
+) -> Vec<Value> {
     for _ in 0..250 {
         let reply = app.get("/v1/notifications?limit=100", &user.token).await;
-        let data = reply.body["data"].as_array().cloned().unwrap_or_default();
+        let data: Vec<Value> = reply.body["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|notification| notification["kind"] == kind)
+            .collect();
         if data.len() >= count {
             return data;
         }
@@ -41,6 +57,11 @@ async fn both_parties_are_notified_per_their_preferences_and_unconfigured_channe
         let sent = app.transfer(&ada, &bob.email, json!(250), "n-1").await;
         assert_eq!(sent.body["status"], "completed");
 
+        let logins = notifications_of_kind(&app, &ada, "session.created", 1).await;
+        assert_eq!(
+            logins[0]["title"], "New login",
+            "a new login is a security notice"
+        );
         let ada_notes = notifications_of(&app, &ada, 1).await;
         let bob_notes = notifications_of(&app, &bob, 1).await;
         assert_eq!(ada_notes[0]["object"], "notification");
