@@ -14,6 +14,7 @@ use crate::domain::{Clock, OnrampProvider, SystemClock};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::providers::bank::BankClient;
+use crate::providers::email::Mailer;
 use crate::providers::stripe::StripeCheckout;
 use crate::store::Store;
 use actix_web::dev::ServerHandle;
@@ -167,6 +168,14 @@ impl Application {
             NotifierArgs {
                 store: store.clone(),
                 metrics: Arc::clone(&metrics),
+                mailer: match &settings.smtp {
+                    Some(smtp) => Some(
+                        Mailer::new(&smtp.url, &smtp.from)
+                            .with_context(|| format!("configure SMTP {}", smtp.url))?,
+                    ),
+                    None => None,
+                },
+                limits: settings.limits,
             },
         )
         .await

@@ -11,7 +11,8 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://walleti.db?mode=rwc";
 
 /// Every `WALLETI_*` variable the application reads (checked by tests against docs/compose).
-pub const KNOWN_WALLETI_VARIABLES: [&str; 8] = [
+pub const KNOWN_WALLETI_VARIABLES: [&str; 9] = [
+    "WALLETI_SMTP_FROM",
     "WALLETI_RECONCILE_INTERVAL_SECONDS",
     "WALLETI_BIND",
     "WALLETI_DEFAULT_CURRENCY",
@@ -56,9 +57,20 @@ pub struct Settings {
     pub bank_webhook_secrets: Vec<String>,
     /// The bank's base URL; `None`: the simulator embedded under `/bank-sim`.
     pub bank_url: Option<String>,
+    /// Email; `None` when `SMTP_URL` is unset (email deliveries are recorded as skipped).
+    pub smtp: Option<SmtpSettings>,
     /// Stripe; `None` when `STRIPE_SECRET_KEY` is unset (the stripe provider answers 503).
     pub stripe: Option<StripeSettings>,
 }
+
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    /// e.g. `smtp://127.0.0.1:1025` (MailHog) or `smtps://user:pass@mail.example.com`.
+    pub url: String,
+    pub from: String,
+}
+
+pub const SMTP_FROM_DEFAULT: &str = "walleti <no-reply@walleti.invalid>";
 
 #[derive(Clone)]
 pub struct StripeSettings {
@@ -110,6 +122,12 @@ pub struct Limits {
     /// A saga `debited` for longer than this is resumed by the periodic pass.
     pub saga_stale_after: Duration,
     pub saga_resume_interval: Duration,
+    /// Attempts per channel delivery before it is `failed`.
+    pub delivery_attempts_max: i32,
+    /// First retry delay of a failed delivery; doubles per attempt (with ±20 % jitter).
+    pub delivery_backoff_base: Duration,
+    /// The notifier looks for due retries this often.
+    pub delivery_retry_interval: Duration,
     /// The outbox relay looks for unpublished events this often.
     pub outbox_poll_interval: Duration,
     /// The reconciler runs this often; `None`: only on demand.
@@ -138,6 +156,9 @@ impl Default for Limits {
             inbox_poll_interval: Duration::from_secs(5),
             reconcile_interval: Some(Duration::from_secs(3600)),
             outbox_poll_interval: Duration::from_millis(250),
+            delivery_attempts_max: 6,
+            delivery_backoff_base: Duration::from_secs(2),
+            delivery_retry_interval: Duration::from_secs(1),
             session_lifetime: Duration::from_secs(24 * 3600),
             login_quota: Quota {
                 requests: 10,
@@ -174,6 +195,7 @@ impl Settings {
             bank_webhook_secrets: vec![generate_token("whsec")],
             bank_url: None,
             stripe: None,
+            smtp: None,
         }
     }
 
@@ -230,6 +252,14 @@ impl Settings {
             settings.limits.reconcile_interval =
                 (seconds > 0).then(|| Duration::from_secs(seconds));
         }
+        settings.smtp = lookup("SMTP_URL")
+            .filter(|url| !url.is_empty())
+            .map(|url| SmtpSettings {
+                url,
+                from: lookup("WALLETI_SMTP_FROM")
+                    .filter(|from| !from.is_empty())
+                    .unwrap_or_else(|| SMTP_FROM_DEFAULT.to_owned()),
+            });
         settings.stripe = lookup("STRIPE_SECRET_KEY")
             .filter(|key| !key.is_empty())
             .map(|secret_key| StripeSettings {

@@ -7,6 +7,7 @@ mod m20261124_000001_core_ledger;
 mod m20261124_000002_onramps;
 mod m20261124_000003_reconciliations;
 mod m20261124_000004_notifications;
+mod m20261124_000005_delivery_retries;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_onramps::Migration),
             Box::new(m20261124_000003_reconciliations::Migration),
             Box::new(m20261124_000004_notifications::Migration),
+            Box::new(m20261124_000005_delivery_retries::Migration),
         ]
     }
 }

@@ -4,30 +4,40 @@
 //! deliveries are recorded as `skipped`, never as sent. Idempotent by (user, event id): an
 //! event delivered twice yields one notification.
 
+use crate::config::Limits;
 use crate::domain::{Amount, Currency, Money, UserId};
 use crate::metrics::Metrics;
+use crate::providers::email::{Email, Mailer};
 use crate::store::Store;
 use crate::store::entities::outbox;
 use crate::store::notifications::NewNotification;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use std::sync::Arc;
+use tokio::task::JoinHandle;
 
 pub const KIND: &str = "notifier";
 
 pub struct NotifierArgs {
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    pub mailer: Option<Mailer>,
+    pub limits: Limits,
 }
 
 pub struct NotifierState {
     store: Store,
     metrics: Arc<Metrics>,
+    mailer: Option<Mailer>,
+    limits: Limits,
+    timer: Option<JoinHandle<()>>,
 }
 
 pub enum NotifierMsg {
     /// Handle one event; the reply says whether it may be acknowledged.
     Handle(Box<outbox::Model>, RpcReplyPort<Result<(), String>>),
+    /// Attempt the channel deliveries that are due.
+    DeliverDue,
 }
 
 pub struct Notifier;
@@ -39,13 +49,19 @@ impl Actor for Notifier {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<NotifierMsg>,
+        myself: ActorRef<NotifierMsg>,
         args: NotifierArgs,
     ) -> Result<NotifierState, ActorProcessingErr> {
         args.metrics.actors_live.with_label_values(&[KIND]).inc();
+        let timer = myself.send_interval(args.limits.delivery_retry_interval, || {
+            NotifierMsg::DeliverDue
+        });
         Ok(NotifierState {
             store: args.store,
             metrics: args.metrics,
+            mailer: args.mailer,
+            limits: args.limits,
+            timer: Some(timer),
         })
     }
 
@@ -54,6 +70,9 @@ impl Actor for Notifier {
         _myself: ActorRef<NotifierMsg>,
         state: &mut NotifierState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.timer.take() {
+            timer.abort();
+        }
         state.metrics.actors_live.with_label_values(&[KIND]).dec();
         Ok(())
     }
@@ -64,13 +83,21 @@ impl Actor for Notifier {
         message: NotifierMsg,
         state: &mut NotifierState,
     ) -> Result<(), ActorProcessingErr> {
-        let NotifierMsg::Handle(event, reply) = message;
         let metrics = Arc::clone(&state.metrics);
         let _timer = metrics.actor_message(KIND);
+        let (event, reply) = match message {
+            NotifierMsg::Handle(event, reply) => (event, reply),
+            NotifierMsg::DeliverDue => {
+                deliver_due_emails(state).await;
+                return Ok(());
+            }
+        };
         let result = notify(state, &event).await;
         if let Err(error) = &result {
             metrics.record_actor_error(KIND, format!("event {}: {error}", event.id));
         }
+        // New email deliveries are due at once; send them now rather than on the next tick.
+        deliver_due_emails(state).await;
         let _ = reply.send(result);
         Ok(())
     }
@@ -165,14 +192,19 @@ async fn notify(state: &NotifierState, event: &outbox::Model) -> Result<(), Stri
             .await
             .map_err(|error| error.to_string())?;
         let mut deliveries = vec![("in_app", "delivered")];
-        // No channel client is configured yet: record the ones the user wants as skipped.
-        for (channel, wanted) in [
-            ("email", preferences.email),
-            ("sms", preferences.sms),
-            ("push", preferences.push),
+        // A channel the user wants but walleti has no client for is recorded as skipped.
+        let email_status = if state.mailer.is_some() {
+            "pending"
+        } else {
+            "skipped"
+        };
+        for (channel, wanted, status) in [
+            ("email", preferences.email, email_status),
+            ("sms", preferences.sms, "skipped"),
+            ("push", preferences.push, "skipped"),
         ] {
             if wanted {
-                deliveries.push((channel, "skipped"));
+                deliveries.push((channel, status));
             }
         }
         let notification = NewNotification {
@@ -199,4 +231,82 @@ async fn notify(state: &NotifierState, event: &outbox::Model) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+/// Exponential backoff with ±20 % jitter for the attempt that just failed (1-based).
+fn backoff(base: std::time::Duration, attempt: i32) -> chrono::Duration {
+    let exponent = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(16);
+    let delay = base.saturating_mul(1 << exponent);
+    let jitter: f64 = rand::random_range(0.8..1.2);
+    chrono::Duration::from_std(delay.mul_f64(jitter)).unwrap_or_default()
+}
+
+/// Sends every due email; failures are retried with backoff, then `failed` with the last error.
+async fn deliver_due_emails(state: &NotifierState) {
+    let Some(mailer) = &state.mailer else {
+        return;
+    };
+    let due = match state
+        .store
+        .due_deliveries("email", chrono::Utc::now())
+        .await
+    {
+        Ok(due) => due,
+        Err(error) => {
+            tracing::warn!(%error, "read due email deliveries");
+            return;
+        }
+    };
+    for item in due {
+        let user = match item
+            .notification
+            .user_id
+            .parse()
+            .map(|id| state.store.find_user(id))
+        {
+            Ok(lookup) => lookup.await.ok().flatten(),
+            Err(_) => None,
+        };
+        let sent = match &user {
+            Some(user) => mailer
+                .send(&Email {
+                    to_address: &user.email,
+                    to_name: &user.name,
+                    subject: &item.notification.title,
+                    text: &item.notification.body,
+                })
+                .await
+                .map_err(|error| format!("{error:#}")),
+            None => Err("user not found".to_owned()),
+        };
+        let now = chrono::Utc::now();
+        let attempt = item.delivery.attempts + 1;
+        let (status, error, next) = match sent {
+            Ok(()) => ("sent", None, None),
+            Err(error) if attempt >= state.limits.delivery_attempts_max => {
+                ("failed", Some(error), None)
+            }
+            Err(error) => (
+                "pending",
+                Some(error),
+                Some(now + backoff(state.limits.delivery_backoff_base, attempt)),
+            ),
+        };
+        if status != "pending" {
+            state
+                .metrics
+                .notifications_total
+                .with_label_values(&["email", status])
+                .inc();
+        }
+        if let Err(error) = state
+            .store
+            .record_delivery_attempt(&item.delivery.id, status, error, next, now)
+            .await
+        {
+            tracing::warn!(%error, "record email delivery");
+        }
+    }
 }

@@ -2,4 +2,5 @@
 //! base URL so tests run them against local fakes.
 
 pub mod bank;
+pub mod email;
 pub mod stripe;

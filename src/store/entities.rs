@@ -297,6 +297,7 @@ pub mod notification_deliveries {
         pub attempts: i32,
         pub last_error: Option<String>,
         pub updated_at: DateTimeUtc,
+        pub next_attempt_at: Option<DateTimeUtc>,
     }
 
     no_relations!();

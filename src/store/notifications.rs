@@ -222,6 +222,7 @@ impl Store {
                 attempts: Set(0),
                 last_error: Set(None),
                 updated_at: Set(now),
+                next_attempt_at: Set((*status == "pending").then_some(now)),
             })
             .collect();
         if !rows.is_empty() {
@@ -268,5 +269,81 @@ impl Store {
             })
             .collect();
         Ok((listed, has_more))
+    }
+}
+
+/// A pending delivery that is due, with what sending it needs.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub delivery: notification_deliveries::Model,
+    pub notification: notifications::Model,
+}
+
+/// Due deliveries handled per pass.
+pub const DUE_DELIVERIES_MAX: u64 = 100;
+
+impl Store {
+    /// Pending deliveries of `channel` whose next attempt is due.
+    pub async fn due_deliveries(
+        &self,
+        channel: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        let deliveries = notification_deliveries::Entity::find()
+            .filter(notification_deliveries::Column::Channel.eq(channel))
+            .filter(notification_deliveries::Column::Status.eq("pending"))
+            .filter(notification_deliveries::Column::NextAttemptAt.lte(now))
+            .order_by_asc(notification_deliveries::Column::NextAttemptAt)
+            .limit(DUE_DELIVERIES_MAX)
+            .all(self.writer())
+            .await?;
+        let mut due = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            if let Some(notification) =
+                notifications::Entity::find_by_id(delivery.notification_id.clone())
+                    .one(self.writer())
+                    .await?
+            {
+                due.push(DueDelivery {
+                    delivery,
+                    notification,
+                });
+            }
+        }
+        Ok(due)
+    }
+
+    /// Records an attempt: `sent`, `failed`, or still `pending` until `next_attempt_at`.
+    pub async fn record_delivery_attempt(
+        &self,
+        id: &str,
+        status: &str,
+        last_error: Option<String>,
+        next_attempt_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        notification_deliveries::Entity::update_many()
+            .col_expr(
+                notification_deliveries::Column::Status,
+                Expr::value(status.to_owned()),
+            )
+            .col_expr(
+                notification_deliveries::Column::Attempts,
+                Expr::col(notification_deliveries::Column::Attempts).add(1),
+            )
+            .col_expr(
+                notification_deliveries::Column::LastError,
+                Expr::value(last_error),
+            )
+            .col_expr(
+                notification_deliveries::Column::NextAttemptAt,
+                Expr::value(next_attempt_at),
+            )
+            .col_expr(notification_deliveries::Column::UpdatedAt, Expr::value(now))
+            .filter(notification_deliveries::Column::Id.eq(id))
+            .filter(notification_deliveries::Column::Status.eq("pending"))
+            .exec(self.writer())
+            .await?;
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@ mod bad_input;
 mod batching;
 mod conservation;
 mod crash_safety;
+mod email;
 mod idempotency;
 mod ledger_constraints;
 mod notifications;
