@@ -15,6 +15,7 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::providers::bank::BankClient;
 use crate::providers::email::Mailer;
+use crate::providers::sms::Twilio;
 use crate::providers::stripe::StripeCheckout;
 use crate::store::Store;
 use actix_web::dev::ServerHandle;
@@ -162,6 +163,15 @@ impl Application {
         )
         .await
         .context("start reconciler")?;
+        let twilio = settings.twilio.as_ref().map(|twilio| {
+            Twilio::new(
+                &twilio.api_base,
+                &twilio.account_sid,
+                &twilio.auth_token,
+                &twilio.from,
+                format!("{public_url}/webhooks/twilio/status"),
+            )
+        });
         let (notifier, _) = Actor::spawn(
             None,
             Notifier,
@@ -175,6 +185,7 @@ impl Application {
                     ),
                     None => None,
                 },
+                twilio: twilio.clone(),
                 limits: settings.limits,
             },
         )
@@ -206,6 +217,7 @@ impl Application {
             redis_url: settings.redis_url.clone(),
             rate_limiter: crate::http::rate_limit::RateLimiter::default(),
             notifier: notifier.clone(),
+            twilio,
             outbox_relay: outbox_relay.clone(),
             reconciler: reconciler.clone(),
             bank_webhook_secrets: settings.bank_webhook_secrets.clone(),

@@ -57,11 +57,34 @@ pub struct Settings {
     pub bank_webhook_secrets: Vec<String>,
     /// The bank's base URL; `None`: the simulator embedded under `/bank-sim`.
     pub bank_url: Option<String>,
+    /// SMS; `None` unless `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN` and `TWILIO_FROM` are set.
+    pub twilio: Option<TwilioSettings>,
     /// Email; `None` when `SMTP_URL` is unset (email deliveries are recorded as skipped).
     pub smtp: Option<SmtpSettings>,
     /// Stripe; `None` when `STRIPE_SECRET_KEY` is unset (the stripe provider answers 503).
     pub stripe: Option<StripeSettings>,
 }
+
+#[derive(Clone)]
+pub struct TwilioSettings {
+    pub account_sid: String,
+    pub auth_token: String,
+    pub from: String,
+    /// Base of Twilio's REST API, without a trailing slash.
+    pub api_base: String,
+}
+
+impl std::fmt::Debug for TwilioSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "TwilioSettings {{ account_sid: {:?}, api_base: {:?}, token: *** }}",
+            self.account_sid, self.api_base
+        )
+    }
+}
+
+pub const TWILIO_API_BASE_DEFAULT: &str = "https://api.twilio.com";
 
 #[derive(Debug, Clone)]
 pub struct SmtpSettings {
@@ -196,6 +219,7 @@ impl Settings {
             bank_url: None,
             stripe: None,
             smtp: None,
+            twilio: None,
         }
     }
 
@@ -260,6 +284,21 @@ impl Settings {
                     .filter(|from| !from.is_empty())
                     .unwrap_or_else(|| SMTP_FROM_DEFAULT.to_owned()),
             });
+        let nonempty = |name: &str| lookup(name).filter(|value| !value.is_empty());
+        settings.twilio = match (
+            nonempty("TWILIO_ACCOUNT_SID"),
+            nonempty("TWILIO_AUTH_TOKEN"),
+            nonempty("TWILIO_FROM"),
+        ) {
+            (Some(account_sid), Some(auth_token), Some(from)) => Some(TwilioSettings {
+                account_sid,
+                auth_token,
+                from,
+                api_base: nonempty("TWILIO_API_BASE")
+                    .unwrap_or_else(|| TWILIO_API_BASE_DEFAULT.to_owned()),
+            }),
+            _ => None,
+        };
         settings.stripe = lookup("STRIPE_SECRET_KEY")
             .filter(|key| !key.is_empty())
             .map(|secret_key| StripeSettings {

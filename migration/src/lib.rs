@@ -8,6 +8,7 @@ mod m20261124_000002_onramps;
 mod m20261124_000003_reconciliations;
 mod m20261124_000004_notifications;
 mod m20261124_000005_delivery_retries;
+mod m20261124_000006_delivery_references;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_reconciliations::Migration),
             Box::new(m20261124_000004_notifications::Migration),
             Box::new(m20261124_000005_delivery_retries::Migration),
+            Box::new(m20261124_000006_delivery_references::Migration),
         ]
     }
 }

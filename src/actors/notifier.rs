@@ -8,6 +8,7 @@ use crate::config::Limits;
 use crate::domain::{Amount, Currency, Money, UserId};
 use crate::metrics::Metrics;
 use crate::providers::email::{Email, Mailer};
+use crate::providers::sms::Twilio;
 use crate::store::Store;
 use crate::store::entities::outbox;
 use crate::store::notifications::NewNotification;
@@ -22,6 +23,7 @@ pub struct NotifierArgs {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub mailer: Option<Mailer>,
+    pub twilio: Option<Twilio>,
     pub limits: Limits,
 }
 
@@ -29,6 +31,7 @@ pub struct NotifierState {
     store: Store,
     metrics: Arc<Metrics>,
     mailer: Option<Mailer>,
+    twilio: Option<Twilio>,
     limits: Limits,
     timer: Option<JoinHandle<()>>,
 }
@@ -60,6 +63,7 @@ impl Actor for Notifier {
             store: args.store,
             metrics: args.metrics,
             mailer: args.mailer,
+            twilio: args.twilio,
             limits: args.limits,
             timer: Some(timer),
         })
@@ -88,7 +92,7 @@ impl Actor for Notifier {
         let (event, reply) = match message {
             NotifierMsg::Handle(event, reply) => (event, reply),
             NotifierMsg::DeliverDue => {
-                deliver_due_emails(state).await;
+                deliver_due(state).await;
                 return Ok(());
             }
         };
@@ -97,7 +101,7 @@ impl Actor for Notifier {
             metrics.record_actor_error(KIND, format!("event {}: {error}", event.id));
         }
         // New email deliveries are due at once; send them now rather than on the next tick.
-        deliver_due_emails(state).await;
+        deliver_due(state).await;
         let _ = reply.send(result);
         Ok(())
     }
@@ -198,9 +202,14 @@ async fn notify(state: &NotifierState, event: &outbox::Model) -> Result<(), Stri
         } else {
             "skipped"
         };
+        let sms_status = if state.twilio.is_some() {
+            "pending"
+        } else {
+            "skipped"
+        };
         for (channel, wanted, status) in [
             ("email", preferences.email, email_status),
-            ("sms", preferences.sms, "skipped"),
+            ("sms", preferences.sms, sms_status),
             ("push", preferences.push, "skipped"),
         ] {
             if wanted {
@@ -243,19 +252,53 @@ fn backoff(base: std::time::Duration, attempt: i32) -> chrono::Duration {
     chrono::Duration::from_std(delay.mul_f64(jitter)).unwrap_or_default()
 }
 
-/// Sends every due email; failures are retried with backoff, then `failed` with the last error.
-async fn deliver_due_emails(state: &NotifierState) {
-    let Some(mailer) = &state.mailer else {
-        return;
-    };
+/// Sends every due delivery of every configured channel; failures are retried with backoff,
+/// then `failed` with the last error.
+async fn deliver_due(state: &NotifierState) {
+    if state.mailer.is_some() {
+        deliver_due_on(state, "email").await;
+    }
+    if state.twilio.is_some() {
+        deliver_due_on(state, "sms").await;
+    }
+}
+
+/// Sends one notification on `channel`; returns the provider's message id if it has one.
+async fn send_on(
+    state: &NotifierState,
+    channel: &str,
+    user: &crate::store::entities::users::Model,
+    notification: &crate::store::entities::notifications::Model,
+) -> Result<Option<String>, String> {
+    match (channel, &state.mailer, &state.twilio) {
+        ("email", Some(mailer), _) => mailer
+            .send(&Email {
+                to_address: &user.email,
+                to_name: &user.name,
+                subject: &notification.title,
+                text: &notification.body,
+            })
+            .await
+            .map(|()| None)
+            .map_err(|error| format!("{error:#}")),
+        ("sms", _, Some(twilio)) => twilio
+            .send(&user.phone, &format!("walleti: {}", notification.body))
+            .await
+            .map(Some)
+            .map_err(|error| format!("{error:#}")),
+        _ => Err(format!("channel {channel} is not configured")),
+    }
+}
+
+async fn deliver_due_on(state: &NotifierState, channel: &'static str) {
     let due = match state
         .store
-        .due_deliveries("email", chrono::Utc::now())
+        .due_deliveries(channel, chrono::Utc::now())
         .await
     {
         Ok(due) => due,
         Err(error) => {
-            tracing::warn!(%error, "read due email deliveries");
+            tracing::warn!(%error, channel, "read due deliveries");
             return;
         }
     };
@@ -270,43 +313,36 @@ async fn deliver_due_emails(state: &NotifierState) {
             Err(_) => None,
         };
         let sent = match &user {
-            Some(user) => mailer
-                .send(&Email {
-                    to_address: &user.email,
-                    to_name: &user.name,
-                    subject: &item.notification.title,
-                    text: &item.notification.body,
-                })
-                .await
-                .map_err(|error| format!("{error:#}")),
+            Some(user) => send_on(state, channel, user, &item.notification).await,
             None => Err("user not found".to_owned()),
         };
         let now = chrono::Utc::now();
         let attempt = item.delivery.attempts + 1;
-        let (status, error, next) = match sent {
-            Ok(()) => ("sent", None, None),
+        let (status, error, next, reference) = match sent {
+            Ok(reference) => ("sent", None, None, reference),
             Err(error) if attempt >= state.limits.delivery_attempts_max => {
-                ("failed", Some(error), None)
+                ("failed", Some(error), None, None)
             }
             Err(error) => (
                 "pending",
                 Some(error),
                 Some(now + backoff(state.limits.delivery_backoff_base, attempt)),
+                None,
             ),
         };
         if status != "pending" {
             state
                 .metrics
                 .notifications_total
-                .with_label_values(&["email", status])
+                .with_label_values(&[channel, status])
                 .inc();
         }
-        if let Err(error) = state
+        let recorded = state
             .store
-            .record_delivery_attempt(&item.delivery.id, status, error, next, now)
-            .await
-        {
-            tracing::warn!(%error, "record email delivery");
+            .record_delivery_attempt(&item.delivery.id, status, error, next, reference, now)
+            .await;
+        if let Err(error) = recorded {
+            tracing::warn!(%error, channel, "record delivery attempt");
         }
     }
 }

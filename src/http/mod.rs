@@ -44,6 +44,8 @@ pub struct AppState {
     pub bank: crate::providers::bank::BankClient,
     pub rate_limiter: rate_limit::RateLimiter,
     pub notifier: ractor::ActorRef<crate::actors::notifier::NotifierMsg>,
+    /// Verifies Twilio's delivery-status callbacks when SMS is configured.
+    pub twilio: Option<crate::providers::sms::Twilio>,
     pub outbox_relay: ractor::ActorRef<crate::actors::outbox_relay::RelayMsg>,
     /// Checked by `/ready` when configured.
     pub redis_url: Option<String>,
@@ -87,6 +89,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v1/onramps/{id}", get().to(onramps::get_onramp))
         .route("/webhooks/bank", post().to(webhooks::bank_webhook))
         .route("/webhooks/stripe", post().to(webhooks::stripe_webhook))
+        .route(
+            "/webhooks/twilio/status",
+            post().to(webhooks::twilio_status),
+        )
         .route("/v1/admin/adjustments", post().to(admin::create_adjustment))
         .route("/v1/admin/adjustments", get().to(admin::list_adjustments))
         .route(

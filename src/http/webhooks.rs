@@ -144,3 +144,101 @@ async fn store_and_nudge(
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({"received": true, "duplicate": !stored})))
 }
+
+/// Twilio's delivery-status callback for an SMS: verified with `X-Twilio-Signature` (constant
+/// time) against the callback URL walleti gave Twilio; `delivered` / `failed` / `undelivered`
+/// settle the delivery, other statuses (queued, sending, sent) are acknowledged.
+pub async fn twilio_status(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let Some(twilio) = &state.twilio else {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            super::error::ErrorType::ApiError,
+            "provider_not_configured",
+            "Twilio is not configured on this walleti.",
+        ));
+    };
+    let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let params: Vec<(String, String)> = url_decoded_pairs(&String::from_utf8_lossy(&body));
+    let signature = request
+        .headers()
+        .get("X-Twilio-Signature")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if !twilio.verify_callback(&twilio.status_callback_url, &params, signature) {
+        tracing::warn!("twilio status callback refused");
+        return Err(ApiError::invalid_request(
+            "invalid_signature",
+            "Webhook verification failed.",
+        ));
+    }
+    let field = |name: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let (Some(sid), Some(status)) = (field("MessageSid"), field("MessageStatus")) else {
+        return Err(ApiError::invalid_request(
+            "invalid_event",
+            "MessageSid and MessageStatus are required.",
+        ));
+    };
+    let outcome = match status.as_str() {
+        "delivered" => Some(("delivered", None)),
+        "failed" | "undelivered" => Some((
+            "failed",
+            Some(format!(
+                "twilio {status} (error {})",
+                field("ErrorCode").unwrap_or_default()
+            )),
+        )),
+        _ => None,
+    };
+    if let Some((status, error)) = outcome {
+        state
+            .store
+            .record_delivery_outcome("sms", &sid, status, error, state.clock.now())
+            .await?;
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Decodes `application/x-www-form-urlencoded` pairs.
+fn url_decoded_pairs(body: &str) -> Vec<(String, String)> {
+    fn decode(text: &str) -> String {
+        let bytes = text.replace('+', " ").into_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut index = 0;
+        while index < bytes.len() {
+            let hex = (bytes[index] == b'%' && index + 2 < bytes.len())
+                .then(|| {
+                    std::str::from_utf8(&bytes[index + 1..index + 3])
+                        .ok()
+                        .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                })
+                .flatten();
+            match hex {
+                Some(byte) => {
+                    out.push(byte);
+                    index += 3;
+                }
+                None => {
+                    out.push(bytes[index]);
+                    index += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    body.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) => (decode(key), decode(value)),
+            None => (decode(pair), String::new()),
+        })
+        .collect()
+}

@@ -3,4 +3,5 @@
 
 pub mod bank;
 pub mod email;
+pub mod sms;
 pub mod stripe;

@@ -298,6 +298,7 @@ pub mod notification_deliveries {
         pub last_error: Option<String>,
         pub updated_at: DateTimeUtc,
         pub next_attempt_at: Option<DateTimeUtc>,
+        pub provider_reference: Option<String>,
     }
 
     no_relations!();

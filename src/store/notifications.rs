@@ -223,6 +223,7 @@ impl Store {
                 last_error: Set(None),
                 updated_at: Set(now),
                 next_attempt_at: Set((*status == "pending").then_some(now)),
+                provider_reference: Set(None),
             })
             .collect();
         if !rows.is_empty() {
@@ -313,16 +314,22 @@ impl Store {
         Ok(due)
     }
 
-    /// Records an attempt: `sent`, `failed`, or still `pending` until `next_attempt_at`.
+    /// Records an attempt: `sent`, `failed`, or still `pending` until `next_attempt_at`;
+    /// `provider_reference` is the provider's id for a sent message.
     pub async fn record_delivery_attempt(
         &self,
         id: &str,
         status: &str,
         last_error: Option<String>,
         next_attempt_at: Option<DateTime<Utc>>,
+        provider_reference: Option<String>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         notification_deliveries::Entity::update_many()
+            .col_expr(
+                notification_deliveries::Column::ProviderReference,
+                Expr::value(provider_reference),
+            )
             .col_expr(
                 notification_deliveries::Column::Status,
                 Expr::value(status.to_owned()),
@@ -345,5 +352,35 @@ impl Store {
             .exec(self.writer())
             .await?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// A provider's final word on a sent message (e.g. Twilio: delivered / failed). Only a
+    /// `sent` delivery moves; returns whether one did.
+    pub async fn record_delivery_outcome(
+        &self,
+        channel: &str,
+        provider_reference: &str,
+        status: &str,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let updated = notification_deliveries::Entity::update_many()
+            .col_expr(
+                notification_deliveries::Column::Status,
+                Expr::value(status.to_owned()),
+            )
+            .col_expr(
+                notification_deliveries::Column::LastError,
+                Expr::value(error),
+            )
+            .col_expr(notification_deliveries::Column::UpdatedAt, Expr::value(now))
+            .filter(notification_deliveries::Column::Channel.eq(channel))
+            .filter(notification_deliveries::Column::ProviderReference.eq(provider_reference))
+            .filter(notification_deliveries::Column::Status.eq("sent"))
+            .exec(self.writer())
+            .await?;
+        Ok(updated.rows_affected > 0)
     }
 }

@@ -16,6 +16,7 @@ mod notifications;
 mod onramps;
 mod operations;
 mod reconciliation;
+mod sms;
 mod stripe;
 mod transfers;
 mod users;
