@@ -15,6 +15,7 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::providers::bank::BankClient;
 use crate::providers::email::Mailer;
+use crate::providers::push::Fcm;
 use crate::providers::sms::Twilio;
 use crate::providers::stripe::StripeCheckout;
 use crate::store::Store;
@@ -186,6 +187,18 @@ impl Application {
                     None => None,
                 },
                 twilio: twilio.clone(),
+                fcm: match &settings.fcm {
+                    Some(fcm) => Some(Arc::new(
+                        Fcm::new(
+                            &fcm.project_id,
+                            &fcm.service_account_json,
+                            &fcm.api_base,
+                            fcm.token_url.as_deref(),
+                        )
+                        .context("configure FCM")?,
+                    )),
+                    None => None,
+                },
                 limits: settings.limits,
             },
         )

@@ -57,12 +57,34 @@ pub struct Settings {
     pub bank_webhook_secrets: Vec<String>,
     /// The bank's base URL; `None`: the simulator embedded under `/bank-sim`.
     pub bank_url: Option<String>,
+    /// Push; `None` unless `FCM_PROJECT_ID` and `FCM_SERVICE_ACCOUNT_JSON` are set.
+    pub fcm: Option<FcmSettings>,
     /// SMS; `None` unless `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN` and `TWILIO_FROM` are set.
     pub twilio: Option<TwilioSettings>,
     /// Email; `None` when `SMTP_URL` is unset (email deliveries are recorded as skipped).
     pub smtp: Option<SmtpSettings>,
     /// Stripe; `None` when `STRIPE_SECRET_KEY` is unset (the stripe provider answers 503).
     pub stripe: Option<StripeSettings>,
+}
+
+#[derive(Clone)]
+pub struct FcmSettings {
+    pub project_id: String,
+    /// The service-account key file's JSON.
+    pub service_account_json: String,
+    pub api_base: String,
+    /// Overrides the key's `token_uri`.
+    pub token_url: Option<String>,
+}
+
+impl std::fmt::Debug for FcmSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "FcmSettings {{ project_id: {:?}, api_base: {:?}, key: *** }}",
+            self.project_id, self.api_base
+        )
+    }
 }
 
 #[derive(Clone)]
@@ -220,6 +242,7 @@ impl Settings {
             stripe: None,
             smtp: None,
             twilio: None,
+            fcm: None,
         }
     }
 
@@ -297,6 +320,28 @@ impl Settings {
                 api_base: nonempty("TWILIO_API_BASE")
                     .unwrap_or_else(|| TWILIO_API_BASE_DEFAULT.to_owned()),
             }),
+            _ => None,
+        };
+        settings.fcm = match (
+            nonempty("FCM_PROJECT_ID"),
+            nonempty("FCM_SERVICE_ACCOUNT_JSON"),
+        ) {
+            (Some(project_id), Some(json)) => {
+                // The variable holds the key file's JSON, or the path of the key file.
+                let service_account_json = if json.trim_start().starts_with('{') {
+                    json
+                } else {
+                    std::fs::read_to_string(&json)
+                        .with_context(|| format!("read FCM_SERVICE_ACCOUNT_JSON file {json}"))?
+                };
+                Some(FcmSettings {
+                    project_id,
+                    service_account_json,
+                    api_base: nonempty("FCM_API_BASE")
+                        .unwrap_or_else(|| crate::providers::push::FCM_API_BASE_DEFAULT.to_owned()),
+                    token_url: nonempty("FCM_TOKEN_URL"),
+                })
+            }
             _ => None,
         };
         settings.stripe = lookup("STRIPE_SECRET_KEY")

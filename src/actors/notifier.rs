@@ -8,6 +8,7 @@ use crate::config::Limits;
 use crate::domain::{Amount, Currency, Money, UserId};
 use crate::metrics::Metrics;
 use crate::providers::email::{Email, Mailer};
+use crate::providers::push::{Fcm, PushOutcome};
 use crate::providers::sms::Twilio;
 use crate::store::Store;
 use crate::store::entities::outbox;
@@ -24,6 +25,7 @@ pub struct NotifierArgs {
     pub metrics: Arc<Metrics>,
     pub mailer: Option<Mailer>,
     pub twilio: Option<Twilio>,
+    pub fcm: Option<Arc<Fcm>>,
     pub limits: Limits,
 }
 
@@ -32,6 +34,7 @@ pub struct NotifierState {
     metrics: Arc<Metrics>,
     mailer: Option<Mailer>,
     twilio: Option<Twilio>,
+    fcm: Option<Arc<Fcm>>,
     limits: Limits,
     timer: Option<JoinHandle<()>>,
 }
@@ -64,6 +67,7 @@ impl Actor for Notifier {
             metrics: args.metrics,
             mailer: args.mailer,
             twilio: args.twilio,
+            fcm: args.fcm,
             limits: args.limits,
             timer: Some(timer),
         })
@@ -207,10 +211,22 @@ async fn notify(state: &NotifierState, event: &outbox::Model) -> Result<(), Stri
         } else {
             "skipped"
         };
+        // Push goes to registered devices; with none, there is nothing to send.
+        let has_devices = !state
+            .store
+            .device_tokens(message.user)
+            .await
+            .map_err(|error| error.to_string())?
+            .is_empty();
+        let push_status = if state.fcm.is_some() && has_devices {
+            "pending"
+        } else {
+            "skipped"
+        };
         for (channel, wanted, status) in [
             ("email", preferences.email, email_status),
             ("sms", preferences.sms, sms_status),
-            ("push", preferences.push, "skipped"),
+            ("push", preferences.push, push_status),
         ] {
             if wanted {
                 deliveries.push((channel, status));
@@ -261,6 +277,9 @@ async fn deliver_due(state: &NotifierState) {
     if state.twilio.is_some() {
         deliver_due_on(state, "sms").await;
     }
+    if state.fcm.is_some() {
+        deliver_due_on(state, "push").await;
+    }
 }
 
 /// Sends one notification on `channel`; returns the provider's message id if it has one.
@@ -286,6 +305,10 @@ async fn send_on(
             .await
             .map(Some)
             .map_err(|error| format!("{error:#}")),
+        ("push", _, _) => match &state.fcm {
+            Some(fcm) => push_to_devices(state, fcm, user, notification).await,
+            None => Err("push is not configured".to_owned()),
+        },
         _ => Err(format!("channel {channel} is not configured")),
     }
 }
@@ -345,4 +368,38 @@ async fn deliver_due_on(state: &NotifierState, channel: &'static str) {
             tracing::warn!(%error, channel, "record delivery attempt");
         }
     }
+}
+
+/// Sends to every registered device of the user, removing the ones FCM reports unregistered.
+/// Succeeds if at least one device accepted it.
+async fn push_to_devices(
+    state: &NotifierState,
+    fcm: &Fcm,
+    user: &crate::store::entities::users::Model,
+    notification: &crate::store::entities::notifications::Model,
+) -> Result<Option<String>, String> {
+    let user_id = user.id.parse().map_err(|_| "bad user id".to_owned())?;
+    let tokens = state
+        .store
+        .device_tokens(user_id)
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut accepted = None;
+    let mut last_error = "no registered devices".to_owned();
+    for token in tokens {
+        match fcm
+            .send(&token, &notification.title, &notification.body)
+            .await
+        {
+            Ok(PushOutcome::Sent(name)) => accepted = accepted.or(Some(name)),
+            Ok(PushOutcome::Unregistered) => {
+                tracing::info!(user_id = %user.id, "removing a push token FCM reports as unregistered");
+                if let Err(error) = state.store.remove_device_token(&token).await {
+                    tracing::warn!(%error, "remove unregistered device");
+                }
+            }
+            Err(error) => last_error = format!("{error:#}"),
+        }
+    }
+    accepted.map(Some).ok_or(last_error)
 }

@@ -3,5 +3,6 @@
 
 pub mod bank;
 pub mod email;
+pub mod push;
 pub mod sms;
 pub mod stripe;

@@ -176,6 +176,28 @@ impl Store {
         fetch_page(select, devices::Column::Id, page, self.reader()).await
     }
 
+    /// The user's push tokens (at most 100, newest first).
+    pub async fn device_tokens(&self, user: UserId) -> StoreResult<Vec<String>> {
+        Ok(devices::Entity::find()
+            .filter(devices::Column::UserId.eq(user.to_string()))
+            .order_by_desc(devices::Column::Id)
+            .limit(100)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(|device| device.token)
+            .collect())
+    }
+
+    /// Forgets a push token the provider reported as unregistered.
+    pub async fn remove_device_token(&self, token: &str) -> StoreResult<()> {
+        devices::Entity::delete_many()
+            .filter(devices::Column::Token.eq(token))
+            .exec(self.writer())
+            .await?;
+        Ok(())
+    }
+
     pub async fn device_count(&self, user: UserId) -> StoreResult<u64> {
         use sea_orm::PaginatorTrait;
         Ok(devices::Entity::find()

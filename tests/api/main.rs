@@ -15,6 +15,7 @@ mod ledger_constraints;
 mod notifications;
 mod onramps;
 mod operations;
+mod push;
 mod reconciliation;
 mod sms;
 mod stripe;
