@@ -124,59 +124,60 @@ async fn push_goes_to_registered_devices_through_fcm_and_unregistered_tokens_are
     }
     assert_eq!(delivery.expect("push delivery")["status"], "sent");
 
-    let google = google.lock().expect("lock");
-    // The JWT-bearer grant: an RS256 assertion for the FCM scope, issued by the service account.
-    let grant = google.token_requests.first().expect("token requested");
-    assert!(
-        grant.starts_with(
-            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion="
-        ),
-        "{grant}"
-    );
-    let assertion = grant.rsplit('=').next().expect("assertion");
-    let parts: Vec<&str> = assertion.split('.').collect();
-    assert_eq!(parts.len(), 3);
-    let decode = |part: &str| -> Value {
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(part)
-                .expect("base64url"),
-        )
-        .expect("json")
-    };
-    assert_eq!(decode(parts[0])["alg"], "RS256");
-    let claims = decode(parts[1]);
-    assert_eq!(
-        claims["iss"],
-        "walleti@walleti-test.iam.gserviceaccount.com"
-    );
-    assert_eq!(
-        claims["scope"],
-        "https://www.googleapis.com/auth/firebase.messaging"
-    );
-    assert_eq!(claims["aud"], format!("{base}/token"));
-    // Every send carried the access token; the unregistered token was tried once, then never
-    // again (the login notice may reach it first), and the transfer notice reached the good one.
-    assert!(
-        google
+    {
+        let google = google.lock().expect("lock");
+        // The JWT-bearer grant: an RS256 assertion for the FCM scope, issued by the service account.
+        let grant = google.token_requests.first().expect("token requested");
+        assert!(
+            grant.starts_with(
+                "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion="
+            ),
+            "{grant}"
+        );
+        let assertion = grant.rsplit('=').next().expect("assertion");
+        let parts: Vec<&str> = assertion.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let decode = |part: &str| -> Value {
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(part)
+                    .expect("base64url"),
+            )
+            .expect("json")
+        };
+        assert_eq!(decode(parts[0])["alg"], "RS256");
+        let claims = decode(parts[1]);
+        assert_eq!(
+            claims["iss"],
+            "walleti@walleti-test.iam.gserviceaccount.com"
+        );
+        assert_eq!(
+            claims["scope"],
+            "https://www.googleapis.com/auth/firebase.messaging"
+        );
+        assert_eq!(claims["aud"], format!("{base}/token"));
+        // Every send carried the access token; the unregistered token was tried once, then never
+        // again (the login notice may reach it first), and the transfer notice reached the good one.
+        assert!(
+            google
+                .sends
+                .iter()
+                .all(|(auth, _)| auth == "Bearer ya29.test-access-token")
+        );
+        let to_dead = google
             .sends
             .iter()
-            .all(|(auth, _)| auth == "Bearer ya29.test-access-token")
-    );
-    let to_dead = google
-        .sends
-        .iter()
-        .filter(|(_, body)| body["message"]["token"] == "dead-token")
-        .count();
-    assert_eq!(to_dead, 1, "{:?}", google.sends);
-    assert!(
-        google
-            .sends
-            .iter()
-            .any(|(_, body)| body["message"]["token"] == "good-token"
-                && body["message"]["notification"]["body"] == "You received 2.50 usd.")
-    );
-    drop(google);
+            .filter(|(_, body)| body["message"]["token"] == "dead-token")
+            .count();
+        assert_eq!(to_dead, 1, "{:?}", google.sends);
+        assert!(
+            google
+                .sends
+                .iter()
+                .any(|(_, body)| body["message"]["token"] == "good-token"
+                    && body["message"]["notification"]["body"] == "You received 2.50 usd.")
+        );
+    }
     // The token FCM reported as unregistered is gone.
     let devices = app.get("/v1/devices", &bob.token).await;
     let tokens: Vec<&str> = devices.body["data"]
