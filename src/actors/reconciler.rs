@@ -309,7 +309,7 @@ async fn check_sagas(context: &ReconcilerContext, findings: &mut Findings) -> an
     if let Some(sagas) = &context.sagas
         && !stuck.is_empty()
     {
-        transfer_saga::resume_unfinished(sagas, cutoff).await?;
+        transfer_saga::resume(sagas, stuck, cutoff).await?;
     }
     Ok(())
 }

@@ -161,8 +161,18 @@ pub async fn resume_unfinished(
     context: &SagaContext,
     updated_before: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
+    let unfinished = context.store.unfinished_transfers(updated_before).await?;
+    resume(context, unfinished, updated_before).await
+}
+
+/// Resumes the given stuck transfers, each after leasing it. Returns how many were started.
+pub async fn resume(
+    context: &SagaContext,
+    transfers: Vec<TransferRecord>,
+    updated_before: DateTime<Utc>,
+) -> anyhow::Result<usize> {
     let mut started = 0;
-    for transfer in context.store.unfinished_transfers(updated_before).await? {
+    for transfer in transfers {
         if !context
             .store
             .lease_stuck_transfer(transfer.id, Utc::now(), updated_before)

@@ -97,7 +97,6 @@ pub enum WalletMsg {
     Apply(Box<WalletOp>, RpcReplyPort<OpOutcome>, MailboxTicket),
     Flush,
     IdleCheck,
-    Balance(RpcReplyPort<Balance>),
 }
 
 /// The account to start does not exist.
@@ -180,11 +179,6 @@ impl Actor for WalletActor {
                 {
                     myself.stop(Some("idle".into()));
                 }
-                Ok(())
-            }
-            WalletMsg::Balance(reply) => {
-                // The caller may have given up waiting; that is not the wallet's failure.
-                let _ = reply.send(state.account.balance);
                 Ok(())
             }
         }

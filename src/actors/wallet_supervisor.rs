@@ -9,7 +9,7 @@
 use super::wallet::{
     AccountMissing, OpOutcome, WalletActor, WalletArgs, WalletLimits, WalletMsg, WalletOp,
 };
-use crate::domain::{AccountId, Balance};
+use crate::domain::AccountId;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use ractor::rpc::CallResult;
@@ -265,20 +265,6 @@ impl Wallets {
             }
         }
         Err(WalletError::Unavailable(last_error))
-    }
-
-    /// The balance as the account's actor holds it.
-    pub async fn balance(&self, account: AccountId) -> Result<Balance, WalletError> {
-        let wallet = self.lookup(account).await?;
-        match wallet
-            .call(WalletMsg::Balance, Some(self.call_timeout))
-            .await
-        {
-            Ok(CallResult::Success(balance)) => Ok(balance),
-            Ok(CallResult::Timeout) => Err(WalletError::Timeout),
-            Ok(CallResult::SenderError) => Err(WalletError::Unavailable("wallet stopped".into())),
-            Err(error) => Err(WalletError::Unavailable(error.to_string())),
-        }
     }
 
     pub async fn live_count(&self) -> Result<usize, WalletError> {

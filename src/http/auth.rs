@@ -182,6 +182,21 @@ mod tests {
         assert!(!constant_time_equal(b"abc", b"abcd"));
     }
 
+    #[test]
+    fn the_dummy_hash_costs_a_real_verification() {
+        use argon2::password_hash::phc::PasswordHash;
+        assert!(
+            PasswordHash::new(DUMMY_HASH).is_ok(),
+            "an unparsable dummy would skip the argon2 work"
+        );
+        let started = std::time::Instant::now();
+        let _ = PasswordVerifier::<str>::verify_password(&Argon2::default(), b"guess", DUMMY_HASH);
+        assert!(
+            started.elapsed() > std::time::Duration::from_millis(1),
+            "no argon2 work was done"
+        );
+    }
+
     #[tokio::test]
     async fn passwords_round_trip() {
         let hash = hash_password("correct horse battery".into())

@@ -7,8 +7,8 @@ use super::{Store, StoreError, StoreResult};
 use crate::domain::{AccountId, Balance, Currency, Solvency, UserId};
 use chrono::Utc;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Select,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select,
 };
 use std::collections::HashSet;
 
@@ -285,12 +285,5 @@ impl Store {
             .all(self.writer())
             .await?;
         Ok(rows.into_iter().collect())
-    }
-
-    pub async fn count_entries(&self, account: AccountId) -> StoreResult<u64> {
-        Ok(entries::Entity::find()
-            .filter(entries::Column::AccountId.eq(account.to_string()))
-            .count(self.reader())
-            .await?)
     }
 }

@@ -198,14 +198,6 @@ impl Store {
         Ok(())
     }
 
-    pub async fn device_count(&self, user: UserId) -> StoreResult<u64> {
-        use sea_orm::PaginatorTrait;
-        Ok(devices::Entity::find()
-            .filter(devices::Column::UserId.eq(user.to_string()))
-            .count(self.reader())
-            .await?)
-    }
-
     /// Stores the notification and its deliveries once per (user, event). Returns whether
     /// this call stored it (false: a redelivered event).
     pub async fn create_notification(

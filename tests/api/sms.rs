@@ -1,4 +1,6 @@
-use crate::helpers::{Backend, TestApp, TestUser, fresh_database, spawn_app_with, test_settings};
+use crate::helpers::{
+    Backend, TestApp, TestUser, fresh_database, percent_decode, spawn_app_with, test_settings,
+};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine;
 use reqwest::StatusCode;
@@ -19,28 +21,6 @@ struct Sent {
     form: HashMap<String, String>,
 }
 
-fn decode(text: &str) -> String {
-    let bytes = text.replace('+', " ").into_bytes();
-    let mut out = Vec::new();
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%' && index + 2 < bytes.len() {
-            out.push(
-                u8::from_str_radix(
-                    std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("3F"),
-                    16,
-                )
-                .unwrap_or(b'?'),
-            );
-            index += 3;
-        } else {
-            out.push(bytes[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 async fn messages(
     request: HttpRequest,
     body: web::Bytes,
@@ -49,7 +29,7 @@ async fn messages(
     let form = String::from_utf8_lossy(&body)
         .split('&')
         .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
         .collect();
     let mut sent = sent.lock().expect("lock");
     sent.push(Sent {

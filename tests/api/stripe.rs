@@ -1,4 +1,4 @@
-use crate::helpers::{Backend, fresh_database, spawn_app_with, test_settings};
+use crate::helpers::{Backend, fresh_database, percent_decode, spawn_app_with, test_settings};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -13,23 +13,6 @@ struct Received {
     authorization: String,
     idempotency_key: String,
     form: HashMap<String, String>,
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.replace('+', " ").into_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%' && index + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("00");
-            out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
-            index += 3;
-        } else {
-            out.push(bytes[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Sessions the fake Stripe knows: id -> (client_reference_id, amount, currency, paid).
