@@ -4,6 +4,7 @@
 
 use crate::actors::notifier::{Notifier, NotifierArgs};
 use crate::actors::outbox_relay::{OutboxRelay, RelayArgs};
+use crate::actors::payments::{HoldKeeper, KeeperArgs, Payments};
 use crate::actors::reconciler::{Reconciler, ReconcilerArgs, ReconcilerContext};
 use crate::actors::transfer_saga::{self, SagaContext};
 use crate::actors::wallet_supervisor::{SupervisorArgs, SupervisorMsg, WalletSupervisor, Wallets};
@@ -95,15 +96,6 @@ impl Application {
             tracing::info!(resumed, "resumed unfinished transfer sagas");
         }
         let resumer = spawn_resumer(sagas.clone(), Arc::clone(&clock), &settings);
-        let bank_ingestor = spawn_ingestor(
-            OnrampProvider::Bank,
-            None,
-            &store,
-            &wallets,
-            &metrics,
-            &settings,
-        )
-        .await?;
         let public_url = settings.public_url.clone().unwrap_or_else(|| {
             format!(
                 "http://{}",
@@ -125,6 +117,7 @@ impl Application {
                 spawn_ingestor(
                     OnrampProvider::Stripe,
                     Some(stripe.clone()),
+                    None,
                     &store,
                     &wallets,
                     &metrics,
@@ -147,6 +140,35 @@ impl Application {
             }
         };
         let bank = BankClient::new(&bank_url);
+        let payments = Payments {
+            sagas: sagas.clone(),
+            bank: bank.clone(),
+            bank_callback_url: format!("{public_url}/webhooks/bank"),
+            hold_lifetime: settings.limits.hold_lifetime,
+            wait_timeout: settings.limits.transfer_wait_timeout,
+            clock: Arc::clone(&clock),
+        };
+        let bank_ingestor = spawn_ingestor(
+            OnrampProvider::Bank,
+            None,
+            Some(payments.clone()),
+            &store,
+            &wallets,
+            &metrics,
+            &settings,
+        )
+        .await?;
+        let (hold_keeper, _) = Actor::spawn(
+            None,
+            HoldKeeper,
+            KeeperArgs {
+                payments: payments.clone(),
+                metrics: Arc::clone(&metrics),
+                interval: settings.limits.hold_keeper_interval,
+            },
+        )
+        .await
+        .context("start hold keeper")?;
         let (reconciler, _) = Actor::spawn(
             None,
             Reconciler,
@@ -227,6 +249,8 @@ impl Application {
             limits: settings.limits,
             public_url,
             bank,
+            payments,
+            hold_keeper: hold_keeper.clone(),
             redis_url: settings.redis_url.clone(),
             rate_limiter: crate::http::rate_limit::RateLimiter::default(),
             notifier: notifier.clone(),
@@ -280,6 +304,7 @@ impl Application {
             ingestor.stop(None);
         }
         self.state.reconciler.stop(None);
+        self.state.hold_keeper.stop(None);
         self.state.outbox_relay.stop(None);
         self.state.notifier.stop(None);
         self.supervisor.stop(None);
@@ -312,6 +337,7 @@ impl RunningApplication {
             ingestor.stop(None);
         }
         self.state.reconciler.stop(None);
+        self.state.hold_keeper.stop(None);
         self.state.outbox_relay.stop(None);
         self.state.notifier.stop(None);
         self.supervisor.stop(None);
@@ -340,6 +366,7 @@ fn spawn_resumer(sagas: SagaContext, clock: Arc<dyn Clock>, settings: &Settings)
 async fn spawn_ingestor(
     provider: OnrampProvider,
     stripe: Option<StripeCheckout>,
+    payments: Option<Payments>,
     store: &Store,
     wallets: &Wallets,
     metrics: &Arc<Metrics>,
@@ -355,6 +382,7 @@ async fn spawn_ingestor(
             wallets: wallets.clone(),
             metrics: Arc::clone(metrics),
             poll_interval: settings.limits.inbox_poll_interval,
+            payments,
         },
     )
     .await

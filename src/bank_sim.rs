@@ -1,6 +1,8 @@
 //! The bank simulator: a stand-in for a real bank, part of this repository. walleti asks it
-//! to collect a payment; the user approves or declines on its page (or through its JSON API);
-//! it then delivers a signed webhook (`Walleti-Signature`) to walleti, retrying with backoff
+//! to collect a payment; the user approves or declines on its page (or through its JSON API).
+//! walleti also asks it to pay money out; it pays (or, when told to, fails) at once or waits
+//! for `POST /api/payouts/{id}/pay|fail`. For each decision
+//! it delivers a signed webhook (`Walleti-Signature`) to walleti, retrying with backoff
 //! until it gets a 2xx. It can be told to duplicate, delay and reorder deliveries, and it
 //! serves a settlement statement of what it paid. It runs inside walleti under `/bank-sim/`
 //! (the embedded default) or as its own process (`walleti bank-sim`). Its state is in memory.
@@ -50,6 +52,39 @@ pub struct Faults {
     /// Hold each webhook back and deliver it after the next one.
     #[serde(default)]
     pub reorder: bool,
+    /// What happens to payouts: `pay` at once (the default), `fail` at once, or `manual`
+    /// (wait for `POST /api/payouts/{id}/pay` or `/fail`).
+    #[serde(default)]
+    pub payouts: PayoutMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutMode {
+    #[default]
+    Pay,
+    Fail,
+    Manual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum PayoutStatus {
+    Pending,
+    Paid,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Payout {
+    id: String,
+    reference: String,
+    amount: i64,
+    currency: String,
+    callback_url: String,
+    status: PayoutStatus,
+    created_at: String,
+    decided_at: Option<String>,
 }
 
 #[derive(Default)]
@@ -58,6 +93,8 @@ struct SimState {
     by_reference: HashMap<String, String>,
     faults: Faults,
     held: Vec<(String, String)>,
+    payouts: HashMap<String, Payout>,
+    payouts_by_reference: HashMap<String, String>,
 }
 
 /// Shared simulator state; cheap to clone.
@@ -117,25 +154,55 @@ impl BankSimulator {
             };
             payment.decided_at = Some(chrono::Utc::now().to_rfc3339());
             let payment = payment.clone();
-            let event = serde_json::json!({
-                "id": format!("evt_{}", uuid::Uuid::now_v7().simple()),
-                "type": if approve { "payment.succeeded" } else { "payment.failed" },
-                "created": chrono::Utc::now().timestamp(),
-                "data": {"reference": payment.reference, "amount": payment.amount, "currency": payment.currency},
-            })
-            .to_string();
-            let delivery = (payment.callback_url.clone(), event);
-            let mut deliveries = Vec::new();
-            if state.faults.reorder {
-                deliveries.push(delivery);
-                std::mem::swap(&mut deliveries, &mut state.held);
-                // Deliver what was held before, after this one is held back in its place.
+            let event_type = if approve {
+                "payment.succeeded"
             } else {
-                deliveries.push(delivery);
-                deliveries.append(&mut state.held);
-            }
-            (payment, deliveries)
+                "payment.failed"
+            };
+            let delivery = event_delivery(
+                event_type,
+                &payment.reference,
+                payment.amount,
+                &payment.currency,
+                &payment.callback_url,
+            );
+            (payment, schedule(&mut state, delivery))
         };
+        self.send(deliveries);
+        Some(payment)
+    }
+
+    /// Decides a pending payout and sends its webhook. Deciding twice changes nothing.
+    fn decide_payout(&self, id: &str, paid: bool) -> Option<Payout> {
+        let (payout, deliveries) = {
+            let mut state = self.lock();
+            let payout = state.payouts.get_mut(id)?;
+            if payout.status != PayoutStatus::Pending {
+                return Some(payout.clone());
+            }
+            payout.status = if paid {
+                PayoutStatus::Paid
+            } else {
+                PayoutStatus::Failed
+            };
+            payout.decided_at = Some(chrono::Utc::now().to_rfc3339());
+            let payout = payout.clone();
+            let event_type = if paid { "payout.paid" } else { "payout.failed" };
+            let delivery = event_delivery(
+                event_type,
+                &payout.reference,
+                payout.amount,
+                &payout.currency,
+                &payout.callback_url,
+            );
+            (payout, schedule(&mut state, delivery))
+        };
+        self.send(deliveries);
+        Some(payout)
+    }
+
+    /// Delivers each event (with the configured duplicates and delay) in the background.
+    fn send(&self, deliveries: Vec<(String, String)>) {
         let faults = self.lock().faults.clone();
         for (callback_url, event) in deliveries {
             for _ in 0..=faults.duplicate {
@@ -147,7 +214,6 @@ impl BankSimulator {
                 });
             }
         }
-        Some(payment)
     }
 
     /// POSTs a signed event until walleti answers 2xx (bounded attempts, exponential backoff).
@@ -184,6 +250,36 @@ impl BankSimulator {
     }
 }
 
+/// A signed-to-be event for walleti: (callback URL, JSON body).
+fn event_delivery(
+    event_type: &str,
+    reference: &str,
+    amount: i64,
+    currency: &str,
+    callback_url: &str,
+) -> (String, String) {
+    let event = serde_json::json!({
+        "id": format!("evt_{}", uuid::Uuid::now_v7().simple()),
+        "type": event_type,
+        "created": chrono::Utc::now().timestamp(),
+        "data": {"reference": reference, "amount": amount, "currency": currency},
+    })
+    .to_string();
+    (callback_url.to_owned(), event)
+}
+
+/// What to deliver now, given the reorder fault: with it, this event is held back and the one
+/// held before goes out in its place.
+fn schedule(state: &mut SimState, delivery: (String, String)) -> Vec<(String, String)> {
+    let mut deliveries = vec![delivery];
+    if state.faults.reorder {
+        std::mem::swap(&mut deliveries, &mut state.held);
+    } else {
+        deliveries.append(&mut state.held);
+    }
+    deliveries
+}
+
 /// The simulator's routes, relative to its base path.
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -191,6 +287,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/api/payments/{id}", web::get().to(get_payment))
         .route("/api/payments/{id}/approve", web::post().to(approve_json))
         .route("/api/payments/{id}/decline", web::post().to(decline_json))
+        .route("/api/payouts", web::post().to(create_payout))
+        .route("/api/payouts/{id}", web::get().to(get_payout))
+        .route("/api/payouts/{id}/pay", web::post().to(pay_payout))
+        .route("/api/payouts/{id}/fail", web::post().to(fail_payout))
         .route("/api/faults", web::post().to(set_faults))
         .route("/api/settlements", web::get().to(settlements))
         .route("/pay/{id}", web::get().to(payment_page))
@@ -263,6 +363,77 @@ fn decide_json(simulator: &BankSimulator, id: &str, approve: bool) -> HttpRespon
     match simulator.decide(id, approve) {
         Some(payment) => HttpResponse::Ok().json(payment),
         None => json_error(StatusCode::NOT_FOUND, "no such payment"),
+    }
+}
+
+/// Takes a payout (idempotent by reference); pays or fails it at once unless payouts are
+/// `manual`.
+async fn create_payout(
+    simulator: web::Data<BankSimulator>,
+    body: web::Json<CreatePayment>,
+) -> HttpResponse {
+    if body.amount <= 0 || body.reference.is_empty() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "amount must be positive and reference set",
+        );
+    }
+    let (payout, mode) = {
+        let mut state = simulator.lock();
+        if let Some(existing) = state
+            .payouts_by_reference
+            .get(&body.reference)
+            .and_then(|id| state.payouts.get(id))
+        {
+            return HttpResponse::Ok().json(existing);
+        }
+        let payout = Payout {
+            id: format!("po_{}", uuid::Uuid::now_v7().simple()),
+            reference: body.reference.clone(),
+            amount: body.amount,
+            currency: body.currency.clone(),
+            callback_url: body.callback_url.clone(),
+            status: PayoutStatus::Pending,
+            created_at: chrono::Utc::now().to_rfc3339(),
+            decided_at: None,
+        };
+        state
+            .payouts_by_reference
+            .insert(payout.reference.clone(), payout.id.clone());
+        state.payouts.insert(payout.id.clone(), payout.clone());
+        (payout, state.faults.payouts)
+    };
+    match mode {
+        PayoutMode::Pay => {
+            simulator.decide_payout(&payout.id, true);
+        }
+        PayoutMode::Fail => {
+            simulator.decide_payout(&payout.id, false);
+        }
+        PayoutMode::Manual => {}
+    }
+    HttpResponse::Created().json(payout)
+}
+
+async fn get_payout(simulator: web::Data<BankSimulator>, id: web::Path<String>) -> HttpResponse {
+    match simulator.lock().payouts.get(id.as_str()) {
+        Some(payout) => HttpResponse::Ok().json(payout),
+        None => json_error(StatusCode::NOT_FOUND, "no such payout"),
+    }
+}
+
+async fn pay_payout(simulator: web::Data<BankSimulator>, id: web::Path<String>) -> HttpResponse {
+    decide_payout_json(&simulator, &id, true)
+}
+
+async fn fail_payout(simulator: web::Data<BankSimulator>, id: web::Path<String>) -> HttpResponse {
+    decide_payout_json(&simulator, &id, false)
+}
+
+fn decide_payout_json(simulator: &BankSimulator, id: &str, paid: bool) -> HttpResponse {
+    match simulator.decide_payout(id, paid) {
+        Some(payout) => HttpResponse::Ok().json(payout),
+        None => json_error(StatusCode::NOT_FOUND, "no such payout"),
     }
 }
 

@@ -11,7 +11,9 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://walleti.db?mode=rwc";
 
 /// Every `WALLETI_*` variable the application reads (checked by tests against docs/compose).
-pub const KNOWN_WALLETI_VARIABLES: [&str; 9] = [
+pub const KNOWN_WALLETI_VARIABLES: [&str; 11] = [
+    "WALLETI_HOLD_EXPIRY_SECONDS",
+    "WALLETI_WEBHOOK_RETRY_SCHEDULE",
     "WALLETI_SMTP_FROM",
     "WALLETI_RECONCILE_INTERVAL_SECONDS",
     "WALLETI_BIND",
@@ -65,7 +67,14 @@ pub struct Settings {
     pub smtp: Option<SmtpSettings>,
     /// Stripe; `None` when `STRIPE_SECRET_KEY` is unset (the stripe provider answers 503).
     pub stripe: Option<StripeSettings>,
+    /// Delays between a merchant webhook's failed attempt and the next one; after the last,
+    /// the delivery fails and its endpoint is disabled.
+    pub webhook_retry_schedule: Vec<Duration>,
 }
+
+/// 1 min, 5 min, 30 min, 2 h, 5 h, then 10 h three times: 9 attempts over about 37 hours.
+pub const WEBHOOK_RETRY_SCHEDULE_DEFAULT_SECONDS: [u64; 8] =
+    [60, 300, 1800, 7200, 18_000, 36_000, 36_000, 36_000];
 
 #[derive(Clone)]
 pub struct FcmSettings {
@@ -187,6 +196,12 @@ pub struct Limits {
     /// Money-moving requests (transfers, on-ramps) per user.
     pub money_quota: Quota,
     pub body_bytes_max: usize,
+    /// How long a manual payment intent's authorisation holds the funds before it expires.
+    pub hold_lifetime: Duration,
+    /// The hold keeper expires authorisations and resubmits payouts this often.
+    pub hold_keeper_interval: Duration,
+    /// The merchant webhook dispatcher looks for due deliveries this often.
+    pub webhook_dispatch_interval: Duration,
 }
 
 impl Default for Limits {
@@ -216,6 +231,9 @@ impl Default for Limits {
                 burst: 100,
             },
             body_bytes_max: 64 * 1024,
+            hold_lifetime: Duration::from_secs(7 * 24 * 3600),
+            hold_keeper_interval: Duration::from_secs(5),
+            webhook_dispatch_interval: Duration::from_secs(1),
         }
     }
 }
@@ -243,6 +261,10 @@ impl Settings {
             smtp: None,
             twilio: None,
             fcm: None,
+            webhook_retry_schedule: WEBHOOK_RETRY_SCHEDULE_DEFAULT_SECONDS
+                .iter()
+                .map(|seconds| Duration::from_secs(*seconds))
+                .collect(),
         }
     }
 
@@ -298,6 +320,23 @@ impl Settings {
             })?;
             settings.limits.reconcile_interval =
                 (seconds > 0).then(|| Duration::from_secs(seconds));
+        }
+        if let Some(seconds) = lookup("WALLETI_HOLD_EXPIRY_SECONDS") {
+            let seconds: u64 = seconds.parse().ok().filter(|s| *s > 0).with_context(|| {
+                format!("WALLETI_HOLD_EXPIRY_SECONDS={seconds} is not a positive number of seconds")
+            })?;
+            settings.limits.hold_lifetime = Duration::from_secs(seconds);
+        }
+        if let Some(schedule) = lookup("WALLETI_WEBHOOK_RETRY_SCHEDULE").filter(|s| !s.is_empty()) {
+            settings.webhook_retry_schedule = schedule
+                .split(',')
+                .map(|delay| parse_delay(delay.trim()))
+                .collect::<Option<Vec<_>>>()
+                .with_context(|| {
+                    format!(
+                        "WALLETI_WEBHOOK_RETRY_SCHEDULE={schedule}: expected delays like 60s,5m,2h or 500ms, comma-separated"
+                    )
+                })?;
         }
         settings.smtp = lookup("SMTP_URL")
             .filter(|url| !url.is_empty())
@@ -362,6 +401,20 @@ impl Settings {
     }
 }
 
+/// `500ms`, `30s`, `5m`, `2h`, or a bare number of seconds.
+fn parse_delay(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(number)),
+        "" | "s" => Some(Duration::from_secs(number)),
+        "m" => Some(Duration::from_secs(number * 60)),
+        "h" => Some(Duration::from_secs(number * 3600)),
+        _ => None,
+    }
+}
+
 /// A random token with a readable prefix: 32 random bytes, hex-encoded.
 pub fn generate_token(prefix: &str) -> String {
     let bytes: [u8; 32] = rand::random();
@@ -372,6 +425,31 @@ pub fn generate_token(prefix: &str) -> String {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn webhook_schedule_and_hold_expiry_parse() -> anyhow::Result<()> {
+        let parsed = settings(&[
+            ("WALLETI_WEBHOOK_RETRY_SCHEDULE", "200ms, 1s,5m,2h,7"),
+            ("WALLETI_HOLD_EXPIRY_SECONDS", "30"),
+        ])?;
+        assert_eq!(
+            parsed.webhook_retry_schedule,
+            vec![
+                Duration::from_millis(200),
+                Duration::from_secs(1),
+                Duration::from_secs(300),
+                Duration::from_secs(7200),
+                Duration::from_secs(7)
+            ]
+        );
+        assert_eq!(parsed.limits.hold_lifetime, Duration::from_secs(30));
+        let default = settings(&[])?;
+        let total: Duration = default.webhook_retry_schedule.iter().sum();
+        assert!(total >= Duration::from_secs(24 * 3600));
+        assert!(settings(&[("WALLETI_WEBHOOK_RETRY_SCHEDULE", "1d")]).is_err());
+        assert!(settings(&[("WALLETI_HOLD_EXPIRY_SECONDS", "0")]).is_err());
+        Ok(())
+    }
 
     fn settings(pairs: &[(&str, &str)]) -> anyhow::Result<Settings> {
         let map: HashMap<String, String> = pairs

@@ -17,7 +17,9 @@ const BATCH_SIZE_BUCKETS: [f64; 11] = [
 ];
 
 /// Every actor kind, so each exports its series (at zero) from start-up.
-pub const ACTOR_KINDS: [&str; 8] = [
+pub const ACTOR_KINDS: [&str; 10] = [
+    "hold_keeper",
+    "webhook_dispatcher",
     "outbox_relay",
     "notifier",
     "wallet",
@@ -52,6 +54,12 @@ pub struct Metrics {
     pub notifications_total: IntCounterVec,
     pub outbox_dead_letters_total: prometheus::IntCounter,
     pub outbox_backlog: prometheus::IntGauge,
+    pub holds_expired_total: prometheus::IntCounter,
+    pub holds_outstanding_count: IntGaugeVec,
+    pub holds_outstanding_amount: IntGaugeVec,
+    pub payment_intents: IntGaugeVec,
+    pub merchant_webhook_attempts_total: IntCounterVec,
+    pub merchant_webhook_delivery_seconds: prometheus::Histogram,
     /// The last failure per actor kind, for `GET /v1/admin/actors`.
     last_errors: std::sync::Mutex<
         std::collections::HashMap<&'static str, (String, chrono::DateTime<chrono::Utc>)>,
@@ -265,6 +273,60 @@ impl Metrics {
                     "Outbox events not yet published, at the last reconciliation.",
                 ),
             ),
+            holds_expired_total: register(
+                &registry,
+                prometheus::IntCounter::new(
+                    "holds_expired_total",
+                    "Payment authorisations released because they expired uncaptured.",
+                ),
+            ),
+            holds_outstanding_count: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "holds_outstanding",
+                        "Holds not yet captured, voided or expired (authorisations and payouts), per currency.",
+                    ),
+                    &["currency"],
+                ),
+            ),
+            holds_outstanding_amount: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "holds_outstanding_amount_minor_units",
+                        "Amount locked by outstanding holds, per currency, in minor units.",
+                    ),
+                    &["currency"],
+                ),
+            ),
+            payment_intents: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("payment_intents", "Payment intents by status."),
+                    &["status"],
+                ),
+            ),
+            merchant_webhook_attempts_total: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "merchant_webhook_attempts_total",
+                        "Outgoing webhook delivery attempts, by outcome and attempt number (1..; 'manual' for re-sends).",
+                    ),
+                    &["outcome", "attempt"],
+                ),
+            ),
+            merchant_webhook_delivery_seconds: register(
+                &registry,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "merchant_webhook_delivery_seconds",
+                        "Latency of one outgoing webhook attempt (request to response).",
+                    )
+                    .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+                ),
+            ),
             last_errors: std::sync::Mutex::new(std::collections::HashMap::new()),
             registry,
         };
@@ -281,6 +343,14 @@ impl Metrics {
             metrics
                 .notifications_total
                 .with_label_values(&[channel, "skipped"]);
+        }
+        for status in crate::domain::PaymentIntentStatus::ALL {
+            metrics.payment_intents.with_label_values(&[status.as_str()]);
+        }
+        for outcome in ["succeeded", "failed"] {
+            metrics
+                .merchant_webhook_attempts_total
+                .with_label_values(&[outcome, "1"]);
         }
         for state in ["debited", "completed", "failed"] {
             metrics.sagas.with_label_values(&[state]);

@@ -9,6 +9,7 @@ mod m20261124_000003_reconciliations;
 mod m20261124_000004_notifications;
 mod m20261124_000005_delivery_retries;
 mod m20261124_000006_delivery_references;
+mod m20261124_000007_merchants;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_notifications::Migration),
             Box::new(m20261124_000005_delivery_retries::Migration),
             Box::new(m20261124_000006_delivery_references::Migration),
+            Box::new(m20261124_000007_merchants::Migration),
         ]
     }
 }

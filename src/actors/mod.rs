@@ -9,10 +9,14 @@
 //! - `outbox_relay` and `notifier`: the in-process bus delivering outbox events, at least once,
 //!   to the notifier, which stores each user's notification once per event.
 //! - `reconciler`: `Reconciler`, ledger / saga / external checks on a schedule and on demand.
-//! - `transfer_saga`: `TransferSaga`, debit → credit → (refund), resumable after a crash.
+//! - `transfer_saga`: `TransferSaga`, debit → credit → (refund), resumable after a crash; it
+//!   also carries merchant payments, captures and refunds.
+//! - `payments`: payment intents, holds, refunds and payouts as wallet ops and sagas, and the
+//!   `HoldKeeper` that expires authorisations and resubmits payouts.
 
 pub mod notifier;
 pub mod outbox_relay;
+pub mod payments;
 pub mod reconciler;
 pub mod transfer_saga;
 pub mod wallet;

@@ -7,7 +7,8 @@
 
 use super::wallet::{OpOutcome, WalletOp};
 use super::wallet_supervisor::{WalletError, Wallets};
-use crate::domain::{BalanceOp, Rejection, TransferState};
+use crate::domain::{Amount, BalanceOp, HoldId, Rejection, TransferKind, TransferState};
+use crate::store::payments::RefundRecord;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::ledger::{Effect, JournalSpec, Reference};
@@ -33,9 +34,22 @@ pub enum SagaStart {
     New {
         transfer: TransferRecord,
         replay: bool,
+        opening: Opening,
     },
     /// A transfer already debited: continue from its current step.
     Resume(TransferRecord),
+}
+
+/// What the saga's first step takes from the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opening {
+    /// Debit `available` (P2P transfers, automatic payments).
+    Debit,
+    /// Capture a hold: the transfer's amount leaves `locked`, the rest of the hold returns to
+    /// `available`.
+    Capture { hold: HoldId, held: Amount },
+    /// Debit the merchant for this refund.
+    Refund(Box<RefundRecord>),
 }
 
 /// How the saga ended, from its requester's point of view.
@@ -191,9 +205,13 @@ pub async fn resume(
 
 async fn run(context: &SagaContext, start: SagaStart) -> SagaOutcome {
     let (transfer, replay) = match start {
-        SagaStart::New { transfer, replay } => match context
+        SagaStart::New {
+            transfer,
+            replay,
+            opening,
+        } => match context
             .wallets
-            .apply(transfer.source_account, debit_op(&transfer, replay))
+            .apply(transfer.source_account, debit_op(&transfer, opening, replay))
             .await
         {
             Ok(OpOutcome::Applied { .. }) => (transfer, replay),
@@ -296,57 +314,104 @@ fn settled(
     }
 }
 
+/// The saga's steps: `debit`, `credit` and the compensating `refund`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Debit,
+    Credit,
+    Refund,
+}
+
+/// The entry kind users see for a step of a saga of this kind.
+fn entry_kind(kind: TransferKind, step: Step) -> &'static str {
+    match (kind, step) {
+        (TransferKind::P2p, Step::Debit) => "transfer_debit",
+        (TransferKind::P2p, Step::Credit) => "transfer_credit",
+        (TransferKind::P2p, Step::Refund) => "transfer_refund",
+        (TransferKind::Payment, Step::Debit) => "payment_debit",
+        (TransferKind::Payment, Step::Credit) => "payment_credit",
+        (TransferKind::Payment, Step::Refund) => "payment_reversal",
+        (TransferKind::Capture, Step::Debit) => "capture_debit",
+        (TransferKind::Capture, Step::Credit) => "capture_credit",
+        (TransferKind::Capture, Step::Refund) => "capture_reversal",
+        (TransferKind::Refund, Step::Debit) => "refund_debit",
+        (TransferKind::Refund, Step::Credit) => "refund_credit",
+        (TransferKind::Refund, Step::Refund) => "refund_reversal",
+    }
+}
+
+/// What the entries of a saga point at: the transfer, or the payment object it serves.
+fn reference(transfer: &TransferRecord) -> Reference {
+    let kind = match transfer.kind {
+        TransferKind::P2p => "transfer",
+        TransferKind::Payment | TransferKind::Capture => "payment_intent",
+        TransferKind::Refund => "refund",
+    };
+    let id = match (transfer.kind, &transfer.reference_id) {
+        (TransferKind::P2p, _) | (_, None) => transfer.id.to_string(),
+        (_, Some(id)) => id.clone(),
+    };
+    Reference { kind, id }
+}
+
 fn step(
     transfer: &TransferRecord,
-    name: &str,
-    kind: &'static str,
+    step: Step,
     balance_op: BalanceOp,
-    is_new: bool,
     effect: Effect,
     replay: bool,
 ) -> WalletOp {
+    let name = match step {
+        Step::Debit => "debit",
+        Step::Credit => "credit",
+        Step::Refund => "refund",
+    };
     WalletOp {
         op_key: format!("transfer:{}:{name}", transfer.id),
-        kind,
+        kind: entry_kind(transfer.kind, step),
         balance_op,
         journal: JournalSpec {
             id: transfer.journal_id,
-            kind: "transfer",
-            is_new,
+            kind: transfer.kind.as_str(),
+            is_new: step == Step::Debit,
         },
-        reference: Reference {
-            kind: "transfer",
-            id: transfer.id.to_string(),
-        },
+        reference: reference(transfer),
         counterpart: None,
         effect,
         replay,
     }
 }
 
-fn debit_op(transfer: &TransferRecord, replay: bool) -> WalletOp {
-    let opened = TransferRecord {
+fn debit_op(transfer: &TransferRecord, opening: Opening, replay: bool) -> WalletOp {
+    let opened = Box::new(TransferRecord {
         state: TransferState::Debited,
         ..transfer.clone()
+    });
+    let (balance_op, effect) = match opening {
+        Opening::Debit => (
+            BalanceOp::Debit(transfer.amount),
+            Effect::OpenTransfer(opened),
+        ),
+        Opening::Capture { hold, held } => (
+            BalanceOp::Capture {
+                held,
+                captured: transfer.amount,
+            },
+            Effect::OpenCapture(opened, hold),
+        ),
+        Opening::Refund(refund) => (
+            BalanceOp::Debit(transfer.amount),
+            Effect::OpenRefund(opened, refund),
+        ),
     };
-    step(
-        transfer,
-        "debit",
-        "transfer_debit",
-        BalanceOp::Debit(transfer.amount),
-        true,
-        Effect::OpenTransfer(Box::new(opened)),
-        replay,
-    )
+    step(transfer, Step::Debit, balance_op, effect, replay)
 }
 
 fn credit_op(transfer: &TransferRecord, replay: bool) -> WalletOp {
     step(
         transfer,
-        "credit",
-        "transfer_credit",
+        Step::Credit,
         BalanceOp::Credit(transfer.amount),
-        false,
         Effect::CompleteTransfer(Box::new(transfer.clone())),
         replay,
     )
@@ -355,10 +420,8 @@ fn credit_op(transfer: &TransferRecord, replay: bool) -> WalletOp {
 fn refund_op(transfer: &TransferRecord, reason: Rejection, replay: bool) -> WalletOp {
     step(
         transfer,
-        "refund",
-        "transfer_refund",
+        Step::Refund,
         BalanceOp::Credit(transfer.amount),
-        false,
         Effect::FailTransfer(Box::new(transfer.clone()), reason),
         replay,
     )

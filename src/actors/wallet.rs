@@ -12,13 +12,15 @@
 //! supervisor restarts the actor, which reloads the account from the database.
 
 use crate::domain::{
-    AccountId, Balance, BalanceOp, Bucket, OnrampId, OnrampStatus, Posting, Rejection, TransferId,
-    TransferState,
+    AccountId, Balance, BalanceOp, Bucket, HoldId, HoldState, IntentSnapshot, OnrampId,
+    OnrampStatus, PaymentIntentId, Posting, Rejection, TransferId, TransferState,
 };
 use crate::metrics::{MailboxTicket, Metrics};
 use crate::store::Store;
 use crate::store::accounts::AccountRecord;
-use crate::store::ledger::{AccountWrite, AppliedMovement, Effect, JournalSpec, Reference};
+use crate::store::ledger::{
+    AccountWrite, AppliedMovement, Effect, IntentAction, JournalSpec, Reference,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -223,10 +225,25 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
         .await?
         .into_iter()
         .collect();
+    // Holds and payment intents are read for every op that touches them, first attempt or
+    // not: races on them (capture against cancel against expiry, two users confirming one
+    // intent) are normal, and the version check on this account makes the read safe.
+    let hold_ids: Vec<HoldId> = batch
+        .iter()
+        .filter_map(|(op, _)| op.effect.guarded_hold())
+        .collect();
+    let holds = state.store.hold_states(&hold_ids).await?;
+    let intent_ids: Vec<PaymentIntentId> = batch
+        .iter()
+        .filter_map(|(op, _)| op.effect.intent_action().map(|(intent, _)| intent))
+        .collect();
+    let intents = state.store.intent_snapshots(&intent_ids).await?;
     let guards = Guards {
         existing: &existing,
         transfers: &transfer_states,
         onramps: &onramp_states,
+        holds: &holds,
+        intents: &intents,
     };
     let plan = plan_batch(&state.account, &batch, &guards);
     if !plan.movements.is_empty() {
@@ -269,6 +286,8 @@ struct Guards<'a> {
     existing: &'a HashSet<String>,
     transfers: &'a HashMap<TransferId, TransferState>,
     onramps: &'a HashMap<OnrampId, OnrampStatus>,
+    holds: &'a HashMap<HoldId, HoldState>,
+    intents: &'a HashMap<PaymentIntentId, IntentSnapshot>,
 }
 
 struct BatchPlan {
@@ -296,6 +315,8 @@ fn plan_batch(
     let mut first_with_key: HashMap<&str, usize> = HashMap::new();
     let mut moved_transfers: HashSet<TransferId> = HashSet::new();
     let mut moved_onramps: HashSet<OnrampId> = HashSet::new();
+    let mut holds = guards.holds.clone();
+    let mut intents = guards.intents.clone();
     let mut refused_for_balance = false;
     for (index, (op, _)) in batch.iter().enumerate() {
         if guards.existing.contains(&op.op_key) {
@@ -328,8 +349,39 @@ fn plan_batch(
                 continue;
             }
         }
+        let hold = op.effect.guarded_hold();
+        if let Some(hold) = hold
+            && holds.get(&hold) != Some(&HoldState::Held)
+        {
+            outcomes.push(OpOutcome::Rejected(Rejection::HoldAlreadyResolved));
+            continue;
+        }
+        let mut intent_after = None;
+        if let Some((intent, action)) = op.effect.intent_action() {
+            let Some(mut snapshot) = intents.get(&intent).copied() else {
+                outcomes.push(OpOutcome::Rejected(
+                    Rejection::PaymentIntentUnexpectedState,
+                ));
+                continue;
+            };
+            let checked = match action {
+                IntentAction::Confirm { manual } => snapshot.confirm(manual),
+                IntentAction::Refund(amount) => snapshot.refund(amount),
+            };
+            if let Err(rejection) = checked {
+                outcomes.push(OpOutcome::Rejected(rejection));
+                continue;
+            }
+            intent_after = Some((intent, snapshot));
+        }
         match balance.apply(op.balance_op, account.solvency()) {
             Ok((after, postings)) => {
+                if let Some(hold) = hold {
+                    holds.insert(hold, HoldState::Captured);
+                }
+                if let Some((intent, snapshot)) = intent_after {
+                    intents.insert(intent, snapshot);
+                }
                 movements.push(applied_movement(op, balance, &postings));
                 balance = after;
                 outcomes.push(OpOutcome::Applied { balance: after });

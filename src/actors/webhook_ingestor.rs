@@ -42,6 +42,8 @@ pub struct IngestorArgs {
     pub wallets: Wallets,
     pub metrics: Arc<Metrics>,
     pub poll_interval: Duration,
+    /// Settles payouts (`payout.paid` / `payout.failed` from the bank).
+    pub payments: Option<super::payments::Payments>,
 }
 
 pub struct IngestorState {
@@ -51,6 +53,7 @@ pub struct IngestorState {
     wallets: Wallets,
     metrics: Arc<Metrics>,
     timer: Option<JoinHandle<()>>,
+    payments: Option<super::payments::Payments>,
 }
 
 pub enum IngestorMsg {
@@ -133,6 +136,7 @@ impl Actor for WebhookIngestor {
             wallets: args.wallets,
             metrics: args.metrics,
             timer: Some(timer),
+            payments: args.payments,
         })
     }
 
@@ -243,7 +247,8 @@ async fn process_bank(state: &IngestorState, row: &webhook_inbox::Model) -> Outc
     let succeeded = match event.kind.as_str() {
         "payment.succeeded" => true,
         "payment.failed" => false,
-        // Payouts belong to the merchants issue; other types are stored and acknowledged.
+        "payout.paid" | "payout.failed" => return settle_payout(state, &event).await,
+        // Other types are stored and acknowledged.
         _ => return Outcome::done("ignored"),
     };
     let Ok(onramp_id) = event.data.reference.parse::<OnrampId>() else {
@@ -274,6 +279,44 @@ async fn process_bank(state: &IngestorState, row: &webhook_inbox::Model) -> Outc
         credit(state, &onramp, SystemAccount::BankClearing).await
     } else {
         fail(state, &onramp, "bank_declined").await
+    }
+}
+
+/// The bank paid (or failed) a payout: its locked funds leave or return.
+async fn settle_payout(state: &IngestorState, event: &BankEvent) -> Outcome {
+    let Some(payments) = &state.payments else {
+        return Outcome::retry("payouts are not configured on this ingestor".into());
+    };
+    let Ok(payout_id) = event.data.reference.parse::<crate::domain::PayoutId>() else {
+        return Outcome::with_detail("unknown_reference", event.data.reference.clone());
+    };
+    match state.store.find_payout(payout_id).await {
+        Ok(Some(payout))
+            if payout.amount.minor_units() != event.data.amount
+                || payout.currency.code() != event.data.currency =>
+        {
+            let detail = format!(
+                "event {} {}, payout {} {}",
+                event.data.amount,
+                event.data.currency,
+                payout.amount.minor_units(),
+                payout.currency.code()
+            );
+            tracing::error!(%payout_id, %detail, "bank payout event does not match the payout");
+            return Outcome::with_detail("amount_mismatch", detail);
+        }
+        Ok(_) => {}
+        Err(error) => return Outcome::retry(error.to_string()),
+    }
+    match payments
+        .settle_payout(payout_id, event.kind == "payout.paid")
+        .await
+    {
+        Ok("unknown_payout") => {
+            Outcome::with_detail("unknown_reference", event.data.reference.clone())
+        }
+        Ok(label) => Outcome::done(label),
+        Err(error) => Outcome::retry(format!("{error:?}")),
     }
 }
 

@@ -153,12 +153,33 @@ fn locked(amount: i64) -> Posting {
 }
 
 /// The life of a hold: it resolves exactly once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HoldState {
     Held,
     Captured,
     Voided,
     Expired,
+}
+
+impl HoldState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldState::Held => "held",
+            HoldState::Captured => "captured",
+            HoldState::Voided => "voided",
+            HoldState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<HoldState> {
+        match text {
+            "held" => Some(HoldState::Held),
+            "captured" => Some(HoldState::Captured),
+            "voided" => Some(HoldState::Voided),
+            "expired" => Some(HoldState::Expired),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

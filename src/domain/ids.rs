@@ -80,6 +80,38 @@ typed_id!(
     /// Money coming in from a provider.
     OnrampId
 );
+typed_id!(
+    /// A business taking payments.
+    MerchantId
+);
+typed_id!(
+    /// A merchant's secret API key (the id, never the secret).
+    ApiKeyId
+);
+typed_id!(
+    /// A merchant's request for a payment.
+    PaymentIntentId
+);
+typed_id!(
+    /// Funds locked on a wallet until they are captured, voided or expire.
+    HoldId
+);
+typed_id!(
+    /// Money returned by a merchant to the user who paid.
+    RefundId
+);
+typed_id!(
+    /// Money leaving a wallet to a bank account.
+    PayoutId
+);
+typed_id!(
+    /// A merchant's URL that receives signed events.
+    WebhookEndpointId
+);
+typed_id!(
+    /// One event to one merchant endpoint, with its attempts.
+    WebhookDeliveryId
+);
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@ pub mod contact;
 pub mod ids;
 pub mod money;
 pub mod onramp;
+pub mod payment;
 pub mod rejection;
 pub mod signature;
 pub mod transfer;
@@ -16,9 +17,15 @@ pub use balance::{Balance, BalanceOp, Bucket, Hold, HoldState, Posting, Solvency
 pub use clock::{Clock, SystemClock};
 pub use contact::{Email, PhoneNumber};
 pub use ids::{
-    AccountId, AdjustmentId, EntryId, JournalId, OnrampId, OutboxId, SessionId, TransferId, UserId,
+    AccountId, AdjustmentId, ApiKeyId, EntryId, HoldId, JournalId, MerchantId, OnrampId, OutboxId,
+    PaymentIntentId, PayoutId, RefundId, SessionId, TransferId, UserId, WebhookDeliveryId,
+    WebhookEndpointId,
 };
 pub use money::{Amount, Currency, Money, SignedAmount};
 pub use onramp::{OnrampProvider, OnrampStatus};
+pub use payment::{
+    CancellationReason, CaptureMethod, IntentSnapshot, PaymentIntentStatus, PayoutStatus,
+    RefundStatus, TransferKind,
+};
 pub use rejection::Rejection;
 pub use transfer::{TransferEvent, TransferState};

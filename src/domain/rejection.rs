@@ -20,6 +20,8 @@ pub enum Rejection {
     InvalidEmail,
     InvalidPhone,
     InvalidTransition,
+    PaymentIntentUnexpectedState,
+    RefundExceedsCaptured,
 }
 
 impl Rejection {
@@ -38,6 +40,8 @@ impl Rejection {
             Rejection::InvalidEmail => "invalid_email",
             Rejection::InvalidPhone => "invalid_phone",
             Rejection::InvalidTransition => "invalid_transition",
+            Rejection::PaymentIntentUnexpectedState => "payment_intent_unexpected_state",
+            Rejection::RefundExceedsCaptured => "refund_exceeds_captured",
         }
     }
 
@@ -67,11 +71,17 @@ impl Rejection {
             Rejection::InvalidEmail => "Invalid email address.",
             Rejection::InvalidPhone => "Phone numbers must be in E.164 format, e.g. +14155550123.",
             Rejection::InvalidTransition => "The object is not in a state that allows this action.",
+            Rejection::PaymentIntentUnexpectedState => {
+                "The payment intent's status does not allow this action."
+            }
+            Rejection::RefundExceedsCaptured => {
+                "Refunds cannot exceed what the payment intent received, minus earlier refunds."
+            }
         }
     }
 }
 
-const ALL: [Rejection; 13] = [
+const ALL: [Rejection; 15] = [
     Rejection::InsufficientFunds,
     Rejection::InvalidAmount,
     Rejection::InvalidCurrency,
@@ -85,6 +95,8 @@ const ALL: [Rejection; 13] = [
     Rejection::InvalidEmail,
     Rejection::InvalidPhone,
     Rejection::InvalidTransition,
+    Rejection::PaymentIntentUnexpectedState,
+    Rejection::RefundExceedsCaptured,
 ];
 
 impl fmt::Display for Rejection {

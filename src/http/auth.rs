@@ -3,7 +3,9 @@
 
 use super::AppState;
 use super::error::ApiError;
-use crate::domain::{SessionId, UserId};
+use crate::domain::{MerchantId, SessionId, UserId};
+use crate::store::merchants::MerchantCredential;
+use crate::store::transfers::Party;
 use actix_web::HttpRequest;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -50,11 +52,121 @@ pub async fn current_user(
     state: &AppState,
 ) -> Result<CurrentUser, ApiError> {
     let token = bearer_token(request).ok_or_else(ApiError::unauthenticated)?;
-    let session = state
+    match user_session(token, state).await? {
+        Some(user) => Ok(user),
+        // A merchant's valid credential on a user endpoint: authenticated, not allowed.
+        None if merchant_credential(token, state).await?.is_some() => {
+            Err(ApiError::forbidden("This endpoint is for users, not merchants."))
+        }
+        None => Err(ApiError::unauthenticated()),
+    }
+}
+
+/// The merchant behind a merchant session token or a secret API key (`sk_…`).
+pub async fn current_merchant(
+    request: &HttpRequest,
+    state: &AppState,
+) -> Result<CurrentMerchant, ApiError> {
+    let token = bearer_token(request).ok_or_else(ApiError::unauthenticated)?;
+    match merchant_credential(token, state).await? {
+        Some(merchant) => Ok(merchant),
+        None if user_session(token, state).await?.is_some() => Err(ApiError::forbidden(
+            "This endpoint is for merchants, not users.",
+        )),
+        None => Err(ApiError::unauthenticated()),
+    }
+}
+
+/// A user or a merchant, for the endpoints both use (wallet, payouts, payment intents).
+pub async fn current_principal(
+    request: &HttpRequest,
+    state: &AppState,
+) -> Result<Principal, ApiError> {
+    let token = bearer_token(request).ok_or_else(ApiError::unauthenticated)?;
+    if let Some(user) = user_session(token, state).await? {
+        return Ok(Principal::User(user));
+    }
+    match merchant_credential(token, state).await? {
+        Some(merchant) => Ok(Principal::Merchant(merchant)),
+        None => Err(ApiError::unauthenticated()),
+    }
+}
+
+/// A merchant, authenticated by session or API key.
+#[derive(Debug, Clone, Copy)]
+pub struct CurrentMerchant {
+    pub merchant_id: MerchantId,
+    pub credential: MerchantCredential,
+}
+
+impl CurrentMerchant {
+    pub fn caller(&self) -> String {
+        format!("merchant:{}", self.merchant_id)
+    }
+
+    /// Managing API keys needs a logged-in merchant, not a key.
+    pub fn require_session(&self) -> Result<SessionId, ApiError> {
+        match self.credential {
+            MerchantCredential::Session(session) => Ok(session),
+            MerchantCredential::ApiKey(_) => Err(ApiError::forbidden(
+                "Log in as the merchant to do this; API keys cannot.",
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Principal {
+    User(CurrentUser),
+    Merchant(CurrentMerchant),
+}
+
+impl Principal {
+    pub fn party(&self) -> Party {
+        match self {
+            Principal::User(user) => Party::User(user.user_id),
+            Principal::Merchant(merchant) => Party::Merchant(merchant.merchant_id),
+        }
+    }
+
+    pub fn caller(&self) -> String {
+        match self {
+            Principal::User(user) => user.caller(),
+            Principal::Merchant(merchant) => merchant.caller(),
+        }
+    }
+}
+
+async fn merchant_credential(
+    token: &str,
+    state: &AppState,
+) -> Result<Option<CurrentMerchant>, ApiError> {
+    let is_api_key = token.starts_with(API_KEY_PREFIX);
+    Ok(state
+        .store
+        .authenticate_merchant(
+            &sha256_hex(token.as_bytes()),
+            is_api_key,
+            state.clock.now(),
+        )
+        .await?
+        .map(|(merchant_id, credential)| CurrentMerchant {
+            merchant_id,
+            credential,
+        }))
+}
+
+/// Secret API keys start with this, then `_` and 256 random bits in hex.
+pub const API_KEY_PREFIX: &str = "sk_";
+
+async fn user_session(token: &str, state: &AppState) -> Result<Option<CurrentUser>, ApiError> {
+    let Some(session) = state
         .store
         .find_live_session(&sha256_hex(token.as_bytes()), state.clock.now())
         .await?
-        .ok_or_else(ApiError::unauthenticated)?;
+    else {
+        return Ok(None);
+    };
     let user_id = session
         .user_id
         .parse()
@@ -63,10 +175,10 @@ pub async fn current_user(
         .id
         .parse()
         .map_err(|_| ApiError::unauthenticated())?;
-    Ok(CurrentUser {
+    Ok(Some(CurrentUser {
         user_id,
         session_id,
-    })
+    }))
 }
 
 /// Succeeds only for the operator token.

@@ -98,6 +98,16 @@ impl ApiError {
         )
     }
 
+    /// Authenticated, but this caller may not do this.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorType::PermissionError,
+            "permission_denied",
+            message,
+        )
+    }
+
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -115,13 +125,16 @@ impl ApiError {
             | Rejection::InvalidEmail
             | Rejection::InvalidPhone => StatusCode::BAD_REQUEST,
             Rejection::AccountNotFound => StatusCode::NOT_FOUND,
-            Rejection::InvalidTransition | Rejection::HoldAlreadyResolved => StatusCode::CONFLICT,
+            Rejection::InvalidTransition
+            | Rejection::HoldAlreadyResolved
+            | Rejection::PaymentIntentUnexpectedState => StatusCode::CONFLICT,
             Rejection::InsufficientFunds
             | Rejection::CurrencyMismatch
             | Rejection::BalanceOverflow
             | Rejection::RecipientNotFound
             | Rejection::SelfTransfer
-            | Rejection::CaptureExceedsHold => StatusCode::UNPROCESSABLE_ENTITY,
+            | Rejection::CaptureExceedsHold
+            | Rejection::RefundExceedsCaptured => StatusCode::UNPROCESSABLE_ENTITY,
         };
         let mut error = ApiError::new(
             status,

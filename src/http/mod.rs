@@ -6,9 +6,11 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod idempotency;
+pub mod merchants;
 pub mod notifications;
 pub mod onramps;
 pub mod operations;
+pub mod payments;
 pub mod rate_limit;
 pub mod request;
 pub mod transfers;
@@ -42,6 +44,9 @@ pub struct AppState {
     /// Base URL people and providers reach walleti at (webhook callbacks).
     pub public_url: String,
     pub bank: crate::providers::bank::BankClient,
+    /// Payment intents, refunds and payouts.
+    pub payments: crate::actors::payments::Payments,
+    pub hold_keeper: ractor::ActorRef<crate::actors::payments::KeeperMsg>,
     pub rate_limiter: rate_limit::RateLimiter,
     pub notifier: ractor::ActorRef<crate::actors::notifier::NotifierMsg>,
     /// Verifies Twilio's delivery-status callbacks when SMS is configured.
@@ -93,6 +98,50 @@ pub fn routes(config: &mut web::ServiceConfig) {
             "/webhooks/twilio/status",
             post().to(webhooks::twilio_status),
         )
+        .route("/v1/merchants", post().to(merchants::create_merchant))
+        .route(
+            "/v1/merchants/sessions",
+            post().to(merchants::create_merchant_session),
+        )
+        .route(
+            "/v1/merchants/sessions/current",
+            delete().to(merchants::delete_current_merchant_session),
+        )
+        .route("/v1/merchants/me", get().to(merchants::merchant_me))
+        .route("/v1/merchants/api_keys", post().to(merchants::create_api_key))
+        .route("/v1/merchants/api_keys", get().to(merchants::list_api_keys))
+        .route("/v1/merchants/api_keys/{id}", get().to(merchants::get_api_key))
+        .route(
+            "/v1/merchants/api_keys/{id}",
+            delete().to(merchants::revoke_api_key),
+        )
+        .route(
+            "/v1/payment_intents",
+            post().to(payments::create_payment_intent),
+        )
+        .route("/v1/payment_intents", get().to(payments::list_payment_intents))
+        .route(
+            "/v1/payment_intents/{id}",
+            get().to(payments::get_payment_intent),
+        )
+        .route(
+            "/v1/payment_intents/{id}/confirm",
+            post().to(payments::confirm_payment_intent),
+        )
+        .route(
+            "/v1/payment_intents/{id}/capture",
+            post().to(payments::capture_payment_intent),
+        )
+        .route(
+            "/v1/payment_intents/{id}/cancel",
+            post().to(payments::cancel_payment_intent),
+        )
+        .route("/v1/refunds", post().to(payments::create_refund))
+        .route("/v1/refunds", get().to(payments::list_refunds))
+        .route("/v1/refunds/{id}", get().to(payments::get_refund))
+        .route("/v1/payouts", post().to(payments::create_payout))
+        .route("/v1/payouts", get().to(payments::list_payouts))
+        .route("/v1/payouts/{id}", get().to(payments::get_payout))
         .route("/v1/admin/adjustments", post().to(admin::create_adjustment))
         .route("/v1/admin/adjustments", get().to(admin::list_adjustments))
         .route(

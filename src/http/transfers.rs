@@ -7,13 +7,14 @@ use super::error::{ApiError, ErrorBody};
 use super::idempotency::{JsonResponse, run_idempotent};
 use super::request::{Fields, json_object, page_request, read_body};
 use super::views::{CreateTransferRequest, ListView, TransferView};
-use crate::actors::transfer_saga;
+use crate::actors::transfer_saga::{self, Opening};
 use crate::actors::{SagaOutcome, SagaStart};
 use crate::domain::{
-    Amount, Currency, Email, PhoneNumber, Rejection, TransferId, TransferState, UserId,
+    Amount, Currency, Email, PhoneNumber, Rejection, TransferId, TransferKind, TransferState,
+    UserId,
 };
 use crate::store::accounts::Owner;
-use crate::store::transfers::TransferRecord;
+use crate::store::transfers::{Party, TransferRecord};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use std::collections::HashMap;
@@ -117,8 +118,10 @@ async fn execute_transfer(
     let transfer = TransferRecord {
         id: transfer_id,
         journal_id: crate::domain::JournalId::from(transfer_id.as_uuid()),
-        from_user: user.user_id,
-        to_user: recipient,
+        from: Party::User(user.user_id),
+        to: Party::User(recipient),
+        kind: TransferKind::P2p,
+        reference_id: None,
         source_account: source.id,
         target_account: target.id,
         amount: order.amount,
@@ -132,6 +135,7 @@ async fn execute_transfer(
     let start = SagaStart::New {
         transfer,
         replay: taken_over,
+        opening: Opening::Debit,
     };
     wait_for_saga(state, start, transfer_id).await
 }
@@ -200,7 +204,11 @@ pub async fn get_transfer(
         .store
         .find_transfer(id)
         .await?
-        .filter(|transfer| transfer.from_user == user.user_id || transfer.to_user == user.user_id)
+        .filter(|transfer| {
+            transfer.kind == TransferKind::P2p
+                && (transfer.from == Party::User(user.user_id)
+                    || transfer.to == Party::User(user.user_id))
+        })
         .ok_or_else(|| ApiError::not_found("transfer"))?;
     Ok(HttpResponse::Ok().json(TransferView::from(&transfer)))
 }

@@ -1,4 +1,5 @@
-//! The caller's wallet: balances per currency, and the ledger entries behind them.
+//! The caller's wallet (a user's or a merchant's): balances per currency, and the ledger
+//! entries behind them.
 
 use super::AppState;
 use super::auth;
@@ -16,10 +17,10 @@ pub async fn get_wallet(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let user = auth::current_user(&request, &state).await?;
+    let owner = Owner::from(auth::current_principal(&request, &state).await?.party());
     let accounts = state
         .store
-        .list_accounts(&Owner::User(user.user_id))
+        .list_accounts(&owner)
         .await?;
     Ok(HttpResponse::Ok().json(WalletView {
         object: "wallet",
@@ -40,7 +41,7 @@ pub async fn list_entries(
     request: HttpRequest,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = auth::current_user(&request, &state).await?;
+    let owner = Owner::from(auth::current_principal(&request, &state).await?.party());
     let page = page_request(&query)?;
     let currency = query
         .get("currency")
@@ -48,7 +49,7 @@ pub async fn list_entries(
         .transpose()?;
     let accounts: Vec<_> = state
         .store
-        .list_accounts(&Owner::User(user.user_id))
+        .list_accounts(&owner)
         .await?
         .into_iter()
         .filter(|account| currency.is_none_or(|currency| account.currency == currency))

@@ -1,5 +1,6 @@
-//! The bank's collection API (the bank simulator speaks it): ask the bank to collect an
-//! amount for an on-ramp; the bank answers with the page the user approves the payment on.
+//! The bank's API (the bank simulator speaks it): ask the bank to collect an amount for an
+//! on-ramp (the bank answers with the page the user approves the payment on), to pay money
+//! out, and for its settlement statement.
 
 use serde::Deserialize;
 use std::time::Duration;
@@ -50,6 +51,21 @@ pub struct PaymentRequest<'a> {
     pub callback_url: &'a str,
 }
 
+/// What the bank should pay out.
+#[derive(Debug, Clone, Copy)]
+pub struct PayoutRequest<'a> {
+    /// The payout id.
+    pub reference: &'a str,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub callback_url: &'a str,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BankPayout {
+    pub id: String,
+}
+
 impl BankClient {
     pub fn new(base_url: &str) -> BankClient {
         BankClient {
@@ -69,6 +85,30 @@ impl BankClient {
         let response = self
             .http
             .post(format!("{}/api/payments", self.base_url))
+            .json(&serde_json::json!({
+                "reference": request.reference,
+                "amount": request.amount,
+                "currency": request.currency,
+                "callback_url": request.callback_url,
+            }))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            return Err(BankError::Refused(format!(
+                "{status}: {}",
+                response.text().await.unwrap_or_default()
+            )));
+        }
+        Ok(response.json().await?)
+    }
+
+    /// Asks the bank to pay money out (idempotent by `reference` at the bank). The bank
+    /// reports `payout.paid` or `payout.failed` to the callback.
+    pub async fn create_payout(&self, request: PayoutRequest<'_>) -> Result<BankPayout, BankError> {
+        let response = self
+            .http
+            .post(format!("{}/api/payouts", self.base_url))
             .json(&serde_json::json!({
                 "reference": request.reference,
                 "amount": request.amount,

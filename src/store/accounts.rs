@@ -4,7 +4,7 @@
 
 use super::entities::{accounts, entries};
 use super::{Store, StoreError, StoreResult};
-use crate::domain::{AccountId, Balance, Currency, Solvency, UserId};
+use crate::domain::{AccountId, Balance, Currency, MerchantId, Solvency, UserId};
 use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -51,13 +51,24 @@ impl SystemAccount {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
     User(UserId),
+    Merchant(MerchantId),
     System(SystemAccount),
+}
+
+impl From<super::transfers::Party> for Owner {
+    fn from(party: super::transfers::Party) -> Owner {
+        match party {
+            super::transfers::Party::User(user) => Owner::User(user),
+            super::transfers::Party::Merchant(merchant) => Owner::Merchant(merchant),
+        }
+    }
 }
 
 impl Owner {
     fn columns(&self) -> (&'static str, String) {
         match self {
             Owner::User(user) => ("user", user.to_string()),
+            Owner::Merchant(merchant) => ("merchant", merchant.to_string()),
             Owner::System(system) => ("system", system.name().to_owned()),
         }
     }

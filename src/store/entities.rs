@@ -125,6 +125,10 @@ pub mod transfers {
         pub failure_code: Option<String>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// `p2p`, `payment`, `capture` or `refund`.
+        pub kind: String,
+        /// The payment intent (payment, capture) or refund (refund) the transfer serves.
+        pub reference_id: Option<String>,
     }
 
     no_relations!();
@@ -332,6 +336,229 @@ pub mod devices {
         pub user_id: String,
         pub token: String,
         pub platform: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod merchants {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "merchants")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub name: String,
+        pub email: String,
+        pub password_hash: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod merchant_sessions {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "merchant_sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub token_hash: String,
+        pub merchant_id: String,
+        pub expires_at: DateTimeUtc,
+        pub revoked_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod api_keys {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub merchant_id: String,
+        pub secret_hash: String,
+        pub redacted: String,
+        pub name: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub last_used_at: Option<DateTimeUtc>,
+        pub revoked_at: Option<DateTimeUtc>,
+    }
+
+    no_relations!();
+}
+
+pub mod payment_intents {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "payment_intents")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub merchant_id: String,
+        pub amount: i64,
+        pub currency: String,
+        pub capture_method: String,
+        pub description: Option<String>,
+        pub status: String,
+        pub customer_user_id: Option<String>,
+        pub customer_account_id: Option<String>,
+        pub hold_id: Option<String>,
+        pub transfer_id: Option<String>,
+        pub amount_capturable: i64,
+        pub amount_received: i64,
+        pub amount_refunded: i64,
+        pub failure_code: Option<String>,
+        pub cancellation_reason: Option<String>,
+        pub canceled_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod holds {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "holds")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub account_id: String,
+        pub amount: i64,
+        pub currency: String,
+        pub status: String,
+        pub captured_amount: Option<i64>,
+        pub reference_type: String,
+        pub reference_id: String,
+        pub expires_at: Option<DateTimeUtc>,
+        pub resolved_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod refunds {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "refunds")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub merchant_id: String,
+        pub payment_intent_id: String,
+        pub user_id: String,
+        pub amount: i64,
+        pub currency: String,
+        pub status: String,
+        pub failure_code: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod payouts {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "payouts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub owner_type: String,
+        pub owner_id: String,
+        pub account_id: String,
+        pub hold_id: String,
+        pub amount: i64,
+        pub currency: String,
+        pub status: String,
+        pub bank_reference: Option<String>,
+        pub failure_code: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod webhook_endpoints {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "webhook_endpoints")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub merchant_id: String,
+        pub url: String,
+        /// JSON array of event types; `["*"]` subscribes to all.
+        pub events: String,
+        pub secret: String,
+        pub status: String,
+        pub disabled_reason: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+pub mod webhook_deliveries {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "webhook_deliveries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub endpoint_id: String,
+        pub merchant_id: String,
+        pub event_id: String,
+        pub event_type: String,
+        pub payload: String,
+        pub status: String,
+        pub attempts: i32,
+        pub next_attempt_at: Option<DateTimeUtc>,
+        pub last_status_code: Option<i32>,
+        pub last_error: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub delivered_at: Option<DateTimeUtc>,
+    }
+
+    no_relations!();
+}
+
+pub mod webhook_attempts {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "webhook_attempts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub delivery_id: String,
+        pub attempt: i32,
+        pub status_code: Option<i32>,
+        pub latency_ms: i64,
+        pub error: Option<String>,
+        /// `schedule` or `manual` (re-sent by the merchant).
+        pub trigger: String,
         pub created_at: DateTimeUtc,
     }
 

@@ -5,11 +5,13 @@
 
 use super::entities::{accounts, adjustments, entries, journals, outbox, transfers};
 use super::transfers::TransferRecord;
-use super::{Store, StoreError, StoreResult};
+use super::{Store, StoreError, StoreResult, payments};
 use crate::domain::{
     AccountId, AdjustmentId, Bucket, Currency, EntryId, JournalId, OutboxId, Posting, Rejection,
-    SignedAmount, TransferId, TransferState,
+    SignedAmount, TransferId, TransferKind, TransferState,
 };
+use super::payments::{HoldPurpose, HoldRecord, RefundRecord};
+use crate::domain::{HoldId, HoldState, PaymentIntentId, RefundId};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
@@ -51,8 +53,20 @@ pub struct AdjustmentRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     None,
-    /// Step 1 of a transfer saga: the transfer comes into existence as `debited`.
+    /// Step 1 of a transfer saga: the transfer comes into existence as `debited` (a payment's
+    /// also moves its intent to `processing`).
     OpenTransfer(Box<TransferRecord>),
+    /// Step 1 of a capture saga: the hold is consumed (the captured part is in flight, the rest
+    /// released) and the intent is `processing`.
+    OpenCapture(Box<TransferRecord>, HoldId),
+    /// Step 1 of a refund saga: the refund exists and counts against the intent.
+    OpenRefund(Box<TransferRecord>, Box<RefundRecord>),
+    /// `available` → `locked` for what the hold secures.
+    OpenHold(Box<HoldRecord>, Box<HoldPurpose>),
+    /// The hold returns to `available` in full (`voided` or `expired`).
+    ReleaseHold(Box<HoldRecord>, HoldState),
+    /// A payout's hold leaves to `payout_clearing`: the payout is `paid`.
+    PayOut(Box<HoldRecord>),
     /// Step 2: `debited` → `completed`.
     CompleteTransfer(Box<TransferRecord>),
     /// Compensation: `debited` → `failed`.
@@ -71,6 +85,36 @@ impl Effect {
         }
     }
 
+    /// The hold this movement resolves: it must still be `held`.
+    pub fn guarded_hold(&self) -> Option<HoldId> {
+        match self {
+            Effect::OpenCapture(_, hold) => Some(*hold),
+            Effect::ReleaseHold(hold, _) | Effect::PayOut(hold) => Some(hold.id),
+            _ => None,
+        }
+    }
+
+    /// The payment intent this movement changes, and how.
+    pub fn intent_action(&self) -> Option<(PaymentIntentId, IntentAction)> {
+        match self {
+            Effect::OpenTransfer(transfer) if transfer.kind == TransferKind::Payment => {
+                let intent = transfer.reference_id.as_deref()?.parse().ok()?;
+                Some((intent, IntentAction::Confirm { manual: false }))
+            }
+            Effect::OpenHold(_, purpose) => match purpose.as_ref() {
+                HoldPurpose::Authorize { intent, .. } => {
+                    Some((*intent, IntentAction::Confirm { manual: true }))
+                }
+                HoldPurpose::Payout(_) => None,
+            },
+            Effect::OpenRefund(_, refund) => Some((
+                refund.payment_intent_id,
+                IntentAction::Refund(refund.amount.minor_units()),
+            )),
+            _ => None,
+        }
+    }
+
     /// The transfer whose state this movement requires to be `debited` when it commits.
     pub fn guarded_transfer(&self) -> Option<TransferId> {
         match self {
@@ -80,6 +124,13 @@ impl Effect {
             _ => None,
         }
     }
+}
+
+/// What a movement does to a payment intent, checked by the wallet actor before it commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentAction {
+    Confirm { manual: bool },
+    Refund(i64),
 }
 
 /// A movement the wallet actor accepted, with the balance after each of its postings.
@@ -369,8 +420,48 @@ async fn write_effect(
             transfers::Entity::insert(transfer.to_active_model())
                 .exec_without_returning(transaction)
                 .await?;
+            if transfer.kind == TransferKind::Payment {
+                let super::transfers::Party::User(customer) = transfer.from else {
+                    return Err(StoreError::Corrupt(format!(
+                        "payment {} not paid by a user",
+                        transfer.id
+                    )));
+                };
+                payments::start_payment(
+                    transaction,
+                    intent_of(transfer)?,
+                    customer,
+                    transfer.source_account,
+                    &transfer.id.to_string(),
+                    now,
+                )
+                .await?;
+            }
             Ok(())
         }
+        Effect::OpenCapture(transfer, hold) => {
+            transfers::Entity::insert(transfer.to_active_model())
+                .exec_without_returning(transaction)
+                .await?;
+            payments::start_capture(
+                transaction,
+                intent_of(transfer)?,
+                *hold,
+                transfer.amount.minor_units(),
+                &transfer.id.to_string(),
+                now,
+            )
+            .await
+        }
+        Effect::OpenRefund(transfer, refund) => {
+            transfers::Entity::insert(transfer.to_active_model())
+                .exec_without_returning(transaction)
+                .await?;
+            payments::open_refund(transaction, refund, now).await
+        }
+        Effect::OpenHold(hold, purpose) => payments::open_hold(transaction, hold, purpose, now).await,
+        Effect::ReleaseHold(hold, to) => payments::release_hold(transaction, hold, *to, now).await,
+        Effect::PayOut(hold) => payments::pay_out(transaction, hold, now).await,
         Effect::CompleteTransfer(transfer) => {
             move_transfer(
                 transaction,
@@ -380,15 +471,31 @@ async fn write_effect(
                 now,
             )
             .await?;
-            insert_event(
-                transaction,
-                "transfer.completed",
-                "transfer",
-                &transfer.id.to_string(),
-                transfer_event(transfer, TransferState::Completed, None),
-                now,
-            )
-            .await
+            match transfer.kind {
+                TransferKind::P2p => {
+                    insert_event(
+                        transaction,
+                        "transfer.completed",
+                        "transfer",
+                        &transfer.id.to_string(),
+                        transfer_event(transfer, TransferState::Completed, None),
+                        now,
+                    )
+                    .await
+                }
+                TransferKind::Payment | TransferKind::Capture => {
+                    payments::succeed_payment(
+                        transaction,
+                        intent_of(transfer)?,
+                        transfer.amount.minor_units(),
+                        now,
+                    )
+                    .await
+                }
+                TransferKind::Refund => {
+                    payments::finish_refund(transaction, refund_of(transfer)?, None, now).await
+                }
+            }
         }
         Effect::FailTransfer(transfer, reason) => {
             move_transfer(
@@ -399,15 +506,29 @@ async fn write_effect(
                 now,
             )
             .await?;
-            insert_event(
-                transaction,
-                "transfer.failed",
-                "transfer",
-                &transfer.id.to_string(),
-                transfer_event(transfer, TransferState::Failed, Some(*reason)),
-                now,
-            )
-            .await
+            match transfer.kind {
+                TransferKind::P2p => {
+                    insert_event(
+                        transaction,
+                        "transfer.failed",
+                        "transfer",
+                        &transfer.id.to_string(),
+                        transfer_event(transfer, TransferState::Failed, Some(*reason)),
+                        now,
+                    )
+                    .await
+                }
+                TransferKind::Payment => {
+                    payments::fail_payment(transaction, intent_of(transfer)?, *reason, now).await
+                }
+                TransferKind::Capture => {
+                    payments::fail_capture(transaction, intent_of(transfer)?, *reason, now).await
+                }
+                TransferKind::Refund => {
+                    payments::finish_refund(transaction, refund_of(transfer)?, Some(*reason), now)
+                        .await
+                }
+            }
         }
         Effect::SucceedOnramp(onramp) => {
             let moved = super::onramps::move_onramp(
@@ -469,6 +590,22 @@ async fn write_effect(
     }
 }
 
+fn intent_of(transfer: &TransferRecord) -> StoreResult<PaymentIntentId> {
+    transfer
+        .reference_id
+        .as_deref()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("transfer {} has no payment intent", transfer.id)))
+}
+
+fn refund_of(transfer: &TransferRecord) -> StoreResult<RefundId> {
+    transfer
+        .reference_id
+        .as_deref()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("transfer {} has no refund", transfer.id)))
+}
+
 async fn move_transfer(
     transaction: &DatabaseTransaction,
     id: TransferId,
@@ -503,8 +640,8 @@ fn transfer_event(
     json!({
         "id": transfer.id.to_string(),
         "status": state.api_status(),
-        "from_user": transfer.from_user.to_string(),
-        "to_user": transfer.to_user.to_string(),
+        "from_user": transfer.from.to_string(),
+        "to_user": transfer.to.to_string(),
         "amount": transfer.amount.minor_units(),
         "currency": transfer.currency.code(),
         "failure_code": failure.map(Rejection::code),

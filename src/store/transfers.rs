@@ -5,7 +5,8 @@ use super::accounts::{PageRequest, fetch_page};
 use super::entities::transfers;
 use super::{Store, StoreError, StoreResult};
 use crate::domain::{
-    AccountId, Amount, Currency, JournalId, Rejection, TransferId, TransferState, UserId,
+    AccountId, Amount, Currency, JournalId, MerchantId, Rejection, TransferId, TransferKind,
+    TransferState, UserId,
 };
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -15,13 +16,40 @@ use sea_orm::{
 /// Unfinished sagas loaded per resumption pass.
 pub const RESUME_BATCH_MAX: u64 = 500;
 
+/// Who money moves from or to: a user, or a merchant (payments, refunds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Party {
+    User(UserId),
+    Merchant(MerchantId),
+}
+
+impl Party {
+    pub fn uuid(self) -> uuid::Uuid {
+        match self {
+            Party::User(user) => user.as_uuid(),
+            Party::Merchant(merchant) => merchant.as_uuid(),
+        }
+    }
+}
+
+impl std::fmt::Display for Party {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.uuid().hyphenated().fmt(formatter)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferRecord {
     pub id: TransferId,
     /// The journal grouping the transfer's entries: the transfer id itself.
     pub journal_id: JournalId,
-    pub from_user: UserId,
-    pub to_user: UserId,
+    /// A user (p2p, payment, capture) or the merchant (refund).
+    pub from: Party,
+    /// A user (p2p, refund) or the merchant (payment, capture).
+    pub to: Party,
+    pub kind: TransferKind,
+    /// The payment intent (payment, capture) or refund (refund) the transfer serves.
+    pub reference_id: Option<String>,
     pub source_account: AccountId,
     pub target_account: AccountId,
     pub amount: Amount,
@@ -37,8 +65,10 @@ impl TransferRecord {
     pub fn to_active_model(&self) -> transfers::ActiveModel {
         transfers::ActiveModel {
             id: Set(self.id.to_string()),
-            from_user: Set(self.from_user.to_string()),
-            to_user: Set(self.to_user.to_string()),
+            from_user: Set(self.from.to_string()),
+            to_user: Set(self.to.to_string()),
+            kind: Set(self.kind.as_str().to_owned()),
+            reference_id: Set(self.reference_id.clone()),
             source_account: Set(self.source_account.to_string()),
             target_account: Set(self.target_account.to_string()),
             amount: Set(self.amount.minor_units()),
@@ -61,17 +91,29 @@ impl TryFrom<transfers::Model> for TransferRecord {
 
     fn try_from(row: transfers::Model) -> StoreResult<TransferRecord> {
         let id: TransferId = row.id.parse().map_err(|_| corrupt(&row.id, "id"))?;
+        let kind = TransferKind::parse(&row.kind).ok_or_else(|| corrupt(&row.id, "kind"))?;
+        let from: uuid::Uuid = row
+            .from_user
+            .parse()
+            .map_err(|_| corrupt(&row.id, "from_user"))?;
+        let to: uuid::Uuid = row
+            .to_user
+            .parse()
+            .map_err(|_| corrupt(&row.id, "to_user"))?;
+        let (from, to) = match kind {
+            TransferKind::P2p => (Party::User(from.into()), Party::User(to.into())),
+            TransferKind::Payment | TransferKind::Capture => {
+                (Party::User(from.into()), Party::Merchant(to.into()))
+            }
+            TransferKind::Refund => (Party::Merchant(from.into()), Party::User(to.into())),
+        };
         Ok(TransferRecord {
             id,
             journal_id: JournalId::from(id.as_uuid()),
-            from_user: row
-                .from_user
-                .parse()
-                .map_err(|_| corrupt(&row.id, "from_user"))?,
-            to_user: row
-                .to_user
-                .parse()
-                .map_err(|_| corrupt(&row.id, "to_user"))?,
+            from,
+            to,
+            kind,
+            reference_id: row.reference_id,
             source_account: row
                 .source_account
                 .parse()
@@ -101,18 +143,20 @@ impl Store {
             .transpose()
     }
 
-    /// Transfers the user sent or received, newest first.
+    /// P2P transfers the user sent or received, newest first.
     pub async fn list_transfers(
         &self,
         user: UserId,
         page: &PageRequest,
     ) -> StoreResult<(Vec<TransferRecord>, bool)> {
         let user = user.to_string();
-        let select = transfers::Entity::find().filter(
-            Condition::any()
-                .add(transfers::Column::FromUser.eq(user.clone()))
-                .add(transfers::Column::ToUser.eq(user)),
-        );
+        let select = transfers::Entity::find()
+            .filter(transfers::Column::Kind.eq(TransferKind::P2p.as_str()))
+            .filter(
+                Condition::any()
+                    .add(transfers::Column::FromUser.eq(user.clone()))
+                    .add(transfers::Column::ToUser.eq(user)),
+            );
         let (rows, has_more) =
             fetch_page(select, transfers::Column::Id, page, self.reader()).await?;
         let records = rows

@@ -1,0 +1,360 @@
+//! Merchants: sign up, log in and out, who am I, and secret API keys (created and shown once,
+//! listed redacted, revoked). Keys are managed from a merchant session only: a leaked key
+//! cannot mint more keys.
+
+use super::AppState;
+use super::auth::{self, API_KEY_PREFIX, PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, sha256_hex};
+use super::error::{ApiError, ErrorBody, ErrorType};
+use super::request::{Fields, json_object, page_request, read_body};
+use super::views::{ListView, timestamp};
+use crate::config::generate_token;
+use crate::domain::{ApiKeyId, Email, MerchantId};
+use crate::store::entities::{api_keys, merchant_sessions, merchants};
+use crate::store::merchants::NewMerchant;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use utoipa::ToSchema;
+
+const NAME_LENGTH_MAX: usize = 200;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MerchantView {
+    pub id: String,
+    /// Always `merchant`.
+    pub object: &'static str,
+    pub name: String,
+    pub email: String,
+    pub created_at: String,
+}
+
+impl From<&merchants::Model> for MerchantView {
+    fn from(merchant: &merchants::Model) -> MerchantView {
+        MerchantView {
+            id: merchant.id.clone(),
+            object: "merchant",
+            name: merchant.name.clone(),
+            email: merchant.email.clone(),
+            created_at: timestamp(merchant.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MerchantSessionView {
+    pub id: String,
+    /// Always `merchant_session`.
+    pub object: &'static str,
+    /// The bearer token; shown only now.
+    pub token: String,
+    pub expires_at: String,
+    pub created_at: String,
+    pub merchant: MerchantView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    /// Always `api_key`.
+    pub object: &'static str,
+    /// The secret `sk_…`: present only in the response that creates the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The secret's first and last characters, to recognise it.
+    pub redacted: String,
+    pub name: Option<String>,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub created_at: String,
+}
+
+impl From<&api_keys::Model> for ApiKeyView {
+    fn from(key: &api_keys::Model) -> ApiKeyView {
+        ApiKeyView {
+            id: key.id.clone(),
+            object: "api_key",
+            secret: None,
+            redacted: key.redacted.clone(),
+            name: key.name.clone(),
+            last_used_at: key.last_used_at.map(timestamp),
+            revoked_at: key.revoked_at.map(timestamp),
+            created_at: timestamp(key.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateMerchantRequest {
+    pub name: String,
+    pub email: String,
+    /// At least 10 characters.
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateMerchantSessionRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateApiKeyRequest {
+    /// A label for the key.
+    pub name: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/merchants", tag = "merchants", request_body = CreateMerchantRequest,
+    responses((status = 201, body = MerchantView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_merchant(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let object = json_object(&body)?;
+    let fields = Fields(&object);
+    let name = fields.required_str("name")?.trim().to_owned();
+    if name.is_empty() || name.chars().count() > NAME_LENGTH_MAX {
+        return Err(ApiError::invalid_param(
+            "parameter_invalid",
+            "name",
+            "name must be 1 to 200 characters.",
+        ));
+    }
+    let email = Email::parse(fields.required_str("email")?)
+        .map_err(|r| ApiError::rejection(r, Some("email")))?;
+    let password = fields.required_str("password")?.to_owned();
+    if password.chars().count() < PASSWORD_LENGTH_MIN || password.len() > PASSWORD_LENGTH_MAX {
+        return Err(ApiError::invalid_param(
+            "password_too_short",
+            "password",
+            "The password must be at least 10 characters (at most 256 bytes).",
+        ));
+    }
+    let merchant = NewMerchant {
+        id: MerchantId::generate(),
+        name,
+        email,
+        password_hash: auth::hash_password(password).await?,
+        default_currency: state.default_currency,
+        created_at: state.clock.now(),
+    };
+    match state.store.create_merchant(&merchant).await? {
+        Some(merchant) => Ok(HttpResponse::Created().json(MerchantView::from(&merchant))),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorType::InvalidRequestError,
+            "email_taken",
+            "A merchant with this email already exists.",
+        )
+        .with_param("email")),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/merchants/sessions", tag = "merchants", request_body = CreateMerchantSessionRequest,
+    responses((status = 201, body = MerchantSessionView), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn create_merchant_session(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let object = json_object(&body)?;
+    let fields = Fields(&object);
+    let login = fields.required_str("email")?;
+    let password = fields.required_str("password")?.to_owned();
+    state.rate_limiter.admit(
+        &format!("merchant_login:{}", login.trim().to_ascii_lowercase()),
+        state.limits.login_quota,
+    )?;
+    let merchant = match Email::parse(login) {
+        Ok(email) => state.store.find_merchant_by_email(&email).await?,
+        Err(_) => None,
+    };
+    // Verify even when the merchant does not exist, so both answers take as long.
+    let verified = auth::verify_password(
+        password,
+        merchant.as_ref().map(|merchant| merchant.password_hash.clone()),
+    )
+    .await;
+    let merchant = match merchant {
+        Some(merchant) if verified => merchant,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorType::AuthenticationError,
+                "invalid_credentials",
+                "The email or password is incorrect.",
+            ));
+        }
+    };
+    let merchant_id: MerchantId = merchant
+        .id
+        .parse()
+        .map_err(|_| ApiError::unauthenticated())?;
+    let token = generate_token("msess");
+    let now = state.clock.now();
+    let expires_at =
+        now + chrono::Duration::from_std(state.limits.session_lifetime).unwrap_or_default();
+    let session: merchant_sessions::Model = state
+        .store
+        .create_merchant_session(merchant_id, sha256_hex(token.as_bytes()), now, expires_at)
+        .await?;
+    Ok(HttpResponse::Created().json(MerchantSessionView {
+        id: session.id,
+        object: "merchant_session",
+        token,
+        expires_at: timestamp(session.expires_at),
+        created_at: timestamp(session.created_at),
+        merchant: MerchantView::from(&merchant),
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/merchants/sessions/current", tag = "merchants", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn delete_current_merchant_session(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = auth::current_merchant(&request, &state).await?;
+    let session = merchant.require_session()?;
+    state
+        .store
+        .revoke_merchant_session(session, state.clock.now())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/v1/merchants/me", tag = "merchants", security(("bearer" = [])),
+    responses((status = 200, body = MerchantView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn merchant_me(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = auth::current_merchant(&request, &state).await?;
+    let merchant = state
+        .store
+        .find_merchant(merchant.merchant_id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    Ok(HttpResponse::Ok().json(MerchantView::from(&merchant)))
+}
+
+#[utoipa::path(post, path = "/v1/merchants/api_keys", tag = "merchants", security(("bearer" = [])),
+    request_body = CreateApiKeyRequest,
+    responses((status = 201, body = ApiKeyView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn create_api_key(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = auth::current_merchant(&request, &state).await?;
+    merchant.require_session()?;
+    let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let name = if body.is_empty() {
+        None
+    } else {
+        let object = json_object(&body)?;
+        let name = Fields(&object).optional_str("name")?.map(str::to_owned);
+        if name
+            .as_ref()
+            .is_some_and(|name| name.chars().count() > NAME_LENGTH_MAX)
+        {
+            return Err(ApiError::invalid_param(
+                "parameter_invalid",
+                "name",
+                "name must be at most 200 characters.",
+            ));
+        }
+        name
+    };
+    // 256 random bits, hex: `sk_` + 64 characters.
+    let secret = generate_token(API_KEY_PREFIX.trim_end_matches('_'));
+    debug_assert!(secret.starts_with(API_KEY_PREFIX));
+    let redacted = format!("{}…{}", &secret[..7], &secret[secret.len() - 4..]);
+    let key = state
+        .store
+        .create_api_key(
+            merchant.merchant_id,
+            sha256_hex(secret.as_bytes()),
+            redacted,
+            name,
+            state.clock.now(),
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(ApiKeyView {
+        secret: Some(secret),
+        ..ApiKeyView::from(&key)
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/merchants/api_keys", tag = "merchants", security(("bearer" = [])),
+    params(
+        ("limit" = Option<u64>, Query, description = "1 to 100, default 10"),
+        ("starting_after" = Option<String>, Query, description = "Cursor: a key id"),
+        ("ending_before" = Option<String>, Query, description = "Cursor: a key id"),
+    ),
+    responses((status = 200, body = ListView<ApiKeyView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list_api_keys(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = auth::current_merchant(&request, &state).await?;
+    merchant.require_session()?;
+    let page = page_request(&query)?;
+    let (keys, has_more) = state
+        .store
+        .list_api_keys(merchant.merchant_id, &page)
+        .await?;
+    Ok(HttpResponse::Ok().json(ListView::new(
+        keys.iter().map(ApiKeyView::from).collect(),
+        has_more,
+    )))
+}
+
+async fn own_key(
+    state: &AppState,
+    request: &HttpRequest,
+    id: &str,
+) -> Result<(ApiKeyId, api_keys::Model), ApiError> {
+    let merchant = auth::current_merchant(request, state).await?;
+    merchant.require_session()?;
+    let id: ApiKeyId = id.parse().map_err(|_| ApiError::not_found("api key"))?;
+    let key = state
+        .store
+        .find_api_key(id)
+        .await?
+        .filter(|key| key.merchant_id == merchant.merchant_id.to_string())
+        .ok_or_else(|| ApiError::not_found("api key"))?;
+    Ok((id, key))
+}
+
+#[utoipa::path(get, path = "/v1/merchants/api_keys/{id}", tag = "merchants", security(("bearer" = [])),
+    params(("id" = String, Path, description = "API key id")),
+    responses((status = 200, body = ApiKeyView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_api_key(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, key) = own_key(&state, &request, &path).await?;
+    Ok(HttpResponse::Ok().json(ApiKeyView::from(&key)))
+}
+
+#[utoipa::path(delete, path = "/v1/merchants/api_keys/{id}", tag = "merchants", security(("bearer" = [])),
+    params(("id" = String, Path, description = "API key id")),
+    responses((status = 200, body = ApiKeyView, description = "The key, revoked"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_api_key(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, _) = own_key(&state, &request, &path).await?;
+    state.store.revoke_api_key(id, state.clock.now()).await?;
+    let key = state
+        .store
+        .find_api_key(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("api key"))?;
+    Ok(HttpResponse::Ok().json(ApiKeyView::from(&key)))
+}

@@ -1,0 +1,222 @@
+//! Merchants, their login sessions and their secret API keys. A new merchant and its first
+//! wallet account are created in one transaction; session tokens and API key secrets are
+//! stored only as SHA-256 hashes.
+
+use super::accounts::{PageRequest, fetch_page};
+use super::entities::{accounts, api_keys, merchant_sessions, merchants};
+use super::{Store, StoreError, StoreResult, is_unique_violation};
+use crate::domain::{AccountId, ApiKeyId, Currency, Email, MerchantId, SessionId};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
+};
+
+#[derive(Debug, Clone)]
+pub struct NewMerchant {
+    pub id: MerchantId,
+    pub name: String,
+    pub email: Email,
+    pub password_hash: String,
+    pub default_currency: Currency,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Who a merchant credential belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MerchantCredential {
+    Session(SessionId),
+    ApiKey(ApiKeyId),
+}
+
+/// How long an API key's `last_used_at` may lag behind its real last use (saves a write per
+/// request).
+const LAST_USED_GRANULARITY_SECONDS: i64 = 60;
+
+impl Store {
+    /// Creates the merchant and its wallet account in the default currency; `None` if the
+    /// email is taken.
+    pub async fn create_merchant(
+        &self,
+        merchant: &NewMerchant,
+    ) -> StoreResult<Option<merchants::Model>> {
+        if self.find_merchant_by_email(&merchant.email).await?.is_some() {
+            return Ok(None);
+        }
+        let transaction = self.writer().begin().await?;
+        let inserted = merchants::ActiveModel {
+            id: Set(merchant.id.to_string()),
+            name: Set(merchant.name.clone()),
+            email: Set(merchant.email.as_str().to_owned()),
+            password_hash: Set(merchant.password_hash.clone()),
+            created_at: Set(merchant.created_at),
+        }
+        .insert(&transaction)
+        .await;
+        let model = match inserted {
+            Ok(model) => model,
+            Err(error) if is_unique_violation(&error) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        accounts::ActiveModel {
+            id: Set(AccountId::generate().to_string()),
+            owner_type: Set("merchant".to_owned()),
+            owner_id: Set(model.id.clone()),
+            currency: Set(merchant.default_currency.code().to_owned()),
+            available: Set(0),
+            locked: Set(0),
+            version: Set(0),
+            created_at: Set(merchant.created_at),
+        }
+        .insert(&transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(Some(model))
+    }
+
+    pub async fn find_merchant(&self, id: MerchantId) -> StoreResult<Option<merchants::Model>> {
+        Ok(merchants::Entity::find_by_id(id.to_string())
+            .one(self.reader())
+            .await?)
+    }
+
+    pub async fn find_merchant_by_email(
+        &self,
+        email: &Email,
+    ) -> StoreResult<Option<merchants::Model>> {
+        Ok(merchants::Entity::find()
+            .filter(merchants::Column::Email.eq(email.as_str()))
+            .one(self.reader())
+            .await?)
+    }
+
+    pub async fn create_merchant_session(
+        &self,
+        merchant: MerchantId,
+        token_hash: String,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<merchant_sessions::Model> {
+        Ok(merchant_sessions::ActiveModel {
+            id: Set(SessionId::generate().to_string()),
+            token_hash: Set(token_hash),
+            merchant_id: Set(merchant.to_string()),
+            expires_at: Set(expires_at),
+            revoked_at: Set(None),
+            created_at: Set(created_at),
+        }
+        .insert(self.writer())
+        .await?)
+    }
+
+    pub async fn revoke_merchant_session(
+        &self,
+        id: SessionId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        merchant_sessions::Entity::update_many()
+            .col_expr(merchant_sessions::Column::RevokedAt, Expr::value(now))
+            .filter(merchant_sessions::Column::Id.eq(id.to_string()))
+            .filter(merchant_sessions::Column::RevokedAt.is_null())
+            .exec(self.writer())
+            .await?;
+        Ok(())
+    }
+
+    /// The merchant a live session token or unrevoked API key (by hash) belongs to. Using an
+    /// API key records when it was last used.
+    pub async fn authenticate_merchant(
+        &self,
+        token_hash: &str,
+        is_api_key: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(MerchantId, MerchantCredential)>> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("merchant credential {what}"));
+        if is_api_key {
+            let Some(key) = api_keys::Entity::find()
+                .filter(api_keys::Column::SecretHash.eq(token_hash))
+                .one(self.reader())
+                .await?
+                .filter(|key| key.revoked_at.is_none())
+            else {
+                return Ok(None);
+            };
+            let stale = key.last_used_at.is_none_or(|used| {
+                (now - used).num_seconds() >= LAST_USED_GRANULARITY_SECONDS
+            });
+            if stale {
+                api_keys::Entity::update_many()
+                    .col_expr(api_keys::Column::LastUsedAt, Expr::value(now))
+                    .filter(api_keys::Column::Id.eq(key.id.clone()))
+                    .exec(self.writer())
+                    .await?;
+            }
+            let merchant = key.merchant_id.parse().map_err(|_| corrupt("merchant"))?;
+            let id = key.id.parse().map_err(|_| corrupt("key id"))?;
+            return Ok(Some((merchant, MerchantCredential::ApiKey(id))));
+        }
+        let Some(session) = merchant_sessions::Entity::find()
+            .filter(merchant_sessions::Column::TokenHash.eq(token_hash))
+            .one(self.reader())
+            .await?
+            .filter(|session| session.revoked_at.is_none() && session.expires_at > now)
+        else {
+            return Ok(None);
+        };
+        let merchant = session
+            .merchant_id
+            .parse()
+            .map_err(|_| corrupt("merchant"))?;
+        let id = session.id.parse().map_err(|_| corrupt("session id"))?;
+        Ok(Some((merchant, MerchantCredential::Session(id))))
+    }
+
+    pub async fn create_api_key(
+        &self,
+        merchant: MerchantId,
+        secret_hash: String,
+        redacted: String,
+        name: Option<String>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<api_keys::Model> {
+        Ok(api_keys::ActiveModel {
+            id: Set(ApiKeyId::generate().to_string()),
+            merchant_id: Set(merchant.to_string()),
+            secret_hash: Set(secret_hash),
+            redacted: Set(redacted),
+            name: Set(name),
+            created_at: Set(now),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+        }
+        .insert(self.writer())
+        .await?)
+    }
+
+    pub async fn find_api_key(&self, id: ApiKeyId) -> StoreResult<Option<api_keys::Model>> {
+        Ok(api_keys::Entity::find_by_id(id.to_string())
+            .one(self.writer())
+            .await?)
+    }
+
+    pub async fn list_api_keys(
+        &self,
+        merchant: MerchantId,
+        page: &PageRequest,
+    ) -> StoreResult<(Vec<api_keys::Model>, bool)> {
+        let select =
+            api_keys::Entity::find().filter(api_keys::Column::MerchantId.eq(merchant.to_string()));
+        fetch_page(select, api_keys::Column::Id, page, self.reader()).await
+    }
+
+    /// Revokes the key; it stops working at once. Revoking twice changes nothing.
+    pub async fn revoke_api_key(&self, id: ApiKeyId, now: DateTime<Utc>) -> StoreResult<()> {
+        api_keys::Entity::update_many()
+            .col_expr(api_keys::Column::RevokedAt, Expr::value(now))
+            .filter(api_keys::Column::Id.eq(id.to_string()))
+            .filter(api_keys::Column::RevokedAt.is_null())
+            .exec(self.writer())
+            .await?;
+        Ok(())
+    }
+}
