@@ -84,6 +84,8 @@ pub(crate) async fn seed_debited_saga(
         failure_code: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
+        kind: Set("p2p".into()),
+        reference_id: Set(None),
     })
     .exec(database)
     .await

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use walleti::store::entities::{accounts, entries, journals, onramps};
 
-async fn reconcile(app: &TestApp) -> Value {
+pub(crate) async fn reconcile(app: &TestApp) -> Value {
     let reply = app
         .post(
             "/v1/admin/reconciliations",
