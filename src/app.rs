@@ -5,6 +5,7 @@
 use crate::actors::notifier::{Notifier, NotifierArgs};
 use crate::actors::outbox_relay::{OutboxRelay, RelayArgs};
 use crate::actors::payments::{HoldKeeper, KeeperArgs, Payments};
+use crate::actors::webhook_dispatcher::{DispatcherArgs, WebhookDispatcher};
 use crate::actors::reconciler::{Reconciler, ReconcilerArgs, ReconcilerContext};
 use crate::actors::transfer_saga::{self, SagaContext};
 use crate::actors::wallet_supervisor::{SupervisorArgs, SupervisorMsg, WalletSupervisor, Wallets};
@@ -226,6 +227,18 @@ impl Application {
         )
         .await
         .context("start notifier")?;
+        let (webhook_dispatcher, _) = Actor::spawn(
+            None,
+            WebhookDispatcher,
+            DispatcherArgs {
+                store: store.clone(),
+                metrics: Arc::clone(&metrics),
+                retry_schedule: settings.webhook_retry_schedule.clone(),
+                interval: settings.limits.webhook_dispatch_interval,
+            },
+        )
+        .await
+        .context("start webhook dispatcher")?;
         let (outbox_relay, _) = Actor::spawn(
             None,
             OutboxRelay,
@@ -233,6 +246,7 @@ impl Application {
                 store: store.clone(),
                 metrics: Arc::clone(&metrics),
                 notifier: notifier.clone(),
+                dispatcher: webhook_dispatcher.clone(),
                 poll_interval: settings.limits.outbox_poll_interval,
             },
         )
@@ -251,6 +265,7 @@ impl Application {
             bank,
             payments,
             hold_keeper: hold_keeper.clone(),
+            webhook_dispatcher: webhook_dispatcher.clone(),
             redis_url: settings.redis_url.clone(),
             rate_limiter: crate::http::rate_limit::RateLimiter::default(),
             notifier: notifier.clone(),
@@ -305,6 +320,7 @@ impl Application {
         }
         self.state.reconciler.stop(None);
         self.state.hold_keeper.stop(None);
+        self.state.webhook_dispatcher.stop(None);
         self.state.outbox_relay.stop(None);
         self.state.notifier.stop(None);
         self.supervisor.stop(None);
@@ -338,6 +354,7 @@ impl RunningApplication {
         }
         self.state.reconciler.stop(None);
         self.state.hold_keeper.stop(None);
+        self.state.webhook_dispatcher.stop(None);
         self.state.outbox_relay.stop(None);
         self.state.notifier.stop(None);
         self.supervisor.stop(None);

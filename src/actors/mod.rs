@@ -8,6 +8,8 @@
 //!   on-ramp credits and failures.
 //! - `outbox_relay` and `notifier`: the in-process bus delivering outbox events, at least once,
 //!   to the notifier, which stores each user's notification once per event.
+//! - `webhook_dispatcher`: `WebhookDispatcher`, signed outgoing webhooks to merchants'
+//!   endpoints, retried on a schedule, every attempt recorded.
 //! - `reconciler`: `Reconciler`, ledger / saga / external checks on a schedule and on demand.
 //! - `transfer_saga`: `TransferSaga`, debit → credit → (refund), resumable after a crash; it
 //!   also carries merchant payments, captures and refunds.
@@ -21,6 +23,7 @@ pub mod reconciler;
 pub mod transfer_saga;
 pub mod wallet;
 pub mod wallet_supervisor;
+pub mod webhook_dispatcher;
 pub mod webhook_ingestor;
 
 pub use transfer_saga::{SagaContext, SagaOutcome, SagaStart};

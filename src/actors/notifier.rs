@@ -119,7 +119,11 @@ struct Message {
 }
 
 fn money(data: &Value) -> Result<Money, String> {
-    let amount = data["amount"]
+    money_in(data, "amount")
+}
+
+fn money_in(data: &Value, field: &str) -> Result<Money, String> {
+    let amount = data[field]
         .as_i64()
         .and_then(|amount| Amount::new(amount).ok())
         .ok_or("event without a valid amount")?;
@@ -185,7 +189,30 @@ fn messages(kind: &str, data: &Value) -> Result<Vec<Message>, String> {
              log out everywhere and change your password."
                 .to_owned(),
         )],
-        // Other events (operator adjustments, …) notify nobody.
+        "payment_intent.succeeded" => vec![message(
+            user(data, "customer")?,
+            "Payment made",
+            format!("You paid {}.", money_in(data, "amount_received")?),
+        )],
+        "refund.succeeded" => vec![message(
+            user(data, "user")?,
+            "Refund received",
+            format!("You were refunded {}.", money(data)?),
+        )],
+        "payout.paid" if data["user"].is_string() => vec![message(
+            user(data, "user")?,
+            "Withdrawal sent",
+            format!("Your withdrawal of {} was paid to your bank.", money(data)?),
+        )],
+        "payout.failed" if data["user"].is_string() => vec![message(
+            user(data, "user")?,
+            "Withdrawal failed",
+            format!(
+                "Your withdrawal of {} failed; the money is back in your wallet.",
+                money(data)?
+            ),
+        )],
+        // Other events (operator adjustments, merchants' events, …) notify nobody.
         _ => Vec::new(),
     })
 }

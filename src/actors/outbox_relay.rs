@@ -1,11 +1,13 @@
-//! `OutboxRelay`: delivers outbox events, at least once, to their consumers. This is the
-//! in-process bus: the outbox table is the durable queue; an event is marked published only
-//! after the notifier has handled it, a failing one is retried on the next passes and moved to
+//! `OutboxRelay`: delivers outbox events, at least once, to their consumers (the notifier and
+//! the merchant webhook dispatcher). This is the in-process bus: the outbox table is the
+//! durable queue; an event is marked published only after both consumers have handled it, a failing one is retried on the next passes and moved to
 //! the dead letters (`dead_lettered_at`) after `DELIVERY_ATTEMPTS_MAX` attempts, without
 //! blocking the events behind it. (Redis Streams with consumer groups: the rest of the events
 //! issue.)
 
 use super::notifier::NotifierMsg;
+use super::webhook_dispatcher::DispatcherMsg;
+use crate::store::entities::outbox;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use ractor::rpc::CallResult;
@@ -23,6 +25,7 @@ pub struct RelayArgs {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub notifier: ActorRef<NotifierMsg>,
+    pub dispatcher: ActorRef<DispatcherMsg>,
     pub poll_interval: Duration,
 }
 
@@ -30,6 +33,7 @@ pub struct RelayState {
     store: Store,
     metrics: Arc<Metrics>,
     notifier: ActorRef<NotifierMsg>,
+    dispatcher: ActorRef<DispatcherMsg>,
     timer: Option<JoinHandle<()>>,
 }
 
@@ -55,6 +59,7 @@ impl Actor for OutboxRelay {
             store: args.store,
             metrics: args.metrics,
             notifier: args.notifier,
+            dispatcher: args.dispatcher,
             timer: Some(timer),
         })
     }
@@ -89,19 +94,11 @@ impl Actor for OutboxRelay {
         for event in events {
             let id = event.id.clone();
             let attempts = event.attempts;
-            let outcome = state
-                .notifier
-                .call(
-                    |reply| NotifierMsg::Handle(Box::new(event), reply),
-                    Some(HANDLE_TIMEOUT),
-                )
-                .await;
+            let outcome = deliver(state, event).await;
             let now = chrono::Utc::now();
             let recorded = match outcome {
-                Ok(CallResult::Success(Ok(()))) => {
-                    state.store.mark_outbox_published(&id, now).await
-                }
-                Ok(CallResult::Success(Err(error))) => {
+                Some(Ok(())) => state.store.mark_outbox_published(&id, now).await,
+                Some(Err(error)) => {
                     let dead = attempts + 1 >= DELIVERY_ATTEMPTS_MAX;
                     if dead {
                         tracing::error!(event_id = %id, %error, "event dead-lettered");
@@ -112,13 +109,43 @@ impl Actor for OutboxRelay {
                         .record_outbox_failure(&id, &error, dead, now)
                         .await
                 }
-                // The notifier is busy or gone: leave the event for the next pass.
-                _ => Ok(()),
+                // A consumer is busy or gone: leave the event for the next pass.
+                None => Ok(()),
             };
             if let Err(error) = recorded {
                 tracing::warn!(%error, event_id = %id, "record outbox delivery");
             }
         }
         Ok(())
+    }
+}
+
+/// Hands the event to every consumer: the notifier (people) and the webhook dispatcher
+/// (merchants). Both are idempotent per event, so a retry after a partial failure is safe.
+/// `None`: a consumer did not answer in time.
+async fn deliver(state: &RelayState, event: outbox::Model) -> Option<Result<(), String>> {
+    let for_dispatcher = Box::new(event.clone());
+    let notified = state
+        .notifier
+        .call(
+            |reply| NotifierMsg::Handle(Box::new(event), reply),
+            Some(HANDLE_TIMEOUT),
+        )
+        .await;
+    match notified {
+        Ok(CallResult::Success(Ok(()))) => {}
+        Ok(CallResult::Success(Err(error))) => return Some(Err(error)),
+        _ => return None,
+    }
+    match state
+        .dispatcher
+        .call(
+            |reply| DispatcherMsg::Handle(for_dispatcher, reply),
+            Some(HANDLE_TIMEOUT),
+        )
+        .await
+    {
+        Ok(CallResult::Success(result)) => Some(result),
+        _ => None,
     }
 }

@@ -17,6 +17,7 @@ pub mod transfers;
 pub mod users;
 pub mod views;
 pub mod wallet;
+pub mod webhook_endpoints;
 pub mod webhooks;
 
 use crate::actors::{SagaContext, Wallets};
@@ -47,6 +48,7 @@ pub struct AppState {
     /// Payment intents, refunds and payouts.
     pub payments: crate::actors::payments::Payments,
     pub hold_keeper: ractor::ActorRef<crate::actors::payments::KeeperMsg>,
+    pub webhook_dispatcher: ractor::ActorRef<crate::actors::webhook_dispatcher::DispatcherMsg>,
     pub rate_limiter: rate_limit::RateLimiter,
     pub notifier: ractor::ActorRef<crate::actors::notifier::NotifierMsg>,
     /// Verifies Twilio's delivery-status callbacks when SMS is configured.
@@ -142,6 +144,34 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v1/payouts", post().to(payments::create_payout))
         .route("/v1/payouts", get().to(payments::list_payouts))
         .route("/v1/payouts/{id}", get().to(payments::get_payout))
+        .route(
+            "/v1/webhook_endpoints",
+            post().to(webhook_endpoints::create_endpoint),
+        )
+        .route(
+            "/v1/webhook_endpoints",
+            get().to(webhook_endpoints::list_endpoints),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            get().to(webhook_endpoints::get_endpoint),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            post().to(webhook_endpoints::update_endpoint),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/deliveries",
+            get().to(webhook_endpoints::list_deliveries),
+        )
+        .route(
+            "/v1/webhook_deliveries/{id}",
+            get().to(webhook_endpoints::get_delivery),
+        )
+        .route(
+            "/v1/webhook_deliveries/{id}/resend",
+            post().to(webhook_endpoints::resend_delivery),
+        )
         .route("/v1/admin/adjustments", post().to(admin::create_adjustment))
         .route("/v1/admin/adjustments", get().to(admin::list_adjustments))
         .route(

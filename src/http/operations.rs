@@ -61,13 +61,21 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::payments::create_payout,
         super::payments::get_payout,
         super::payments::list_payouts,
+        super::webhook_endpoints::create_endpoint,
+        super::webhook_endpoints::list_endpoints,
+        super::webhook_endpoints::get_endpoint,
+        super::webhook_endpoints::update_endpoint,
+        super::webhook_endpoints::list_deliveries,
+        super::webhook_endpoints::get_delivery,
+        super::webhook_endpoints::resend_delivery,
         health,
         ready,
         metrics,
     ),
     components(schemas(ErrorBody, UserView, SessionView, WalletView, AccountView, EntryView, TransferView, AdjustmentView, OnrampView, ReconciliationView,
         super::merchants::MerchantView, super::merchants::MerchantSessionView, super::merchants::ApiKeyView,
-        crate::store::payments::PaymentIntentObject, crate::store::payments::RefundObject, crate::store::payments::PayoutObject)),
+        crate::store::payments::PaymentIntentObject, crate::store::payments::RefundObject, crate::store::payments::PayoutObject,
+        super::webhook_endpoints::WebhookEndpointView, super::webhook_endpoints::WebhookDeliveryView)),
     modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;

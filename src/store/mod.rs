@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod entities;
 pub mod idempotency;
 pub mod ledger;
+pub mod merchant_webhooks;
 pub mod merchants;
 pub mod notifications;
 pub mod onramps;

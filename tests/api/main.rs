@@ -11,6 +11,7 @@ mod conservation;
 mod crash_safety;
 mod email;
 mod idempotency;
+mod merchant_webhooks;
 mod merchants;
 mod ledger_constraints;
 mod notifications;

@@ -1,0 +1,328 @@
+//! `WebhookDispatcher`: signed outgoing webhooks to merchants' endpoints. It consumes outbox
+//! events (from the relay, at least once): each merchant event becomes one durable delivery per
+//! subscribed endpoint, and only then is the event acknowledged. On a timer it attempts the
+//! due deliveries, concurrently up to a bound, each one a POST of the event with
+//! `Walleti-Signature: t=…,v1=…` (HMAC-SHA256 of `"{t}.{body}"` with the endpoint's secret).
+//! A 2xx is success; anything else is retried on the configured schedule, every attempt
+//! recorded; when the schedule runs out the delivery fails and its endpoint is disabled with
+//! the reason. Delivery never touches money: a payment is final before its event exists.
+
+use crate::domain::{MerchantId, WebhookDeliveryId, signature};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::store::entities::{outbox, webhook_deliveries, webhook_endpoints};
+use crate::store::merchant_webhooks::{AttemptRecord, AttemptResult, MERCHANT_EVENT_TYPES};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::{JoinHandle, JoinSet};
+
+pub const KIND: &str = "webhook_dispatcher";
+/// Deliveries attempted per pass, all at once.
+const DELIVERIES_PER_PASS_MAX: u64 = 64;
+/// One attempt waits this long for the merchant's answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The error text kept per attempt.
+const ERROR_LENGTH_MAX: usize = 500;
+
+pub struct DispatcherArgs {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    /// Delays between failed attempts; its length + 1 is the number of scheduled attempts.
+    pub retry_schedule: Vec<Duration>,
+    pub interval: Duration,
+}
+
+pub struct DispatcherState {
+    store: Store,
+    metrics: Arc<Metrics>,
+    retry_schedule: Vec<Duration>,
+    http: reqwest::Client,
+    timer: Option<JoinHandle<()>>,
+}
+
+pub enum DispatcherMsg {
+    /// Turn one outbox event into deliveries; the reply says whether it may be acknowledged.
+    Handle(Box<outbox::Model>, RpcReplyPort<Result<(), String>>),
+    /// Attempt the deliveries that are due.
+    DeliverDue,
+    /// Send one delivery again now, by hand.
+    Resend(WebhookDeliveryId, RpcReplyPort<Result<(), String>>),
+}
+
+pub struct WebhookDispatcher;
+
+impl Actor for WebhookDispatcher {
+    type Msg = DispatcherMsg;
+    type State = DispatcherState;
+    type Arguments = DispatcherArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<DispatcherMsg>,
+        args: DispatcherArgs,
+    ) -> Result<DispatcherState, ActorProcessingErr> {
+        args.metrics.actors_live.with_label_values(&[KIND]).inc();
+        let timer = myself.send_interval(args.interval, || DispatcherMsg::DeliverDue);
+        Ok(DispatcherState {
+            store: args.store,
+            metrics: args.metrics,
+            retry_schedule: args.retry_schedule,
+            http: reqwest::Client::builder()
+                .timeout(ATTEMPT_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            timer: Some(timer),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<DispatcherMsg>,
+        state: &mut DispatcherState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.timer.take() {
+            timer.abort();
+        }
+        state.metrics.actors_live.with_label_values(&[KIND]).dec();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<DispatcherMsg>,
+        message: DispatcherMsg,
+        state: &mut DispatcherState,
+    ) -> Result<(), ActorProcessingErr> {
+        let metrics = Arc::clone(&state.metrics);
+        let _timer = metrics.actor_message(KIND);
+        // Failures are recorded and retried; the dispatcher itself never fails.
+        match message {
+            DispatcherMsg::Handle(event, reply) => {
+                let result = fan_out(state, &event).await;
+                if let Err(error) = &result {
+                    metrics.record_actor_error(KIND, format!("event {}: {error}", event.id));
+                }
+                let _ = reply.send(result);
+                deliver_due(state).await;
+            }
+            DispatcherMsg::DeliverDue => deliver_due(state).await,
+            DispatcherMsg::Resend(id, reply) => {
+                let _ = reply.send(resend(state, id).await);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The merchant an event concerns, if it is a merchant event.
+fn event_merchant(event: &outbox::Model) -> Result<Option<MerchantId>, String> {
+    if !MERCHANT_EVENT_TYPES.contains(&event.event_type.as_str()) {
+        return Ok(None);
+    }
+    let payload: serde_json::Value =
+        serde_json::from_str(&event.payload).map_err(|error| format!("malformed event: {error}"))?;
+    // A user's payout has no merchant.
+    Ok(payload["data"]["merchant"]
+        .as_str()
+        .and_then(|merchant| merchant.parse().ok()))
+}
+
+async fn fan_out(state: &DispatcherState, event: &outbox::Model) -> Result<(), String> {
+    let Some(merchant) = event_merchant(event)? else {
+        return Ok(());
+    };
+    state
+        .store
+        .fan_out_event(merchant, event, chrono::Utc::now())
+        .await
+        .map(|_| ())
+        .map_err(|error| error.to_string())
+}
+
+async fn deliver_due(state: &DispatcherState) {
+    let due = match state
+        .store
+        .due_webhook_deliveries(chrono::Utc::now(), DELIVERIES_PER_PASS_MAX)
+        .await
+    {
+        Ok(due) => due,
+        Err(error) => {
+            tracing::warn!(%error, "read due webhook deliveries");
+            return;
+        }
+    };
+    let mut attempts = JoinSet::new();
+    for (delivery, endpoint) in due {
+        let http = state.http.clone();
+        attempts.spawn(async move {
+            let outcome = send(&http, &delivery, &endpoint).await;
+            (delivery, endpoint, outcome)
+        });
+    }
+    while let Some(joined) = attempts.join_next().await {
+        let Ok((delivery, endpoint, outcome)) = joined else {
+            continue;
+        };
+        let attempt = delivery.attempts + 1;
+        let result = if outcome.succeeded() {
+            AttemptResult::Succeeded
+        } else {
+            match state.retry_schedule.get(usize::try_from(delivery.attempts).unwrap_or(usize::MAX)) {
+                Some(delay) => AttemptResult::RetryAt(
+                    outcome.at + chrono::Duration::from_std(*delay).unwrap_or_default(),
+                ),
+                None => AttemptResult::GaveUp(format!(
+                    "Disabled after {attempt} failed attempts to deliver {} ({}); last error: {}",
+                    delivery.event_type,
+                    delivery.event_id,
+                    outcome.describe()
+                )),
+            }
+        };
+        record(state, &delivery, &endpoint, attempt, "schedule", &outcome, &result).await;
+    }
+}
+
+async fn resend(state: &DispatcherState, id: WebhookDeliveryId) -> Result<(), String> {
+    let delivery = state
+        .store
+        .find_webhook_delivery(id)
+        .await
+        .map_err(|error| error.to_string())?
+        .ok_or("no such delivery")?;
+    let endpoint_id = delivery
+        .endpoint_id
+        .parse()
+        .map_err(|_| "unreadable endpoint id".to_owned())?;
+    let endpoint = state
+        .store
+        .find_webhook_endpoint(endpoint_id)
+        .await
+        .map_err(|error| error.to_string())?
+        .ok_or("no such endpoint")?;
+    let outcome = send(&state.http, &delivery, &endpoint).await;
+    let result = if outcome.succeeded() {
+        AttemptResult::Succeeded
+    } else {
+        AttemptResult::ManualFailed
+    };
+    record(state, &delivery, &endpoint, delivery.attempts + 1, "manual", &outcome, &result).await;
+    Ok(())
+}
+
+/// What one POST to an endpoint came to.
+struct SendOutcome {
+    status_code: Option<u16>,
+    error: Option<String>,
+    latency: Duration,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+impl SendOutcome {
+    fn succeeded(&self) -> bool {
+        self.status_code.is_some_and(|code| (200..300).contains(&code))
+    }
+
+    fn describe(&self) -> String {
+        match (&self.error, self.status_code) {
+            (Some(error), _) => error.clone(),
+            (None, Some(code)) => format!("HTTP {code}"),
+            (None, None) => "no answer".to_owned(),
+        }
+    }
+}
+
+async fn send(
+    http: &reqwest::Client,
+    delivery: &webhook_deliveries::Model,
+    endpoint: &webhook_endpoints::Model,
+) -> SendOutcome {
+    let at = chrono::Utc::now();
+    let header = signature::sign(&endpoint.secret, at.timestamp(), delivery.payload.as_bytes());
+    let started = Instant::now();
+    let sent = http
+        .post(&endpoint.url)
+        .header("Content-Type", "application/json")
+        .header("Walleti-Signature", header)
+        .header("Walleti-Delivery", &delivery.id)
+        .body(delivery.payload.clone())
+        .send()
+        .await;
+    let latency = started.elapsed();
+    match sent {
+        Ok(response) => {
+            let code = response.status().as_u16();
+            let error = (!response.status().is_success()).then(|| format!("HTTP {code}"));
+            SendOutcome {
+                status_code: Some(code),
+                error,
+                latency,
+                at,
+            }
+        }
+        Err(error) => SendOutcome {
+            status_code: None,
+            error: Some(truncate(&error.to_string())),
+            latency,
+            at,
+        },
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(ERROR_LENGTH_MAX).collect()
+}
+
+async fn record(
+    state: &DispatcherState,
+    delivery: &webhook_deliveries::Model,
+    endpoint: &webhook_endpoints::Model,
+    attempt: i32,
+    trigger: &'static str,
+    outcome: &SendOutcome,
+    result: &AttemptResult,
+) {
+    let outcome_label = if outcome.succeeded() {
+        "succeeded"
+    } else {
+        "failed"
+    };
+    let attempt_label = if trigger == "manual" {
+        "manual".to_owned()
+    } else {
+        attempt.to_string()
+    };
+    state
+        .metrics
+        .merchant_webhook_attempts_total
+        .with_label_values(&[outcome_label, attempt_label.as_str()])
+        .inc();
+    state
+        .metrics
+        .merchant_webhook_delivery_seconds
+        .observe(outcome.latency.as_secs_f64());
+    let Ok(delivery_id) = delivery.id.parse() else {
+        tracing::error!(delivery_id = %delivery.id, "unreadable delivery id");
+        return;
+    };
+    let record = AttemptRecord {
+        delivery: delivery_id,
+        attempt,
+        status_code: outcome.status_code.map(i32::from),
+        latency_ms: i64::try_from(outcome.latency.as_millis()).unwrap_or(i64::MAX),
+        error: outcome.error.clone(),
+        trigger,
+        at: outcome.at,
+    };
+    if let AttemptResult::GaveUp(reason) = result {
+        tracing::warn!(endpoint_id = %endpoint.id, %reason, "webhook endpoint disabled");
+    }
+    if let Err(error) = state
+        .store
+        .record_webhook_attempt(&record, &endpoint.id, result)
+        .await
+    {
+        tracing::warn!(delivery_id = %delivery.id, %error, "record webhook attempt");
+    }
+}
