@@ -287,7 +287,9 @@ impl Payments {
     pub async fn release(&self, hold: &HoldRecord, to: HoldState) -> PaymentResult<OpOutcome> {
         let (reference_kind, reference_id) = hold_reference(hold);
         let op = WalletOp {
-            op_key: format!("hold:{}:release", hold.id),
+            // One key per outcome: a void and an expiry of the same hold are different ops,
+            // so the second is refused by the hold's state, never mistaken for a retry.
+            op_key: format!("hold:{}:{}", hold.id, to.as_str()),
             kind: if to == HoldState::Expired {
                 "hold_expired"
             } else {

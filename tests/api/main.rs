@@ -17,6 +17,7 @@ mod ledger_constraints;
 mod notifications;
 mod onramps;
 mod operations;
+mod payments_concurrency;
 mod push;
 mod reconciliation;
 mod sms;
