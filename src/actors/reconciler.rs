@@ -1,6 +1,7 @@
 //! `Reconciler`: proves the books balance, on a schedule and on demand, and stores a report.
 //! Ledger checks (every account equals the sum of its entries; every finished journal sums to
-//! zero; Σ all accounts + Σ in flight = 0 per currency; no wallet negative), saga checks
+//! zero; Σ all accounts + Σ in flight = 0 per currency; no wallet negative; every hold resolved
+//! at most once, its locked entries matching its state), saga checks
 //! (transfers stuck past a threshold are resumed and reported), and external checks (bank
 //! on-ramps against the bank's settlement statement). Runs are serialised by the actor.
 
@@ -27,7 +28,8 @@ pub const KIND: &str = "reconciler";
 pub const DISCREPANCIES_STORED_MAX: usize = 1_000;
 
 /// Every kind of discrepancy, so metrics show zeros for a clean run.
-pub const DISCREPANCY_KINDS: [&str; 9] = [
+pub const DISCREPANCY_KINDS: [&str; 10] = [
+    "hold_mismatch",
     "status_mismatch",
     "balance_mismatch",
     "journal_unbalanced",
@@ -170,6 +172,7 @@ pub async fn reconcile(
     check_journals(&context.store, &mut findings).await?;
     check_totals(context, &mut findings).await?;
     check_negative_wallets(&context.store, &mut findings).await?;
+    check_holds(&context.store, &mut findings).await?;
     check_sagas(context, &mut findings).await?;
     if let Some(bank) = &context.bank {
         check_bank_settlements(&context.store, bank, &mut findings).await?;
@@ -286,6 +289,20 @@ async fn check_negative_wallets(store: &Store, findings: &mut Findings) -> Store
             "account",
             &account,
             json!({"available": available, "locked": locked}),
+        );
+    }
+    Ok(())
+}
+
+/// Every hold resolved at most once: its locked entries net to its amount while it is held,
+/// and to zero once it is captured, voided or expired.
+async fn check_holds(store: &Store, findings: &mut Findings) -> StoreResult<()> {
+    for (hold, status, amount, locked_net) in store.hold_mismatches().await? {
+        findings.add(
+            "hold_mismatch",
+            "hold",
+            &hold,
+            json!({"status": status, "amount": amount, "locked_in_ledger": locked_net}),
         );
     }
     Ok(())

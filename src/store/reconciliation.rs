@@ -239,6 +239,30 @@ impl Store {
             .collect()
     }
 
+    /// Holds whose locked entries disagree with their state: a hold still `held` must have
+    /// its whole amount locked, a resolved one nothing (a hold resolved twice would show
+    /// minus its amount, one never resolved its amount). Returns (hold, status, amount, net).
+    pub async fn hold_mismatches(&self) -> StoreResult<Vec<(String, String, i64, i64)>> {
+        let rows = self
+            .reader()
+            .query_all_raw(statement(
+                self.backend(),
+                "SELECT h.id, h.status, h.amount,                  CAST(COALESCE(SUM(e.amount), 0) AS BIGINT) AS locked_net                  FROM holds h LEFT JOIN entries e ON e.account_id = h.account_id                  AND e.reference_id = h.reference_id AND e.bucket = 'locked'                  GROUP BY h.id, h.status, h.amount                  HAVING COALESCE(SUM(e.amount), 0) <>                  CASE WHEN h.status = 'held' THEN h.amount ELSE 0 END                  ORDER BY h.id LIMIT $1",
+                vec![(FINDINGS_PER_CHECK_MAX as i64).into()],
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("", "id")?,
+                    row.try_get("", "status")?,
+                    row.try_get("", "amount")?,
+                    row.try_get("", "locked_net")?,
+                ))
+            })
+            .collect()
+    }
+
     /// One keyset page of a provider's on-ramps created since `since`, oldest first.
     pub async fn onramps_page(
         &self,

@@ -373,3 +373,35 @@ async fn manual_intents_hold_then_capture_part_or_cancel() {
         assert_eq!(report["status"], "clean", "{report}");
     }
 }
+
+#[tokio::test]
+async fn the_reconciler_catches_a_hold_whose_ledger_disagrees_with_its_state() {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
+    use walleti::store::entities::holds;
+    let app = spawn_app(crate::helpers::Backend::Sqlite).await;
+    let shop = app.merchant("shop").await;
+    let ada = app.user("ada").await;
+    app.fund(&ada, 5000).await;
+    let intent = app.intent(&shop, 1000, true).await;
+    let id = intent["id"].as_str().expect("id");
+    assert_eq!(app.confirm(&ada, id).await.status, StatusCode::OK);
+    assert_eq!(
+        app.intent_action(&shop, id, "cancel", json!({})).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(reconcile(&app).await["status"], "clean");
+    // Pretend the released hold were still held: its unlocked ledger now disagrees.
+    let database = Database::connect(app.database_url.as_str())
+        .await
+        .expect("connect");
+    holds::Entity::update_many()
+        .col_expr(holds::Column::Status, Expr::value("held"))
+        .filter(holds::Column::ReferenceId.eq(id))
+        .exec(&database)
+        .await
+        .expect("tamper");
+    let report = reconcile(&app).await;
+    assert_eq!(report["status"], "discrepancies", "{report}");
+    assert_eq!(report["counts"]["hold_mismatch"], 1, "{report}");
+}

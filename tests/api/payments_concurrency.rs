@@ -47,7 +47,7 @@ async fn capture_cancel_and_expiry_racing_on_one_hold_resolve_it_exactly_once() 
             intents.push(id);
         }
         // Fire capture and cancel together, around the moment the holds expire.
-        tokio::time::sleep(Duration::from_millis(450)).await;
+        tokio::time::sleep(Duration::from_millis(540)).await;
         let races = intents.iter().map(|id| {
             let app = &app;
             let shop = &shop;
