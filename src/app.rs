@@ -5,10 +5,10 @@
 use crate::actors::notifier::{Notifier, NotifierArgs};
 use crate::actors::outbox_relay::{OutboxRelay, RelayArgs};
 use crate::actors::payments::{HoldKeeper, KeeperArgs, Payments};
-use crate::actors::webhook_dispatcher::{DispatcherArgs, WebhookDispatcher};
 use crate::actors::reconciler::{Reconciler, ReconcilerArgs, ReconcilerContext};
 use crate::actors::transfer_saga::{self, SagaContext};
 use crate::actors::wallet_supervisor::{SupervisorArgs, SupervisorMsg, WalletSupervisor, Wallets};
+use crate::actors::webhook_dispatcher::{DispatcherArgs, WebhookDispatcher};
 use crate::actors::webhook_ingestor::{IngestorArgs, IngestorMsg, WebhookIngestor};
 use crate::bank_sim::BankSimulator;
 use crate::config::Settings;

@@ -403,7 +403,9 @@ impl Settings {
 
 /// `500ms`, `30s`, `5m`, `2h`, or a bare number of seconds.
 fn parse_delay(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().ok()?;
     match unit {

@@ -345,7 +345,9 @@ impl Metrics {
                 .with_label_values(&[channel, "skipped"]);
         }
         for status in crate::domain::PaymentIntentStatus::ALL {
-            metrics.payment_intents.with_label_values(&[status.as_str()]);
+            metrics
+                .payment_intents
+                .with_label_values(&[status.as_str()]);
         }
         for outcome in ["succeeded", "failed"] {
             metrics

@@ -28,7 +28,10 @@ fn id_null(column: impl IntoIden) -> ColumnDef {
 }
 
 fn short(column: impl IntoIden, length: u32) -> ColumnDef {
-    ColumnDef::new(column).string_len(length).not_null().to_owned()
+    ColumnDef::new(column)
+        .string_len(length)
+        .not_null()
+        .to_owned()
 }
 
 fn short_null(column: impl IntoIden, length: u32) -> ColumnDef {
@@ -62,7 +65,10 @@ fn timestamp_null(column: impl IntoIden) -> ColumnDef {
 }
 
 fn check(name: &str, condition: &str) -> (DynIden, Expr) {
-    (Alias::new(name).into_iden(), Expr::cust(condition.to_owned()))
+    (
+        Alias::new(name).into_iden(),
+        Expr::cust(condition.to_owned()),
+    )
 }
 
 fn index(name: &str, table: impl IntoIden, columns: &[&'static str]) -> IndexCreateStatement {
@@ -115,7 +121,11 @@ impl MigrationTrait for Migration {
                 PaymentIntents::Table,
                 &["customer_user_id"],
             ),
-            index("holds_status_expiry", Holds::Table, &["status", "expires_at"]),
+            index(
+                "holds_status_expiry",
+                Holds::Table,
+                &["status", "expires_at"],
+            ),
             index("holds_account", Holds::Table, &["account_id"]),
             index("refunds_merchant", Refunds::Table, &["merchant_id"]),
             index("refunds_intent", Refunds::Table, &["payment_intent_id"]),
@@ -407,7 +417,11 @@ fn webhook_deliveries() -> TableCreateStatement {
                 .default(0),
         )
         .col(timestamp_null(WebhookDeliveries::NextAttemptAt))
-        .col(ColumnDef::new(WebhookDeliveries::LastStatusCode).integer().null())
+        .col(
+            ColumnDef::new(WebhookDeliveries::LastStatusCode)
+                .integer()
+                .null(),
+        )
         .col(text_null(WebhookDeliveries::LastError))
         .col(timestamp(WebhookDeliveries::CreatedAt))
         .col(timestamp_null(WebhookDeliveries::DeliveredAt))
@@ -428,7 +442,11 @@ fn webhook_attempts() -> TableCreateStatement {
         .table(WebhookAttempts::Table)
         .col(id(WebhookAttempts::Id).primary_key())
         .col(id(WebhookAttempts::DeliveryId))
-        .col(ColumnDef::new(WebhookAttempts::Attempt).integer().not_null())
+        .col(
+            ColumnDef::new(WebhookAttempts::Attempt)
+                .integer()
+                .not_null(),
+        )
         .col(ColumnDef::new(WebhookAttempts::StatusCode).integer().null())
         .col(money(WebhookAttempts::LatencyMs))
         .col(text_null(WebhookAttempts::Error))

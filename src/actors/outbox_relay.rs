@@ -7,9 +7,9 @@
 
 use super::notifier::NotifierMsg;
 use super::webhook_dispatcher::DispatcherMsg;
-use crate::store::entities::outbox;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::store::entities::outbox;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;

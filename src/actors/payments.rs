@@ -11,12 +11,12 @@
 use super::transfer_saga::{self, Opening, SagaContext, SagaOutcome, SagaStart};
 use super::wallet::{OpOutcome, WalletOp};
 use super::wallet_supervisor::WalletError;
-use crate::domain::{
-    AccountId, Amount, BalanceOp, CaptureMethod, HoldId, HoldState, JournalId,
-    PaymentIntentStatus, PayoutId, PayoutStatus, Rejection, RefundId, RefundStatus, TransferId,
-    TransferKind, TransferState, UserId,
-};
 use crate::domain::Clock;
+use crate::domain::{
+    AccountId, Amount, BalanceOp, CaptureMethod, HoldId, HoldState, JournalId, PaymentIntentStatus,
+    PayoutId, PayoutStatus, RefundId, RefundStatus, Rejection, TransferId, TransferKind,
+    TransferState, UserId,
+};
 use crate::metrics::Metrics;
 use crate::providers::bank::{BankClient, PayoutRequest};
 use crate::store::Store;
@@ -82,7 +82,9 @@ impl Payments {
         self.store()
             .find_payment_intent(intent.id)
             .await?
-            .ok_or_else(|| PaymentError::Unavailable(format!("payment intent {} vanished", intent.id)))
+            .ok_or_else(|| {
+                PaymentError::Unavailable(format!("payment intent {} vanished", intent.id))
+            })
     }
 
     /// Starts a saga and waits for it up to the wait timeout. `Ok(None)`: still running.
@@ -232,7 +234,8 @@ impl Payments {
     }
 
     async fn hold_of(&self, intent: &PaymentIntentRecord) -> PaymentResult<(HoldRecord, UserId)> {
-        let corrupt = || PaymentError::Unavailable(format!("payment intent {} has no hold", intent.id));
+        let corrupt =
+            || PaymentError::Unavailable(format!("payment intent {} has no hold", intent.id));
         let hold_id = intent.hold_id.ok_or_else(corrupt)?;
         let customer = intent.customer_user_id.ok_or_else(corrupt)?;
         let hold = self.store().find_hold(hold_id).await?.ok_or_else(corrupt)?;
@@ -393,10 +396,9 @@ impl Payments {
     }
 
     async fn reread_refund(&self, id: RefundId) -> PaymentResult<RefundRecord> {
-        self.store()
-            .find_refund(id)
-            .await?
-            .ok_or_else(|| PaymentError::Unavailable(format!("refund {id} not found after its debit")))
+        self.store().find_refund(id).await?.ok_or_else(|| {
+            PaymentError::Unavailable(format!("refund {id} not found after its debit"))
+        })
     }
 
     /// Locks `amount` on the owner's account for a payout, then asks the bank to pay it.
@@ -489,10 +491,9 @@ impl Payments {
     }
 
     async fn reread_payout(&self, id: PayoutId) -> PaymentResult<PayoutRecord> {
-        self.store()
-            .find_payout(id)
-            .await?
-            .ok_or_else(|| PaymentError::Unavailable(format!("payout {id} not found after its hold")))
+        self.store().find_payout(id).await?.ok_or_else(|| {
+            PaymentError::Unavailable(format!("payout {id} not found after its hold"))
+        })
     }
 
     /// Asks the bank to pay the payout (idempotent by payout id at the bank). A failure leaves
@@ -523,12 +524,18 @@ impl Payments {
 
     /// The bank's verdict on a payout: paid (the locked funds leave to `payout_clearing`) or
     /// failed (released). Returns the outcome label for the webhook metrics.
-    pub async fn settle_payout(&self, payout_id: PayoutId, paid: bool) -> PaymentResult<&'static str> {
+    pub async fn settle_payout(
+        &self,
+        payout_id: PayoutId,
+        paid: bool,
+    ) -> PaymentResult<&'static str> {
         let Some(payout) = self.store().find_payout(payout_id).await? else {
             return Ok("unknown_payout");
         };
         let Some(hold) = self.store().find_hold(payout.hold_id).await? else {
-            return Err(PaymentError::Unavailable(format!("payout {payout_id} has no hold")));
+            return Err(PaymentError::Unavailable(format!(
+                "payout {payout_id} has no hold"
+            )));
         };
         if hold.state != HoldState::Held {
             return Ok("already_final");
@@ -536,9 +543,14 @@ impl Payments {
         let outcome = if paid {
             let clearing = self
                 .store()
-                .find_account(&Owner::System(SystemAccount::PayoutClearing), payout.currency)
+                .find_account(
+                    &Owner::System(SystemAccount::PayoutClearing),
+                    payout.currency,
+                )
                 .await?
-                .ok_or_else(|| PaymentError::Unavailable("payout clearing account missing".into()))?;
+                .ok_or_else(|| {
+                    PaymentError::Unavailable("payout clearing account missing".into())
+                })?;
             let op = WalletOp {
                 op_key: format!("hold:{}:capture", hold.id),
                 kind: "payout",
@@ -657,7 +669,10 @@ impl Actor for HoldKeeper {
         myself: ActorRef<KeeperMsg>,
         args: KeeperArgs,
     ) -> Result<KeeperState, ActorProcessingErr> {
-        args.metrics.actors_live.with_label_values(&[KEEPER_KIND]).inc();
+        args.metrics
+            .actors_live
+            .with_label_values(&[KEEPER_KIND])
+            .inc();
         let timer = myself.send_interval(args.interval, || KeeperMsg::Tick);
         Ok(KeeperState {
             payments: args.payments,

@@ -8,10 +8,10 @@
 use super::wallet::{OpOutcome, WalletOp};
 use super::wallet_supervisor::{WalletError, Wallets};
 use crate::domain::{Amount, BalanceOp, HoldId, Rejection, TransferKind, TransferState};
-use crate::store::payments::RefundRecord;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::ledger::{Effect, JournalSpec, Reference};
+use crate::store::payments::RefundRecord;
 use crate::store::transfers::TransferRecord;
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -211,7 +211,10 @@ async fn run(context: &SagaContext, start: SagaStart) -> SagaOutcome {
             opening,
         } => match context
             .wallets
-            .apply(transfer.source_account, debit_op(&transfer, opening, replay))
+            .apply(
+                transfer.source_account,
+                debit_op(&transfer, opening, replay),
+            )
             .await
         {
             Ok(OpOutcome::Applied { .. }) => (transfer, replay),

@@ -359,9 +359,7 @@ fn plan_batch(
         let mut intent_after = None;
         if let Some((intent, action)) = op.effect.intent_action() {
             let Some(mut snapshot) = intents.get(&intent).copied() else {
-                outcomes.push(OpOutcome::Rejected(
-                    Rejection::PaymentIntentUnexpectedState,
-                ));
+                outcomes.push(OpOutcome::Rejected(Rejection::PaymentIntentUnexpectedState));
                 continue;
             };
             let checked = match action {

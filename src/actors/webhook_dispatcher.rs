@@ -120,8 +120,8 @@ fn event_merchant(event: &outbox::Model) -> Result<Option<MerchantId>, String> {
     if !MERCHANT_EVENT_TYPES.contains(&event.event_type.as_str()) {
         return Ok(None);
     }
-    let payload: serde_json::Value =
-        serde_json::from_str(&event.payload).map_err(|error| format!("malformed event: {error}"))?;
+    let payload: serde_json::Value = serde_json::from_str(&event.payload)
+        .map_err(|error| format!("malformed event: {error}"))?;
     // A user's payout has no merchant.
     Ok(payload["data"]["merchant"]
         .as_str()
@@ -168,7 +168,10 @@ async fn deliver_due(state: &DispatcherState) {
         let result = if outcome.succeeded() {
             AttemptResult::Succeeded
         } else {
-            match state.retry_schedule.get(usize::try_from(delivery.attempts).unwrap_or(usize::MAX)) {
+            match state
+                .retry_schedule
+                .get(usize::try_from(delivery.attempts).unwrap_or(usize::MAX))
+            {
                 Some(delay) => AttemptResult::RetryAt(
                     outcome.at + chrono::Duration::from_std(*delay).unwrap_or_default(),
                 ),
@@ -180,7 +183,10 @@ async fn deliver_due(state: &DispatcherState) {
                 )),
             }
         };
-        record(state, &delivery, &endpoint, attempt, "schedule", &outcome, &result).await;
+        record(
+            state, &delivery, &endpoint, attempt, "schedule", &outcome, &result,
+        )
+        .await;
     }
 }
 
@@ -207,7 +213,16 @@ async fn resend(state: &DispatcherState, id: WebhookDeliveryId) -> Result<(), St
     } else {
         AttemptResult::ManualFailed
     };
-    record(state, &delivery, &endpoint, delivery.attempts + 1, "manual", &outcome, &result).await;
+    record(
+        state,
+        &delivery,
+        &endpoint,
+        delivery.attempts + 1,
+        "manual",
+        &outcome,
+        &result,
+    )
+    .await;
     Ok(())
 }
 
@@ -221,7 +236,8 @@ struct SendOutcome {
 
 impl SendOutcome {
     fn succeeded(&self) -> bool {
-        self.status_code.is_some_and(|code| (200..300).contains(&code))
+        self.status_code
+            .is_some_and(|code| (200..300).contains(&code))
     }
 
     fn describe(&self) -> String {
@@ -239,7 +255,11 @@ async fn send(
     endpoint: &webhook_endpoints::Model,
 ) -> SendOutcome {
     let at = chrono::Utc::now();
-    let header = signature::sign(&endpoint.secret, at.timestamp(), delivery.payload.as_bytes());
+    let header = signature::sign(
+        &endpoint.secret,
+        at.timestamp(),
+        delivery.payload.as_bytes(),
+    );
     let started = Instant::now();
     let sent = http
         .post(&endpoint.url)

@@ -55,9 +55,9 @@ pub async fn current_user(
     match user_session(token, state).await? {
         Some(user) => Ok(user),
         // A merchant's valid credential on a user endpoint: authenticated, not allowed.
-        None if merchant_credential(token, state).await?.is_some() => {
-            Err(ApiError::forbidden("This endpoint is for users, not merchants."))
-        }
+        None if merchant_credential(token, state).await?.is_some() => Err(ApiError::forbidden(
+            "This endpoint is for users, not merchants.",
+        )),
         None => Err(ApiError::unauthenticated()),
     }
 }
@@ -144,11 +144,7 @@ async fn merchant_credential(
     let is_api_key = token.starts_with(API_KEY_PREFIX);
     Ok(state
         .store
-        .authenticate_merchant(
-            &sha256_hex(token.as_bytes()),
-            is_api_key,
-            state.clock.now(),
-        )
+        .authenticate_merchant(&sha256_hex(token.as_bytes()), is_api_key, state.clock.now())
         .await?
         .map(|(merchant_id, credential)| CurrentMerchant {
             merchant_id,

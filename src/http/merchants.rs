@@ -173,7 +173,9 @@ pub async fn create_merchant_session(
     // Verify even when the merchant does not exist, so both answers take as long.
     let verified = auth::verify_password(
         password,
-        merchant.as_ref().map(|merchant| merchant.password_hash.clone()),
+        merchant
+            .as_ref()
+            .map(|merchant| merchant.password_hash.clone()),
     )
     .await;
     let merchant = match merchant {

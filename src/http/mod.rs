@@ -110,9 +110,15 @@ pub fn routes(config: &mut web::ServiceConfig) {
             delete().to(merchants::delete_current_merchant_session),
         )
         .route("/v1/merchants/me", get().to(merchants::merchant_me))
-        .route("/v1/merchants/api_keys", post().to(merchants::create_api_key))
+        .route(
+            "/v1/merchants/api_keys",
+            post().to(merchants::create_api_key),
+        )
         .route("/v1/merchants/api_keys", get().to(merchants::list_api_keys))
-        .route("/v1/merchants/api_keys/{id}", get().to(merchants::get_api_key))
+        .route(
+            "/v1/merchants/api_keys/{id}",
+            get().to(merchants::get_api_key),
+        )
         .route(
             "/v1/merchants/api_keys/{id}",
             delete().to(merchants::revoke_api_key),
@@ -121,7 +127,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
             "/v1/payment_intents",
             post().to(payments::create_payment_intent),
         )
-        .route("/v1/payment_intents", get().to(payments::list_payment_intents))
+        .route(
+            "/v1/payment_intents",
+            get().to(payments::list_payment_intents),
+        )
         .route(
             "/v1/payment_intents/{id}",
             get().to(payments::get_payment_intent),

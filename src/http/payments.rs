@@ -58,7 +58,9 @@ fn payment_error(error: PaymentError, param: Option<&str>) -> ApiError {
         PaymentError::Rejected(rejection) => ApiError::rejection(rejection, param),
         PaymentError::Unavailable(detail) => {
             tracing::warn!(%detail, "payment action unavailable");
-            ApiError::unavailable("The payment service is unavailable; retry with the same Idempotency-Key.")
+            ApiError::unavailable(
+                "The payment service is unavailable; retry with the same Idempotency-Key.",
+            )
         }
     }
 }

@@ -18,10 +18,7 @@ pub async fn get_wallet(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let owner = Owner::from(auth::current_principal(&request, &state).await?.party());
-    let accounts = state
-        .store
-        .list_accounts(&owner)
-        .await?;
+    let accounts = state.store.list_accounts(&owner).await?;
     Ok(HttpResponse::Ok().json(WalletView {
         object: "wallet",
         accounts: accounts.iter().map(AccountView::from).collect(),

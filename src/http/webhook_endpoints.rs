@@ -160,7 +160,9 @@ fn parse_url(text: &str) -> Result<String, ApiError> {
 fn parse_events(value: Option<&Value>) -> Result<Vec<String>, ApiError> {
     let invalid = |message: String| ApiError::invalid_param("events_invalid", "events", message);
     let Some(Value::Array(items)) = value else {
-        return Err(invalid("events must be a non-empty array of event types.".into()));
+        return Err(invalid(
+            "events must be a non-empty array of event types.".into(),
+        ));
     };
     let mut events = Vec::with_capacity(items.len());
     for item in items {
@@ -407,9 +409,15 @@ pub async fn resend_delivery(
     match sent {
         Ok(ractor::rpc::CallResult::Success(Ok(()))) => {}
         Ok(ractor::rpc::CallResult::Success(Err(error))) => {
-            return Err(ApiError::unavailable(format!("Could not re-send: {error}.")));
+            return Err(ApiError::unavailable(format!(
+                "Could not re-send: {error}."
+            )));
         }
-        _ => return Err(ApiError::unavailable("The webhook dispatcher did not answer in time.")),
+        _ => {
+            return Err(ApiError::unavailable(
+                "The webhook dispatcher did not answer in time.",
+            ));
+        }
     }
     let (id, delivery) = own_delivery(&state, &merchant, &path).await?;
     Ok(HttpResponse::Ok().json(delivery_with_attempts(&state, id, &delivery).await?))

@@ -4,13 +4,13 @@
 //! and the outbox events — all or nothing.
 
 use super::entities::{accounts, adjustments, entries, journals, outbox, transfers};
+use super::payments::{HoldPurpose, HoldRecord, RefundRecord};
 use super::transfers::TransferRecord;
 use super::{Store, StoreError, StoreResult, payments};
 use crate::domain::{
     AccountId, AdjustmentId, Bucket, Currency, EntryId, JournalId, OutboxId, Posting, Rejection,
     SignedAmount, TransferId, TransferKind, TransferState,
 };
-use super::payments::{HoldPurpose, HoldRecord, RefundRecord};
 use crate::domain::{HoldId, HoldState, PaymentIntentId, RefundId};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
@@ -459,7 +459,9 @@ async fn write_effect(
                 .await?;
             payments::open_refund(transaction, refund, now).await
         }
-        Effect::OpenHold(hold, purpose) => payments::open_hold(transaction, hold, purpose, now).await,
+        Effect::OpenHold(hold, purpose) => {
+            payments::open_hold(transaction, hold, purpose, now).await
+        }
         Effect::ReleaseHold(hold, to) => payments::release_hold(transaction, hold, *to, now).await,
         Effect::PayOut(hold) => payments::pay_out(transaction, hold, now).await,
         Effect::CompleteTransfer(transfer) => {
@@ -595,7 +597,9 @@ fn intent_of(transfer: &TransferRecord) -> StoreResult<PaymentIntentId> {
         .reference_id
         .as_deref()
         .and_then(|id| id.parse().ok())
-        .ok_or_else(|| StoreError::Corrupt(format!("transfer {} has no payment intent", transfer.id)))
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("transfer {} has no payment intent", transfer.id))
+        })
 }
 
 fn refund_of(transfer: &TransferRecord) -> StoreResult<RefundId> {

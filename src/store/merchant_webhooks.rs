@@ -206,10 +206,11 @@ impl Store {
             .await?;
         let mut due = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            if let Some(endpoint) = webhook_endpoints::Entity::find_by_id(delivery.endpoint_id.clone())
-                .one(self.reader())
-                .await?
-                .filter(|endpoint| endpoint.status == ENDPOINT_ENABLED)
+            if let Some(endpoint) =
+                webhook_endpoints::Entity::find_by_id(delivery.endpoint_id.clone())
+                    .one(self.reader())
+                    .await?
+                    .filter(|endpoint| endpoint.status == ENDPOINT_ENABLED)
             {
                 due.push((delivery, endpoint));
             }
@@ -298,10 +299,9 @@ impl Store {
                     webhook_deliveries::Column::NextAttemptAt,
                     Expr::value(Option::<DateTime<Utc>>::None),
                 ),
-            AttemptResult::RetryAt(at) => update.col_expr(
-                webhook_deliveries::Column::NextAttemptAt,
-                Expr::value(*at),
-            ),
+            AttemptResult::RetryAt(at) => {
+                update.col_expr(webhook_deliveries::Column::NextAttemptAt, Expr::value(*at))
+            }
             AttemptResult::GaveUp(_) => update
                 .col_expr(
                     webhook_deliveries::Column::Status,
@@ -327,7 +327,10 @@ impl Store {
                     webhook_endpoints::Column::DisabledReason,
                     Expr::value(reason.clone()),
                 )
-                .col_expr(webhook_endpoints::Column::UpdatedAt, Expr::value(attempt.at))
+                .col_expr(
+                    webhook_endpoints::Column::UpdatedAt,
+                    Expr::value(attempt.at),
+                )
                 .filter(webhook_endpoints::Column::Id.eq(endpoint))
                 .exec(&transaction)
                 .await?;

@@ -40,7 +40,11 @@ impl Store {
         &self,
         merchant: &NewMerchant,
     ) -> StoreResult<Option<merchants::Model>> {
-        if self.find_merchant_by_email(&merchant.email).await?.is_some() {
+        if self
+            .find_merchant_by_email(&merchant.email)
+            .await?
+            .is_some()
+        {
             return Ok(None);
         }
         let transaction = self.writer().begin().await?;
@@ -141,9 +145,9 @@ impl Store {
             else {
                 return Ok(None);
             };
-            let stale = key.last_used_at.is_none_or(|used| {
-                (now - used).num_seconds() >= LAST_USED_GRANULARITY_SECONDS
-            });
+            let stale = key
+                .last_used_at
+                .is_none_or(|used| (now - used).num_seconds() >= LAST_USED_GRANULARITY_SECONDS);
             if stale {
                 api_keys::Entity::update_many()
                     .col_expr(api_keys::Column::LastUsedAt, Expr::value(now))

@@ -14,13 +14,13 @@ use super::{Store, StoreError, StoreResult};
 use crate::domain::{
     AccountId, Amount, CancellationReason, CaptureMethod, Currency, HoldId, HoldState,
     IntentSnapshot, MerchantId, PaymentIntentId, PaymentIntentStatus, PayoutId, PayoutStatus,
-    Rejection, RefundId, RefundStatus, UserId,
+    RefundId, RefundStatus, Rejection, UserId,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -270,8 +270,12 @@ impl From<&PaymentIntentRecord> for PaymentIntentObject {
             amount_refunded: intent.amount_refunded,
             failure_code: intent.failure_code.clone(),
             cancellation_reason: intent.cancellation_reason.clone(),
-            canceled_at: intent.canceled_at.map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true)),
-            created_at: intent.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            canceled_at: intent
+                .canceled_at
+                .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            created_at: intent
+                .created_at
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
         }
     }
 }
@@ -305,7 +309,9 @@ impl From<&RefundRecord> for RefundObject {
             currency: refund.currency.code(),
             status: refund.status.as_str(),
             failure_code: refund.failure_code.clone(),
-            created_at: refund.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            created_at: refund
+                .created_at
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
         }
     }
 }
@@ -342,7 +348,9 @@ impl From<&PayoutRecord> for PayoutObject {
             currency: payout.currency.code(),
             status: payout.status.as_str(),
             failure_code: payout.failure_code.clone(),
-            created_at: payout.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            created_at: payout
+                .created_at
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
         }
     }
 }
@@ -570,8 +578,9 @@ impl Store {
         page: &PageRequest,
     ) -> StoreResult<(Vec<RefundRecord>, bool)> {
         let select = match viewer {
-            Party::Merchant(merchant) => refunds::Entity::find()
-                .filter(refunds::Column::MerchantId.eq(merchant.to_string())),
+            Party::Merchant(merchant) => {
+                refunds::Entity::find().filter(refunds::Column::MerchantId.eq(merchant.to_string()))
+            }
             Party::User(user) => {
                 refunds::Entity::find().filter(refunds::Column::UserId.eq(user.to_string()))
             }
@@ -1133,8 +1142,7 @@ pub(super) async fn finish_refund(
         payment_intents::Entity::update_many()
             .col_expr(
                 payment_intents::Column::AmountRefunded,
-                Expr::col(payment_intents::Column::AmountRefunded)
-                    .sub(record.amount.minor_units()),
+                Expr::col(payment_intents::Column::AmountRefunded).sub(record.amount.minor_units()),
             )
             .col_expr(payment_intents::Column::UpdatedAt, Expr::value(now))
             .filter(payment_intents::Column::Id.eq(record.payment_intent_id.to_string()))

@@ -39,11 +39,12 @@ fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
     if (chrono::Utc::now().timestamp() - timestamp).abs() > 300 {
         return false;
     }
-    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("key");
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(format!("{timestamp}.").as_bytes());
     mac.update(body);
     let expected = hex::encode(mac.finalize().into_bytes());
-    signatures.iter().any(|signature| *signature == expected)
+    signatures.contains(&expected)
 }
 
 async fn receive(
@@ -105,7 +106,10 @@ async fn app_with_fast_retries() -> TestApp {
 async fn wait_for_delivery(app: &TestApp, token: &str, endpoint: &str, status: &str) -> Value {
     for _ in 0..400 {
         let list = app
-            .get(&format!("/v1/webhook_endpoints/{endpoint}/deliveries"), token)
+            .get(
+                &format!("/v1/webhook_endpoints/{endpoint}/deliveries"),
+                token,
+            )
             .await;
         if let Some(found) = list.body["data"]
             .as_array()
@@ -163,7 +167,9 @@ async fn signed_webhooks_are_retried_until_acknowledged_once_and_every_attempt_i
     // A manual intent authorised (not subscribed) and an automatic one paid (subscribed).
     let manual = app.intent(&shop, 700, true).await;
     assert_eq!(
-        app.confirm(&ada, manual["id"].as_str().expect("id")).await.status,
+        app.confirm(&ada, manual["id"].as_str().expect("id"))
+            .await
+            .status,
         StatusCode::OK
     );
     let intent = app.intent(&shop, 1200, false).await;
@@ -202,7 +208,9 @@ async fn signed_webhooks_are_retried_until_acknowledged_once_and_every_attempt_i
         .await
         .expect("text");
     assert!(
-        metrics.contains("walleti_merchant_webhook_attempts_total{attempt=\"3\",outcome=\"succeeded\"} 1"),
+        metrics.contains(
+            "walleti_merchant_webhook_attempts_total{attempt=\"3\",outcome=\"succeeded\"} 1"
+        ),
         "{metrics}"
     );
 }
@@ -242,7 +250,10 @@ async fn an_endpoint_that_keeps_failing_is_disabled_with_a_reason_and_can_be_res
         .await;
     assert_eq!(disabled.body["status"], "disabled", "{}", disabled.text);
     let reason = disabled.body["disabled_reason"].as_str().unwrap_or("");
-    assert!(reason.contains("4 failed attempts") && reason.contains("HTTP 500"), "{reason}");
+    assert!(
+        reason.contains("4 failed attempts") && reason.contains("HTTP 500"),
+        "{reason}"
+    );
 
     // The merchant fixes the receiver, re-sends by hand, and re-enables the endpoint.
     receiver.lock().expect("lock").always_fail = false;
@@ -258,7 +269,10 @@ async fn an_endpoint_that_keeps_failing_is_disabled_with_a_reason_and_can_be_res
     assert_eq!(resent.status, StatusCode::OK, "{}", resent.text);
     assert_eq!(resent.body["status"], "succeeded", "{}", resent.text);
     let log = resent.body["attempt_log"].as_array().expect("log");
-    assert_eq!(log.last().map(|a| a["trigger"].clone()), Some(json!("manual")));
+    assert_eq!(
+        log.last().map(|a| a["trigger"].clone()),
+        Some(json!("manual"))
+    );
     let enabled = app
         .post(
             &format!("/v1/webhook_endpoints/{endpoint}"),

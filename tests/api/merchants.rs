@@ -135,7 +135,11 @@ async fn merchants_sign_up_get_keys_and_roles_are_enforced() {
     let user = app.user("ada").await;
 
     // The key is shown once, long and random; listing shows it redacted.
-    assert!(shop.key.starts_with("sk_") && shop.key.len() >= 3 + 32, "{}", shop.key);
+    assert!(
+        shop.key.starts_with("sk_") && shop.key.len() >= 3 + 32,
+        "{}",
+        shop.key
+    );
     let keys = app.get("/v1/merchants/api_keys", &shop.token).await;
     assert_eq!(keys.status, StatusCode::OK, "{}", keys.text);
     let listed = &keys.body["data"][0];
@@ -153,7 +157,10 @@ async fn merchants_sign_up_get_keys_and_roles_are_enforced() {
     }
     let used = app
         .get(
-            &format!("/v1/merchants/api_keys/{}", listed["id"].as_str().expect("id")),
+            &format!(
+                "/v1/merchants/api_keys/{}",
+                listed["id"].as_str().expect("id")
+            ),
             &shop.token,
         )
         .await;
@@ -178,7 +185,12 @@ async fn merchants_sign_up_get_keys_and_roles_are_enforced() {
             &json!({"to": user.id, "amount": 100, "currency": "usd"}),
         )
         .await;
-    assert_eq!(as_merchant.status, StatusCode::FORBIDDEN, "{}", as_merchant.text);
+    assert_eq!(
+        as_merchant.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        as_merchant.text
+    );
     let me_as_merchant = app.get("/v1/me", &shop.token).await;
     assert_eq!(me_as_merchant.status, StatusCode::FORBIDDEN);
 
@@ -190,7 +202,10 @@ async fn merchants_sign_up_get_keys_and_roles_are_enforced() {
     let revoked = app
         .request(
             reqwest::Method::DELETE,
-            &format!("/v1/merchants/api_keys/{}", listed["id"].as_str().expect("id")),
+            &format!(
+                "/v1/merchants/api_keys/{}",
+                listed["id"].as_str().expect("id")
+            ),
             Some(&shop.token),
             None,
             None,
@@ -238,7 +253,9 @@ async fn automatic_payments_and_partial_refunds_move_money_exactly() {
         let id = intent["id"].as_str().expect("id");
         // Before anyone confirms it, only its merchant sees it.
         assert_eq!(
-            app.get(&format!("/v1/payment_intents/{id}"), &ada.token).await.status,
+            app.get(&format!("/v1/payment_intents/{id}"), &ada.token)
+                .await
+                .status,
             StatusCode::NOT_FOUND
         );
         let paid = app.confirm(&ada, id).await;
@@ -255,11 +272,15 @@ async fn automatic_payments_and_partial_refunds_move_money_exactly() {
 
         // Who sees what: the payer and the merchant; not another user, not another merchant.
         assert_eq!(
-            app.get(&format!("/v1/payment_intents/{id}"), &ada.token).await.status,
+            app.get(&format!("/v1/payment_intents/{id}"), &ada.token)
+                .await
+                .status,
             StatusCode::OK
         );
         assert_eq!(
-            app.get(&format!("/v1/payment_intents/{id}"), &bob.token).await.status,
+            app.get(&format!("/v1/payment_intents/{id}"), &bob.token)
+                .await
+                .status,
             StatusCode::NOT_FOUND
         );
         assert_eq!(
@@ -270,7 +291,12 @@ async fn automatic_payments_and_partial_refunds_move_money_exactly() {
         );
         for action in ["capture", "cancel"] {
             let reply = app.intent_action(&other_shop, id, action, json!({})).await;
-            assert_eq!(reply.status, StatusCode::NOT_FOUND, "{action}: {}", reply.text);
+            assert_eq!(
+                reply.status,
+                StatusCode::NOT_FOUND,
+                "{action}: {}",
+                reply.text
+            );
         }
         let stolen = app.refund(&other_shop, id, Some(1)).await;
         assert_eq!(stolen.status, StatusCode::NOT_FOUND, "{}", stolen.text);
@@ -285,7 +311,12 @@ async fn automatic_payments_and_partial_refunds_move_money_exactly() {
         assert_eq!(first.body["status"], "succeeded");
         assert_eq!(first.body["user"], ada.id.as_str());
         let too_much = app.refund(&shop, id, Some(701)).await;
-        assert_eq!(too_much.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", too_much.text);
+        assert_eq!(
+            too_much.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            too_much.text
+        );
         assert_eq!(too_much.code(), "refund_exceeds_captured");
         let rest = app.refund(&shop, id, None).await;
         assert_eq!(rest.status, StatusCode::CREATED, "{}", rest.text);
@@ -294,7 +325,9 @@ async fn automatic_payments_and_partial_refunds_move_money_exactly() {
         assert_eq!(none_left.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(app.balance(&ada).await, (5000, 0));
         assert_eq!(app.merchant_balance(&shop).await, (0, 0));
-        let refunded = app.get(&format!("/v1/payment_intents/{id}"), &shop.key).await;
+        let refunded = app
+            .get(&format!("/v1/payment_intents/{id}"), &shop.key)
+            .await;
         assert_eq!(refunded.body["amount_refunded"], 1000);
         let refunds = app.get("/v1/refunds", &shop.key).await;
         assert_eq!(refunds.body["data"].as_array().map(Vec::len), Some(2));
@@ -323,7 +356,12 @@ async fn manual_intents_hold_then_capture_part_or_cancel() {
         let over = app
             .intent_action(&shop, id, "capture", json!({"amount_to_capture": 1001}))
             .await;
-        assert_eq!(over.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", over.text);
+        assert_eq!(
+            over.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            over.text
+        );
         assert_eq!(over.code(), "capture_exceeds_hold");
         let captured = app
             .intent_action(&shop, id, "capture", json!({"amount_to_capture": 600}))
@@ -347,11 +385,16 @@ async fn manual_intents_hold_then_capture_part_or_cancel() {
         let canceled = app.intent_action(&shop, second, "cancel", json!({})).await;
         assert_eq!(canceled.status, StatusCode::OK, "{}", canceled.text);
         assert_eq!(canceled.body["status"], "canceled");
-        assert_eq!(canceled.body["cancellation_reason"], "requested_by_merchant");
+        assert_eq!(
+            canceled.body["cancellation_reason"],
+            "requested_by_merchant"
+        );
         assert_eq!(app.balance(&ada).await, (4400, 0));
         let unconfirmed = app.intent(&shop, 100, false).await;
         let unconfirmed = unconfirmed["id"].as_str().expect("id");
-        let ended = app.intent_action(&shop, unconfirmed, "cancel", json!({})).await;
+        let ended = app
+            .intent_action(&shop, unconfirmed, "cancel", json!({}))
+            .await;
         assert_eq!(ended.body["status"], "canceled", "{}", ended.text);
         let after = app.confirm(&ada, unconfirmed).await;
         assert_eq!(after.status, StatusCode::CONFLICT, "{}", after.text);
@@ -367,7 +410,12 @@ async fn manual_intents_hold_then_capture_part_or_cancel() {
             .await;
         let euros = euros.body["id"].as_str().expect("id").to_owned();
         let refused = app.confirm(&ada, &euros).await;
-        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            refused.text
+        );
         assert_eq!(refused.code(), "insufficient_funds");
         let report = reconcile(&app).await;
         assert_eq!(report["status"], "clean", "{report}");
@@ -387,7 +435,9 @@ async fn the_reconciler_catches_a_hold_whose_ledger_disagrees_with_its_state() {
     let id = intent["id"].as_str().expect("id");
     assert_eq!(app.confirm(&ada, id).await.status, StatusCode::OK);
     assert_eq!(
-        app.intent_action(&shop, id, "cancel", json!({})).await.status,
+        app.intent_action(&shop, id, "cancel", json!({}))
+            .await
+            .status,
         StatusCode::OK
     );
     assert_eq!(reconcile(&app).await["status"], "clean");

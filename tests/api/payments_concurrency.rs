@@ -70,7 +70,12 @@ async fn capture_cancel_and_expiry_racing_on_one_hold_resolve_it_exactly_once() 
                 .iter()
                 .filter(|reply| reply.status == StatusCode::OK)
                 .count();
-            assert!(winners <= 1, "both won on {id}: {} / {}", capture.text, cancel.text);
+            assert!(
+                winners <= 1,
+                "both won on {id}: {} / {}",
+                capture.text,
+                cancel.text
+            );
             for reply in [capture, cancel] {
                 if reply.status != StatusCode::OK {
                     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
@@ -82,7 +87,9 @@ async fn capture_cancel_and_expiry_racing_on_one_hold_resolve_it_exactly_once() 
                     );
                 }
             }
-            let intent = app.get(&format!("/v1/payment_intents/{id}"), &shop.key).await;
+            let intent = app
+                .get(&format!("/v1/payment_intents/{id}"), &shop.key)
+                .await;
             let status = intent.body["status"].as_str().unwrap_or("");
             let winner = if capture.status == StatusCode::OK {
                 "capture"
@@ -147,7 +154,12 @@ async fn payouts_lock_funds_until_the_bank_pays_or_fails_them() {
                 &json!({"amount": 5001, "currency": "usd"}),
             )
             .await;
-        assert_eq!(too_much.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", too_much.text);
+        assert_eq!(
+            too_much.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            too_much.text
+        );
         assert_eq!(too_much.code(), "insufficient_funds");
 
         let payout_key = key();
@@ -162,7 +174,13 @@ async fn payouts_lock_funds_until_the_bank_pays_or_fails_them() {
             .post("/v1/payouts", Some(&ada.token), Some(&payout_key), &body)
             .await;
         assert_eq!(replay.body["id"], id.as_str());
-        assert_eq!(replay.headers.get("idempotent-replayed").map(|v| v.to_str().unwrap_or("")), Some("true"));
+        assert_eq!(
+            replay
+                .headers
+                .get("idempotent-replayed")
+                .map(|v| v.to_str().unwrap_or("")),
+            Some("true")
+        );
         let paid = wait_for_payout(&app, &ada.token, &id, "paid").await;
         assert_eq!(paid["amount"], 1500);
         assert_eq!(app.balance(&ada).await, (3500, 0));
@@ -192,7 +210,9 @@ async fn payouts_lock_funds_until_the_bank_pays_or_fails_them() {
         assert_eq!(listed.body["data"].as_array().map(Vec::len), Some(2));
         let bob = app.user("bob").await;
         assert_eq!(
-            app.get(&format!("/v1/payouts/{id}"), &bob.token).await.status,
+            app.get(&format!("/v1/payouts/{id}"), &bob.token)
+                .await
+                .status,
             StatusCode::NOT_FOUND
         );
         let report = reconcile(&app).await;
