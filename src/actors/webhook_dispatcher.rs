@@ -283,11 +283,23 @@ async fn send(
         }
         Err(error) => SendOutcome {
             status_code: None,
-            error: Some(truncate(&error.to_string())),
+            error: Some(truncate(&error_chain(&error))),
             latency,
             at,
         },
     }
+}
+
+/// The error and its causes ("error sending request: connection refused").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn truncate(text: &str) -> String {
