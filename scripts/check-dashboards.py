@@ -3,7 +3,8 @@
 
 Starts walleti (embedded: a temporary SQLite file, the embedded bank simulator) and a real
 Prometheus (Debian's `prometheus` package) scraping it every second, drives light load through
-the HTTP API (P2P transfers with `walleti loadgen`, a bank top-up, a reconciliation), then asks
+the HTTP API (P2P transfers with `walleti loadgen`, a bank top-up, a merchant payment with a
+webhook endpoint, a reconciliation), then asks
 Prometheus for every panel target of every dashboard in observability/grafana/dashboards and
 fails unless each returns at least one finite value.
 
@@ -55,12 +56,37 @@ def wait_for(url, what, seconds=60):
     sys.exit(f"check-dashboards: {what} did not come up at {url}")
 
 
+def wait_for_first_scrape(prom_port, seconds=60):
+    """Prometheus applies its targets a few seconds after it is ready; counters that rise before
+    its first scrape would show no increase."""
+    query = urllib.parse.urlencode({"query": 'up{job="walleti"} == 1'})
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        answer = json.load(urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/api/v1/query?{query}", timeout=10))
+        if answer["data"]["result"]:
+            return
+        time.sleep(0.5)
+    sys.exit("check-dashboards: prometheus never scraped walleti")
+
+
 def bank_top_up(base):
     http("POST", f"{base}/v1/users", {"email": "dash@example.com", "phone": "+14155550177", "name": "Dash", "password": "dashboard check 1"})
     token = http("POST", f"{base}/v1/sessions", {"login": "dash@example.com", "password": "dashboard check 1"})["token"]
     onramp = http("POST", f"{base}/v1/onramps", {"provider": "bank", "amount": 1234, "currency": "usd"}, token, "dash-top-up")
     payment = onramp["redirect_url"].rsplit("/", 1)[1]
     http("POST", f"{base}/bank-sim/api/payments/{payment}/approve")
+    return token
+
+
+def merchant_payment(base, user_token):
+    """A merchant with a webhook endpoint nobody answers takes an authorised, partly captured payment."""
+    http("POST", f"{base}/v1/merchants", {"name": "Dash Shop", "email": "shop@example.com", "password": "dashboard shop 1"})
+    session = http("POST", f"{base}/v1/merchants/sessions", {"email": "shop@example.com", "password": "dashboard shop 1"})["token"]
+    key = http("POST", f"{base}/v1/merchants/api_keys", {}, session)["secret"]
+    http("POST", f"{base}/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/hooks", "events": ["*"]}, key)
+    intent = http("POST", f"{base}/v1/payment_intents", {"amount": 500, "currency": "usd", "capture_method": "manual"}, key, "dash-intent")
+    http("POST", f"{base}/v1/payment_intents/{intent['id']}/confirm", {}, user_token, "dash-confirm")
+    http("POST", f"{base}/v1/payment_intents/{intent['id']}/capture", {"amount_to_capture": 300}, key, "dash-capture")
 
 
 def panel_queries():
@@ -104,11 +130,15 @@ def main():
              f"--web.listen-address=127.0.0.1:{prom_port}"],
             stdout=subprocess.DEVNULL, stderr=open(workdir / "prometheus.log", "w")))
         wait_for(f"http://127.0.0.1:{prom_port}/-/ready", "prometheus")
-        bank_top_up(base)
+        wait_for_first_scrape(prom_port)
+        user_token = bank_top_up(base)
+        time.sleep(1)  # the bank's webhook credits the top-up
+        # Before the load: the merchant's events must not queue behind thousands of transfers.
+        merchant_payment(base, user_token)
         subprocess.run([str(walleti), "loadgen", "--url", base, "--admin-token", ADMIN, "--users", "6",
                         "--concurrency", "4", "--duration-seconds", str(LOAD_SECONDS)], check=True, stdout=subprocess.DEVNULL)
         http("POST", f"{base}/v1/admin/reconciliations", {}, ADMIN)
-        time.sleep(3)  # a few more scrapes after the last events
+        time.sleep(6)  # a few more scrapes after the last events (the hold keeper refreshes every 5 s)  # a few more scrapes after the last events
         failures, checked = [], 0
         for dashboard, panel, expr in panel_queries():
             checked += 1
