@@ -6,7 +6,8 @@ Prometheus (Debian's `prometheus` package) scraping it every second, drives ligh
 the HTTP API (P2P transfers with `walleti loadgen`, a bank top-up, a merchant payment with a
 webhook endpoint, a reconciliation), then asks
 Prometheus for every panel target of every dashboard in observability/grafana/dashboards and
-fails unless each returns at least one finite value.
+fails unless each returns at least one finite value. Also lints the exposition with
+`promtool check metrics` (shipped with the same package), which must report nothing.
 
 Usage: python3 scripts/check-dashboards.py [path/to/walleti]   (default: target/debug/walleti)
 """
@@ -146,6 +147,14 @@ def main():
             answer = json.load(urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/api/v1/query?{query}", timeout=10))
             if answer.get("status") != "success" or not has_finite_value(answer["data"]["result"]):
                 failures.append(f"{dashboard} / {panel}: {expr} -> {json.dumps(answer)[:300]}")
+        promtool = shutil.which("promtool")
+        if promtool:
+            exposition = urllib.request.urlopen(f"{base}/metrics", timeout=10).read()
+            lint = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True)
+            if lint.returncode != 0 or lint.stdout.strip() or lint.stderr.strip():
+                failures.append(f"promtool check metrics: {(lint.stdout + lint.stderr).decode()[:2000]}")
+            else:
+                print("check-dashboards: promtool check metrics reports nothing")
         for failure in failures:
             print(f"NO DATA  {failure}")
         print(f"check-dashboards: {checked - len(failures)} of {checked} panel queries returned data")
