@@ -3,14 +3,17 @@
 //! unfinished saga, start the periodic saga resumer, then serve HTTP.
 
 use crate::actors::notifier::{Notifier, NotifierArgs};
-use crate::actors::outbox_relay::{OutboxRelay, RelayArgs};
+use crate::actors::outbox_relay::{InProcessBus, OutboxRelay, RelayArgs};
 use crate::actors::payments::{HoldKeeper, KeeperArgs, Payments};
 use crate::actors::reconciler::{Reconciler, ReconcilerArgs, ReconcilerContext};
+use crate::actors::stream_consumer::{ConsumerArgs, ConsumerMsg, Handler, StreamConsumer};
 use crate::actors::transfer_saga::{self, SagaContext};
 use crate::actors::wallet_supervisor::{SupervisorArgs, SupervisorMsg, WalletSupervisor, Wallets};
 use crate::actors::webhook_dispatcher::{DispatcherArgs, WebhookDispatcher};
 use crate::actors::webhook_ingestor::{IngestorArgs, IngestorMsg, WebhookIngestor};
 use crate::bank_sim::BankSimulator;
+use crate::bus::EventBus;
+use crate::bus::redis::{Group, RedisBus, StreamNames};
 use crate::config::Settings;
 use crate::domain::{Clock, OnrampProvider, SystemClock};
 use crate::http::{self, AppState};
@@ -239,14 +242,48 @@ impl Application {
         )
         .await
         .context("start webhook dispatcher")?;
+        let redis = match &settings.redis_url {
+            Some(url) => Some(
+                crate::bus::redis::connect(url)
+                    .with_context(|| format!("configure Redis {}", crate::store::redact(url)))?,
+            ),
+            None => None,
+        };
+        let (bus, stream_consumers) = match &redis {
+            Some(client) => {
+                let streams = StreamNames {
+                    events: settings.redis_stream.clone(),
+                };
+                let consumers = spawn_stream_consumers(
+                    client,
+                    &streams,
+                    &notifier,
+                    &webhook_dispatcher,
+                    &metrics,
+                    &settings,
+                )
+                .await?;
+                let bus: Arc<dyn EventBus> = Arc::new(RedisBus {
+                    client: client.clone(),
+                    streams,
+                });
+                (bus, consumers)
+            }
+            None => {
+                let bus: Arc<dyn EventBus> = Arc::new(InProcessBus {
+                    notifier: notifier.clone(),
+                    dispatcher: webhook_dispatcher.clone(),
+                });
+                (bus, Vec::new())
+            }
+        };
         let (outbox_relay, _) = Actor::spawn(
             None,
             OutboxRelay,
             RelayArgs {
                 store: store.clone(),
                 metrics: Arc::clone(&metrics),
-                notifier: notifier.clone(),
-                dispatcher: webhook_dispatcher.clone(),
+                bus,
                 poll_interval: settings.limits.outbox_poll_interval,
             },
         )
@@ -267,7 +304,11 @@ impl Application {
             hold_keeper: hold_keeper.clone(),
             webhook_dispatcher: webhook_dispatcher.clone(),
             redis_url: settings.redis_url.clone(),
-            rate_limiter: crate::http::rate_limit::RateLimiter::default(),
+            rate_limiter: match &redis {
+                Some(client) => crate::http::rate_limit::RateLimiter::with_redis(client.clone()),
+                None => crate::http::rate_limit::RateLimiter::default(),
+            },
+            stream_consumers,
             notifier: notifier.clone(),
             twilio,
             outbox_relay: outbox_relay.clone(),
@@ -321,6 +362,9 @@ impl Application {
         self.state.reconciler.stop(None);
         self.state.hold_keeper.stop(None);
         self.state.webhook_dispatcher.stop(None);
+        for consumer in &self.state.stream_consumers {
+            consumer.stop(None);
+        }
         self.state.outbox_relay.stop(None);
         self.state.notifier.stop(None);
         self.supervisor.stop(None);
@@ -355,6 +399,9 @@ impl RunningApplication {
         self.state.reconciler.stop(None);
         self.state.hold_keeper.stop(None);
         self.state.webhook_dispatcher.stop(None);
+        for consumer in &self.state.stream_consumers {
+            consumer.stop(None);
+        }
         self.state.outbox_relay.stop(None);
         self.state.notifier.stop(None);
         self.supervisor.stop(None);
@@ -405,4 +452,84 @@ async fn spawn_ingestor(
     .await
     .with_context(|| format!("start {} webhook ingestor", provider.as_str()))?;
     Ok(ingestor)
+}
+
+/// One consumer group per consumer of events (the notifier, the merchant webhook dispatcher),
+/// each read by a `StreamConsumer` named after this process.
+async fn spawn_stream_consumers(
+    client: &fred::clients::Client,
+    streams: &StreamNames,
+    notifier: &ActorRef<crate::actors::notifier::NotifierMsg>,
+    dispatcher: &ActorRef<crate::actors::webhook_dispatcher::DispatcherMsg>,
+    metrics: &Arc<Metrics>,
+    settings: &Settings,
+) -> anyhow::Result<Vec<ActorRef<ConsumerMsg>>> {
+    use crate::actors::notifier::NotifierMsg;
+    use crate::actors::webhook_dispatcher::DispatcherMsg;
+    use ractor::rpc::CallResult;
+    const HANDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    let consumer_name = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+    let notifier = notifier.clone();
+    let to_notifier: Handler = Arc::new(move |event| {
+        let notifier = notifier.clone();
+        Box::pin(async move {
+            match notifier
+                .call(
+                    |reply| NotifierMsg::Handle(Box::new(event), reply),
+                    Some(HANDLE_TIMEOUT),
+                )
+                .await
+            {
+                Ok(CallResult::Success(result)) => result,
+                _ => Err("the notifier did not answer".to_owned()),
+            }
+        })
+    });
+    let dispatcher = dispatcher.clone();
+    let to_dispatcher: Handler = Arc::new(move |event| {
+        let dispatcher = dispatcher.clone();
+        Box::pin(async move {
+            match dispatcher
+                .call(
+                    |reply| DispatcherMsg::Handle(Box::new(event), reply),
+                    Some(HANDLE_TIMEOUT),
+                )
+                .await
+            {
+                Ok(CallResult::Success(result)) => result,
+                _ => Err("the webhook dispatcher did not answer".to_owned()),
+            }
+        })
+    });
+    let mut consumers = Vec::new();
+    for (group, handler) in [
+        ("notifier", to_notifier),
+        ("webhook_dispatcher", to_dispatcher),
+    ] {
+        let (consumer, _) = Actor::spawn(
+            None,
+            StreamConsumer,
+            ConsumerArgs {
+                group: Group {
+                    client: client.clone(),
+                    streams: streams.clone(),
+                    group: group.to_owned(),
+                    consumer: consumer_name.clone(),
+                },
+                handler,
+                metrics: Arc::clone(metrics),
+                limits: settings.consumer_limits,
+                // The test fault kills only the notifier's consumer.
+                die_before_ack: if group == "notifier" {
+                    Arc::clone(&settings.fault_consumer_dies_before_ack)
+                } else {
+                    Arc::default()
+                },
+            },
+        )
+        .await
+        .with_context(|| format!("start the {group} stream consumer"))?;
+        consumers.push(consumer);
+    }
+    Ok(consumers)
 }

@@ -11,7 +11,8 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://walleti.db?mode=rwc";
 
 /// Every `WALLETI_*` variable the application reads (checked by tests against docs/compose).
-pub const KNOWN_WALLETI_VARIABLES: [&str; 11] = [
+pub const KNOWN_WALLETI_VARIABLES: [&str; 12] = [
+    "WALLETI_REDIS_STREAM",
     "WALLETI_HOLD_EXPIRY_SECONDS",
     "WALLETI_WEBHOOK_RETRY_SCHEDULE",
     "WALLETI_SMTP_FROM",
@@ -70,7 +71,16 @@ pub struct Settings {
     /// Delays between a merchant webhook's failed attempt and the next one; after the last,
     /// the delivery fails and its endpoint is disabled.
     pub webhook_retry_schedule: Vec<Duration>,
+    /// The Redis stream events are published to (its dead letters: `{stream}:dead`).
+    pub redis_stream: String,
+    /// How stream consumers claim, retry and dead-letter messages.
+    pub consumer_limits: crate::actors::stream_consumer::ConsumerLimits,
+    /// Test fault: set it and the notifier's stream consumer dies after handling its next
+    /// message, before `XACK`.
+    pub fault_consumer_dies_before_ack: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+pub const REDIS_STREAM_DEFAULT: &str = "walleti:events";
 
 /// 1 min, 5 min, 30 min, 2 h, 5 h, then 10 h three times: 9 attempts over about 37 hours.
 pub const WEBHOOK_RETRY_SCHEDULE_DEFAULT_SECONDS: [u64; 8] =
@@ -261,6 +271,9 @@ impl Settings {
             smtp: None,
             twilio: None,
             fcm: None,
+            redis_stream: REDIS_STREAM_DEFAULT.to_owned(),
+            consumer_limits: crate::actors::stream_consumer::ConsumerLimits::default(),
+            fault_consumer_dies_before_ack: std::sync::Arc::default(),
             webhook_retry_schedule: WEBHOOK_RETRY_SCHEDULE_DEFAULT_SECONDS
                 .iter()
                 .map(|seconds| Duration::from_secs(*seconds))
@@ -299,6 +312,9 @@ impl Settings {
             };
         }
         settings.redis_url = lookup("REDIS_URL").filter(|url| !url.is_empty());
+        if let Some(stream) = lookup("WALLETI_REDIS_STREAM").filter(|s| !s.is_empty()) {
+            settings.redis_stream = stream;
+        }
         settings.public_url = lookup("WALLETI_PUBLIC_URL")
             .filter(|url| !url.is_empty())
             .map(|url| url.trim_end_matches('/').to_owned());

@@ -17,7 +17,8 @@ const BATCH_SIZE_BUCKETS: [f64; 11] = [
 ];
 
 /// Every actor kind, so each exports its series (at zero) from start-up.
-pub const ACTOR_KINDS: [&str; 10] = [
+pub const ACTOR_KINDS: [&str; 11] = [
+    "stream_consumer",
     "hold_keeper",
     "webhook_dispatcher",
     "outbox_relay",
@@ -60,6 +61,11 @@ pub struct Metrics {
     pub payment_intents: IntGaugeVec,
     pub merchant_webhook_attempts_total: IntCounterVec,
     pub merchant_webhook_delivery_seconds: prometheus::Histogram,
+    pub stream_lag: IntGaugeVec,
+    pub stream_pending: IntGaugeVec,
+    pub stream_events_total: IntCounterVec,
+    pub event_delivery_seconds: HistogramVec,
+    pub outbox_oldest_unpublished_age_seconds: prometheus::Gauge,
     /// The last failure per actor kind, for `GET /v1/admin/actors`.
     last_errors: std::sync::Mutex<
         std::collections::HashMap<&'static str, (String, chrono::DateTime<chrono::Utc>)>,
@@ -325,6 +331,54 @@ impl Metrics {
                         "Latency of one outgoing webhook attempt (request to response).",
                     )
                     .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+                ),
+            ),
+            stream_lag: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "stream_lag",
+                        "Events in the Redis stream not yet delivered to a consumer group.",
+                    ),
+                    &["group"],
+                ),
+            ),
+            stream_pending: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "stream_pending",
+                        "Events delivered to a consumer group and not yet acknowledged.",
+                    ),
+                    &["group"],
+                ),
+            ),
+            stream_events_total: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "stream_events_total",
+                        "Events handled by stream consumer groups, by outcome (delivered, failed, dead_lettered).",
+                    ),
+                    &["group", "outcome"],
+                ),
+            ),
+            event_delivery_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "event_delivery_seconds",
+                        "From an event's commit to its consumer having handled it.",
+                    )
+                    .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+                    &["consumer"],
+                ),
+            ),
+            outbox_oldest_unpublished_age_seconds: register(
+                &registry,
+                prometheus::Gauge::new(
+                    "outbox_oldest_unpublished_age_seconds",
+                    "Age of the oldest outbox event not yet published (0 when none).",
                 ),
             ),
             last_errors: std::sync::Mutex::new(std::collections::HashMap::new()),

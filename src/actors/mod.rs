@@ -10,6 +10,8 @@
 //!   to the notifier, which stores each user's notification once per event.
 //! - `webhook_dispatcher`: `WebhookDispatcher`, signed outgoing webhooks to merchants'
 //!   endpoints, retried on a schedule, every attempt recorded.
+//! - `stream_consumer`: `StreamConsumer`, one Redis consumer group feeding the notifier or the
+//!   webhook dispatcher (with `REDIS_URL`).
 //! - `reconciler`: `Reconciler`, ledger / saga / external checks on a schedule and on demand.
 //! - `transfer_saga`: `TransferSaga`, debit → credit → (refund), resumable after a crash; it
 //!   also carries merchant payments, captures and refunds.
@@ -20,6 +22,7 @@ pub mod notifier;
 pub mod outbox_relay;
 pub mod payments;
 pub mod reconciler;
+pub mod stream_consumer;
 pub mod transfer_saga;
 pub mod wallet;
 pub mod wallet_supervisor;

@@ -1,12 +1,15 @@
-//! `OutboxRelay`: delivers outbox events, at least once, to their consumers (the notifier and
-//! the merchant webhook dispatcher). This is the in-process bus: the outbox table is the
-//! durable queue; an event is marked published only after both consumers have handled it, a failing one is retried on the next passes and moved to
-//! the dead letters (`dead_lettered_at`) after `DELIVERY_ATTEMPTS_MAX` attempts, without
-//! blocking the events behind it. (Redis Streams with consumer groups: the rest of the events
-//! issue.)
+//! `OutboxRelay`: publishes outbox events, at least once, through the `EventBus`. Each pass
+//! takes the oldest unpublished rows in order and marks each published once the bus has it.
+//! With the in-process bus (`InProcessBus`, below) publishing means every consumer (the notifier
+//! and the merchant webhook dispatcher) handled the event; a failing event is counted and, after
+//! `DELIVERY_ATTEMPTS_MAX` attempts, moved to the dead letters (`dead_lettered_at`) without
+//! blocking the events behind it. With Redis, publishing is an `XADD` and the consumers are
+//! `StreamConsumer` actors; while Redis is down the pass stops at the first event and tries
+//! again later, so events wait in the outbox table, uncounted.
 
 use super::notifier::NotifierMsg;
 use super::webhook_dispatcher::DispatcherMsg;
+use crate::bus::{EventBus, Publish, PublishFuture};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::entities::outbox;
@@ -17,23 +20,22 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub const KIND: &str = "outbox_relay";
-/// Attempts before an event is dead-lettered.
+/// Attempts before an event is dead-lettered (in-process bus).
 pub const DELIVERY_ATTEMPTS_MAX: i32 = 5;
+/// How long a consumer may take with one event before the attempt counts as unanswered.
 const HANDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct RelayArgs {
     pub store: Store,
     pub metrics: Arc<Metrics>,
-    pub notifier: ActorRef<NotifierMsg>,
-    pub dispatcher: ActorRef<DispatcherMsg>,
+    pub bus: Arc<dyn EventBus>,
     pub poll_interval: Duration,
 }
 
 pub struct RelayState {
     store: Store,
     metrics: Arc<Metrics>,
-    notifier: ActorRef<NotifierMsg>,
-    dispatcher: ActorRef<DispatcherMsg>,
+    bus: Arc<dyn EventBus>,
     timer: Option<JoinHandle<()>>,
 }
 
@@ -58,8 +60,7 @@ impl Actor for OutboxRelay {
         Ok(RelayState {
             store: args.store,
             metrics: args.metrics,
-            notifier: args.notifier,
-            dispatcher: args.dispatcher,
+            bus: args.bus,
             timer: Some(timer),
         })
     }
@@ -84,68 +85,91 @@ impl Actor for OutboxRelay {
     ) -> Result<(), ActorProcessingErr> {
         let metrics = Arc::clone(&state.metrics);
         let _timer = metrics.actor_message(KIND);
-        let events = match state.store.unpublished_outbox().await {
-            Ok(events) => events,
-            Err(error) => {
-                tracing::warn!(%error, "read outbox");
-                return Ok(());
-            }
-        };
-        for event in events {
-            let id = event.id.clone();
-            let attempts = event.attempts;
-            let outcome = deliver(state, event).await;
-            let now = chrono::Utc::now();
-            let recorded = match outcome {
-                Some(Ok(())) => state.store.mark_outbox_published(&id, now).await,
-                Some(Err(error)) => {
-                    let dead = attempts + 1 >= DELIVERY_ATTEMPTS_MAX;
-                    if dead {
-                        tracing::error!(event_id = %id, %error, "event dead-lettered");
-                        state.metrics.outbox_dead_letters_total.inc();
-                    }
-                    state
-                        .store
-                        .record_outbox_failure(&id, &error, dead, now)
-                        .await
-                }
-                // A consumer is busy or gone: leave the event for the next pass.
-                None => Ok(()),
-            };
-            if let Err(error) = recorded {
-                tracing::warn!(%error, event_id = %id, "record outbox delivery");
-            }
+        // Failures are logged and retried next pass: the relay itself never fails.
+        if let Err(error) = relay(state).await {
+            tracing::warn!(%error, "outbox relay pass");
         }
         Ok(())
     }
 }
 
-/// Hands the event to every consumer: the notifier (people) and the webhook dispatcher
-/// (merchants). Both are idempotent per event, so a retry after a partial failure is safe.
-/// `None`: a consumer did not answer in time.
-async fn deliver(state: &RelayState, event: outbox::Model) -> Option<Result<(), String>> {
-    let for_dispatcher = Box::new(event.clone());
-    let notified = state
-        .notifier
-        .call(
-            |reply| NotifierMsg::Handle(Box::new(event), reply),
-            Some(HANDLE_TIMEOUT),
-        )
-        .await;
-    match notified {
-        Ok(CallResult::Success(Ok(()))) => {}
-        Ok(CallResult::Success(Err(error))) => return Some(Err(error)),
-        _ => return None,
+async fn relay(state: &RelayState) -> anyhow::Result<()> {
+    let events = state.store.unpublished_outbox().await?;
+    for event in events {
+        let id = event.id.clone();
+        let attempts = event.attempts;
+        let now = chrono::Utc::now();
+        match state.bus.publish(&event).await {
+            Publish::Delivered => state.store.mark_outbox_published(&id, now).await?,
+            Publish::Failed(error) if state.bus.dead_letters_in_outbox() => {
+                let dead = attempts + 1 >= DELIVERY_ATTEMPTS_MAX;
+                if dead {
+                    tracing::error!(event_id = %id, %error, "event dead-lettered");
+                    state.metrics.outbox_dead_letters_total.inc();
+                }
+                state
+                    .store
+                    .record_outbox_failure(&id, &error, dead, now)
+                    .await?;
+            }
+            Publish::Failed(error) | Publish::Unavailable(error) => {
+                // The bus cannot take events now: keep them, in order, for the next pass.
+                tracing::debug!(event_id = %id, %error, "event not published yet");
+                break;
+            }
+        }
     }
-    match state
-        .dispatcher
-        .call(
-            |reply| DispatcherMsg::Handle(for_dispatcher, reply),
-            Some(HANDLE_TIMEOUT),
-        )
-        .await
-    {
-        Ok(CallResult::Success(result)) => Some(result),
-        _ => None,
+    let (backlog, oldest) = state.store.outbox_backlog_and_oldest().await?;
+    state.metrics.outbox_backlog.set(backlog);
+    let age = oldest
+        .map(|created_at| (chrono::Utc::now() - created_at).num_milliseconds() as f64 / 1000.0)
+        .unwrap_or(0.0);
+    state
+        .metrics
+        .outbox_oldest_unpublished_age_seconds
+        .set(age.max(0.0));
+    Ok(())
+}
+
+/// Without Redis: hands each event to every consumer and waits for them.
+pub struct InProcessBus {
+    pub notifier: ActorRef<NotifierMsg>,
+    pub dispatcher: ActorRef<DispatcherMsg>,
+}
+
+impl EventBus for InProcessBus {
+    fn publish<'a>(&'a self, event: &'a outbox::Model) -> PublishFuture<'a> {
+        Box::pin(async move {
+            // Both consumers are idempotent per event, so a retry after a partial failure
+            // (the notifier handled it, the dispatcher did not) is safe.
+            let notified = self
+                .notifier
+                .call(
+                    |reply| NotifierMsg::Handle(Box::new(event.clone()), reply),
+                    Some(HANDLE_TIMEOUT),
+                )
+                .await;
+            match notified {
+                Ok(CallResult::Success(Ok(()))) => {}
+                Ok(CallResult::Success(Err(error))) => return Publish::Failed(error),
+                _ => return Publish::Unavailable("the notifier did not answer".into()),
+            }
+            match self
+                .dispatcher
+                .call(
+                    |reply| DispatcherMsg::Handle(Box::new(event.clone()), reply),
+                    Some(HANDLE_TIMEOUT),
+                )
+                .await
+            {
+                Ok(CallResult::Success(Ok(()))) => Publish::Delivered,
+                Ok(CallResult::Success(Err(error))) => Publish::Failed(error),
+                _ => Publish::Unavailable("the webhook dispatcher did not answer".into()),
+            }
+        })
+    }
+
+    fn dead_letters_in_outbox(&self) -> bool {
+        true
     }
 }

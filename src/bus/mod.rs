@@ -1,9 +1,46 @@
-//! Event delivery from the transactional outbox. Every money movement already writes its
-//! events to the `outbox` table in the same transaction (see `store::ledger`); the relay that
-//! publishes them (Redis Streams through fred, or in-process) is delivered by the events issue.
-//! Until then the outbox table is the durable queue and nothing reads it.
+//! Event delivery from the transactional outbox: one trait, two implementations. Every money
+//! movement writes its events to the `outbox` table in the same transaction (see
+//! `store::ledger`); the `OutboxRelay` actor hands each unpublished row to the `EventBus`:
 //!
-//! What lives here now is the readiness probe for Redis when `REDIS_URL` is configured.
+//! - `InProcessBus` (no `REDIS_URL`, in `actors::outbox_relay`): delivers to the consumers (the notifier and the merchant
+//!   webhook dispatcher) directly; the outbox table is the durable queue, a failing event is
+//!   retried and dead-lettered in the table after a bound.
+//! - `redis::RedisBus` (with `REDIS_URL`): `XADD`s the event to a Redis stream (capped with
+//!   `MAXLEN ~`); each consumer is a `StreamConsumer` actor in its own consumer group
+//!   (`XREADGROUP`, `XACK` after handling, `XAUTOCLAIM` of messages left by dead consumers, a
+//!   dead-letter stream after a bounded number of deliveries).
+//!
+//! Either way delivery is at least once; every consumer is idempotent by event id.
+//! `ping_redis` is the readiness probe for Redis.
+
+pub mod redis;
+
+use crate::store::entities::outbox;
+use std::future::Future;
+use std::pin::Pin;
+
+/// What publishing one event came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publish {
+    /// Durable on the bus (Redis), or handled by every consumer (in-process).
+    Delivered,
+    /// A consumer refused it: counts towards the event's dead-lettering.
+    Failed(String),
+    /// The bus could not take it now (Redis down, a consumer busy): try again later; this
+    /// does not count against the event.
+    Unavailable(String),
+}
+
+pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Publish> + Send + 'a>>;
+
+/// Where the outbox relay publishes events.
+pub trait EventBus: Send + Sync {
+    fn publish<'a>(&'a self, event: &'a outbox::Model) -> PublishFuture<'a>;
+
+    /// Whether failed events are counted and dead-lettered in the outbox table (in-process),
+    /// or by the bus itself (Redis).
+    fn dead_letters_in_outbox(&self) -> bool;
+}
 
 use anyhow::{Context, bail};
 use std::time::Duration;

@@ -162,10 +162,13 @@ pub async fn create_merchant_session(
     let fields = Fields(&object);
     let login = fields.required_str("email")?;
     let password = fields.required_str("password")?.to_owned();
-    state.rate_limiter.admit(
-        &format!("merchant_login:{}", login.trim().to_ascii_lowercase()),
-        state.limits.login_quota,
-    )?;
+    state
+        .rate_limiter
+        .admit(
+            &format!("merchant_login:{}", login.trim().to_ascii_lowercase()),
+            state.limits.login_quota,
+        )
+        .await?;
     let merchant = match Email::parse(login) {
         Ok(email) => state.store.find_merchant_by_email(&email).await?,
         Err(_) => None,

@@ -49,6 +49,8 @@ pub struct AppState {
     pub payments: crate::actors::payments::Payments,
     pub hold_keeper: ractor::ActorRef<crate::actors::payments::KeeperMsg>,
     pub webhook_dispatcher: ractor::ActorRef<crate::actors::webhook_dispatcher::DispatcherMsg>,
+    /// Redis stream consumers (empty without Redis).
+    pub stream_consumers: Vec<ractor::ActorRef<crate::actors::stream_consumer::ConsumerMsg>>,
     pub rate_limiter: rate_limit::RateLimiter,
     pub notifier: ractor::ActorRef<crate::actors::notifier::NotifierMsg>,
     /// Verifies Twilio's delivery-status callbacks when SMS is configured.

@@ -216,7 +216,8 @@ pub async fn confirm_payment_intent(
     let user = auth::current_user(&request, &state).await?;
     state
         .rate_limiter
-        .admit(&format!("money:{}", user.user_id), state.limits.money_quota)?;
+        .admit(&format!("money:{}", user.user_id), state.limits.money_quota)
+        .await?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
     // Anyone holding the intent's id (its payment link) may pay it.
     let id: PaymentIntentId = path
@@ -349,10 +350,13 @@ pub async fn create_refund(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let merchant = auth::current_merchant(&request, &state).await?;
-    state.rate_limiter.admit(
-        &format!("money:{}", merchant.merchant_id),
-        state.limits.money_quota,
-    )?;
+    state
+        .rate_limiter
+        .admit(
+            &format!("money:{}", merchant.merchant_id),
+            state.limits.money_quota,
+        )
+        .await?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
     let object = json_object(&body)?;
     let fields = Fields(&object);
@@ -446,7 +450,8 @@ pub async fn create_payout(
     let owner = principal.party();
     state
         .rate_limiter
-        .admit(&format!("money:{owner}"), state.limits.money_quota)?;
+        .admit(&format!("money:{owner}"), state.limits.money_quota)
+        .await?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
     let object = json_object(&body)?;
     let fields = Fields(&object);

@@ -1,7 +1,8 @@
 //! Rate limits at the edge (GCRA, the generic cell rate algorithm): login attempts per login
-//! identifier and money-moving requests per user. A refused request gets 429
-//! `rate_limit_error` with `Retry-After`. This is the in-process limiter (one node); the
-//! Redis-backed one arrives with the event bus.
+//! identifier and money-moving requests per user or merchant. A refused request gets 429
+//! `rate_limit_error` with `Retry-After`. With Redis the limit is one Lua script on Redis
+//! (shared by every node, on Redis's clock); without Redis, or while Redis is unreachable, the
+//! same algorithm runs in-process (per node).
 
 use super::error::{ApiError, ErrorType};
 pub use crate::config::Quota;
@@ -13,11 +14,16 @@ use std::time::{Duration, Instant};
 /// Keys tracked at most; beyond it, keys whose allowance is fully restored are forgotten.
 const TRACKED_KEYS_MAX: usize = 100_000;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RateLimiter {
     /// Key → theoretical arrival time of the next request.
     arrivals: Mutex<HashMap<String, Instant>>,
+    /// Shared limits on Redis, when configured.
+    redis: Option<fred::clients::Client>,
 }
+
+/// Keys on Redis are namespaced.
+const REDIS_KEY_PREFIX: &str = "walleti:ratelimit:";
 
 impl RateLimiter {
     /// Admits one request for `key` under `quota`, or says how long to wait.
@@ -38,9 +44,38 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// `check`, as the API's 429.
-    pub fn admit(&self, key: &str, quota: Quota) -> Result<(), ApiError> {
-        self.check(key, quota, Instant::now()).map_err(|wait| {
+    /// Limits shared through Redis (falling back to in-process ones while Redis is away).
+    pub fn with_redis(client: fred::clients::Client) -> RateLimiter {
+        RateLimiter {
+            arrivals: Mutex::default(),
+            redis: Some(client),
+        }
+    }
+
+    /// Admits one request for `key` under `quota`, or answers the API's 429.
+    pub async fn admit(&self, key: &str, quota: Quota) -> Result<(), ApiError> {
+        use fred::interfaces::ClientLike;
+        let decision = match &self.redis {
+            Some(client) if client.is_connected() => {
+                let shared = crate::bus::redis::gcra(
+                    client,
+                    &format!("{REDIS_KEY_PREFIX}{key}"),
+                    quota.emission_interval(),
+                    quota.tolerance(),
+                )
+                .await;
+                match shared {
+                    Ok(None) => Ok(()),
+                    Ok(Some(wait)) => Err(wait),
+                    Err(error) => {
+                        tracing::warn!(%error, "redis rate limit unavailable; limiting in-process");
+                        self.check(key, quota, Instant::now())
+                    }
+                }
+            }
+            _ => self.check(key, quota, Instant::now()),
+        };
+        decision.map_err(|wait| {
             let mut error = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 ErrorType::RateLimitError,

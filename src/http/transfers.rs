@@ -67,7 +67,8 @@ pub async fn create_transfer(
     let user = auth::current_user(&request, &state).await?;
     state
         .rate_limiter
-        .admit(&format!("money:{}", user.user_id), state.limits.money_quota)?;
+        .admit(&format!("money:{}", user.user_id), state.limits.money_quota)
+        .await?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
     let order = parse_order(&body)?;
     let caller = user.caller();

@@ -90,10 +90,13 @@ pub async fn create_session(
     let login = fields.required_str("login")?;
     let password = fields.required_str("password")?.to_owned();
     // Per login identifier, whether or not it exists, before any password work.
-    state.rate_limiter.admit(
-        &format!("login:{}", login.trim().to_ascii_lowercase()),
-        state.limits.login_quota,
-    )?;
+    state
+        .rate_limiter
+        .admit(
+            &format!("login:{}", login.trim().to_ascii_lowercase()),
+            state.limits.login_quota,
+        )
+        .await?;
     let user = if login.trim_start().starts_with('+') {
         match PhoneNumber::parse(login) {
             Ok(phone) => state.store.find_user_by_phone(&phone).await?,

@@ -10,8 +10,8 @@ use crate::domain::UserId;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait, TryInsertResult,
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait, TryInsertResult,
 };
 
 /// Outbox rows handed to the relay per pass.
@@ -55,6 +55,23 @@ impl Store {
             .limit(OUTBOX_BATCH_MAX)
             .all(self.writer())
             .await?)
+    }
+
+    /// How many events wait to be published (dead letters excluded), and when the oldest was
+    /// written.
+    pub async fn outbox_backlog_and_oldest(&self) -> StoreResult<(i64, Option<DateTime<Utc>>)> {
+        let waiting = || {
+            outbox::Entity::find()
+                .filter(outbox::Column::PublishedAt.is_null())
+                .filter(outbox::Column::DeadLetteredAt.is_null())
+        };
+        let backlog = waiting().count(self.reader()).await?;
+        let oldest = waiting()
+            .order_by_asc(outbox::Column::Id)
+            .one(self.reader())
+            .await?
+            .map(|event| event.created_at);
+        Ok((i64::try_from(backlog).unwrap_or(i64::MAX), oldest))
     }
 
     pub async fn mark_outbox_published(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()> {

@@ -8,14 +8,14 @@ use walleti::config::SmtpSettings;
 
 /// A message the test SMTP server accepted.
 #[derive(Debug, Clone)]
-struct Mail {
-    to: Vec<String>,
-    data: String,
+pub(crate) struct Mail {
+    pub(crate) to: Vec<String>,
+    pub(crate) data: String,
 }
 
 /// A minimal SMTP server: records every message when its DATA ends (not at QUIT: lettre
 /// pools connections), or refuses every MAIL with 451 while `refuse` is set.
-async fn smtp_server() -> (u16, Arc<Mutex<Vec<Mail>>>, Arc<AtomicBool>) {
+pub(crate) async fn smtp_server() -> (u16, Arc<Mutex<Vec<Mail>>>, Arc<AtomicBool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

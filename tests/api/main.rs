@@ -20,6 +20,7 @@ mod operations;
 mod payments_concurrency;
 mod push;
 mod reconciliation;
+mod redis_bus;
 mod sms;
 mod stripe;
 mod transfers;
