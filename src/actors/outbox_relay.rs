@@ -100,8 +100,18 @@ async fn relay(state: &RelayState) -> anyhow::Result<()> {
         let attempts = event.attempts;
         let now = chrono::Utc::now();
         match state.bus.publish(&event).await {
-            Publish::Delivered => state.store.mark_outbox_published(&id, now).await?,
-            Publish::Failed(error) if state.bus.dead_letters_in_outbox() => {
+            Publish::Delivered => {
+                state.store.mark_outbox_published(&id, now).await?;
+                if state.bus.is_in_process() {
+                    let latency = (now - event.created_at).to_std().unwrap_or_default();
+                    state
+                        .metrics
+                        .event_delivery_seconds
+                        .with_label_values(&["in_process"])
+                        .observe(latency.as_secs_f64());
+                }
+            }
+            Publish::Failed(error) if state.bus.is_in_process() => {
                 let dead = attempts + 1 >= DELIVERY_ATTEMPTS_MAX;
                 if dead {
                     tracing::error!(event_id = %id, %error, "event dead-lettered");
@@ -169,7 +179,7 @@ impl EventBus for InProcessBus {
         })
     }
 
-    fn dead_letters_in_outbox(&self) -> bool {
+    fn is_in_process(&self) -> bool {
         true
     }
 }

@@ -37,9 +37,10 @@ pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Publish> + Send + 'a>>;
 pub trait EventBus: Send + Sync {
     fn publish<'a>(&'a self, event: &'a outbox::Model) -> PublishFuture<'a>;
 
-    /// Whether failed events are counted and dead-lettered in the outbox table (in-process),
-    /// or by the bus itself (Redis).
-    fn dead_letters_in_outbox(&self) -> bool;
+    /// In-process: `Delivered` means every consumer handled the event, and failed events are
+    /// counted and dead-lettered in the outbox table. On Redis the stream's consumer groups do
+    /// both.
+    fn is_in_process(&self) -> bool;
 }
 
 use anyhow::{Context, bail};

@@ -118,7 +118,7 @@ impl EventBus for RedisBus {
         })
     }
 
-    fn dead_letters_in_outbox(&self) -> bool {
+    fn is_in_process(&self) -> bool {
         false
     }
 }
