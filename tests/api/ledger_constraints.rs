@@ -1,6 +1,6 @@
 use crate::helpers::{backends, spawn_app};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
 use walleti::store::entities::{accounts, entries, outbox};
 
@@ -67,6 +67,7 @@ async fn every_money_movement_writes_its_outbox_event_in_the_same_transaction() 
             .await
             .expect("connect");
         let events: Vec<_> = outbox::Entity::find()
+            .order_by_asc(outbox::Column::Id)
             .all(&database)
             .await
             .expect("outbox")
