@@ -151,6 +151,77 @@ impl fmt::Display for Currency {
     }
 }
 
+impl Currency {
+    /// How people write the currency in front of an amount.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Currency::Usd => "$",
+            Currency::Eur => "€",
+            Currency::Gbp => "£",
+            Currency::Inr => "₹",
+            Currency::Jpy => "¥",
+            Currency::Chf => "CHF ",
+            Currency::Cad => "CA$",
+            Currency::Aud => "A$",
+            Currency::Krw => "₩",
+            Currency::Kwd => "KD ",
+        }
+    }
+
+    /// `minor_units` written for people: `-$10.05`, `¥500`, `KD 1.250`.
+    pub fn format(self, minor_units: i64) -> String {
+        let exponent = self.exponent();
+        let sign = if minor_units < 0 { "-" } else { "" };
+        let magnitude = minor_units.unsigned_abs();
+        if exponent == 0 {
+            return format!("{sign}{}{magnitude}", self.symbol());
+        }
+        let divisor = 10_u64.pow(exponent);
+        format!(
+            "{sign}{}{}.{:0width$}",
+            self.symbol(),
+            magnitude / divisor,
+            magnitude % divisor,
+            width = exponent as usize
+        )
+    }
+
+    /// Parses an amount typed in major units (`10.05` usd → 1005) exactly, never through a
+    /// float: digits, then at most the currency's number of decimals.
+    pub fn parse_major_units(self, text: &str) -> Result<Amount, Rejection> {
+        let text = text.trim();
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let exponent = self.exponent() as usize;
+        let digits_only = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+        if whole.is_empty() && fraction.is_empty()
+            || !digits_only(whole)
+            || !digits_only(fraction)
+            || fraction.len() > exponent
+            || whole.len() > 13
+            || (text.contains('.') && fraction.is_empty())
+        {
+            return Err(Rejection::InvalidAmount);
+        }
+        let whole: i64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| Rejection::InvalidAmount)?
+        };
+        let fraction_value: i64 = if fraction.is_empty() {
+            0
+        } else {
+            fraction.parse().map_err(|_| Rejection::InvalidAmount)?
+        };
+        let scale = 10_i64.pow(exponent as u32);
+        let padding = 10_i64.pow((exponent - fraction.len()) as u32);
+        let minor = whole
+            .checked_mul(scale)
+            .and_then(|minor| minor.checked_add(fraction_value * padding))
+            .ok_or(Rejection::InvalidAmount)?;
+        Amount::new(minor)
+    }
+}
+
 /// An amount in a currency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Money {
@@ -257,5 +328,26 @@ mod tests {
         assert_eq!(Money::new(amount, Currency::Usd).to_string(), "10.05 usd");
         assert_eq!(Money::new(amount, Currency::Jpy).to_string(), "1005 jpy");
         assert_eq!(Money::new(amount, Currency::Kwd).to_string(), "1.005 kwd");
+    }
+
+    #[test]
+    fn amounts_typed_in_major_units_are_parsed_exactly() {
+        let parse = |currency: Currency, text: &str| {
+            currency.parse_major_units(text).map(Amount::minor_units)
+        };
+        assert_eq!(parse(Currency::Usd, "10.05"), Ok(1005));
+        assert_eq!(parse(Currency::Usd, "0.1"), Ok(10));
+        assert_eq!(parse(Currency::Usd, "7"), Ok(700));
+        assert_eq!(parse(Currency::Usd, " .5 "), Ok(50));
+        assert_eq!(parse(Currency::Jpy, "500"), Ok(500));
+        assert_eq!(parse(Currency::Kwd, "1.250"), Ok(1250));
+        for bad in ["", ".", "1.", "1.005", "-1", "1e3", "1,000", "abc", "0", "0.00", "99999999999999"] {
+            assert_eq!(parse(Currency::Usd, bad), Err(Rejection::InvalidAmount), "{bad}");
+        }
+        assert_eq!(parse(Currency::Jpy, "1.5"), Err(Rejection::InvalidAmount));
+        assert_eq!(Currency::Usd.format(1005), "$10.05");
+        assert_eq!(Currency::Usd.format(-5), "-$0.05");
+        assert_eq!(Currency::Jpy.format(500), "¥500");
+        assert_eq!(Currency::Kwd.format(1250), "KD 1.250");
     }
 }

@@ -86,8 +86,34 @@ where
     F: Future<Output = Result<JsonResponse, ApiError>>,
 {
     let key = idempotency_key(request)?;
-    let scope = IdempotencyScope { caller, key: &key };
     let fingerprint = fingerprint(request, body);
+    let (response, replayed) =
+        idempotent(state, caller, &key, &fingerprint, new_resource_id, work).await?;
+    Ok(response.into_response(replayed))
+}
+
+/// The idempotency path itself, for callers that carry the key and the request's fingerprint
+/// some other way (the web app's forms). Returns the response and whether it was replayed.
+pub async fn idempotent<R, W, F>(
+    state: &AppState,
+    caller: &str,
+    key: &str,
+    fingerprint: &str,
+    new_resource_id: R,
+    work: W,
+) -> Result<(JsonResponse, bool), ApiError>
+where
+    R: std::str::FromStr + std::fmt::Display,
+    W: FnOnce(R, bool) -> F,
+    F: Future<Output = Result<JsonResponse, ApiError>>,
+{
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LENGTH_MAX {
+        return Err(ApiError::invalid_request(
+            "idempotency_key_invalid",
+            "The Idempotency-Key must be 1 to 255 characters.",
+        ));
+    }
+    let scope = IdempotencyScope { caller, key };
     let wait_deadline =
         Instant::now() + state.limits.transfer_wait_timeout + Duration::from_secs(5);
     let (resource_id, taken_over, claim_token) = loop {
@@ -98,7 +124,7 @@ where
             .store
             .claim_idempotency_key(
                 scope,
-                &fingerprint,
+                fingerprint,
                 new_resource_id.to_string(),
                 now,
                 stale_before,
@@ -112,7 +138,7 @@ where
             } => break (resource_id, taken_over, claim_token),
             IdempotencyClaim::Replay { status, body } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                return Ok(JsonResponse { status, body }.into_response(true));
+                return Ok((JsonResponse { status, body }, true));
             }
             IdempotencyClaim::Mismatch => {
                 return Err(ApiError::new(
@@ -158,17 +184,19 @@ where
                 .complete_idempotency_key(held, response.status.as_u16(), &response.body)
                 .await?
             {
-                return Ok(response.into_response(false));
+                return Ok((response, false));
             }
             // This request was so slow that another took its claim over: whatever that one
             // stored is the answer for this key.
             match state.store.stored_idempotent_response(scope).await? {
-                Some((status, body)) => Ok(JsonResponse {
-                    status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-                    body,
-                }
-                .into_response(true)),
-                None => Ok(response.into_response(false)),
+                Some((status, body)) => Ok((
+                    JsonResponse {
+                        status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                        body,
+                    },
+                    true,
+                )),
+                None => Ok((response, false)),
             }
         }
         None => {
@@ -177,18 +205,78 @@ where
                 claim_token: &claim_token,
             };
             state.store.release_idempotency_key(held).await?;
-            outcome.map(|response| response.into_response(false))
+            outcome.map(|response| (response, false))
         }
     }
 }
 
 /// Identifies "the same request": method, path and the exact body bytes.
 fn fingerprint(request: &HttpRequest, body: &[u8]) -> String {
+    fingerprint_of(request.method().as_str(), request.path(), body)
+}
+
+/// `fingerprint` for a request built by walleti itself (the web app's forms act through the
+/// API's own paths and bodies, so a form resubmitted with its key replays like the API).
+pub fn fingerprint_of(method: &str, path: &str, body: &[u8]) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(request.method().as_str().as_bytes());
+    hasher.update(method.as_bytes());
     hasher.update(b" ");
-    hasher.update(request.path().as_bytes());
+    hasher.update(path.as_bytes());
     hasher.update(b"\n");
     hasher.update(body);
     hex::encode(hasher.finalize())
+}
+
+/// A money-moving request's idempotency key and fingerprint, however they arrived.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+impl Keyed {
+    /// From the `Idempotency-Key` header and the raw request.
+    pub fn from_request(request: &HttpRequest, body: &[u8]) -> Result<Keyed, ApiError> {
+        Ok(Keyed {
+            key: idempotency_key(request)?,
+            fingerprint: fingerprint(request, body),
+        })
+    }
+
+    /// For a request walleti builds itself (`POST {path}` with `body`).
+    pub fn internal(key: &str, path: &str, body: &[u8]) -> Keyed {
+        Keyed {
+            key: key.to_owned(),
+            fingerprint: fingerprint_of("POST", path, body),
+        }
+    }
+}
+
+/// `idempotent` for a keyed request.
+pub async fn run_keyed<R, W, F>(
+    state: &AppState,
+    caller: &str,
+    keyed: &Keyed,
+    new_resource_id: R,
+    work: W,
+) -> Result<(JsonResponse, bool), ApiError>
+where
+    R: std::str::FromStr + std::fmt::Display,
+    W: FnOnce(R, bool) -> F,
+    F: Future<Output = Result<JsonResponse, ApiError>>,
+{
+    idempotent(
+        state,
+        caller,
+        &keyed.key,
+        &keyed.fingerprint,
+        new_resource_id,
+        work,
+    )
+    .await
+}
+
+/// The HTTP answer for an idempotent outcome.
+pub fn respond((response, replayed): (JsonResponse, bool)) -> HttpResponse {
+    response.into_response(replayed)
 }

@@ -4,7 +4,7 @@
 use super::AppState;
 use super::auth::{self, CurrentUser};
 use super::error::{ApiError, ErrorBody, ErrorType};
-use super::idempotency::{JsonResponse, run_idempotent};
+use super::idempotency::{JsonResponse, Keyed, respond, run_keyed};
 use super::request::{Fields, json_object, page_request, read_body};
 use super::views::{CreateOnrampRequest, ListView, OnrampView};
 use crate::domain::{Amount, Currency, OnrampId, OnrampProvider, OnrampStatus};
@@ -49,12 +49,23 @@ pub async fn create_onramp(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let user = auth::current_user(&request, &state).await?;
+    let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let keyed = Keyed::from_request(&request, &body)?;
+    Ok(respond(top_up(&state, user, &body, &keyed).await?))
+}
+
+/// `POST /v1/onramps` for an authenticated user: the API's and the web app's one path.
+pub async fn top_up(
+    state: &AppState,
+    user: CurrentUser,
+    body: &[u8],
+    keyed: &Keyed,
+) -> Result<(JsonResponse, bool), ApiError> {
     state
         .rate_limiter
         .admit(&format!("money:{}", user.user_id), state.limits.money_quota)
         .await?;
-    let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let order = parse_order(&body)?;
+    let order = parse_order(body)?;
     if order.provider == OnrampProvider::Stripe && state.stripe.is_none() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -65,13 +76,12 @@ pub async fn create_onramp(
         .with_param("provider"));
     }
     let caller = user.caller();
-    run_idempotent(
-        &state,
-        &request,
+    run_keyed(
+        state,
         &caller,
-        &body,
+        keyed,
         OnrampId::generate(),
-        |id, taken_over| execute_onramp(&state, user, order, id, taken_over),
+        |id, taken_over| execute_onramp(state, user, order, id, taken_over),
     )
     .await
 }

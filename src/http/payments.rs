@@ -5,7 +5,7 @@
 use super::AppState;
 use super::auth;
 use super::error::{ApiError, ErrorBody};
-use super::idempotency::{JsonResponse, run_idempotent};
+use super::idempotency::{JsonResponse, Keyed, respond, run_keyed};
 use super::request::{Fields, json_object, page_request, read_body};
 use super::views::ListView;
 use crate::actors::payments::{PaymentError, visible_to};
@@ -105,7 +105,18 @@ pub async fn create_payment_intent(
 ) -> Result<HttpResponse, ApiError> {
     let merchant = auth::current_merchant(&request, &state).await?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let object = json_object(&body)?;
+    let keyed = Keyed::from_request(&request, &body)?;
+    Ok(respond(create_intent(&state, merchant, &body, &keyed).await?))
+}
+
+/// `POST /v1/payment_intents` for an authenticated merchant (the API's and the web app's).
+pub async fn create_intent(
+    state: &AppState,
+    merchant: auth::CurrentMerchant,
+    body: &[u8],
+    keyed: &Keyed,
+) -> Result<(JsonResponse, bool), ApiError> {
+    let object = json_object(body)?;
     let fields = Fields(&object);
     let amount = fields.amount("amount")?;
     let currency = fields.currency("currency")?;
@@ -130,12 +141,10 @@ pub async fn create_payment_intent(
             "description must be at most 1000 characters.",
         ));
     }
-    let state = state.get_ref();
-    run_idempotent(
+    run_keyed(
         state,
-        &request,
         &merchant.caller(),
-        &body,
+        keyed,
         PaymentIntentId::generate(),
         |id: PaymentIntentId, taken_over| async move {
             if taken_over && let Some(existing) = state.store.find_payment_intent(id).await? {
@@ -214,21 +223,30 @@ pub async fn confirm_payment_intent(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let user = auth::current_user(&request, &state).await?;
+    let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let keyed = Keyed::from_request(&request, &body)?;
+    Ok(respond(confirm(&state, user, &path, &keyed).await?))
+}
+
+/// `POST /v1/payment_intents/{id}/confirm` for an authenticated user.
+pub async fn confirm(
+    state: &AppState,
+    user: auth::CurrentUser,
+    intent_id: &str,
+    keyed: &Keyed,
+) -> Result<(JsonResponse, bool), ApiError> {
     state
         .rate_limiter
         .admit(&format!("money:{}", user.user_id), state.limits.money_quota)
         .await?;
-    let body = read_body(payload, state.limits.body_bytes_max).await?;
     // Anyone holding the intent's id (its payment link) may pay it.
-    let id: PaymentIntentId = path
+    let id: PaymentIntentId = intent_id
         .parse()
         .map_err(|_| ApiError::not_found("payment intent"))?;
-    let state = state.get_ref();
-    run_idempotent(
+    run_keyed(
         state,
-        &request,
         &user.caller(),
-        &body,
+        keyed,
         TransferId::generate(),
         |attempt: TransferId, taken_over| async move {
             let intent = state
@@ -247,15 +265,14 @@ pub async fn confirm_payment_intent(
     .await
 }
 
-/// The merchant's own intent, for capture, cancel and refunds.
+/// The merchant's own intent, for capture and cancel (another's is 404).
 async fn merchants_intent(
     state: &AppState,
-    request: &HttpRequest,
+    merchant: auth::CurrentMerchant,
     id: &str,
-) -> Result<(auth::CurrentMerchant, PaymentIntentId), ApiError> {
-    let merchant = auth::current_merchant(request, state).await?;
+) -> Result<PaymentIntentId, ApiError> {
     let intent = visible_intent(state, id, Party::Merchant(merchant.merchant_id)).await?;
-    Ok((merchant, intent.id))
+    Ok(intent.id)
 }
 
 #[utoipa::path(post, path = "/v1/payment_intents/{id}/capture", tag = "payments", security(("bearer" = [])),
@@ -270,20 +287,31 @@ pub async fn capture_payment_intent(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (merchant, id) = merchants_intent(&state, &request, &path).await?;
+    let merchant = auth::current_merchant(&request, &state).await?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let keyed = Keyed::from_request(&request, &body)?;
+    Ok(respond(capture(&state, merchant, &path, &body, &keyed).await?))
+}
+
+/// `POST /v1/payment_intents/{id}/capture` for an authenticated merchant.
+pub async fn capture(
+    state: &AppState,
+    merchant: auth::CurrentMerchant,
+    intent_id: &str,
+    body: &[u8],
+    keyed: &Keyed,
+) -> Result<(JsonResponse, bool), ApiError> {
+    let id = merchants_intent(state, merchant, intent_id).await?;
     let amount = if body.is_empty() {
         None
     } else {
-        let object = json_object(&body)?;
+        let object = json_object(body)?;
         optional_amount(&Fields(&object), "amount_to_capture")?
     };
-    let state = state.get_ref();
-    run_idempotent(
+    run_keyed(
         state,
-        &request,
         &merchant.caller(),
-        &body,
+        keyed,
         TransferId::generate(),
         |attempt: TransferId, taken_over| async move {
             let intent = state
@@ -313,14 +341,24 @@ pub async fn cancel_payment_intent(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (merchant, id) = merchants_intent(&state, &request, &path).await?;
+    let merchant = auth::current_merchant(&request, &state).await?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let state = state.get_ref();
-    run_idempotent(
+    let keyed = Keyed::from_request(&request, &body)?;
+    Ok(respond(cancel(&state, merchant, &path, &keyed).await?))
+}
+
+/// `POST /v1/payment_intents/{id}/cancel` for an authenticated merchant.
+pub async fn cancel(
+    state: &AppState,
+    merchant: auth::CurrentMerchant,
+    intent_id: &str,
+    keyed: &Keyed,
+) -> Result<(JsonResponse, bool), ApiError> {
+    let id = merchants_intent(state, merchant, intent_id).await?;
+    run_keyed(
         state,
-        &request,
         &merchant.caller(),
-        &body,
+        keyed,
         id,
         |id: PaymentIntentId, taken_over| async move {
             let intent = state
@@ -350,6 +388,18 @@ pub async fn create_refund(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let merchant = auth::current_merchant(&request, &state).await?;
+    let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let keyed = Keyed::from_request(&request, &body)?;
+    Ok(respond(refund(&state, merchant, &body, &keyed).await?))
+}
+
+/// `POST /v1/refunds` for an authenticated merchant.
+pub async fn refund(
+    state: &AppState,
+    merchant: auth::CurrentMerchant,
+    body: &[u8],
+    keyed: &Keyed,
+) -> Result<(JsonResponse, bool), ApiError> {
     state
         .rate_limiter
         .admit(
@@ -357,20 +407,17 @@ pub async fn create_refund(
             state.limits.money_quota,
         )
         .await?;
-    let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let object = json_object(&body)?;
+    let object = json_object(body)?;
     let fields = Fields(&object);
     let intent_id = fields.required_str("payment_intent")?.to_owned();
     let amount = optional_amount(&fields, "amount")?;
-    let intent = visible_intent(&state, &intent_id, Party::Merchant(merchant.merchant_id))
+    let intent = visible_intent(state, &intent_id, Party::Merchant(merchant.merchant_id))
         .await
         .map_err(|error| error.with_param("payment_intent"))?;
-    let state = state.get_ref();
-    run_idempotent(
+    run_keyed(
         state,
-        &request,
         &merchant.caller(),
-        &body,
+        keyed,
         RefundId::generate(),
         |refund_id: RefundId, taken_over| async move {
             let intent = state
@@ -447,22 +494,31 @@ pub async fn create_payout(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::current_principal(&request, &state).await?;
+    let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let keyed = Keyed::from_request(&request, &body)?;
+    Ok(respond(pay_out(&state, principal, &body, &keyed).await?))
+}
+
+/// `POST /v1/payouts` for an authenticated user or merchant.
+pub async fn pay_out(
+    state: &AppState,
+    principal: auth::Principal,
+    body: &[u8],
+    keyed: &Keyed,
+) -> Result<(JsonResponse, bool), ApiError> {
     let owner = principal.party();
     state
         .rate_limiter
         .admit(&format!("money:{owner}"), state.limits.money_quota)
         .await?;
-    let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let object = json_object(&body)?;
+    let object = json_object(body)?;
     let fields = Fields(&object);
     let amount = fields.amount("amount")?;
     let currency = fields.currency("currency")?;
-    let state = state.get_ref();
-    run_idempotent(
+    run_keyed(
         state,
-        &request,
         &principal.caller(),
-        &body,
+        keyed,
         PayoutId::generate(),
         |payout_id: PayoutId, taken_over| async move {
             let payout = state

@@ -4,7 +4,7 @@
 use super::AppState;
 use super::auth::{self, CurrentUser};
 use super::error::{ApiError, ErrorBody};
-use super::idempotency::{JsonResponse, run_idempotent};
+use super::idempotency::{JsonResponse, Keyed, respond, run_keyed};
 use super::request::{Fields, json_object, page_request, read_body};
 use super::views::{CreateTransferRequest, ListView, TransferView};
 use crate::actors::transfer_saga::{self, Opening};
@@ -65,20 +65,30 @@ pub async fn create_transfer(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let user = auth::current_user(&request, &state).await?;
+    let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let keyed = Keyed::from_request(&request, &body)?;
+    Ok(respond(send(&state, user, &body, &keyed).await?))
+}
+
+/// `POST /v1/transfers` for an authenticated user: the API's and the web app's one path.
+pub async fn send(
+    state: &AppState,
+    user: CurrentUser,
+    body: &[u8],
+    keyed: &Keyed,
+) -> Result<(JsonResponse, bool), ApiError> {
     state
         .rate_limiter
         .admit(&format!("money:{}", user.user_id), state.limits.money_quota)
         .await?;
-    let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let order = parse_order(&body)?;
+    let order = parse_order(body)?;
     let caller = user.caller();
-    run_idempotent(
-        &state,
-        &request,
+    run_keyed(
+        state,
         &caller,
-        &body,
+        keyed,
         TransferId::generate(),
-        |transfer_id, taken_over| execute_transfer(&state, user, order, transfer_id, taken_over),
+        |transfer_id, taken_over| execute_transfer(state, user, order, transfer_id, taken_over),
     )
     .await
 }
