@@ -111,7 +111,13 @@ pub async fn create_merchant(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let object = json_object(&body)?;
+    let merchant = register(&state, &body).await?;
+    Ok(HttpResponse::Created().json(MerchantView::from(&merchant)))
+}
+
+/// `POST /v1/merchants`: validates and creates the merchant with its first wallet account.
+pub async fn register(state: &AppState, body: &[u8]) -> Result<merchants::Model, ApiError> {
+    let object = json_object(body)?;
     let fields = Fields(&object);
     let name = fields.required_str("name")?.trim().to_owned();
     if name.is_empty() || name.chars().count() > NAME_LENGTH_MAX {
@@ -140,7 +146,7 @@ pub async fn create_merchant(
         created_at: state.clock.now(),
     };
     match state.store.create_merchant(&merchant).await? {
-        Some(merchant) => Ok(HttpResponse::Created().json(MerchantView::from(&merchant))),
+        Some(merchant) => Ok(merchant),
         None => Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorType::InvalidRequestError,
@@ -158,7 +164,12 @@ pub async fn create_merchant_session(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let object = json_object(&body)?;
+    Ok(HttpResponse::Created().json(log_in(&state, &body).await?))
+}
+
+/// `POST /v1/merchants/sessions`: checks the credentials (rate limited) and opens a session.
+pub async fn log_in(state: &AppState, body: &[u8]) -> Result<MerchantSessionView, ApiError> {
+    let object = json_object(body)?;
     let fields = Fields(&object);
     let login = fields.required_str("email")?;
     let password = fields.required_str("password")?.to_owned();
@@ -204,14 +215,14 @@ pub async fn create_merchant_session(
         .store
         .create_merchant_session(merchant_id, sha256_hex(token.as_bytes()), now, expires_at)
         .await?;
-    Ok(HttpResponse::Created().json(MerchantSessionView {
+    Ok(MerchantSessionView {
         id: session.id,
         object: "merchant_session",
         token,
         expires_at: timestamp(session.expires_at),
         created_at: timestamp(session.created_at),
         merchant: MerchantView::from(&merchant),
-    }))
+    })
 }
 
 #[utoipa::path(delete, path = "/v1/merchants/sessions/current", tag = "merchants", security(("bearer" = [])),
@@ -253,12 +264,21 @@ pub async fn create_api_key(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let merchant = auth::current_merchant(&request, &state).await?;
-    merchant.require_session()?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
+    Ok(HttpResponse::Created().json(new_api_key(&state, merchant, &body).await?))
+}
+
+/// `POST /v1/merchants/api_keys` for a logged-in merchant: the secret is in this answer only.
+pub async fn new_api_key(
+    state: &AppState,
+    merchant: auth::CurrentMerchant,
+    body: &[u8],
+) -> Result<ApiKeyView, ApiError> {
+    merchant.require_session()?;
     let name = if body.is_empty() {
         None
     } else {
-        let object = json_object(&body)?;
+        let object = json_object(body)?;
         let name = Fields(&object).optional_str("name")?.map(str::to_owned);
         if name
             .as_ref()
@@ -286,10 +306,10 @@ pub async fn create_api_key(
             state.clock.now(),
         )
         .await?;
-    Ok(HttpResponse::Created().json(ApiKeyView {
+    Ok(ApiKeyView {
         secret: Some(secret),
         ..ApiKeyView::from(&key)
-    }))
+    })
 }
 
 #[utoipa::path(get, path = "/v1/merchants/api_keys", tag = "merchants", security(("bearer" = [])),

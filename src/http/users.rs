@@ -22,7 +22,16 @@ pub async fn create_user(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let object = json_object(&body)?;
+    let user = register(&state, &body).await?;
+    Ok(HttpResponse::Created().json(UserView::from(&user)))
+}
+
+/// `POST /v1/users`: validates and creates the user with their first wallet account.
+pub async fn register(
+    state: &AppState,
+    body: &[u8],
+) -> Result<crate::store::entities::users::Model, ApiError> {
+    let object = json_object(body)?;
     let fields = Fields(&object);
     let email = Email::parse(fields.required_str("email")?)
         .map_err(|r| ApiError::rejection(r, Some("email")))?;
@@ -54,7 +63,7 @@ pub async fn create_user(
         created_at: state.clock.now(),
     };
     match state.store.create_user(&new_user).await? {
-        Ok(user) => Ok(HttpResponse::Created().json(UserView::from(&user))),
+        Ok(user) => Ok(user),
         Err(UserConflict::EmailTaken) => Err(conflict(
             "email_taken",
             "email",
@@ -85,7 +94,28 @@ pub async fn create_session(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let object = json_object(&body)?;
+    let (token, session, user) = log_in(&state, &body).await?;
+    Ok(HttpResponse::Created().json(SessionView {
+        token: Some(token),
+        user: Some(UserView::from(&user)),
+        ..SessionView::from(&session)
+    }))
+}
+
+/// `POST /v1/sessions`: checks the credentials (rate limited) and opens a session. Returns
+/// the bearer token (only ever shown here), the session and the user.
+pub async fn log_in(
+    state: &AppState,
+    body: &[u8],
+) -> Result<
+    (
+        String,
+        crate::store::entities::sessions::Model,
+        crate::store::entities::users::Model,
+    ),
+    ApiError,
+> {
+    let object = json_object(body)?;
     let fields = Fields(&object);
     let login = fields.required_str("login")?;
     let password = fields.required_str("password")?.to_owned();
@@ -134,11 +164,7 @@ pub async fn create_session(
         .store
         .create_session(user_id, sha256_hex(token.as_bytes()), now, expires_at)
         .await?;
-    Ok(HttpResponse::Created().json(SessionView {
-        token: Some(token),
-        user: Some(UserView::from(&user)),
-        ..SessionView::from(&session)
-    }))
+    Ok((token, session, user))
 }
 
 #[utoipa::path(delete, path = "/v1/sessions/current", tag = "users", security(("bearer" = [])),

@@ -240,7 +240,16 @@ pub async fn create_endpoint(
 ) -> Result<HttpResponse, ApiError> {
     let merchant = auth::current_merchant(&request, &state).await?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let object = json_object(&body)?;
+    Ok(HttpResponse::Created().json(register(&state, merchant, &body).await?))
+}
+
+/// `POST /v1/webhook_endpoints`: the secret is in this answer only.
+pub async fn register(
+    state: &AppState,
+    merchant: CurrentMerchant,
+    body: &[u8],
+) -> Result<WebhookEndpointView, ApiError> {
+    let object = json_object(body)?;
     let url = parse_url(Fields(&object).required_str("url")?)?;
     let events = parse_events(object.get("events"))?;
     let secret = generate_token("whsec");
@@ -254,10 +263,10 @@ pub async fn create_endpoint(
             state.clock.now(),
         )
         .await?;
-    Ok(HttpResponse::Created().json(WebhookEndpointView {
+    Ok(WebhookEndpointView {
         secret: Some(secret),
         ..WebhookEndpointView::from(&endpoint)
-    }))
+    })
 }
 
 #[utoipa::path(get, path = "/v1/webhook_endpoints", tag = "webhooks", security(("bearer" = [])),
