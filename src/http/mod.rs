@@ -16,6 +16,7 @@ pub mod request;
 pub mod transfers;
 pub mod users;
 pub mod views;
+pub mod webapp;
 pub mod wallet;
 pub mod webhook_endpoints;
 pub mod webhooks;
@@ -253,6 +254,7 @@ pub fn application(
             .into()
         }))
         .configure(routes)
+        .configure(webapp::routes)
         .default_service(web::to(unmatched))
         .wrap_fn(move |request, service| {
             let route = request
