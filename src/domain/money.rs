@@ -341,8 +341,24 @@ mod tests {
         assert_eq!(parse(Currency::Usd, " .5 "), Ok(50));
         assert_eq!(parse(Currency::Jpy, "500"), Ok(500));
         assert_eq!(parse(Currency::Kwd, "1.250"), Ok(1250));
-        for bad in ["", ".", "1.", "1.005", "-1", "1e3", "1,000", "abc", "0", "0.00", "99999999999999"] {
-            assert_eq!(parse(Currency::Usd, bad), Err(Rejection::InvalidAmount), "{bad}");
+        for bad in [
+            "",
+            ".",
+            "1.",
+            "1.005",
+            "-1",
+            "1e3",
+            "1,000",
+            "abc",
+            "0",
+            "0.00",
+            "99999999999999",
+        ] {
+            assert_eq!(
+                parse(Currency::Usd, bad),
+                Err(Rejection::InvalidAmount),
+                "{bad}"
+            );
         }
         assert_eq!(parse(Currency::Jpy, "1.5"), Err(Rejection::InvalidAmount));
         assert_eq!(Currency::Usd.format(1005), "$10.05");

@@ -16,8 +16,8 @@ pub mod request;
 pub mod transfers;
 pub mod users;
 pub mod views;
-pub mod webapp;
 pub mod wallet;
+pub mod webapp;
 pub mod webhook_endpoints;
 pub mod webhooks;
 

@@ -106,7 +106,9 @@ pub async fn create_payment_intent(
     let merchant = auth::current_merchant(&request, &state).await?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
     let keyed = Keyed::from_request(&request, &body)?;
-    Ok(respond(create_intent(&state, merchant, &body, &keyed).await?))
+    Ok(respond(
+        create_intent(&state, merchant, &body, &keyed).await?,
+    ))
 }
 
 /// `POST /v1/payment_intents` for an authenticated merchant (the API's and the web app's).
@@ -290,7 +292,9 @@ pub async fn capture_payment_intent(
     let merchant = auth::current_merchant(&request, &state).await?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
     let keyed = Keyed::from_request(&request, &body)?;
-    Ok(respond(capture(&state, merchant, &path, &body, &keyed).await?))
+    Ok(respond(
+        capture(&state, merchant, &path, &body, &keyed).await?,
+    ))
 }
 
 /// `POST /v1/payment_intents/{id}/capture` for an authenticated merchant.

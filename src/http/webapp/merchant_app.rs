@@ -4,7 +4,7 @@
 //! button. Every action goes through the same core as its API endpoint.
 
 use super::{
-    Action, Cell, Field, FormPage, Layout, ListPage, MERCHANT_COOKIE, Section, check_csrf,
+    Action, Cell, Field, FormPage, Layout, ListPage, MERCHANT_COOKIE, Section, csrf_refusal,
     csrf_token, form_key, minor_units, money, outcome, page, redirect, set_cookie, web_merchant,
 };
 use crate::domain::{WebhookDeliveryId, WebhookEndpointId};
@@ -34,7 +34,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/merchant/logout", post().to(logout))
         .route("/merchant/payment-links", get().to(new_link_page))
         .route("/merchant/payment-links", post().to(new_link))
-        .route("/merchant/payments/{id}/{action}", post().to(payment_action))
+        .route(
+            "/merchant/payments/{id}/{action}",
+            post().to(payment_action),
+        )
         .route("/merchant/payouts", get().to(payouts_page))
         .route("/merchant/payouts", post().to(payout))
         .route("/merchant/api-keys", get().to(keys_page))
@@ -89,7 +92,9 @@ async fn require_merchant(
 }
 
 fn text(form: &Form, name: &str) -> String {
-    form.get(name).map(|value| value.trim().to_owned()).unwrap_or_default()
+    form.get(name)
+        .map(|value| value.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn form_page(layout: Layout, action: &str, fields: Vec<Field>, submit: &str) -> FormPage {
@@ -110,15 +115,25 @@ fn form_page(layout: Layout, action: &str, fields: Vec<Field>, submit: &str) -> 
 
 fn auth_form(csrf: &str, signup: bool, form: Option<&Form>, error: Option<String>) -> FormPage {
     let value = |name: &str| form.map(|form| text(form, name)).unwrap_or_default();
-    let title = if signup { "Create a merchant account" } else { "Merchant log in" };
+    let title = if signup {
+        "Create a merchant account"
+    } else {
+        "Merchant log in"
+    };
     let mut layout = layout(title, csrf, false);
     layout.error = error;
     let mut fields = Vec::new();
     if signup {
-        fields.push(Field::new("name", "Business name", "text", "organization").value(&value("name")));
+        fields.push(
+            Field::new("name", "Business name", "text", "organization").value(&value("name")),
+        );
     }
     fields.push(Field::new("email", "Email", "email", "email").value(&value("email")));
-    let password = if signup { "new-password" } else { "current-password" };
+    let password = if signup {
+        "new-password"
+    } else {
+        "current-password"
+    };
     let mut password = Field::new("password", "Password", "password", password);
     if signup {
         password = password.hint("At least 10 characters.");
@@ -131,38 +146,58 @@ fn auth_form(csrf: &str, signup: bool, form: Option<&Form>, error: Option<String
     };
     let mut page = form_page(layout, action, fields, submit);
     page.links = if signup {
-        vec![("/merchant/login".into(), "Already have an account? Log in".into())]
+        vec![(
+            "/merchant/login".into(),
+            "Already have an account? Log in".into(),
+        )]
     } else {
-        vec![("/merchant/signup".into(), "New merchant? Create an account".into())]
+        vec![(
+            "/merchant/signup".into(),
+            "New merchant? Create an account".into(),
+        )]
     };
     page
 }
 
 async fn signup_page(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
     let (csrf, new) = csrf_token(&request);
-    page(&state, &auth_form(&csrf, true, None, None), new.then_some(csrf.as_str()))
+    page(
+        &state,
+        &auth_form(&csrf, true, None, None),
+        new.then_some(csrf.as_str()),
+    )
 }
 
 async fn login_page(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
     let (csrf, new) = csrf_token(&request);
-    page(&state, &auth_form(&csrf, false, None, None), new.then_some(csrf.as_str()))
+    page(
+        &state,
+        &auth_form(&csrf, false, None, None),
+        new.then_some(csrf.as_str()),
+    )
 }
 
 async fn signup(state: web::Data<AppState>, request: HttpRequest, form: Form) -> HttpResponse {
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let (csrf, _) = csrf_token(&request);
     let password = form.get("password").cloned().unwrap_or_default();
-    let body = json!({"name": text(&form, "name"), "email": text(&form, "email"), "password": password});
-    if let Err(error) = crate::http::merchants::register(&state, body.to_string().as_bytes()).await {
-        return page(&state, &auth_form(&csrf, true, Some(&form), Some(error.detail.message)), None);
+    let body =
+        json!({"name": text(&form, "name"), "email": text(&form, "email"), "password": password});
+    if let Err(error) = crate::http::merchants::register(&state, body.to_string().as_bytes()).await
+    {
+        return page(
+            &state,
+            &auth_form(&csrf, true, Some(&form), Some(error.detail.message)),
+            None,
+        );
     }
     log_in(&state, &csrf, &form, true).await
 }
 
 async fn login(state: web::Data<AppState>, request: HttpRequest, form: Form) -> HttpResponse {
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let (csrf, _) = csrf_token(&request);
@@ -183,23 +218,33 @@ async fn log_in(state: &AppState, csrf: &str, form: &Form, signup: bool) -> Http
                 ))
                 .finish()
         }
-        Err(error) => page(state, &auth_form(csrf, signup, Some(form), Some(error.detail.message)), None),
+        Err(error) => page(
+            state,
+            &auth_form(csrf, signup, Some(form), Some(error.detail.message)),
+            None,
+        ),
     }
 }
 
 async fn logout(state: web::Data<AppState>, request: HttpRequest, form: Form) -> HttpResponse {
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     if let Some(merchant) = web_merchant(&request, &state).await
         && let Ok(session) = merchant.require_session()
-        && let Err(error) = state.store.revoke_merchant_session(session, state.clock.now()).await
+        && let Err(error) = state
+            .store
+            .revoke_merchant_session(session, state.clock.now())
+            .await
     {
         tracing::warn!(%error, "revoke merchant web session");
     }
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/merchant/login"))
-        .append_header((header::SET_COOKIE, set_cookie(&state, MERCHANT_COOKIE, "", 0)))
+        .append_header((
+            header::SET_COOKIE,
+            set_cookie(&state, MERCHANT_COOKIE, "", 0),
+        ))
         .finish()
 }
 
@@ -269,7 +314,10 @@ async fn dashboard_page(
             vec![
                 Cell::time(intent.created_at.to_rfc3339()),
                 Cell::link(
-                    intent.description.clone().unwrap_or_else(|| "Payment".into()),
+                    intent
+                        .description
+                        .clone()
+                        .unwrap_or_else(|| "Payment".into()),
                     format!("/pay/{}", intent.id),
                 ),
                 Cell::amount(money(intent.amount.minor_units(), code)),
@@ -319,7 +367,10 @@ async fn dashboard_page(
                 next: None,
             },
         ],
-        links: vec![("/merchant/payment-links".into(), "Create a payment link".into())],
+        links: vec![(
+            "/merchant/payment-links".into(),
+            "Create a payment link".into(),
+        )],
     };
     page(state, &listing, new.then_some(csrf.as_str()))
 }
@@ -338,12 +389,16 @@ fn link_form(csrf: &str, form: Option<&Form>, error: Option<String>, currency: &
     let currencies = crate::domain::Currency::all()
         .map(|currency| (currency.code().to_owned(), currency.code().to_uppercase()))
         .collect();
-    let chosen = form.map(|form| text(form, "currency")).unwrap_or_else(|| currency.to_owned());
+    let chosen = form
+        .map(|form| text(form, "currency"))
+        .unwrap_or_else(|| currency.to_owned());
     let methods = vec![
         ("automatic".to_owned(), "Take the money at once".to_owned()),
         ("manual".to_owned(), "Hold it; capture later".to_owned()),
     ];
-    let key = form.map(|form| text(form, "idempotency_key")).filter(|key| !key.is_empty());
+    let key = form
+        .map(|form| text(form, "idempotency_key"))
+        .filter(|key| !key.is_empty());
     form_page(
         layout,
         "/merchant/payment-links",
@@ -353,7 +408,12 @@ fn link_form(csrf: &str, form: Option<&Form>, error: Option<String>, currency: &
                 .value(&value("amount"))
                 .hint("In the currency's units, e.g. 12.50."),
             Field::select("currency", "Currency", currencies, &chosen),
-            Field::select("capture_method", "Capture", methods, &value("capture_method")),
+            Field::select(
+                "capture_method",
+                "Capture",
+                methods,
+                &value("capture_method"),
+            ),
             Field::hidden("idempotency_key", &key.unwrap_or_else(form_key)),
         ],
         "Create payment link",
@@ -374,26 +434,40 @@ async fn new_link(state: web::Data<AppState>, request: HttpRequest, form: Form) 
         Ok(merchant) => merchant,
         Err(redirect) => return redirect,
     };
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let (csrf, _) = csrf_token(&request);
     let fail = |error: String| {
-        page(&state, &link_form(&csrf, Some(&form), Some(error), ""), None)
+        page(
+            &state,
+            &link_form(&csrf, Some(&form), Some(error), ""),
+            None,
+        )
     };
     let (amount, currency) = match minor_units(&text(&form, "amount"), &text(&form, "currency")) {
         Ok(parsed) => parsed,
         Err(error) => return fail(error),
     };
-    let method = if text(&form, "capture_method") == "manual" { "manual" } else { "automatic" };
+    let method = if text(&form, "capture_method") == "manual" {
+        "manual"
+    } else {
+        "automatic"
+    };
     let mut body = json!({"amount": amount, "currency": currency.code(), "capture_method": method});
     let description = text(&form, "description");
     if !description.is_empty() {
         body["description"] = json!(description);
     }
     let body = body.to_string();
-    let keyed = Keyed::internal(&text(&form, "idempotency_key"), "/v1/payment_intents", body.as_bytes());
-    match outcome(crate::http::payments::create_intent(&state, merchant, body.as_bytes(), &keyed).await) {
+    let keyed = Keyed::internal(
+        &text(&form, "idempotency_key"),
+        "/v1/payment_intents",
+        body.as_bytes(),
+    );
+    match outcome(
+        crate::http::payments::create_intent(&state, merchant, body.as_bytes(), &keyed).await,
+    ) {
         Ok(intent) => {
             let id = intent["id"].as_str().unwrap_or_default();
             let url = format!("{}/pay/{id}", state.public_url);
@@ -424,7 +498,7 @@ async fn payment_action(
         Ok(merchant) => merchant,
         Err(redirect) => return redirect,
     };
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let (intent_id, action) = path.into_inner();
@@ -436,19 +510,30 @@ async fn payment_action(
     }
     .filter(|intent| intent.merchant_id == merchant.merchant_id);
     let Some(intent) = intent else {
-        return dashboard_page(&state, &request, merchant, Some("No such payment.".into()), None).await;
+        return dashboard_page(
+            &state,
+            &request,
+            merchant,
+            Some("No such payment.".into()),
+            None,
+        )
+        .await;
     };
     let amount = if amount_text.is_empty() {
         None
     } else {
         match minor_units(&amount_text, intent.currency.code()) {
             Ok((amount, _)) => Some(amount),
-            Err(error) => return dashboard_page(&state, &request, merchant, Some(error), None).await,
+            Err(error) => {
+                return dashboard_page(&state, &request, merchant, Some(error), None).await;
+            }
         }
     };
     let result = match action.as_str() {
         "capture" => {
-            let body = amount.map_or(String::new(), |amount| json!({"amount_to_capture": amount}).to_string());
+            let body = amount.map_or(String::new(), |amount| {
+                json!({"amount_to_capture": amount}).to_string()
+            });
             let path = format!("/v1/payment_intents/{intent_id}/capture");
             let keyed = Keyed::internal(&key, &path, body.as_bytes());
             crate::http::payments::capture(&state, merchant, &intent_id, body.as_bytes(), &keyed)
@@ -468,18 +553,33 @@ async fn payment_action(
             let keyed = Keyed::internal(&key, "/v1/refunds", body.as_bytes());
             crate::http::payments::refund(&state, merchant, body.as_bytes(), &keyed).await
         }
-        _ => return dashboard_page(&state, &request, merchant, Some("Unknown action.".into()), None).await,
+        _ => {
+            return dashboard_page(
+                &state,
+                &request,
+                merchant,
+                Some("Unknown action.".into()),
+                None,
+            )
+            .await;
+        }
     };
     match outcome(result) {
         Ok(object) => {
             let notice = match action.as_str() {
                 "refund" => format!(
                     "Refunded {}.",
-                    money(object["amount"].as_i64().unwrap_or(0), intent.currency.code())
+                    money(
+                        object["amount"].as_i64().unwrap_or(0),
+                        intent.currency.code()
+                    )
                 ),
                 "capture" => format!(
                     "Captured {}.",
-                    money(object["amount_received"].as_i64().unwrap_or(0), intent.currency.code())
+                    money(
+                        object["amount_received"].as_i64().unwrap_or(0),
+                        intent.currency.code()
+                    )
                 ),
                 _ => "Payment canceled.".to_owned(),
             };
@@ -528,7 +628,10 @@ async fn payouts_view(
     let currency = state.default_currency.code();
     let form = FormPage {
         layout,
-        intro: vec!["Withdraw your balance to your bank: the amount is locked until the bank pays it.".into()],
+        intro: vec![
+            "Withdraw your balance to your bank: the amount is locked until the bank pays it."
+                .into(),
+        ],
         secret: None,
         action: "/merchant/payouts".into(),
         fields: vec![
@@ -573,7 +676,7 @@ async fn payout(state: web::Data<AppState>, request: HttpRequest, form: Form) ->
         Ok(merchant) => merchant,
         Err(redirect) => return redirect,
     };
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let (amount, currency) = match minor_units(&text(&form, "amount"), &text(&form, "currency")) {
@@ -581,10 +684,19 @@ async fn payout(state: web::Data<AppState>, request: HttpRequest, form: Form) ->
         Err(error) => return payouts_view(&state, &request, merchant, Some(error), None).await,
     };
     let body = json!({"amount": amount, "currency": currency.code()}).to_string();
-    let keyed = Keyed::internal(&text(&form, "idempotency_key"), "/v1/payouts", body.as_bytes());
+    let keyed = Keyed::internal(
+        &text(&form, "idempotency_key"),
+        "/v1/payouts",
+        body.as_bytes(),
+    );
     match outcome(
-        crate::http::payments::pay_out(&state, Principal::Merchant(merchant), body.as_bytes(), &keyed)
-            .await,
+        crate::http::payments::pay_out(
+            &state,
+            Principal::Merchant(merchant),
+            body.as_bytes(),
+            &keyed,
+        )
+        .await,
     ) {
         Ok(_) => {
             let notice = format!("Payout of {} requested.", money(amount, currency.code()));
@@ -619,7 +731,10 @@ async fn keys_view(
         .iter()
         .map(|key| {
             let actions = if key.revoked_at.is_none() {
-                vec![Action::new(format!("/merchant/api-keys/{}/revoke", key.id), "Revoke")]
+                vec![Action::new(
+                    format!("/merchant/api-keys/{}/revoke", key.id),
+                    "Revoke",
+                )]
             } else {
                 Vec::new()
             };
@@ -630,7 +745,11 @@ async fn keys_view(
                 key.last_used_at
                     .map_or_else(|| Cell::text("never"), |at| Cell::time(at.to_rfc3339())),
                 Cell {
-                    text: if key.revoked_at.is_some() { "revoked".into() } else { "active".into() },
+                    text: if key.revoked_at.is_some() {
+                        "revoked".into()
+                    } else {
+                        "active".into()
+                    },
                     actions,
                     ..Cell::default()
                 },
@@ -679,11 +798,15 @@ async fn create_key(state: web::Data<AppState>, request: HttpRequest, form: Form
         Ok(merchant) => merchant,
         Err(redirect) => return redirect,
     };
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let name = text(&form, "name");
-    let body = if name.is_empty() { json!({}) } else { json!({"name": name}) };
+    let body = if name.is_empty() {
+        json!({})
+    } else {
+        json!({"name": name})
+    };
     match crate::http::merchants::new_api_key(&state, merchant, body.to_string().as_bytes()).await {
         Ok(key) => keys_view(&state, &request, merchant, key.secret).await,
         Err(error) => {
@@ -703,7 +826,7 @@ async fn revoke_key(
         Ok(merchant) => merchant,
         Err(redirect) => return redirect,
     };
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     if let Ok(id) = path.parse()
@@ -784,12 +907,16 @@ async fn webhooks_page(state: web::Data<AppState>, request: HttpRequest) -> Http
     }
 }
 
-async fn create_webhook(state: web::Data<AppState>, request: HttpRequest, form: Form) -> HttpResponse {
+async fn create_webhook(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    form: Form,
+) -> HttpResponse {
     let merchant = match require_merchant(&request, &state).await {
         Ok(merchant) => merchant,
         Err(redirect) => return redirect,
     };
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let events: Vec<String> = text(&form, "events")
@@ -800,7 +927,9 @@ async fn create_webhook(state: web::Data<AppState>, request: HttpRequest, form: 
     let body = json!({"url": text(&form, "url"), "events": events}).to_string();
     match crate::http::webhook_endpoints::register(&state, merchant, body.as_bytes()).await {
         Ok(endpoint) => webhooks_view(&state, &request, merchant, endpoint.secret, None).await,
-        Err(error) => webhooks_view(&state, &request, merchant, None, Some(error.detail.message)).await,
+        Err(error) => {
+            webhooks_view(&state, &request, merchant, None, Some(error.detail.message)).await
+        }
     }
 }
 
@@ -828,7 +957,13 @@ async fn webhook_page(
     };
     let (deliveries, _) = state
         .store
-        .list_webhook_deliveries(id, &PageRequest { limit: 50, cursor: None })
+        .list_webhook_deliveries(
+            id,
+            &PageRequest {
+                limit: 50,
+                cursor: None,
+            },
+        )
         .await
         .unwrap_or_default();
     let mut rows = Vec::new();
@@ -845,7 +980,10 @@ async fn webhook_page(
                     (_, Some(error)) => error.clone(),
                     (None, None) => "no answer".into(),
                 };
-                format!("#{} {} {} ms ({})", attempt.attempt, result, attempt.latency_ms, attempt.trigger)
+                format!(
+                    "#{} {} {} ms ({})",
+                    attempt.attempt, result, attempt.latency_ms, attempt.trigger
+                )
             })
             .collect::<Vec<_>>()
             .join("; ");
@@ -905,11 +1043,17 @@ async fn resend_delivery(
         Ok(merchant) => merchant,
         Err(redirect) => return redirect,
     };
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let delivery = match path.parse::<WebhookDeliveryId>() {
-        Ok(id) => state.store.find_webhook_delivery(id).await.ok().flatten().map(|d| (id, d)),
+        Ok(id) => state
+            .store
+            .find_webhook_delivery(id)
+            .await
+            .ok()
+            .flatten()
+            .map(|d| (id, d)),
         Err(_) => None,
     }
     .filter(|(_, delivery)| delivery.merchant_id == merchant.merchant_id.to_string());

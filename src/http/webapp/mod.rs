@@ -73,19 +73,21 @@ pub fn csrf_token(request: &HttpRequest) -> (String, bool) {
     }
 }
 
-/// A form's CSRF field matches the cookie, or the request is refused.
-pub fn check_csrf(request: &HttpRequest, form_token: Option<&String>) -> Result<(), HttpResponse> {
+/// `None` when the form's CSRF field matches the cookie; otherwise the refusal to answer.
+pub fn csrf_refusal(request: &HttpRequest, form_token: Option<&String>) -> Option<HttpResponse> {
     let cookie = cookie(request, CSRF_COOKIE);
     match (cookie, form_token) {
         (Some(cookie), Some(token)) if constant_time_equal(cookie.as_bytes(), token.as_bytes()) => {
-            Ok(())
+            None
         }
-        _ => Err(HttpResponse::Forbidden()
-            .content_type("text/html; charset=utf-8")
-            .body(
-                "<!doctype html><title>Forbidden</title><p role=\"alert\">This form expired or \
+        _ => Some(
+            HttpResponse::Forbidden()
+                .content_type("text/html; charset=utf-8")
+                .body(
+                    "<!doctype html><title>Forbidden</title><p role=\"alert\">This form expired or \
                  did not come from walleti. Go back, reload the page and try again.</p>",
-            )),
+                ),
+        ),
     }
 }
 
@@ -145,7 +147,9 @@ pub async fn web_merchant(request: &HttpRequest, state: &AppState) -> Option<Cur
 }
 
 /// What an API core answered, for a page: the JSON object, or the error's message.
-pub fn outcome(result: Result<(JsonResponse, bool), ApiError>) -> Result<serde_json::Value, String> {
+pub fn outcome(
+    result: Result<(JsonResponse, bool), ApiError>,
+) -> Result<serde_json::Value, String> {
     match result {
         Ok((response, _)) if response.status.is_success() => {
             Ok(serde_json::from_str(&response.body).unwrap_or(serde_json::Value::Null))

@@ -5,7 +5,7 @@
 
 use super::{
     Cell, Field, FormPage, Layout, ListPage, Section, StatusFragment, StatusPage, USER_COOKIE,
-    check_csrf, csrf_token, form_key, minor_units, money, outcome, page, pages, redirect,
+    csrf_refusal, csrf_token, form_key, minor_units, money, outcome, page, pages, redirect,
     safe_next, set_cookie, web_user,
 };
 use crate::domain::{OnrampId, PaymentIntentId, TransferId};
@@ -128,7 +128,9 @@ fn form_page(
 }
 
 fn text(form: &Form, name: &str) -> String {
-    form.get(name).map(|value| value.trim().to_owned()).unwrap_or_default()
+    form.get(name)
+        .map(|value| value.trim().to_owned())
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,11 +161,15 @@ fn signup_form(csrf: &str, form: Option<&Form>, error: Option<String>) -> FormPa
 
 async fn signup_page(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
     let (csrf, new) = csrf_token(&request);
-    page(&state, &signup_form(&csrf, None, None), new.then_some(csrf.as_str()))
+    page(
+        &state,
+        &signup_form(&csrf, None, None),
+        new.then_some(csrf.as_str()),
+    )
 }
 
 async fn signup(state: web::Data<AppState>, request: HttpRequest, form: Form) -> HttpResponse {
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let (csrf, _) = csrf_token(&request);
@@ -173,12 +179,20 @@ async fn signup(state: web::Data<AppState>, request: HttpRequest, form: Form) ->
     })
     .to_string();
     if let Err(error) = crate::http::users::register(&state, body.as_bytes()).await {
-        return page(&state, &signup_form(&csrf, Some(&form), Some(error.detail.message)), None);
+        return page(
+            &state,
+            &signup_form(&csrf, Some(&form), Some(error.detail.message)),
+            None,
+        );
     }
     let login = json!({"login": text(&form, "email"), "password": form.get("password").cloned().unwrap_or_default()});
     match crate::http::users::log_in(&state, login.to_string().as_bytes()).await {
         Ok((token, _, _)) => signed_in(&state, &token, HOME),
-        Err(error) => page(&state, &signup_form(&csrf, Some(&form), Some(error.detail.message)), None),
+        Err(error) => page(
+            &state,
+            &signup_form(&csrf, Some(&form), Some(error.detail.message)),
+            None,
+        ),
     }
 }
 
@@ -186,7 +200,10 @@ fn signed_in(state: &AppState, token: &str, next: &str) -> HttpResponse {
     let lifetime = state.limits.session_lifetime.as_secs() as i64;
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, next))
-        .append_header((header::SET_COOKIE, set_cookie(state, USER_COOKIE, token, lifetime)))
+        .append_header((
+            header::SET_COOKIE,
+            set_cookie(state, USER_COOKIE, token, lifetime),
+        ))
         .finish()
 }
 
@@ -208,14 +225,22 @@ fn login_form(csrf: &str, login: &str, next: &str, error: Option<String>) -> For
     page
 }
 
-async fn login_page(state: web::Data<AppState>, request: HttpRequest, query: Query) -> HttpResponse {
+async fn login_page(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: Query,
+) -> HttpResponse {
     let (csrf, new) = csrf_token(&request);
     let next = safe_next(query.get("next"), HOME);
-    page(&state, &login_form(&csrf, "", &next, None), new.then_some(csrf.as_str()))
+    page(
+        &state,
+        &login_form(&csrf, "", &next, None),
+        new.then_some(csrf.as_str()),
+    )
 }
 
 async fn login(state: web::Data<AppState>, request: HttpRequest, form: Form) -> HttpResponse {
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let (csrf, _) = csrf_token(&request);
@@ -225,18 +250,26 @@ async fn login(state: web::Data<AppState>, request: HttpRequest, form: Form) -> 
         Ok((token, _, _)) => signed_in(&state, &token, &next),
         Err(error) => page(
             &state,
-            &login_form(&csrf, &text(&form, "login"), &next, Some(error.detail.message)),
+            &login_form(
+                &csrf,
+                &text(&form, "login"),
+                &next,
+                Some(error.detail.message),
+            ),
             None,
         ),
     }
 }
 
 async fn logout(state: web::Data<AppState>, request: HttpRequest, form: Form) -> HttpResponse {
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     if let Some(user) = web_user(&request, &state).await
-        && let Err(error) = state.store.revoke_session(user.session_id, state.clock.now()).await
+        && let Err(error) = state
+            .store
+            .revoke_session(user.session_id, state.clock.now())
+            .await
     {
         tracing::warn!(%error, "revoke web session");
     }
@@ -289,7 +322,15 @@ async fn dashboard(state: web::Data<AppState>, request: HttpRequest) -> HttpResp
             ]
         })
         .collect();
-    let (recent, _) = history_rows(&state, &accounts, &PageRequest { limit: 10, cursor: None }).await;
+    let (recent, _) = history_rows(
+        &state,
+        &accounts,
+        &PageRequest {
+            limit: 10,
+            cursor: None,
+        },
+    )
+    .await;
     let name = state
         .store
         .find_user(user.user_id)
@@ -348,7 +389,12 @@ async fn history_rows(
         .unwrap_or_default();
     let rows = entries
         .iter()
-        .map(|entry| entry_row(entry, currencies.get(&entry.account_id).copied().unwrap_or("")))
+        .map(|entry| {
+            entry_row(
+                entry,
+                currencies.get(&entry.account_id).copied().unwrap_or(""),
+            )
+        })
         .collect();
     let entry_ids = entries.iter().map(|entry| entry.id.clone()).collect();
     (rows, (entry_ids, has_more))
@@ -503,10 +549,15 @@ async fn add_money_form(
     }
     let currencies = currency_options(state, user).await;
     let currency = value("currency");
-    let key = form.map(|form| text(form, "idempotency_key")).filter(|key| !key.is_empty());
+    let key = form
+        .map(|form| text(form, "idempotency_key"))
+        .filter(|key| !key.is_empty());
     form_page(
         layout,
-        vec!["Your bank (or card) confirms the payment; the money arrives as soon as it does.".into()],
+        vec![
+            "Your bank (or card) confirms the payment; the money arrives as soon as it does."
+                .into(),
+        ],
         "/app/add-money",
         vec![
             amount_field(&value("amount")),
@@ -533,20 +584,33 @@ async fn add_money(state: web::Data<AppState>, request: HttpRequest, form: Form)
         Ok(user) => user,
         Err(redirect) => return redirect,
     };
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let (csrf, _) = csrf_token(&request);
     let fail = async |error: String| {
-        page(&state, &add_money_form(&state, &user, &csrf, Some(&form), Some(error)).await, None)
+        page(
+            &state,
+            &add_money_form(&state, &user, &csrf, Some(&form), Some(error)).await,
+            None,
+        )
     };
     let (amount, currency) = match minor_units(&text(&form, "amount"), &text(&form, "currency")) {
         Ok(parsed) => parsed,
         Err(error) => return fail(error).await,
     };
-    let provider = if text(&form, "provider") == "stripe" { "stripe" } else { "bank" };
-    let body = json!({"provider": provider, "amount": amount, "currency": currency.code()}).to_string();
-    let keyed = Keyed::internal(&text(&form, "idempotency_key"), "/v1/onramps", body.as_bytes());
+    let provider = if text(&form, "provider") == "stripe" {
+        "stripe"
+    } else {
+        "bank"
+    };
+    let body =
+        json!({"provider": provider, "amount": amount, "currency": currency.code()}).to_string();
+    let keyed = Keyed::internal(
+        &text(&form, "idempotency_key"),
+        "/v1/onramps",
+        body.as_bytes(),
+    );
     match outcome(crate::http::onramps::top_up(&state, user, body.as_bytes(), &keyed).await) {
         Ok(onramp) => {
             let id = onramp["id"].as_str().unwrap_or_default();
@@ -574,7 +638,14 @@ async fn onramp_view(
         details.push(format!("Reason: {}.", code.replace('_', " ")));
     }
     let poll = (!done).then(|| format!("/app/onramps/{id}/status"));
-    Some((onramp, StatusFragment { status, details, poll }))
+    Some((
+        onramp,
+        StatusFragment {
+            status,
+            details,
+            poll,
+        },
+    ))
 }
 
 async fn onramp_page(
@@ -625,7 +696,11 @@ async fn onramp_status(
 fn not_found(state: &AppState, csrf: &str) -> HttpResponse {
     let mut layout = layout("Not found", csrf, true);
     layout.error = Some("There is nothing here, or it is not yours.".into());
-    let mut response = page(state, &form_page(layout, Vec::new(), "", Vec::new(), ""), None);
+    let mut response = page(
+        state,
+        &form_page(layout, Vec::new(), "", Vec::new(), ""),
+        None,
+    );
     *response.status_mut() = actix_web::http::StatusCode::NOT_FOUND;
     response
 }
@@ -641,7 +716,9 @@ async fn send_form(
     let mut layout = layout("Send money", csrf, true);
     layout.error = error;
     let currencies = currency_options(state, user).await;
-    let key = form.map(|form| text(form, "idempotency_key")).filter(|key| !key.is_empty());
+    let key = form
+        .map(|form| text(form, "idempotency_key"))
+        .filter(|key| !key.is_empty());
     form_page(
         layout,
         Vec::new(),
@@ -676,12 +753,16 @@ async fn send(state: web::Data<AppState>, request: HttpRequest, form: Form) -> H
         Ok(user) => user,
         Err(redirect) => return redirect,
     };
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let (csrf, _) = csrf_token(&request);
     let fail = async |error: String| {
-        page(&state, &send_form(&state, &user, &csrf, Some(&form), Some(error)).await, None)
+        page(
+            &state,
+            &send_form(&state, &user, &csrf, Some(&form), Some(error)).await,
+            None,
+        )
     };
     let (amount, currency) = match minor_units(&text(&form, "amount"), &text(&form, "currency")) {
         Ok(parsed) => parsed,
@@ -693,7 +774,11 @@ async fn send(state: web::Data<AppState>, request: HttpRequest, form: Form) -> H
         body["note"] = json!(note);
     }
     let body = body.to_string();
-    let keyed = Keyed::internal(&text(&form, "idempotency_key"), "/v1/transfers", body.as_bytes());
+    let keyed = Keyed::internal(
+        &text(&form, "idempotency_key"),
+        "/v1/transfers",
+        body.as_bytes(),
+    );
     match outcome(crate::http::transfers::send(&state, user, body.as_bytes(), &keyed).await) {
         Ok(transfer) => redirect(&format!(
             "/app/transfers/{}",
@@ -756,7 +841,9 @@ async fn withdraw_form(
     let mut layout = layout("Withdraw to your bank", csrf, true);
     layout.error = error;
     let currencies = currency_options(state, user).await;
-    let key = form.map(|form| text(form, "idempotency_key")).filter(|key| !key.is_empty());
+    let key = form
+        .map(|form| text(form, "idempotency_key"))
+        .filter(|key| !key.is_empty());
     form_page(
         layout,
         vec!["The amount is locked at once and leaves your wallet when the bank pays it.".into()],
@@ -785,19 +872,27 @@ async fn withdraw(state: web::Data<AppState>, request: HttpRequest, form: Form) 
         Ok(user) => user,
         Err(redirect) => return redirect,
     };
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let (csrf, _) = csrf_token(&request);
     let fail = async |error: String| {
-        page(&state, &withdraw_form(&state, &user, &csrf, Some(&form), Some(error)).await, None)
+        page(
+            &state,
+            &withdraw_form(&state, &user, &csrf, Some(&form), Some(error)).await,
+            None,
+        )
     };
     let (amount, currency) = match minor_units(&text(&form, "amount"), &text(&form, "currency")) {
         Ok(parsed) => parsed,
         Err(error) => return fail(error).await,
     };
     let body = json!({"amount": amount, "currency": currency.code()}).to_string();
-    let keyed = Keyed::internal(&text(&form, "idempotency_key"), "/v1/payouts", body.as_bytes());
+    let keyed = Keyed::internal(
+        &text(&form, "idempotency_key"),
+        "/v1/payouts",
+        body.as_bytes(),
+    );
     match outcome(
         crate::http::payments::pay_out(&state, Principal::User(user), body.as_bytes(), &keyed)
             .await,
@@ -860,7 +955,9 @@ async fn pay_view(
     match (&user, payable) {
         (Some(_), true) => {
             if intent.capture_method == crate::domain::CaptureMethod::Manual {
-                intro.push("The amount is held in your wallet until the merchant captures it.".into());
+                intro.push(
+                    "The amount is held in your wallet until the merchant captures it.".into(),
+                );
             }
             fields.push(Field::hidden("idempotency_key", &form_key()));
         }
@@ -868,10 +965,7 @@ async fn pay_view(
             format!("/app/login?next=/pay/{}", intent.id),
             "Log in to pay".to_owned(),
         )),
-        _ => intro.push(format!(
-            "Status: {}.",
-            object.status.replace('_', " ")
-        )),
+        _ => intro.push(format!("Status: {}.", object.status.replace('_', " "))),
     }
     if user.is_some() {
         links.push(("/app".into(), "Back to your dashboard".into()));
@@ -907,7 +1001,7 @@ async fn pay(
         Ok(user) => user,
         Err(redirect) => return redirect,
     };
-    if let Err(refused) = check_csrf(&request, form.get("csrf")) {
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
     let path_for_key = format!("/v1/payment_intents/{}/confirm", path.as_str());
