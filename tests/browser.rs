@@ -333,6 +333,33 @@ async fn people_and_merchants_use_the_web_apps_in_a_real_browser() {
     ada.go(&onramp_page).await;
     ada.wait_for_text("succeeded", false).await;
 
+    // A second top-up is approved behind the page's back: htmx updates the status in place.
+    ada.go(&format!("{base}/app/add-money")).await;
+    ada.fill("#field-amount", "1.5").await;
+    ada.click("form.card button[type=submit]").await;
+    ada.wait_for_text("processing", false).await;
+    let bank_link = ada.find("main a[href*='/bank-sim/pay/']").await;
+    let bank_page = ada
+        .command(
+            reqwest::Method::GET,
+            &format!("/element/{bank_link}/attribute/href"),
+            None,
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let payment = bank_page.rsplit('/').next().unwrap_or_default().to_owned();
+    let approved = reqwest::Client::new()
+        .post(format!("{base}/bank-sim/api/payments/{payment}/approve"))
+        .send()
+        .await
+        .expect("approve");
+    assert!(approved.status().is_success());
+    ada.wait_for_text("succeeded", false).await;
+    ada.go(&format!("{base}/app")).await;
+    ada.wait_for_text("$26.50", false).await;
+
     // Ada sends Bob 10.05, typed in major units.
     ada.go(&format!("{base}/app/send")).await;
     ada.fill("#field-to", "bob@example.com").await;
@@ -342,7 +369,7 @@ async fn people_and_merchants_use_the_web_apps_in_a_real_browser() {
     ada.wait_for_text("completed", false).await;
     ada.screenshot("transfer").await;
     ada.go(&format!("{base}/app")).await;
-    ada.wait_for_text("$14.95", false).await;
+    ada.wait_for_text("$16.45", false).await;
     bob.go(&format!("{base}/app")).await;
     bob.wait_for_text("$10.05", true).await;
     bob.go(&format!("{base}/app/history")).await;
@@ -382,7 +409,7 @@ async fn people_and_merchants_use_the_web_apps_in_a_real_browser() {
     ada.click("form.card button[type=submit]").await;
     ada.wait_for_text("Status: succeeded", false).await;
     ada.go(&format!("{base}/app")).await;
-    ada.wait_for_text("$9.95", false).await;
+    ada.wait_for_text("$11.45", false).await;
 
     shop.go(&format!("{base}/merchant")).await;
     shop.wait_for_text("Order 42", false).await;
@@ -392,7 +419,20 @@ async fn people_and_merchants_use_the_web_apps_in_a_real_browser() {
     shop.wait_for_text("Refunded $2.00", false).await;
     shop.screenshot("merchant-dashboard").await;
     ada.go(&format!("{base}/app")).await;
-    ada.wait_for_text("$11.95", true).await;
+    ada.wait_for_text("$13.45", true).await;
+    ada.go(&format!("{base}/app/notifications")).await;
+    ada.wait_for_text("Refund received", true).await;
+    ada.screenshot("notifications").await;
+
+    // Ada withdraws 3.00 to her bank.
+    ada.go(&format!("{base}/app/withdraw")).await;
+    ada.fill("#field-amount", "3").await;
+    ada.click("form.card button[type=submit]").await;
+    ada.wait_for_text("Withdrawal of $3.00 requested", false)
+        .await;
+    ada.screenshot("withdraw").await;
+    ada.go(&format!("{base}/app")).await;
+    ada.wait_for_text("$10.45", true).await;
 
     // The merchant's API keys: created and shown once.
     shop.go(&format!("{base}/merchant/api-keys")).await;
@@ -406,6 +446,21 @@ async fn people_and_merchants_use_the_web_apps_in_a_real_browser() {
         !shop.source().await.contains(&secret),
         "the secret is shown once"
     );
+
+    // Payouts and webhook endpoints.
+    shop.go(&format!("{base}/merchant/payouts")).await;
+    shop.fill("#field-amount", "1.00").await;
+    shop.click("form.card button[type=submit]").await;
+    shop.wait_for_text("Payout of $1.00 requested", false).await;
+    shop.screenshot("merchant-payouts").await;
+    shop.go(&format!("{base}/merchant/webhooks")).await;
+    shop.fill("#field-url", "http://127.0.0.1:9/hooks").await;
+    shop.click("form.card button[type=submit]").await;
+    shop.wait_for_text("Signing secret", false).await;
+    shop.click("main a[href^='/merchant/webhooks/']").await;
+    shop.wait_for_text("Deliveries and their attempts", false)
+        .await;
+    shop.screenshot("merchant-webhooks").await;
 
     // Logging out revokes the session.
     ada.click("header form button").await;

@@ -25,3 +25,4 @@ mod sms;
 mod stripe;
 mod transfers;
 mod users;
+mod web;

@@ -665,7 +665,11 @@ async fn onramp_page(
     if !onramp.status.is_terminal()
         && let Some(url) = &onramp.redirect_url
     {
-        links.push((url.clone(), "Approve the payment at your bank".to_owned()));
+        let label = match onramp.provider {
+            crate::domain::OnrampProvider::Stripe => "Pay by card on Stripe Checkout",
+            crate::domain::OnrampProvider::Bank => "Approve the payment at your bank",
+        };
+        links.push((url.clone(), label.to_owned()));
     }
     links.push(("/app".into(), "Back to your dashboard".into()));
     let status_page = StatusPage {

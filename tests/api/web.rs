@@ -1,0 +1,268 @@
+//! The web apps at the HTTP level (the browser test drives them end to end): cookies are
+//! HttpOnly and SameSite=Lax, forms without the CSRF token are refused, a resubmitted money form
+//! moves money once, amounts typed in major units are exact, logging out revokes the session,
+//! and someone else's objects are not shown.
+
+use crate::helpers::{Backend, TestApp, spawn_app};
+use reqwest::StatusCode;
+use std::collections::HashMap;
+
+/// A browser-like client: follows no redirects, keeps its cookies by hand.
+struct WebClient {
+    http: reqwest::Client,
+    base: String,
+    cookies: HashMap<String, String>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    set_cookies: Vec<String>,
+    html: String,
+}
+
+impl WebClient {
+    fn new(app: &TestApp) -> WebClient {
+        WebClient {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            base: app.address.clone(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let response = request
+            .header("Cookie", self.cookie_header())
+            .send()
+            .await
+            .expect("send");
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let set_cookies: Vec<String> = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|value| value.to_str().ok().map(str::to_owned))
+            .collect();
+        for cookie in &set_cookies {
+            if let Some((pair, _)) = cookie.split_once(';')
+                && let Some((name, value)) = pair.split_once('=')
+            {
+                if value.is_empty() {
+                    self.cookies.remove(name);
+                } else {
+                    self.cookies.insert(name.to_owned(), value.to_owned());
+                }
+            }
+        }
+        let html = response.text().await.expect("html");
+        Page {
+            status,
+            location,
+            set_cookies,
+            html,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.send(request).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let request = self.http.post(format!("{}{path}", self.base)).form(form);
+        self.send(request).await
+    }
+
+    fn csrf(&self) -> String {
+        self.cookies
+            .get("walleti_csrf")
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Signs up through the form and returns the session cookie.
+    async fn sign_up(&mut self, name: &str, email: &str, phone: &str) {
+        let form = self.get("/app/signup").await;
+        assert_eq!(form.status, StatusCode::OK);
+        let csrf = self.csrf();
+        let created = self
+            .post(
+                "/app/signup",
+                &[
+                    ("csrf", &csrf),
+                    ("name", name),
+                    ("email", email),
+                    ("phone", phone),
+                    ("password", "correct horse battery"),
+                ],
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.html);
+        let session = created
+            .set_cookies
+            .iter()
+            .find(|cookie| cookie.starts_with("walleti_user="))
+            .expect("session cookie");
+        assert!(
+            session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+            "{session}"
+        );
+    }
+}
+
+fn hidden_value(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    html.split_once(&marker)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(value, _)| value.to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn web_forms_are_csrf_protected_idempotent_exact_and_private() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut ada = WebClient::new(&app);
+    ada.sign_up("Ada", "ada-web@example.com", "+14155550181")
+        .await;
+    let mut bob = WebClient::new(&app);
+    bob.sign_up("Bob", "bob-web@example.com", "+14155550182")
+        .await;
+    let ada_id = {
+        let me = ada.get("/app").await;
+        assert!(me.html.contains("Hello, Ada"), "{}", me.html);
+        app.state()
+            .store
+            .find_user_by_email(
+                &walleti::domain::Email::parse("ada-web@example.com").expect("email"),
+            )
+            .await
+            .expect("store")
+            .expect("ada")
+            .id
+    };
+    let funded = app.adjust(&ada_id, 5000, "usd").await;
+    assert_eq!(funded.status, StatusCode::CREATED, "{}", funded.text);
+
+    // Without the CSRF token, nothing happens.
+    let forged = ada
+        .post(
+            "/app/send",
+            &[
+                ("to", "bob-web@example.com"),
+                ("amount", "1.00"),
+                ("currency", "usd"),
+                ("idempotency_key", "k1"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    // The same form submitted twice (a double click) sends once; 10.05 is exactly 1005.
+    let form = ada.get("/app/send").await;
+    let key = hidden_value(&form.html, "idempotency_key");
+    assert!(!key.is_empty(), "{}", form.html);
+    let csrf = ada.csrf();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("to", "bob-web@example.com"),
+        ("amount", "10.05"),
+        ("currency", "usd"),
+        ("note", ""),
+        ("idempotency_key", key.as_str()),
+    ];
+    let first = ada.post("/app/send", &fields).await;
+    let second = ada.post("/app/send", &fields).await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.html);
+    assert_eq!(
+        first.location, second.location,
+        "the replay shows the same transfer"
+    );
+    let wallet = app
+        .state()
+        .store
+        .list_accounts(&walleti::store::accounts::Owner::User(
+            ada_id.parse().expect("id"),
+        ))
+        .await
+        .expect("accounts");
+    assert_eq!(wallet[0].balance.available, 5000 - 1005);
+
+    // Amounts that are not exact are refused with a clear message, nothing moves.
+    let form = ada.get("/app/send").await;
+    let key = hidden_value(&form.html, "idempotency_key");
+    let refused = ada
+        .post(
+            "/app/send",
+            &[
+                ("csrf", &ada.csrf()),
+                ("to", "bob-web@example.com"),
+                ("amount", "1.005"),
+                ("currency", "usd"),
+                ("idempotency_key", &key),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::OK);
+    assert!(
+        refused.html.contains("role=\"alert\"") && refused.html.contains("at most 2 decimals"),
+        "{}",
+        refused.html
+    );
+
+    // Bob cannot see Ada's transfer page.
+    let transfer = first.location.clone().expect("location");
+    assert_eq!(ada.get(&transfer).await.status, StatusCode::OK);
+    assert_eq!(
+        bob.get(&transfer).await.status,
+        StatusCode::OK,
+        "Bob received it"
+    );
+    let mut carol = WebClient::new(&app);
+    carol
+        .sign_up("Carol", "carol-web@example.com", "+14155550183")
+        .await;
+    assert_eq!(carol.get(&transfer).await.status, StatusCode::NOT_FOUND);
+
+    // Logging out revokes the session: the old cookie no longer works.
+    let old_session = ada.cookies.get("walleti_user").cloned().expect("cookie");
+    let csrf = ada.csrf();
+    let out = ada.post("/app/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    ada.cookies
+        .insert("walleti_user".into(), old_session.clone());
+    let after = ada.get("/app").await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER);
+    assert!(after.location.unwrap_or_default().starts_with("/app/login"));
+    let api = app.get("/v1/me", &old_session).await;
+    assert_eq!(
+        api.status,
+        StatusCode::UNAUTHORIZED,
+        "web and API share session records"
+    );
+
+    // htmx is served from the binary.
+    let htmx = app
+        .client
+        .get(format!("{}/static/htmx.min.js", app.address))
+        .send()
+        .await
+        .expect("htmx");
+    assert_eq!(htmx.status(), StatusCode::OK);
+    assert!(htmx.text().await.expect("js").contains("htmx"));
+}
