@@ -28,7 +28,9 @@ const HTMX: &str = include_str!("../../../static/vendor/htmx/htmx.min.js");
 
 /// The web routes.
 pub fn routes(config: &mut web::ServiceConfig) {
-    config.route("/static/htmx.min.js", web::get().to(htmx));
+    config
+        .route("/", web::get().to(|| async { redirect("/app") }))
+        .route("/static/htmx.min.js", web::get().to(htmx));
     user_app::routes(config);
     merchant_app::routes(config);
 }
