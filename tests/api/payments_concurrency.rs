@@ -352,3 +352,58 @@ async fn mixed_concurrent_payments_captures_refunds_and_payouts_conserve_money()
         assert_eq!(report["status"], "clean", "{report}");
     }
 }
+
+#[tokio::test]
+async fn users_racing_to_confirm_one_intent_pay_it_once() {
+    for backend in backends() {
+        let app = app_with_short_holds(backend, Duration::from_secs(3600)).await;
+        let shop = app.merchant("shop").await;
+        let mut users = Vec::new();
+        for index in 0..5 {
+            let user = app.user(&format!("payer{index}")).await;
+            app.fund(&user, 5000).await;
+            users.push(user);
+        }
+        for manual in [false, true] {
+            let intent = app.intent(&shop, 1200, manual).await;
+            let id = intent["id"].as_str().expect("id").to_owned();
+            let replies =
+                futures_util::future::join_all(users.iter().map(|user| app.confirm(user, &id)))
+                    .await;
+            let winners: Vec<usize> = replies
+                .iter()
+                .enumerate()
+                .filter(|(_, reply)| reply.status == StatusCode::OK)
+                .map(|(index, _)| index)
+                .collect();
+            assert_eq!(
+                winners.len(),
+                1,
+                "manual={manual}: {:?}",
+                replies.iter().map(|r| &r.text).collect::<Vec<_>>()
+            );
+            for (index, reply) in replies.iter().enumerate() {
+                if index != winners[0] {
+                    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
+                    assert_eq!(reply.code(), "payment_intent_unexpected_state");
+                }
+            }
+            let winner = &users[winners[0]];
+            let intent = app
+                .get(&format!("/v1/payment_intents/{id}"), &shop.key)
+                .await;
+            assert_eq!(intent.body["customer"], winner.id.as_str());
+        }
+        // Each intent took money from its one payer only.
+        let mut debited = 0;
+        for user in &users {
+            let (available, locked) = app.balance(user).await;
+            debited += 5000 - available - locked;
+            assert!(locked == 0 || locked == 1200);
+        }
+        assert_eq!(debited, 1200, "only the automatic payment left the payers");
+        assert_eq!(app.merchant_balance(&shop).await, (1200, 0));
+        let report = reconcile(&app).await;
+        assert_eq!(report["status"], "clean", "{report}");
+    }
+}
