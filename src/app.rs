@@ -470,34 +470,36 @@ async fn spawn_stream_consumers(
     const HANDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
     let consumer_name = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
     let notifier = notifier.clone();
-    let to_notifier: Handler = Arc::new(move |event| {
+    let to_notifier: Handler = Arc::new(move |events| {
         let notifier = notifier.clone();
         Box::pin(async move {
+            let count = events.len();
             match notifier
                 .call(
-                    |reply| NotifierMsg::Handle(Box::new(event), reply),
+                    |reply| NotifierMsg::Handle(events, reply),
                     Some(HANDLE_TIMEOUT),
                 )
                 .await
             {
-                Ok(CallResult::Success(result)) => result,
-                _ => Err("the notifier did not answer".to_owned()),
+                Ok(CallResult::Success(results)) => results,
+                _ => vec![Err("the notifier did not answer".to_owned()); count],
             }
         })
     });
     let dispatcher = dispatcher.clone();
-    let to_dispatcher: Handler = Arc::new(move |event| {
+    let to_dispatcher: Handler = Arc::new(move |events| {
         let dispatcher = dispatcher.clone();
         Box::pin(async move {
+            let count = events.len();
             match dispatcher
                 .call(
-                    |reply| DispatcherMsg::Handle(Box::new(event), reply),
+                    |reply| DispatcherMsg::Handle(events, reply),
                     Some(HANDLE_TIMEOUT),
                 )
                 .await
             {
-                Ok(CallResult::Success(result)) => result,
-                _ => Err("the webhook dispatcher did not answer".to_owned()),
+                Ok(CallResult::Success(results)) => results,
+                _ => vec![Err("the webhook dispatcher did not answer".to_owned()); count],
             }
         })
     });

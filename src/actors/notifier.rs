@@ -12,9 +12,10 @@ use crate::providers::push::{Fcm, PushOutcome};
 use crate::providers::sms::Twilio;
 use crate::store::Store;
 use crate::store::entities::outbox;
-use crate::store::notifications::NewNotification;
+use crate::store::notifications::{NewNotification, Preferences};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -40,8 +41,9 @@ pub struct NotifierState {
 }
 
 pub enum NotifierMsg {
-    /// Handle one event; the reply says whether it may be acknowledged.
-    Handle(Box<outbox::Model>, RpcReplyPort<Result<(), String>>),
+    /// Handle a batch of events (their notifications are stored in one transaction); the
+    /// reply says, per event, whether it may be acknowledged.
+    Handle(Vec<outbox::Model>, RpcReplyPort<Vec<Result<(), String>>>),
     /// Attempt the channel deliveries that are due.
     DeliverDue,
 }
@@ -93,20 +95,24 @@ impl Actor for Notifier {
     ) -> Result<(), ActorProcessingErr> {
         let metrics = Arc::clone(&state.metrics);
         let _timer = metrics.actor_message(KIND);
-        let (event, reply) = match message {
-            NotifierMsg::Handle(event, reply) => (event, reply),
+        let (events, reply) = match message {
+            NotifierMsg::Handle(events, reply) => (events, reply),
             NotifierMsg::DeliverDue => {
                 deliver_due(state).await;
                 return Ok(());
             }
         };
-        let result = notify(state, &event).await;
-        if let Err(error) = &result {
-            metrics.record_actor_error(KIND, format!("event {}: {error}", event.id));
+        let (results, sends_due) = notify(state, &events).await;
+        for (event, result) in events.iter().zip(&results) {
+            if let Err(error) = result {
+                metrics.record_actor_error(KIND, format!("event {}: {error}", event.id));
+            }
         }
-        // New email deliveries are due at once; send them now rather than on the next tick.
-        deliver_due(state).await;
-        let _ = reply.send(result);
+        // New deliveries are due at once: send them now rather than on the next tick.
+        if sends_due {
+            deliver_due(state).await;
+        }
+        let _ = reply.send(results);
         Ok(())
     }
 }
@@ -217,15 +223,85 @@ fn messages(kind: &str, data: &Value) -> Result<Vec<Message>, String> {
     })
 }
 
-async fn notify(state: &NotifierState, event: &outbox::Model) -> Result<(), String> {
+/// The notifications a batch of events calls for, stored in one transaction. Returns, per
+/// event, whether it is handled, and whether some channel delivery is now due.
+async fn notify(
+    state: &NotifierState,
+    events: &[outbox::Model],
+) -> (Vec<Result<(), String>>, bool) {
+    let mut results: Vec<Result<(), String>> = Vec::with_capacity(events.len());
+    let mut items: Vec<(usize, NewNotification<'_>)> = Vec::new();
+    let mut channels: HashMap<UserId, (Preferences, bool)> = HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        match notifications_for(state, event, &mut channels).await {
+            Ok(notifications) => {
+                items.extend(notifications.into_iter().map(|item| (index, item)));
+                results.push(Ok(()));
+            }
+            Err(error) => results.push(Err(error)),
+        }
+    }
+    let notifications: Vec<NewNotification<'_>> =
+        items.iter().map(|(_, item)| item.clone()).collect();
+    let stored = match state
+        .store
+        .create_notifications(&notifications, chrono::Utc::now())
+        .await
+    {
+        Ok(stored) => stored,
+        Err(error) => {
+            // Nothing was stored: every event that needed a notification is retried.
+            for (index, _) in &items {
+                results[*index] = Err(error.to_string());
+            }
+            return (results, false);
+        }
+    };
+    let mut sends_due = false;
+    for ((_, notification), new) in items.iter().zip(stored) {
+        if !new {
+            continue;
+        }
+        for (channel, status) in &notification.deliveries {
+            sends_due |= *status == "pending";
+            state
+                .metrics
+                .notifications_total
+                .with_label_values(&[channel, status])
+                .inc();
+        }
+    }
+    (results, sends_due)
+}
+
+/// One event's notifications, per each person's channel choices (read once per batch).
+async fn notifications_for<'a>(
+    state: &NotifierState,
+    event: &'a outbox::Model,
+    channels: &mut HashMap<UserId, (Preferences, bool)>,
+) -> Result<Vec<NewNotification<'a>>, String> {
     let payload: Value = serde_json::from_str(&event.payload)
         .map_err(|error| format!("malformed event: {error}"))?;
+    let mut notifications = Vec::new();
     for message in messages(&event.event_type, &payload["data"])? {
-        let preferences = state
-            .store
-            .preferences(message.user)
-            .await
-            .map_err(|error| error.to_string())?;
+        let (preferences, has_devices) = match channels.get(&message.user) {
+            Some(known) => known.clone(),
+            None => {
+                let preferences = state
+                    .store
+                    .preferences(message.user)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let has_devices = !state
+                    .store
+                    .device_tokens(message.user)
+                    .await
+                    .map_err(|error| error.to_string())?
+                    .is_empty();
+                channels.insert(message.user, (preferences.clone(), has_devices));
+                (preferences, has_devices)
+            }
+        };
         let mut deliveries = vec![("in_app", "delivered")];
         // A channel the user wants but walleti has no client for is recorded as skipped.
         let email_status = if state.mailer.is_some() {
@@ -239,12 +315,6 @@ async fn notify(state: &NotifierState, event: &outbox::Model) -> Result<(), Stri
             "skipped"
         };
         // Push goes to registered devices; with none, there is nothing to send.
-        let has_devices = !state
-            .store
-            .device_tokens(message.user)
-            .await
-            .map_err(|error| error.to_string())?
-            .is_empty();
         let push_status = if state.fcm.is_some() && has_devices {
             "pending"
         } else {
@@ -259,30 +329,16 @@ async fn notify(state: &NotifierState, event: &outbox::Model) -> Result<(), Stri
                 deliveries.push((channel, status));
             }
         }
-        let notification = NewNotification {
+        notifications.push(NewNotification {
             user: message.user,
             event_id: &event.id,
             kind: &event.event_type,
             title: message.title,
             body: message.body,
-            deliveries: deliveries.clone(),
-        };
-        let stored = state
-            .store
-            .create_notification(&notification, chrono::Utc::now())
-            .await
-            .map_err(|error| error.to_string())?;
-        if stored {
-            for (channel, status) in deliveries {
-                state
-                    .metrics
-                    .notifications_total
-                    .with_label_values(&[channel, status])
-                    .inc();
-            }
-        }
+            deliveries,
+        });
     }
-    Ok(())
+    Ok(notifications)
 }
 
 /// Exponential backoff with ±20 % jitter for the attempt that just failed (1-based).

@@ -95,13 +95,13 @@ impl Actor for OutboxRelay {
 
 async fn relay(state: &RelayState) -> anyhow::Result<()> {
     let events = state.store.unpublished_outbox().await?;
-    for event in events {
-        let id = event.id.clone();
-        let attempts = event.attempts;
-        let now = chrono::Utc::now();
-        match state.bus.publish(&event).await {
+    let results = state.bus.publish(&events).await;
+    let now = chrono::Utc::now();
+    let mut published = Vec::with_capacity(events.len());
+    for (event, result) in events.iter().zip(results) {
+        match result {
             Publish::Delivered => {
-                state.store.mark_outbox_published(&id, now).await?;
+                published.push(event.id.clone());
                 if state.bus.is_in_process() {
                     let latency = (now - event.created_at).to_std().unwrap_or_default();
                     state
@@ -112,23 +112,24 @@ async fn relay(state: &RelayState) -> anyhow::Result<()> {
                 }
             }
             Publish::Failed(error) if state.bus.is_in_process() => {
-                let dead = attempts + 1 >= DELIVERY_ATTEMPTS_MAX;
+                let dead = event.attempts + 1 >= DELIVERY_ATTEMPTS_MAX;
                 if dead {
-                    tracing::error!(event_id = %id, %error, "event dead-lettered");
+                    tracing::error!(event_id = %event.id, %error, "event dead-lettered");
                     state.metrics.outbox_dead_letters_total.inc();
                 }
                 state
                     .store
-                    .record_outbox_failure(&id, &error, dead, now)
+                    .record_outbox_failure(&event.id, &error, dead, now)
                     .await?;
             }
             Publish::Failed(error) | Publish::Unavailable(error) => {
-                // The bus cannot take events now: keep them, in order, for the next pass.
-                tracing::debug!(event_id = %id, %error, "event not published yet");
-                break;
+                // The bus cannot take events now: they wait, in order, for the next pass.
+                tracing::debug!(event_id = %event.id, %error, "event not published yet");
             }
         }
     }
+    // One statement for the whole batch.
+    state.store.mark_outbox_published(&published, now).await?;
     let (backlog, oldest) = state.store.outbox_backlog_and_oldest().await?;
     state.metrics.outbox_backlog.set(backlog);
     let age = oldest
@@ -148,34 +149,41 @@ pub struct InProcessBus {
 }
 
 impl EventBus for InProcessBus {
-    fn publish<'a>(&'a self, event: &'a outbox::Model) -> PublishFuture<'a> {
+    fn publish<'a>(&'a self, events: &'a [outbox::Model]) -> PublishFuture<'a> {
         Box::pin(async move {
+            if events.is_empty() {
+                return Vec::new();
+            }
             // Both consumers are idempotent per event, so a retry after a partial failure
             // (the notifier handled it, the dispatcher did not) is safe.
             let notified = self
                 .notifier
                 .call(
-                    |reply| NotifierMsg::Handle(Box::new(event.clone()), reply),
+                    |reply| NotifierMsg::Handle(events.to_vec(), reply),
                     Some(HANDLE_TIMEOUT),
                 )
                 .await;
-            match notified {
-                Ok(CallResult::Success(Ok(()))) => {}
-                Ok(CallResult::Success(Err(error))) => return Publish::Failed(error),
-                _ => return Publish::Unavailable("the notifier did not answer".into()),
-            }
-            match self
+            let dispatched = self
                 .dispatcher
                 .call(
-                    |reply| DispatcherMsg::Handle(Box::new(event.clone()), reply),
+                    |reply| DispatcherMsg::Handle(events.to_vec(), reply),
                     Some(HANDLE_TIMEOUT),
                 )
-                .await
-            {
-                Ok(CallResult::Success(Ok(()))) => Publish::Delivered,
-                Ok(CallResult::Success(Err(error))) => Publish::Failed(error),
-                _ => Publish::Unavailable("the webhook dispatcher did not answer".into()),
-            }
+                .await;
+            let (Ok(CallResult::Success(notified)), Ok(CallResult::Success(dispatched))) =
+                (notified, dispatched)
+            else {
+                let busy = Publish::Unavailable("a consumer did not answer in time".into());
+                return vec![busy; events.len()];
+            };
+            notified
+                .into_iter()
+                .zip(dispatched)
+                .map(|results| match results {
+                    (Ok(()), Ok(())) => Publish::Delivered,
+                    (Err(error), _) | (_, Err(error)) => Publish::Failed(error),
+                })
+                .collect()
         })
     }
 

@@ -25,9 +25,10 @@ const GAUGE_REFRESH: Duration = Duration::from_secs(1);
 /// Waiting between passes grows to this while Redis fails.
 const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
-/// Hands one event to the consumer's target; `Err` leaves the message pending.
-pub type Handler = Arc<dyn Fn(outbox::Model) -> HandlerFuture + Send + Sync>;
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Vec<Result<(), String>>> + Send>>;
+/// Hands a batch of events to the consumer's target; one result per event, in order. `Err`
+/// leaves that message pending.
+pub type Handler = Arc<dyn Fn(Vec<outbox::Model>) -> HandlerFuture + Send + Sync>;
 
 /// How the consumer claims and gives up on messages.
 #[derive(Debug, Clone, Copy)]
@@ -167,21 +168,18 @@ async fn consume(state: &mut ConsumerState) -> Result<usize, PassError> {
         .group
         .claim_idle(state.limits.claim_idle, READ_COUNT)
         .await?;
-    let mut handled = 0;
-    for message in &reclaimed {
+    let mut retry = Vec::with_capacity(reclaimed.len());
+    for message in reclaimed {
         let deliveries = state.group.deliveries(&message.id).await?;
         if deliveries > state.limits.deliveries_max {
-            dead_letter(state, message, deliveries, "too many deliveries").await?;
+            dead_letter(state, &message, deliveries, "too many deliveries").await?;
         } else {
-            deliver(state, message).await?;
+            retry.push(message);
         }
-        handled += 1;
     }
+    let mut handled = deliver(state, retry).await?;
     let fresh = state.group.read_new(READ_COUNT).await?;
-    for message in &fresh {
-        deliver(state, message).await?;
-        handled += 1;
-    }
+    handled += deliver(state, fresh).await?;
     Ok(handled)
 }
 
@@ -197,38 +195,49 @@ async fn dead_letter(
     Ok(())
 }
 
-/// Hands the message's event to the target; acknowledges it once handled.
-async fn deliver(state: &ConsumerState, message: &StreamMessage) -> Result<(), PassError> {
-    let Some(event) = event_from_fields(&message.fields) else {
-        return dead_letter(state, message, 1, "unreadable stream entry").await;
-    };
-    let created_at = event.created_at;
-    match (state.handler)(event).await {
-        Ok(()) => {
-            if state.die_before_ack.swap(false, Ordering::SeqCst) {
-                return Err(PassError::Died(DiedBeforeAck(
-                    state.group.consumer.clone(),
-                    message.id.clone(),
-                )));
-            }
-            state.group.ack(&message.id).await?;
-            count(state, "delivered");
-            let latency = (chrono::Utc::now() - created_at)
-                .to_std()
-                .unwrap_or_default();
-            state
-                .metrics
-                .event_delivery_seconds
-                .with_label_values(&[state.group.group.as_str()])
-                .observe(latency.as_secs_f64());
-        }
-        Err(error) => {
-            // Left pending: reclaimed after `claim_idle`, dead-lettered after the bound.
-            tracing::warn!(group = %state.group.group, stream_id = %message.id, %error, "event handling failed");
-            count(state, "failed");
+/// Hands the messages' events to the target as one batch; acknowledges each one it handled.
+/// Returns how many messages it went through.
+async fn deliver(state: &ConsumerState, messages: Vec<StreamMessage>) -> Result<usize, PassError> {
+    let total = messages.len();
+    let mut readable = Vec::with_capacity(total);
+    for message in messages {
+        match event_from_fields(&message.fields) {
+            Some(event) => readable.push((message, event)),
+            None => dead_letter(state, &message, 1, "unreadable stream entry").await?,
         }
     }
-    Ok(())
+    if readable.is_empty() {
+        return Ok(total);
+    }
+    let events: Vec<outbox::Model> = readable.iter().map(|(_, event)| event.clone()).collect();
+    let results = (state.handler)(events).await;
+    let now = chrono::Utc::now();
+    for ((message, event), result) in readable.iter().zip(results) {
+        match result {
+            Ok(()) => {
+                if state.die_before_ack.swap(false, Ordering::SeqCst) {
+                    return Err(PassError::Died(DiedBeforeAck(
+                        state.group.consumer.clone(),
+                        message.id.clone(),
+                    )));
+                }
+                state.group.ack(&message.id).await?;
+                count(state, "delivered");
+                let latency = (now - event.created_at).to_std().unwrap_or_default();
+                state
+                    .metrics
+                    .event_delivery_seconds
+                    .with_label_values(&[state.group.group.as_str()])
+                    .observe(latency.as_secs_f64());
+            }
+            Err(error) => {
+                // Left pending: reclaimed after `claim_idle`, dead-lettered after the bound.
+                tracing::warn!(group = %state.group.group, stream_id = %message.id, %error, "event handling failed");
+                count(state, "failed");
+            }
+        }
+    }
+    Ok(total)
 }
 
 fn count(state: &ConsumerState, outcome: &str) {

@@ -42,8 +42,9 @@ pub struct DispatcherState {
 }
 
 pub enum DispatcherMsg {
-    /// Turn one outbox event into deliveries; the reply says whether it may be acknowledged.
-    Handle(Box<outbox::Model>, RpcReplyPort<Result<(), String>>),
+    /// Turn a batch of outbox events into deliveries; the reply says, per event, whether it
+    /// may be acknowledged.
+    Handle(Vec<outbox::Model>, RpcReplyPort<Vec<Result<(), String>>>),
     /// Attempt the deliveries that are due.
     DeliverDue,
     /// Send one delivery again now, by hand.
@@ -98,13 +99,24 @@ impl Actor for WebhookDispatcher {
         let _timer = metrics.actor_message(KIND);
         // Failures are recorded and retried; the dispatcher itself never fails.
         match message {
-            DispatcherMsg::Handle(event, reply) => {
-                let result = fan_out(state, &event).await;
-                if let Err(error) = &result {
-                    metrics.record_actor_error(KIND, format!("event {}: {error}", event.id));
+            DispatcherMsg::Handle(events, reply) => {
+                let mut results = Vec::with_capacity(events.len());
+                let mut created = 0;
+                for event in &events {
+                    let result = fan_out(state, event).await;
+                    match &result {
+                        Ok(count) => created += count,
+                        Err(error) => {
+                            metrics.record_actor_error(KIND, format!("event {}: {error}", event.id))
+                        }
+                    }
+                    results.push(result.map(|_| ()));
                 }
-                let _ = reply.send(result);
-                deliver_due(state).await;
+                let _ = reply.send(results);
+                // New deliveries are due at once: attempt them now rather than on the next tick.
+                if created > 0 {
+                    deliver_due(state).await;
+                }
             }
             DispatcherMsg::DeliverDue => deliver_due(state).await,
             DispatcherMsg::Resend(id, reply) => {
@@ -128,15 +140,15 @@ fn event_merchant(event: &outbox::Model) -> Result<Option<MerchantId>, String> {
         .and_then(|merchant| merchant.parse().ok()))
 }
 
-async fn fan_out(state: &DispatcherState, event: &outbox::Model) -> Result<(), String> {
+/// Creates the event's deliveries; returns how many.
+async fn fan_out(state: &DispatcherState, event: &outbox::Model) -> Result<usize, String> {
     let Some(merchant) = event_merchant(event)? else {
-        return Ok(());
+        return Ok(0);
     };
     state
         .store
         .fan_out_event(merchant, event, chrono::Utc::now())
         .await
-        .map(|_| ())
         .map_err(|error| error.to_string())
 }
 

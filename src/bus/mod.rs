@@ -31,11 +31,13 @@ pub enum Publish {
     Unavailable(String),
 }
 
-pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Publish> + Send + 'a>>;
+/// One `Publish` per event, in order.
+pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Vec<Publish>> + Send + 'a>>;
 
-/// Where the outbox relay publishes events.
+/// Where the outbox relay publishes events, a batch (the oldest unpublished, in order) at a
+/// time.
 pub trait EventBus: Send + Sync {
-    fn publish<'a>(&'a self, event: &'a outbox::Model) -> PublishFuture<'a>;
+    fn publish<'a>(&'a self, events: &'a [outbox::Model]) -> PublishFuture<'a>;
 
     /// In-process: `Delivered` means every consumer handled the event, and failed events are
     /// counted and dead-lettered in the outbox table. On Redis the stream's consumer groups do

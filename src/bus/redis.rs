@@ -96,25 +96,33 @@ pub struct RedisBus {
 }
 
 impl EventBus for RedisBus {
-    fn publish<'a>(&'a self, event: &'a outbox::Model) -> PublishFuture<'a> {
+    fn publish<'a>(&'a self, events: &'a [outbox::Model]) -> PublishFuture<'a> {
         Box::pin(async move {
-            if !self.client.is_connected() {
-                return Publish::Unavailable("redis is not connected".into());
+            let mut results = Vec::with_capacity(events.len());
+            for event in events {
+                // In order: after the first failure the rest wait for the next pass.
+                if results.iter().any(|result| *result != Publish::Delivered)
+                    || !self.client.is_connected()
+                {
+                    results.push(Publish::Unavailable("redis is not reachable".into()));
+                    continue;
+                }
+                let added: Result<String, Error> = self
+                    .client
+                    .xadd(
+                        self.streams.events.as_str(),
+                        false,
+                        ("MAXLEN", "~", STREAM_LENGTH_MAX as i64),
+                        "*",
+                        entry_fields(event),
+                    )
+                    .await;
+                results.push(match added {
+                    Ok(_) => Publish::Delivered,
+                    Err(error) => Publish::Unavailable(error.to_string()),
+                });
             }
-            let added: Result<String, Error> = self
-                .client
-                .xadd(
-                    self.streams.events.as_str(),
-                    false,
-                    ("MAXLEN", "~", STREAM_LENGTH_MAX as i64),
-                    "*",
-                    entry_fields(event),
-                )
-                .await;
-            match added {
-                Ok(_) => Publish::Delivered,
-                Err(error) => Publish::Unavailable(error.to_string()),
-            }
+            results
         })
     }
 

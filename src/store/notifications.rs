@@ -74,10 +74,18 @@ impl Store {
         Ok((i64::try_from(backlog).unwrap_or(i64::MAX), oldest))
     }
 
-    pub async fn mark_outbox_published(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    /// Marks the events published, in one statement.
+    pub async fn mark_outbox_published(
+        &self,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         outbox::Entity::update_many()
             .col_expr(outbox::Column::PublishedAt, Expr::value(now))
-            .filter(outbox::Column::Id.eq(id))
+            .filter(outbox::Column::Id.is_in(ids.iter().cloned()))
             .exec(self.writer())
             .await?;
         Ok(())
@@ -215,55 +223,64 @@ impl Store {
         Ok(())
     }
 
-    /// Stores the notification and its deliveries once per (user, event). Returns whether
-    /// this call stored it (false: a redelivered event).
-    pub async fn create_notification(
+    /// Stores the notifications (one per user and event: a notification already stored is left
+    /// alone) with a delivery per channel, all in ONE transaction. Returns, per notification,
+    /// whether it was new.
+    pub async fn create_notifications(
         &self,
-        notification: &NewNotification<'_>,
+        notifications: &[NewNotification<'_>],
         now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        let transaction = self.writer().begin().await?;
-        let id = uuid::Uuid::now_v7().to_string();
-        let inserted = notifications::Entity::insert(notifications::ActiveModel {
-            id: Set(id.clone()),
-            user_id: Set(notification.user.to_string()),
-            event_id: Set(notification.event_id.to_owned()),
-            kind: Set(notification.kind.to_owned()),
-            title: Set(notification.title.clone()),
-            body: Set(notification.body.clone()),
-            created_at: Set(now),
-        })
-        .on_conflict_do_nothing_on([
-            notifications::Column::UserId,
-            notifications::Column::EventId,
-        ])
-        .exec_without_returning(&transaction)
-        .await?;
-        if !matches!(inserted, TryInsertResult::Inserted(1)) {
-            return Ok(false);
+    ) -> StoreResult<Vec<bool>> {
+        if notifications.is_empty() {
+            return Ok(Vec::new());
         }
-        let rows: Vec<notification_deliveries::ActiveModel> = notification
-            .deliveries
-            .iter()
-            .map(|(channel, status)| notification_deliveries::ActiveModel {
-                id: Set(uuid::Uuid::now_v7().to_string()),
-                notification_id: Set(id.clone()),
-                channel: Set((*channel).to_owned()),
-                status: Set((*status).to_owned()),
-                attempts: Set(0),
-                last_error: Set(None),
-                updated_at: Set(now),
-                next_attempt_at: Set((*status == "pending").then_some(now)),
-                provider_reference: Set(None),
+        let transaction = self.writer().begin().await?;
+        let mut stored = Vec::with_capacity(notifications.len());
+        for notification in notifications {
+            let id = uuid::Uuid::now_v7().to_string();
+            let inserted = notifications::Entity::insert(notifications::ActiveModel {
+                id: Set(id.clone()),
+                user_id: Set(notification.user.to_string()),
+                event_id: Set(notification.event_id.to_owned()),
+                kind: Set(notification.kind.to_owned()),
+                title: Set(notification.title.clone()),
+                body: Set(notification.body.clone()),
+                created_at: Set(now),
             })
-            .collect();
-        if !rows.is_empty() {
-            notification_deliveries::Entity::insert_many(rows)
-                .exec_without_returning(&transaction)
-                .await?;
+            .on_conflict_do_nothing_on([
+                notifications::Column::UserId,
+                notifications::Column::EventId,
+            ])
+            .exec_without_returning(&transaction)
+            .await?;
+            let new = matches!(inserted, TryInsertResult::Inserted(1));
+            stored.push(new);
+            if !new {
+                continue;
+            }
+            let rows: Vec<notification_deliveries::ActiveModel> = notification
+                .deliveries
+                .iter()
+                .map(|(channel, status)| notification_deliveries::ActiveModel {
+                    id: Set(uuid::Uuid::now_v7().to_string()),
+                    notification_id: Set(id.clone()),
+                    channel: Set((*channel).to_owned()),
+                    status: Set((*status).to_owned()),
+                    attempts: Set(0),
+                    last_error: Set(None),
+                    updated_at: Set(now),
+                    next_attempt_at: Set((*status == "pending").then_some(now)),
+                    provider_reference: Set(None),
+                })
+                .collect();
+            if !rows.is_empty() {
+                notification_deliveries::Entity::insert_many(rows)
+                    .exec_without_returning(&transaction)
+                    .await?;
+            }
         }
         transaction.commit().await?;
-        Ok(true)
+        Ok(stored)
     }
 
     /// The user's notifications, newest first, each with its deliveries.
