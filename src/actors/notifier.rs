@@ -285,7 +285,7 @@ async fn notifications_for<'a>(
     let mut notifications = Vec::new();
     for message in messages(&event.event_type, &payload["data"])? {
         let (preferences, has_devices) = match channels.get(&message.user) {
-            Some(known) => known.clone(),
+            Some(known) => *known,
             None => {
                 let preferences = state
                     .store
@@ -298,7 +298,7 @@ async fn notifications_for<'a>(
                     .await
                     .map_err(|error| error.to_string())?
                     .is_empty();
-                channels.insert(message.user, (preferences.clone(), has_devices));
+                channels.insert(message.user, (preferences, has_devices));
                 (preferences, has_devices)
             }
         };
