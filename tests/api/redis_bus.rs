@@ -90,6 +90,25 @@ async fn unpublished(database_url: &str) -> usize {
     rows.len()
 }
 
+/// Events a consumer group handled and acknowledged, from the app's metrics.
+async fn delivered(app: &TestApp, group: &str) -> i64 {
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let series = format!("walleti_stream_events_total{{group=\"{group}\",outcome=\"delivered\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Pending (delivered, unacknowledged) messages of a consumer group.
 async fn pending(client: &Client, stream: &str, group: &str) -> i64 {
     let summary: RedisValue = client.xpending(stream, group, ()).await.expect("xpending");
@@ -198,8 +217,12 @@ async fn a_consumer_killed_before_xack_gets_its_event_redelivered_and_the_user_o
     })
     .await;
     let client = redis_client(&redis).await;
+    // Every event so far was read and acknowledged by the notifier's group (pending alone
+    // would not say whether the consumer has read everything yet).
     wait_until("earlier events are acknowledged", async || {
+        let length: i64 = client.xlen(stream.as_str()).await.unwrap_or(-1);
         pending(&client, &stream, "notifier").await == 0
+            && delivered(&app, "notifier").await == length
     })
     .await;
 
