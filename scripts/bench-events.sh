@@ -9,6 +9,7 @@ WALLETI=${1:-target/release/walleti}
 DURATION=${DURATION:-10}
 USERS=${USERS:-50}
 CONCURRENCY=${CONCURRENCY:-32}
+MODE=${MODE:-uniform}
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 WORK=$(mktemp -d)
 trap 'kill $PID 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -20,7 +21,7 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null &&
 backlog() { curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^walleti_outbox_backlog /{print $2}'; }
 start=$(date +%s.%N)
 "$WALLETI" loadgen --url "http://127.0.0.1:$PORT" --users "$USERS" --concurrency "$CONCURRENCY" \
-  --duration-seconds "$DURATION" | tail -4
+  --duration-seconds "$DURATION" --mode "$MODE" | tail -4
 loaded=$(date +%s.%N)
 echo "backlog when the load stopped: $(backlog)"
 while [ "$(backlog)" != "0" ]; do sleep 0.2; done

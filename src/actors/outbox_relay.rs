@@ -13,6 +13,7 @@ use crate::bus::{EventBus, Publish, PublishFuture};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::entities::outbox;
+use crate::store::notifications::OUTBOX_BATCH_MAX;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
@@ -79,21 +80,28 @@ impl Actor for OutboxRelay {
 
     async fn handle(
         &self,
-        _myself: ActorRef<RelayMsg>,
+        myself: ActorRef<RelayMsg>,
         _message: RelayMsg,
         state: &mut RelayState,
     ) -> Result<(), ActorProcessingErr> {
         let metrics = Arc::clone(&state.metrics);
         let _timer = metrics.actor_message(KIND);
         // Failures are logged and retried next pass: the relay itself never fails.
-        if let Err(error) = relay(state).await {
-            tracing::warn!(%error, "outbox relay pass");
+        match relay(state).await {
+            // A full batch published: more may be waiting, so go on without waiting for the
+            // timer (which alone would cap delivery at one batch per poll interval).
+            Ok(published) if published >= OUTBOX_BATCH_MAX as usize => {
+                myself.send_message(RelayMsg::Relay)?;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "outbox relay pass"),
         }
         Ok(())
     }
 }
 
-async fn relay(state: &RelayState) -> anyhow::Result<()> {
+/// One pass; returns how many events were published.
+async fn relay(state: &RelayState) -> anyhow::Result<usize> {
     let events = state.store.unpublished_outbox().await?;
     let results = state.bus.publish(&events).await;
     let now = chrono::Utc::now();
@@ -130,6 +138,7 @@ async fn relay(state: &RelayState) -> anyhow::Result<()> {
     }
     // One statement for the whole batch.
     state.store.mark_outbox_published(&published, now).await?;
+    let count = published.len();
     let (backlog, oldest) = state.store.outbox_backlog_and_oldest().await?;
     state.metrics.outbox_backlog.set(backlog);
     let age = oldest
@@ -139,7 +148,7 @@ async fn relay(state: &RelayState) -> anyhow::Result<()> {
         .metrics
         .outbox_oldest_unpublished_age_seconds
         .set(age.max(0.0));
-    Ok(())
+    Ok(count)
 }
 
 /// Without Redis: hands each event to every consumer and waits for them.

@@ -11,11 +11,15 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait, TryInsertResult,
+    QuerySelect, TransactionTrait,
 };
+use std::collections::HashSet;
+
+/// Rows per multi-row INSERT or `IN` list, well under both backends' bind-parameter limits.
+const ROWS_PER_STATEMENT_MAX: usize = 500;
 
 /// Outbox rows handed to the relay per pass.
-pub const OUTBOX_BATCH_MAX: u64 = 100;
+pub const OUTBOX_BATCH_MAX: u64 = 500;
 
 /// A user's channel choices (all on until they say otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,11 +238,36 @@ impl Store {
         if notifications.is_empty() {
             return Ok(Vec::new());
         }
-        let transaction = self.writer().begin().await?;
+        // Which of them exist already (a redelivered event): those are left alone.
+        let event_ids: Vec<&str> = notifications.iter().map(|n| n.event_id).collect();
+        let mut existing: HashSet<(String, String)> = HashSet::new();
+        for chunk in event_ids.chunks(ROWS_PER_STATEMENT_MAX) {
+            let rows: Vec<(String, String)> = notifications::Entity::find()
+                .select_only()
+                .column(notifications::Column::UserId)
+                .column(notifications::Column::EventId)
+                .filter(notifications::Column::EventId.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(self.writer())
+                .await?;
+            existing.extend(rows);
+        }
         let mut stored = Vec::with_capacity(notifications.len());
+        let mut notification_rows = Vec::new();
+        let mut delivery_rows = Vec::new();
         for notification in notifications {
+            let key = (
+                notification.user.to_string(),
+                notification.event_id.to_owned(),
+            );
+            // `insert` is false for one already stored, or seen earlier in this batch.
+            let new = existing.insert(key);
+            stored.push(new);
+            if !new {
+                continue;
+            }
             let id = uuid::Uuid::now_v7().to_string();
-            let inserted = notifications::Entity::insert(notifications::ActiveModel {
+            notification_rows.push(notifications::ActiveModel {
                 id: Set(id.clone()),
                 user_id: Set(notification.user.to_string()),
                 event_id: Set(notification.event_id.to_owned()),
@@ -246,22 +275,9 @@ impl Store {
                 title: Set(notification.title.clone()),
                 body: Set(notification.body.clone()),
                 created_at: Set(now),
-            })
-            .on_conflict_do_nothing_on([
-                notifications::Column::UserId,
-                notifications::Column::EventId,
-            ])
-            .exec_without_returning(&transaction)
-            .await?;
-            let new = matches!(inserted, TryInsertResult::Inserted(1));
-            stored.push(new);
-            if !new {
-                continue;
-            }
-            let rows: Vec<notification_deliveries::ActiveModel> = notification
-                .deliveries
-                .iter()
-                .map(|(channel, status)| notification_deliveries::ActiveModel {
+            });
+            delivery_rows.extend(notification.deliveries.iter().map(|(channel, status)| {
+                notification_deliveries::ActiveModel {
                     id: Set(uuid::Uuid::now_v7().to_string()),
                     notification_id: Set(id.clone()),
                     channel: Set((*channel).to_owned()),
@@ -271,13 +287,26 @@ impl Store {
                     updated_at: Set(now),
                     next_attempt_at: Set((*status == "pending").then_some(now)),
                     provider_reference: Set(None),
-                })
-                .collect();
-            if !rows.is_empty() {
-                notification_deliveries::Entity::insert_many(rows)
-                    .exec_without_returning(&transaction)
-                    .await?;
-            }
+                }
+            }));
+        }
+        // One transaction, multi-row inserts. A notification stored meanwhile by another node
+        // violates the unique (user, event) key: the whole batch rolls back and is retried,
+        // and the retry's check above leaves it alone.
+        let transaction = self.writer().begin().await?;
+        let mut rows = notification_rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT_MAX).collect();
+            notifications::Entity::insert_many(chunk)
+                .exec_without_returning(&transaction)
+                .await?;
+        }
+        let mut rows = delivery_rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT_MAX).collect();
+            notification_deliveries::Entity::insert_many(chunk)
+                .exec_without_returning(&transaction)
+                .await?;
         }
         transaction.commit().await?;
         Ok(stored)
