@@ -171,13 +171,23 @@ async fn a_redelivered_event_notifies_once_and_a_poison_event_is_dead_lettered()
         let database = Database::connect(app.database_url.as_str())
             .await
             .expect("connect");
-        let event = outbox::Entity::find()
-            .filter(outbox::Column::EventType.eq("transfer.completed"))
-            .one(&database)
-            .await
-            .expect("query")
-            .expect("event");
-        assert!(event.published_at.is_some());
+        // The relay marks its batch published once every consumer handled it, a moment after
+        // the notification appears.
+        let mut event = None;
+        for _ in 0..200 {
+            let found = outbox::Entity::find()
+                .filter(outbox::Column::EventType.eq("transfer.completed"))
+                .one(&database)
+                .await
+                .expect("query")
+                .expect("event");
+            if found.published_at.is_some() {
+                event = Some(found);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let event = event.expect("the event is published");
         outbox::Entity::update_many()
             .col_expr(
                 outbox::Column::PublishedAt,
