@@ -52,6 +52,15 @@ impl RateLimiter {
         }
     }
 
+    /// Whether limits are currently shared through Redis (configured and connected). Until the
+    /// client has connected, and while Redis is away, limits are per node.
+    pub fn redis_connected(&self) -> bool {
+        use fred::interfaces::ClientLike;
+        self.redis
+            .as_ref()
+            .is_some_and(|client| client.is_connected())
+    }
+
     /// Admits one request for `key` under `quota`, or answers the API's 429.
     pub async fn admit(&self, key: &str, quota: Quota) -> Result<(), ApiError> {
         use fred::interfaces::ClientLike;
