@@ -10,6 +10,7 @@ mod m20261124_000004_notifications;
 mod m20261124_000005_delivery_retries;
 mod m20261124_000006_delivery_references;
 mod m20261124_000007_merchants;
+mod m20261124_000008_notification_events;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000005_delivery_retries::Migration),
             Box::new(m20261124_000006_delivery_references::Migration),
             Box::new(m20261124_000007_merchants::Migration),
+            Box::new(m20261124_000008_notification_events::Migration),
         ]
     }
 }
