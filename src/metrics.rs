@@ -276,7 +276,7 @@ impl Metrics {
                 &registry,
                 prometheus::IntGauge::new(
                     "outbox_backlog",
-                    "Outbox events not yet published, at the last reconciliation.",
+                    "Outbox events waiting to be published (dead letters excluded), as of the relay's last pass.",
                 ),
             ),
             holds_expired_total: register(

@@ -268,10 +268,6 @@ async fn check_totals(context: &ReconcilerContext, findings: &mut Findings) -> S
             .with_label_values(&[state.as_str()])
             .set(count);
     }
-    context
-        .metrics
-        .outbox_backlog
-        .set(context.store.outbox_backlog().await?);
     for (currency, total) in context.store.wallet_totals().await? {
         context
             .metrics

@@ -94,10 +94,6 @@ impl AccountRecord {
             Solvency::NonNegative
         }
     }
-
-    pub fn owned_by_user(&self, user: UserId) -> bool {
-        self.owner_type == "user" && self.owner_id == user.to_string()
-    }
 }
 
 impl TryFrom<accounts::Model> for AccountRecord {

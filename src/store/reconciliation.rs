@@ -201,22 +201,6 @@ impl Store {
             .collect()
     }
 
-    /// Outbox events not yet published.
-    pub async fn outbox_backlog(&self) -> StoreResult<i64> {
-        let row = self
-            .reader()
-            .query_one_raw(statement(
-                self.backend(),
-                "SELECT CAST(COUNT(*) AS BIGINT) AS total FROM outbox WHERE published_at IS NULL",
-                vec![],
-            ))
-            .await?;
-        Ok(row
-            .map(|row| row.try_get("", "total"))
-            .transpose()?
-            .unwrap_or(0))
-    }
-
     /// Wallets with a negative bucket (the CHECK constraints should make this impossible).
     pub async fn negative_wallets(&self) -> StoreResult<Vec<(String, i64, i64)>> {
         let rows = self
