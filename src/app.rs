@@ -2,12 +2,14 @@
 //! connect, migrate, open the system accounts, start the wallet supervisor, resume every
 //! unfinished saga, start the periodic saga resumer, then serve HTTP.
 
+use crate::actors::ledger_writer::{Ledger, LedgerWriter, LedgerWriterArgs};
 use crate::actors::notifier::{Notifier, NotifierArgs};
 use crate::actors::outbox_relay::{InProcessBus, OutboxRelay, RelayArgs};
 use crate::actors::payments::{HoldKeeper, KeeperArgs, Payments};
 use crate::actors::reconciler::{Reconciler, ReconcilerArgs, ReconcilerContext};
 use crate::actors::stream_consumer::{ConsumerArgs, ConsumerMsg, Handler, StreamConsumer};
 use crate::actors::transfer_saga::{self, SagaContext};
+use crate::actors::transfers::Transfers;
 use crate::actors::wallet_supervisor::{SupervisorArgs, SupervisorMsg, WalletSupervisor, Wallets};
 use crate::actors::webhook_dispatcher::{DispatcherArgs, WebhookDispatcher};
 use crate::actors::webhook_ingestor::{IngestorArgs, IngestorMsg, WebhookIngestor};
@@ -72,11 +74,28 @@ impl Application {
             .await
             .context("open system accounts")?;
         let metrics = Metrics::new();
+        let (ledger_writer, _) = Actor::spawn(
+            None,
+            LedgerWriter,
+            LedgerWriterArgs {
+                store: store.clone(),
+                metrics: Arc::clone(&metrics),
+                limits: settings.limits.ledger,
+            },
+        )
+        .await
+        .context("start ledger writer")?;
+        let ledger = Ledger::new(
+            ledger_writer,
+            Arc::clone(&metrics),
+            settings.limits.call_timeout,
+        );
         let (supervisor, _) = Actor::spawn(
             None,
             WalletSupervisor,
             SupervisorArgs {
                 store: store.clone(),
+                ledger: ledger.clone(),
                 metrics: Arc::clone(&metrics),
                 limits: settings.limits.wallet,
             },
@@ -289,7 +308,14 @@ impl Application {
         )
         .await
         .context("start outbox relay")?;
+        let transfers = Transfers {
+            sagas: sagas.clone(),
+            clock: Arc::clone(&clock),
+            wait_timeout: settings.limits.transfer_wait_timeout,
+        };
         let state = web::Data::new(AppState {
+            ledger,
+            transfers,
             store,
             wallets,
             sagas,
@@ -368,6 +394,7 @@ impl Application {
         self.state.outbox_relay.stop(None);
         self.state.notifier.stop(None);
         self.supervisor.stop(None);
+        self.state.ledger.actor().stop(None);
         Ok(())
     }
 
@@ -405,6 +432,7 @@ impl RunningApplication {
         self.state.outbox_relay.stop(None);
         self.state.notifier.stop(None);
         self.supervisor.stop(None);
+        self.state.ledger.actor().stop(None);
         let _ = self.serving.await;
     }
 }

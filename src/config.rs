@@ -179,6 +179,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub wallet: WalletLimits,
+    /// Bounds of one group commit by the ledger writer.
+    pub ledger: crate::actors::ledger_writer::LedgerLimits,
     /// Every actor call waits at most this long; a timeout becomes a 503.
     pub call_timeout: Duration,
     /// How long a transfer request waits for its saga before answering `pending`.
@@ -218,6 +220,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             wallet: WalletLimits::default(),
+            ledger: crate::actors::ledger_writer::LedgerLimits::default(),
             call_timeout: Duration::from_secs(10),
             transfer_wait_timeout: Duration::from_secs(10),
             saga_stale_after: Duration::from_secs(30),

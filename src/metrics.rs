@@ -17,8 +17,9 @@ const BATCH_SIZE_BUCKETS: [f64; 11] = [
 ];
 
 /// Every actor kind, so each exports its series (at zero) from start-up.
-pub const ACTOR_KINDS: [&str; 11] = [
+pub const ACTOR_KINDS: [&str; 12] = [
     "stream_consumer",
+    "ledger_writer",
     "hold_keeper",
     "webhook_dispatcher",
     "outbox_relay",
@@ -41,6 +42,10 @@ pub struct Metrics {
     pub actor_restarts_total: IntCounterVec,
     pub actors_live: IntGaugeVec,
     pub wallet_batch_size: HistogramVec,
+    pub ledger_group_batches: HistogramVec,
+    pub ledger_group_movements: prometheus::Histogram,
+    pub ledger_commit_seconds: HistogramVec,
+    pub ledger_batches_total: IntCounterVec,
     pub transfers_total: IntCounterVec,
     pub transfers_amount_minor_units_total: IntCounterVec,
     pub webhook_events_total: IntCounterVec,
@@ -141,6 +146,48 @@ impl Metrics {
                         "Operations committed per wallet flush (one database transaction).",
                     )
                     .buckets(BATCH_SIZE_BUCKETS.to_vec()),
+                    &["outcome"],
+                ),
+            ),
+            ledger_group_batches: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "ledger_group_batches",
+                        "Wallet batches committed per ledger transaction (group commit), by path: single, combined (multi-row statements) or isolated (one savepoint per batch after a conflict).",
+                    )
+                    .buckets(BATCH_SIZE_BUCKETS.to_vec()),
+                    &["path"],
+                ),
+            ),
+            ledger_group_movements: register(
+                &registry,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "ledger_group_movements",
+                        "Ledger movements (wallet ops) committed per ledger transaction.",
+                    )
+                    .buckets(BATCH_SIZE_BUCKETS.to_vec()),
+                ),
+            ),
+            ledger_commit_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "ledger_commit_seconds",
+                        "Time to write and commit one ledger group, by path.",
+                    )
+                    .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+                    &["path"],
+                ),
+            ),
+            ledger_batches_total: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ledger_batches_total",
+                        "Wallet batches handed to the ledger writer, by outcome (committed, conflict).",
+                    ),
                     &["outcome"],
                 ),
             ),
@@ -389,6 +436,13 @@ impl Metrics {
             metrics.actor_mailbox_depth.with_label_values(&[kind]);
             metrics.actor_messages_total.with_label_values(&[kind]);
             metrics.actor_restarts_total.with_label_values(&[kind]);
+        }
+        for path in ["single", "combined", "isolated"] {
+            metrics.ledger_group_batches.with_label_values(&[path]);
+            metrics.ledger_commit_seconds.with_label_values(&[path]);
+        }
+        for outcome in ["committed", "conflict"] {
+            metrics.ledger_batches_total.with_label_values(&[outcome]);
         }
         for status in ["completed", "failed", "pending", "rejected", "unavailable"] {
             metrics.transfers_total.with_label_values(&[status]);

@@ -2,6 +2,8 @@
 //!
 //! - `wallet`: `WalletActor`, one per live account, the single writer of its balance, with
 //!   batching (one transaction per flush).
+//! - `ledger_writer`: `LedgerWriter`, one per node: group commit of many wallets' batches as
+//!   one transaction of multi-row statements; `Ledger` is the handle wallets commit through.
 //! - `wallet_supervisor`: `WalletSupervisor` (lazy spawn, restart-and-reload, idle
 //!   passivation) and `Wallets`, the handle everyone else calls wallets through.
 //! - `webhook_ingestor`: `WebhookIngestor`, one per provider, turns stored webhook events into
@@ -15,15 +17,19 @@
 //! - `reconciler`: `Reconciler`, ledger / saga / external checks on a schedule and on demand.
 //! - `transfer_saga`: `TransferSaga`, debit → credit → (refund), resumable after a crash; it
 //!   also carries merchant payments, captures and refunds.
+//! - `transfers`: `Transfers`, a P2P transfer from parsed request to settled saga (recipient,
+//!   accounts, saga, wait) without database reads on the common path.
 //! - `payments`: payment intents, holds, refunds and payouts as wallet ops and sagas, and the
 //!   `HoldKeeper` that expires authorisations and resubmits payouts.
 
+pub mod ledger_writer;
 pub mod notifier;
 pub mod outbox_relay;
 pub mod payments;
 pub mod reconciler;
 pub mod stream_consumer;
 pub mod transfer_saga;
+pub mod transfers;
 pub mod wallet;
 pub mod wallet_supervisor;
 pub mod webhook_dispatcher;

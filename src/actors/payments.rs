@@ -8,7 +8,7 @@
 //! `HoldKeeper` is the background actor that releases expired authorisations and (re)submits
 //! payouts the bank has not accepted yet.
 
-use super::transfer_saga::{self, Opening, SagaContext, SagaOutcome, SagaStart};
+use super::transfer_saga::{self, Opening, SagaContext, SagaFailure, SagaStart};
 use super::wallet::{OpOutcome, WalletOp};
 use super::wallet_supervisor::WalletError;
 use crate::domain::Clock;
@@ -29,7 +29,6 @@ use crate::store::transfers::{Party, TransferRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Why a payment action did not happen.
@@ -89,16 +88,12 @@ impl Payments {
 
     /// Starts a saga and waits for it up to the wait timeout. `Ok(None)`: still running.
     async fn run_saga(&self, start: SagaStart) -> PaymentResult<Option<TransferRecord>> {
-        let (reply, outcome) = oneshot::channel();
-        transfer_saga::start(&self.sagas, start, Some(reply))
+        transfer_saga::start_and_wait(&self.sagas, start, self.wait_timeout)
             .await
-            .map_err(|error| PaymentError::Unavailable(error.to_string()))?;
-        match tokio::time::timeout(self.wait_timeout, outcome).await {
-            Ok(Ok(SagaOutcome::Settled(transfer))) => Ok(Some(transfer)),
-            Ok(Ok(SagaOutcome::Rejected(rejection))) => Err(PaymentError::Rejected(rejection)),
-            Ok(Ok(SagaOutcome::Unavailable(error))) => Err(PaymentError::Unavailable(error)),
-            Ok(Err(_)) | Err(_) => Ok(None),
-        }
+            .map_err(|failure| match failure {
+                SagaFailure::Rejected(rejection) => PaymentError::Rejected(rejection),
+                SagaFailure::Unavailable(error) => PaymentError::Unavailable(error),
+            })
     }
 
     /// A user pays (automatic) or authorises (manual) the intent from their wallet in the

@@ -168,6 +168,34 @@ pub async fn start(
     Ok(())
 }
 
+/// Why a saga a requester waited for gave no transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SagaFailure {
+    /// The first step was refused; no transfer exists.
+    Rejected(Rejection),
+    /// The first step's outcome is unknown (timeout, database unavailable).
+    Unavailable(String),
+}
+
+/// The one way to run a saga for a requester: starts it and waits up to `wait_timeout`.
+/// `Ok(None)`: it is still running (it finishes on its own, or the resumer finishes it).
+pub async fn start_and_wait(
+    context: &SagaContext,
+    start: SagaStart,
+    wait_timeout: std::time::Duration,
+) -> Result<Option<TransferRecord>, SagaFailure> {
+    let (reply, outcome) = oneshot::channel();
+    self::start(context, start, Some(reply))
+        .await
+        .map_err(|error| SagaFailure::Unavailable(format!("could not start the saga: {error}")))?;
+    match tokio::time::timeout(wait_timeout, outcome).await {
+        Ok(Ok(SagaOutcome::Settled(transfer))) => Ok(Some(transfer)),
+        Ok(Ok(SagaOutcome::Rejected(rejection))) => Err(SagaFailure::Rejected(rejection)),
+        Ok(Ok(SagaOutcome::Unavailable(error))) => Err(SagaFailure::Unavailable(error)),
+        Ok(Err(_)) | Err(_) => Ok(None),
+    }
+}
+
 /// Resumes every saga still `debited` whose last step is older than `updated_before`, each
 /// after leasing it (so concurrent resumers, here or on other nodes, do not pile up).
 /// Returns how many were started.

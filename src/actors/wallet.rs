@@ -3,14 +3,17 @@
 //!
 //! Batching: an op is buffered and, if no flush is pending, the actor sends itself `Flush`.
 //! Every op that arrives before that `Flush` is dequeued joins the buffer, so when `Flush` runs
-//! the whole buffer commits in ONE transaction and then every caller is answered. At low load a
-//! batch is one op with no added wait; under load a hot wallet commits many ops per commit.
+//! the whole buffer is planned against the in-memory balance and handed, as one batch, to the
+//! node's `LedgerWriter`, which commits it together with other wallets' batches (group commit);
+//! then every caller is answered. At low load a batch is one op with no added wait; under load
+//! a hot wallet commits many ops per batch and many wallets' batches share one transaction.
 //!
 //! Business rejections go back in the reply. Infrastructure failures (database errors, a
 //! failed version check because another writer touched the account) return `Err`, which kills
 //! the actor without answering: its callers retry (ops are idempotent by op key) and the
 //! supervisor restarts the actor, which reloads the account from the database.
 
+use super::ledger_writer::Ledger;
 use crate::domain::{
     AccountId, Balance, BalanceOp, Bucket, HoldId, HoldState, IntentSnapshot, OnrampId,
     OnrampStatus, PaymentIntentId, Posting, Rejection, TransferId, TransferState,
@@ -18,6 +21,7 @@ use crate::domain::{
 use crate::metrics::{MailboxTicket, Metrics};
 use crate::store::Store;
 use crate::store::accounts::AccountRecord;
+use crate::store::group_commit::PlannedBatch;
 use crate::store::ledger::{
     AccountWrite, AppliedMovement, Effect, IntentAction, JournalSpec, Reference,
 };
@@ -50,6 +54,7 @@ impl Default for WalletLimits {
 pub struct WalletArgs {
     pub account: AccountId,
     pub store: Store,
+    pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
     pub limits: WalletLimits,
 }
@@ -57,6 +62,7 @@ pub struct WalletArgs {
 pub struct WalletState {
     account: AccountRecord,
     store: Store,
+    ledger: Ledger,
     metrics: Arc<Metrics>,
     limits: WalletLimits,
     buffer: Vec<(WalletOp, RpcReplyPort<OpOutcome>)>,
@@ -97,6 +103,8 @@ pub enum OpOutcome {
 
 pub enum WalletMsg {
     Apply(Box<WalletOp>, RpcReplyPort<OpOutcome>, MailboxTicket),
+    /// The committed balance as this actor holds it (advisory: ops in flight may change it).
+    Balance(RpcReplyPort<Balance>),
     Flush,
     IdleCheck,
 }
@@ -129,6 +137,7 @@ impl Actor for WalletActor {
         Ok(WalletState {
             account,
             store: args.store,
+            ledger: args.ledger,
             metrics: args.metrics,
             limits: args.limits,
             buffer: Vec::new(),
@@ -174,6 +183,10 @@ impl Actor for WalletActor {
             WalletMsg::Flush => {
                 state.flush_pending = false;
                 flush(state).await
+            }
+            WalletMsg::Balance(reply) => {
+                let _ = reply.send(state.account.balance);
+                Ok(())
             }
             WalletMsg::IdleCheck => {
                 if state.buffer.is_empty()
@@ -253,9 +266,13 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
             available: plan.balance.available,
             locked: plan.balance.locked,
         };
+        let ops = plan.movements.len();
         state
-            .store
-            .commit_batch(write, &plan.movements, chrono::Utc::now())
+            .ledger
+            .commit(PlannedBatch {
+                account: write,
+                movements: plan.movements,
+            })
             .await?;
         state.account.balance = plan.balance;
         state.account.version += 1;
@@ -263,8 +280,8 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
             .metrics
             .wallet_batch_size
             .with_label_values(&["committed"])
-            .observe(plan.movements.len() as f64);
-        tracing::debug!(account_id = %state.account.id, ops = plan.movements.len(), version = state.account.version, "wallet batch committed");
+            .observe(ops as f64);
+        tracing::debug!(account_id = %state.account.id, ops, version = state.account.version, "wallet batch committed");
     } else if plan.refused_for_balance {
         // Nothing was written, so no version check ran: before refusing for lack of funds,
         // make sure no other writer (another node) changed the account since we loaded it.

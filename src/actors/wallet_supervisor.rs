@@ -28,12 +28,14 @@ const APPLY_RETRY_DELAY_MS: u64 = 5;
 
 pub struct SupervisorArgs {
     pub store: Store,
+    pub ledger: super::ledger_writer::Ledger,
     pub metrics: Arc<Metrics>,
     pub limits: WalletLimits,
 }
 
 pub struct SupervisorState {
     store: Store,
+    ledger: super::ledger_writer::Ledger,
     metrics: Arc<Metrics>,
     limits: WalletLimits,
     wallets: HashMap<AccountId, ActorRef<WalletMsg>>,
@@ -75,6 +77,7 @@ impl Actor for WalletSupervisor {
         args.metrics.actors_live.with_label_values(&[KIND]).inc();
         Ok(SupervisorState {
             store: args.store,
+            ledger: args.ledger,
             metrics: args.metrics,
             limits: args.limits,
             wallets: HashMap::new(),
@@ -178,6 +181,7 @@ async fn spawn_wallet(
     let args = WalletArgs {
         account,
         store: state.store.clone(),
+        ledger: state.ledger.clone(),
         metrics: Arc::clone(&state.metrics),
         limits: state.limits,
     };
@@ -265,6 +269,22 @@ impl Wallets {
             }
         }
         Err(WalletError::Unavailable(last_error))
+    }
+
+    /// The account's balance as its wallet actor holds it, without a database read (the
+    /// actor is started if it is not live). Advisory: the actor still decides each op.
+    pub async fn balance(&self, account: AccountId) -> Result<crate::domain::Balance, WalletError> {
+        let wallet = self.lookup(account).await?;
+        match wallet
+            .call(WalletMsg::Balance, Some(self.call_timeout))
+            .await
+        {
+            Ok(CallResult::Success(balance)) => Ok(balance),
+            Ok(CallResult::Timeout) => Err(WalletError::Timeout),
+            _ => Err(WalletError::Unavailable(
+                "wallet actor stopped before answering".into(),
+            )),
+        }
     }
 
     pub async fn live_count(&self) -> Result<usize, WalletError> {

@@ -156,25 +156,14 @@ async fn merchant_credential(
 pub const API_KEY_PREFIX: &str = "sk_";
 
 async fn user_session(token: &str, state: &AppState) -> Result<Option<CurrentUser>, ApiError> {
-    let Some(session) = state
+    Ok(state
         .store
-        .find_live_session(&sha256_hex(token.as_bytes()), state.clock.now())
+        .authenticate_user(&sha256_hex(token.as_bytes()), state.clock.now())
         .await?
-    else {
-        return Ok(None);
-    };
-    let user_id = session
-        .user_id
-        .parse()
-        .map_err(|_| ApiError::unauthenticated())?;
-    let session_id = session
-        .id
-        .parse()
-        .map_err(|_| ApiError::unauthenticated())?;
-    Ok(Some(CurrentUser {
-        user_id,
-        session_id,
-    }))
+        .map(|(user_id, session_id)| CurrentUser {
+            user_id,
+            session_id,
+        }))
 }
 
 /// Succeeds only for the operator token.

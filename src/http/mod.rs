@@ -35,6 +35,10 @@ use tracing::Instrument;
 
 /// Everything a handler needs, shared by all workers.
 pub struct AppState {
+    /// The group-commit writer (stopped last, after the wallets).
+    pub ledger: crate::actors::ledger_writer::Ledger,
+    /// P2P transfers.
+    pub transfers: crate::actors::transfers::Transfers,
     pub store: Store,
     pub wallets: Wallets,
     pub sagas: SagaContext,

@@ -1,5 +1,5 @@
-//! P2P transfers: create (idempotent; runs a `TransferSaga` and waits for it up to a timeout),
-//! read one, list the caller's sent and received transfers.
+//! P2P transfers: create (idempotent; `actors::transfers::Transfers` runs the saga and waits for
+//! it up to a timeout), read one, list the caller's sent and received transfers.
 
 use super::AppState;
 use super::auth::{self, CurrentUser};
@@ -7,18 +7,12 @@ use super::error::{ApiError, ErrorBody};
 use super::idempotency::{JsonResponse, Keyed, respond, run_keyed};
 use super::request::{Fields, json_object, page_request, read_body};
 use super::views::{CreateTransferRequest, ListView, TransferView};
-use crate::actors::transfer_saga::{self, Opening};
-use crate::actors::{SagaOutcome, SagaStart};
-use crate::domain::{
-    Amount, Currency, Email, PhoneNumber, Rejection, TransferId, TransferKind, TransferState,
-    UserId,
-};
-use crate::store::accounts::Owner;
-use crate::store::transfers::{Party, TransferRecord};
+use crate::actors::transfers::{self, TransferError};
+use crate::domain::{Amount, Currency, Rejection, TransferId, TransferKind};
+use crate::store::transfers::Party;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use std::collections::HashMap;
-use tokio::sync::oneshot;
 
 const NOTE_LENGTH_MAX: usize = 500;
 
@@ -100,105 +94,32 @@ async fn execute_transfer(
     transfer_id: TransferId,
     taken_over: bool,
 ) -> Result<JsonResponse, ApiError> {
-    // A retry after a crash: if the transfer exists, resume it instead of starting another.
-    if taken_over && let Some(existing) = state.store.find_transfer(transfer_id).await? {
-        return wait_for_saga(state, SagaStart::Resume(existing), transfer_id).await;
-    }
-    let recipient = resolve_recipient(state, &order.to).await?;
-    if recipient == user.user_id {
-        return Err(ApiError::rejection(Rejection::SelfTransfer, Some("to")));
-    }
-    let source = state
-        .store
-        .find_account(&Owner::User(user.user_id), order.currency)
-        .await?
-        .ok_or_else(|| ApiError::rejection(Rejection::InsufficientFunds, Some("amount")))?;
-    // Refuse what the committed balance already cannot cover before opening the recipient's
-    // account, so a refused transfer leaves nothing behind. The wallet actor still decides.
-    if source.balance.available < order.amount.minor_units() {
-        return Err(ApiError::rejection(
-            Rejection::InsufficientFunds,
-            Some("amount"),
-        ));
-    }
-    let target = state
-        .store
-        .open_account(&Owner::User(recipient), order.currency)
-        .await?;
-    let now = state.clock.now();
-    let transfer = TransferRecord {
-        id: transfer_id,
-        journal_id: crate::domain::JournalId::from(transfer_id.as_uuid()),
-        from: Party::User(user.user_id),
-        to: Party::User(recipient),
-        kind: TransferKind::P2p,
-        reference_id: None,
-        source_account: source.id,
-        target_account: target.id,
+    let order = transfers::TransferOrder {
+        from: user.user_id,
+        to: order.to,
         amount: order.amount,
         currency: order.currency,
         note: order.note,
-        state: TransferState::Debited,
-        failure_code: None,
-        created_at: now,
-        updated_at: now,
     };
-    let start = SagaStart::New {
-        transfer,
-        replay: taken_over,
-        opening: Opening::Debit,
-    };
-    wait_for_saga(state, start, transfer_id).await
-}
-
-/// Starts the saga and waits for it up to the transfer timeout.
-async fn wait_for_saga(
-    state: &AppState,
-    start: SagaStart,
-    transfer_id: TransferId,
-) -> Result<JsonResponse, ApiError> {
-    let (reply, outcome) = oneshot::channel();
-    transfer_saga::start(&state.sagas, start, Some(reply))
-        .await
-        .map_err(|error| ApiError::unavailable(format!("could not start the transfer: {error}")))?;
-    let outcome = tokio::time::timeout(state.limits.transfer_wait_timeout, outcome).await;
-    match outcome {
-        Ok(Ok(SagaOutcome::Settled(transfer))) => Ok(JsonResponse::new(
+    match state.transfers.send(order, transfer_id, taken_over).await {
+        Ok(transfer) => Ok(JsonResponse::new(
             StatusCode::CREATED,
             &TransferView::from(&transfer),
         )),
-        Ok(Ok(SagaOutcome::Rejected(rejection))) => {
-            Err(ApiError::rejection(rejection, Some("amount")))
+        Err(TransferError::Rejected(rejection)) => {
+            let param = match rejection {
+                Rejection::RecipientNotFound | Rejection::SelfTransfer => "to",
+                _ => "amount",
+            };
+            Err(ApiError::rejection(rejection, Some(param)))
         }
-        // Unknown outcome: if the debit committed, the transfer exists and will be finished.
-        Ok(Ok(SagaOutcome::Unavailable(_))) | Ok(Err(_)) | Err(_) => {
-            match state.store.find_transfer(transfer_id).await? {
-                Some(transfer) => Ok(JsonResponse::new(
-                    StatusCode::CREATED,
-                    &TransferView::from(&transfer),
-                )),
-                None => Err(ApiError::unavailable(
-                    "The transfer could not be started; retry with the same Idempotency-Key.",
-                )),
-            }
+        Err(TransferError::Unavailable(error)) => {
+            tracing::warn!(transfer_id = %transfer_id, %error, "transfer not started");
+            Err(ApiError::unavailable(
+                "The transfer could not be started; retry with the same Idempotency-Key.",
+            ))
         }
     }
-}
-
-/// `to` is a user id, an email or an E.164 phone.
-async fn resolve_recipient(state: &AppState, to: &str) -> Result<UserId, ApiError> {
-    let not_found = || ApiError::rejection(Rejection::RecipientNotFound, Some("to"));
-    let user = if let Ok(id) = to.parse::<UserId>() {
-        state.store.find_user(id).await?
-    } else if to.starts_with('+') {
-        let phone = PhoneNumber::parse(to).map_err(|_| not_found())?;
-        state.store.find_user_by_phone(&phone).await?
-    } else {
-        let email = Email::parse(to).map_err(|_| not_found())?;
-        state.store.find_user_by_email(&email).await?
-    };
-    let user = user.ok_or_else(not_found)?;
-    user.id.parse().map_err(|_| not_found())
 }
 
 #[utoipa::path(get, path = "/v1/transfers/{id}", tag = "transfers", security(("bearer" = [])),

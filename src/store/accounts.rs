@@ -48,7 +48,7 @@ impl SystemAccount {
 }
 
 /// Who owns an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Owner {
     User(UserId),
     Merchant(MerchantId),
@@ -195,6 +195,40 @@ impl Store {
             .await?
             .map(AccountRecord::try_from)
             .transpose()
+    }
+
+    /// The id of the owner's account in `currency`, if it has one: from the node's cache (an
+    /// account's id never changes) or the database.
+    pub async fn account_id(
+        &self,
+        owner: &Owner,
+        currency: Currency,
+    ) -> StoreResult<Option<AccountId>> {
+        let key = (owner.clone(), currency);
+        if let Some(id) = self.caches().accounts.get(&key) {
+            return Ok(Some(id));
+        }
+        let Some(account) = self.find_account(owner, currency).await? else {
+            return Ok(None);
+        };
+        self.caches().accounts.insert(key, account.id);
+        Ok(Some(account.id))
+    }
+
+    /// `account_id`, opening the account (empty) if it does not exist yet.
+    pub async fn open_account_id(
+        &self,
+        owner: &Owner,
+        currency: Currency,
+    ) -> StoreResult<AccountId> {
+        if let Some(id) = self.account_id(owner, currency).await? {
+            return Ok(id);
+        }
+        let account = self.open_account(owner, currency).await?;
+        self.caches()
+            .accounts
+            .insert((owner.clone(), currency), account.id);
+        Ok(account.id)
     }
 
     /// The owner's account in `currency`, opened (empty) if it does not exist yet.

@@ -15,8 +15,8 @@ use crate::domain::{HoldId, HoldState, PaymentIntentId, RefundId};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    EntityTrait, QueryFilter, TransactionTrait,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -165,15 +165,8 @@ impl Store {
         movements: &[AppliedMovement],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        debug_assert!(account.available >= 0 || movements.iter().all(|m| m.counterpart.is_none()));
         let transaction = self.writer().begin().await?;
-        write_account(&transaction, account).await?;
-        insert_journals(&transaction, movements, now).await?;
-        insert_entries(&transaction, account.account, movements, now).await?;
-        write_counterparts(&transaction, movements, now).await?;
-        for movement in movements {
-            write_effect(&transaction, &movement.effect, now).await?;
-        }
+        write_batch(&transaction, account, movements, now).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -226,6 +219,25 @@ impl Store {
     }
 }
 
+/// Writes one wallet's batch inside `transaction` (or a savepoint of it): the version-checked
+/// account, its journals and entries, the system counterparts and every effect.
+pub(super) async fn write_batch(
+    transaction: &DatabaseTransaction,
+    account: AccountWrite,
+    movements: &[AppliedMovement],
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    debug_assert!(account.available >= 0 || movements.iter().all(|m| m.counterpart.is_none()));
+    write_account(transaction, account).await?;
+    insert_journals(transaction, movements.iter(), now).await?;
+    insert_rows(transaction, entry_rows(account.account, movements, now)).await?;
+    write_counterparts(transaction, movements.iter(), now).await?;
+    for movement in movements {
+        write_effect(transaction, &movement.effect, now).await?;
+    }
+    Ok(())
+}
+
 async fn write_account(
     transaction: &DatabaseTransaction,
     account: AccountWrite,
@@ -250,13 +262,12 @@ async fn write_account(
     Ok(())
 }
 
-async fn insert_journals(
+pub(super) async fn insert_journals<'a>(
     transaction: &DatabaseTransaction,
-    movements: &[AppliedMovement],
+    movements: impl Iterator<Item = &'a AppliedMovement>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     let rows: Vec<journals::ActiveModel> = movements
-        .iter()
         .filter(|movement| movement.journal.is_new)
         .map(|movement| journals::ActiveModel {
             id: Set(movement.journal.id.to_string()),
@@ -266,47 +277,58 @@ async fn insert_journals(
             created_at: Set(now),
         })
         .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    journals::Entity::insert_many(rows)
-        .on_conflict_do_nothing_on([journals::Column::Id])
-        .exec_without_returning(transaction)
-        .await?;
-    Ok(())
-}
-
-/// Rows per INSERT statement, well under SQLite's and PostgreSQL's bind-parameter limits.
-const ENTRY_ROWS_PER_STATEMENT_MAX: usize = 500;
-
-async fn insert_entries(
-    transaction: &DatabaseTransaction,
-    account: AccountId,
-    movements: &[AppliedMovement],
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let rows: Vec<entries::ActiveModel> =
-        movements
-            .iter()
-            .flat_map(|movement| {
-                movement.postings.iter().enumerate().map(
-                    move |(index, (posting, balance_after))| {
-                        entry_row(account, movement, index, *posting, *balance_after, now)
-                    },
-                )
-            })
-            .collect();
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<_> = rows.by_ref().take(ENTRY_ROWS_PER_STATEMENT_MAX).collect();
-        entries::Entity::insert_many(chunk)
+    for chunk in rows.chunks(ROWS_PER_STATEMENT_MAX) {
+        journals::Entity::insert_many(chunk.to_vec())
+            .on_conflict_do_nothing_on([journals::Column::Id])
             .exec_without_returning(transaction)
             .await?;
     }
     Ok(())
 }
 
-fn entry_row(
+/// Rows per INSERT statement, well under SQLite's and PostgreSQL's bind-parameter limits
+/// (the widest table written in bulk, transfers, has 14 columns: 7,000 parameters).
+pub(super) const ROWS_PER_STATEMENT_MAX: usize = 500;
+
+/// Inserts `rows` with multi-row statements of at most `ROWS_PER_STATEMENT_MAX` rows.
+pub(super) async fn insert_rows<A>(
+    transaction: &DatabaseTransaction,
+    rows: Vec<A>,
+) -> StoreResult<()>
+where
+    A: ActiveModelTrait + Send,
+{
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<A> = rows.by_ref().take(ROWS_PER_STATEMENT_MAX).collect();
+        <A::Entity as EntityTrait>::insert_many(chunk)
+            .exec_without_returning(transaction)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The entries of one wallet's movements.
+pub(super) fn entry_rows(
+    account: AccountId,
+    movements: &[AppliedMovement],
+    now: DateTime<Utc>,
+) -> Vec<entries::ActiveModel> {
+    movements
+        .iter()
+        .flat_map(|movement| {
+            movement
+                .postings
+                .iter()
+                .enumerate()
+                .map(move |(index, (posting, balance_after))| {
+                    entry_row(account, movement, index, *posting, *balance_after, now)
+                })
+        })
+        .collect()
+}
+
+pub(super) fn entry_row(
     account: AccountId,
     movement: &AppliedMovement,
     index: usize,
@@ -340,9 +362,9 @@ fn entry_row(
 /// updated once per batch, in account-id order so that two batches never lock two system
 /// rows in opposite orders; `RETURNING` gives the final balance, from which every entry's
 /// exact `balance_after` is worked out.
-async fn write_counterparts(
+pub(super) async fn write_counterparts<'a>(
     transaction: &DatabaseTransaction,
-    movements: &[AppliedMovement],
+    movements: impl Iterator<Item = &'a AppliedMovement>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     let mut by_account: BTreeMap<String, Vec<(&AppliedMovement, i64)>> = BTreeMap::new();
@@ -402,14 +424,12 @@ async fn write_counterparts(
             rows.push(entry_row(account, movement, 0, posting, running, now));
         }
         debug_assert_eq!(running, balance_final);
-        entries::Entity::insert_many(rows)
-            .exec_without_returning(transaction)
-            .await?;
+        insert_rows(transaction, rows).await?;
     }
     Ok(())
 }
 
-async fn write_effect(
+pub(super) async fn write_effect(
     transaction: &DatabaseTransaction,
     effect: &Effect,
     now: DateTime<Utc>,
@@ -636,7 +656,7 @@ async fn move_transfer(
     Ok(())
 }
 
-fn transfer_event(
+pub(super) fn transfer_event(
     transfer: &TransferRecord,
     state: TransferState,
     failure: Option<Rejection>,
@@ -660,6 +680,26 @@ pub(super) async fn insert_event(
     data: serde_json::Value,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
+    outbox::Entity::insert(event_row(
+        event_type,
+        aggregate_type,
+        aggregate_id,
+        data,
+        now,
+    ))
+    .exec_without_returning(transaction)
+    .await?;
+    Ok(())
+}
+
+/// An outbox event, ready to be inserted with the change it announces.
+pub(super) fn event_row(
+    event_type: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    data: serde_json::Value,
+    now: DateTime<Utc>,
+) -> outbox::ActiveModel {
     let id = OutboxId::generate().to_string();
     let payload = json!({
         "id": id,
@@ -667,7 +707,7 @@ pub(super) async fn insert_event(
         "created": now.to_rfc3339(),
         "data": data,
     });
-    outbox::Entity::insert(outbox::ActiveModel {
+    outbox::ActiveModel {
         id: Set(id),
         event_type: Set(event_type.to_owned()),
         aggregate_type: Set(aggregate_type.to_owned()),
@@ -678,8 +718,5 @@ pub(super) async fn insert_event(
         attempts: Set(0),
         last_error: Set(None),
         dead_lettered_at: Set(None),
-    })
-    .exec_without_returning(transaction)
-    .await?;
-    Ok(())
+    }
 }

@@ -124,17 +124,70 @@ impl Store {
             .filter(merchant_sessions::Column::RevokedAt.is_null())
             .exec(self.writer())
             .await?;
+        self.caches().evict_credential(&id.to_string());
         Ok(())
     }
 
-    /// The merchant a live session token or unrevoked API key (by hash) belongs to. Using an
-    /// API key records when it was last used.
+    /// The merchant a live session token or unrevoked API key (by hash) belongs to: from the
+    /// node's cache when it holds it, else from the database (and then cached).
     pub async fn authenticate_merchant(
         &self,
         token_hash: &str,
         is_api_key: bool,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<(MerchantId, MerchantCredential)>> {
+        use super::cache::{CachedCredential, CredentialOwner};
+        let credentials = &self.caches().credentials;
+        if let Some(cached) = credentials.get(&token_hash.to_owned())
+            && cached.is_usable(now)
+        {
+            return Ok(match cached.owner {
+                CredentialOwner::MerchantSession { merchant, session } => {
+                    Some((merchant, MerchantCredential::Session(session)))
+                }
+                CredentialOwner::ApiKey { merchant, key } => {
+                    Some((merchant, MerchantCredential::ApiKey(key)))
+                }
+                CredentialOwner::UserSession { .. } => None,
+            });
+        }
+        let generation = credentials.generation();
+        let Some((found, expires_at)) = self
+            .authenticate_merchant_uncached(token_hash, is_api_key, now)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let owner = match found.1 {
+            MerchantCredential::Session(session) => CredentialOwner::MerchantSession {
+                merchant: found.0,
+                session,
+            },
+            MerchantCredential::ApiKey(key) => CredentialOwner::ApiKey {
+                merchant: found.0,
+                key,
+            },
+        };
+        credentials.insert_unless_changed(
+            token_hash.to_owned(),
+            CachedCredential {
+                owner,
+                expires_at,
+                cached_at: std::time::Instant::now(),
+            },
+            generation,
+        );
+        Ok(Some(found))
+    }
+
+    /// `authenticate_merchant` from the database, with the credential's expiry. Using an API
+    /// key records when it was last used (at most once a minute).
+    async fn authenticate_merchant_uncached(
+        &self,
+        token_hash: &str,
+        is_api_key: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<((MerchantId, MerchantCredential), Option<DateTime<Utc>>)>> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("merchant credential {what}"));
         if is_api_key {
             let Some(key) = api_keys::Entity::find()
@@ -157,7 +210,7 @@ impl Store {
             }
             let merchant = key.merchant_id.parse().map_err(|_| corrupt("merchant"))?;
             let id = key.id.parse().map_err(|_| corrupt("key id"))?;
-            return Ok(Some((merchant, MerchantCredential::ApiKey(id))));
+            return Ok(Some(((merchant, MerchantCredential::ApiKey(id)), None)));
         }
         let Some(session) = merchant_sessions::Entity::find()
             .filter(merchant_sessions::Column::TokenHash.eq(token_hash))
@@ -172,7 +225,10 @@ impl Store {
             .parse()
             .map_err(|_| corrupt("merchant"))?;
         let id = session.id.parse().map_err(|_| corrupt("session id"))?;
-        Ok(Some((merchant, MerchantCredential::Session(id))))
+        Ok(Some((
+            (merchant, MerchantCredential::Session(id)),
+            Some(session.expires_at),
+        )))
     }
 
     pub async fn create_api_key(
@@ -221,6 +277,7 @@ impl Store {
             .filter(api_keys::Column::RevokedAt.is_null())
             .exec(self.writer())
             .await?;
+        self.caches().evict_credential(&id.to_string());
         Ok(())
     }
 }

@@ -7,7 +7,9 @@
 //! handles are the same pool.
 
 pub mod accounts;
+pub mod cache;
 pub mod entities;
+pub mod group_commit;
 pub mod idempotency;
 pub mod ledger;
 pub mod merchant_webhooks;
@@ -54,11 +56,13 @@ pub fn is_unique_violation(error: &DbErr) -> bool {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Handles to the database: `writer` for transactions, `reader` for queries.
+/// Handles to the database: `writer` for transactions, `reader` for queries, and the node's
+/// caches of what never changes behind its back (`cache`).
 #[derive(Debug, Clone)]
 pub struct Store {
     writer: DatabaseConnection,
     reader: DatabaseConnection,
+    caches: std::sync::Arc<cache::Caches>,
 }
 
 impl Store {
@@ -66,7 +70,11 @@ impl Store {
         if database_url.starts_with("sqlite:") {
             let writer = connect_sqlite(database_url, 1).await?;
             let reader = connect_sqlite(database_url, POOL_CONNECTIONS_MAX).await?;
-            return Ok(Store { writer, reader });
+            return Ok(Store {
+                writer,
+                reader,
+                caches: std::sync::Arc::default(),
+            });
         }
         let mut options = ConnectOptions::new(database_url);
         options
@@ -79,6 +87,7 @@ impl Store {
         Ok(Store {
             writer: pool.clone(),
             reader: pool,
+            caches: std::sync::Arc::default(),
         })
     }
 
@@ -103,6 +112,10 @@ impl Store {
 
     pub fn reader(&self) -> &DatabaseConnection {
         &self.reader
+    }
+
+    pub fn caches(&self) -> &cache::Caches {
+        &self.caches
     }
 }
 

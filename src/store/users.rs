@@ -110,6 +110,37 @@ impl Store {
             .await?)
     }
 
+    /// The user a transfer's `to` names (a user id, an email or an E.164 phone), from the
+    /// node's cache when it can (a user's id behind an id, email or phone never changes).
+    pub async fn resolve_user(&self, to: &str) -> StoreResult<Option<UserId>> {
+        let key = to.to_owned();
+        if let Some(user) = self.caches().users.get(&key) {
+            return Ok(Some(user));
+        }
+        let user = if let Ok(id) = to.parse::<UserId>() {
+            self.find_user(id).await?
+        } else if to.starts_with('+') {
+            match PhoneNumber::parse(to) {
+                Ok(phone) => self.find_user_by_phone(&phone).await?,
+                Err(_) => None,
+            }
+        } else {
+            match Email::parse(to) {
+                Ok(email) => self.find_user_by_email(&email).await?,
+                Err(_) => None,
+            }
+        };
+        let Some(user) = user else {
+            return Ok(None);
+        };
+        let id: UserId = user
+            .id
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("user id {}", user.id)))?;
+        self.caches().users.insert(key, id);
+        Ok(Some(id))
+    }
+
     /// Creates the session and, in the same transaction, the `session.created` event that
     /// tells the user about the new login.
     pub async fn create_session(
@@ -157,6 +188,44 @@ impl Store {
         Ok(session.filter(|session| session.revoked_at.is_none() && session.expires_at > now))
     }
 
+    /// The user and session behind a live session token (by its hash): from the node's cache
+    /// when it holds it, else from the database (and then cached).
+    pub async fn authenticate_user(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(UserId, SessionId)>> {
+        use super::cache::{CachedCredential, CredentialOwner};
+        let credentials = &self.caches().credentials;
+        if let Some(cached) = credentials.get(&token_hash.to_owned())
+            && cached.is_usable(now)
+        {
+            return Ok(match cached.owner {
+                CredentialOwner::UserSession { user, session } => Some((user, session)),
+                _ => None,
+            });
+        }
+        let generation = credentials.generation();
+        let Some(session) = self.find_live_session(token_hash, now).await? else {
+            return Ok(None);
+        };
+        let corrupt = |what: &str| StoreError::Corrupt(format!("session {}: {what}", session.id));
+        let user: UserId = session.user_id.parse().map_err(|_| corrupt("user id"))?;
+        let id: SessionId = session.id.parse().map_err(|_| corrupt("id"))?;
+        credentials.insert_unless_changed(
+            token_hash.to_owned(),
+            CachedCredential {
+                owner: CredentialOwner::UserSession { user, session: id },
+                expires_at: Some(session.expires_at),
+                cached_at: std::time::Instant::now(),
+            },
+            generation,
+        );
+        Ok(Some((user, id)))
+    }
+
+    /// Revokes the session; it stops working at once on this node (its cache entry goes
+    /// before this returns) and, with Redis, on every node.
     pub async fn revoke_session(&self, id: SessionId, now: DateTime<Utc>) -> StoreResult<()> {
         let updated = sessions::Entity::update_many()
             .col_expr(
@@ -167,6 +236,7 @@ impl Store {
             .filter(sessions::Column::RevokedAt.is_null())
             .exec(self.writer())
             .await?;
+        self.caches().evict_credential(&id.to_string());
         if updated.rows_affected > 1 {
             return Err(StoreError::Corrupt(format!("session {id} is not unique")));
         }

@@ -123,14 +123,14 @@ pub fn redirect(location: &str) -> HttpResponse {
 /// The logged-in user behind the user cookie.
 pub async fn web_user(request: &HttpRequest, state: &AppState) -> Option<CurrentUser> {
     let token = cookie(request, USER_COOKIE)?;
-    let session = state
+    let (user_id, session_id) = state
         .store
-        .find_live_session(&sha256_hex(token.as_bytes()), state.clock.now())
+        .authenticate_user(&sha256_hex(token.as_bytes()), state.clock.now())
         .await
         .ok()??;
     Some(CurrentUser {
-        user_id: session.user_id.parse().ok()?,
-        session_id: session.id.parse().ok()?,
+        user_id,
+        session_id,
     })
 }
 

@@ -1,0 +1,280 @@
+//! `LedgerWriter`: group commit, one per node and database. Wallet actors plan their batches in
+//! memory and hand them here; the writer commits everything that arrived while its previous
+//! transaction was in flight as ONE transaction of multi-row statements
+//! (`Store::commit_group`), then answers each wallet with its own batch's result.
+//!
+//! Grouping uses the same self-sent `Flush` as the wallet actor: a batch is buffered and, if no
+//! flush is pending, the writer sends itself `Flush`; every batch queued before that `Flush`
+//! joins the group. At low load a group is one batch with no added wait; under load the batches
+//! that queued up during one commit all ride the next. A group is bounded by
+//! `LedgerLimits` (batches, movements, bytes); what does not fit waits for the next one.
+//!
+//! Only one ledger transaction is in flight per node, so a wallet account is never written by
+//! two transactions of this node at once. On SQLite the writer is the user of the single writer
+//! connection for money. Each batch's result goes back to its wallet: a conflict (stale version,
+//! failed guard) fails only that batch; the wallet returns `Err` and is restarted, and its
+//! callers retry as replays.
+
+use crate::metrics::{MailboxTicket, Metrics};
+use crate::store::group_commit::PlannedBatch;
+use crate::store::{Store, StoreError, StoreResult};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const KIND: &str = "ledger_writer";
+
+/// Bounds of one group commit.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerLimits {
+    /// Wallet batches per transaction at most.
+    pub group_batches_max: usize,
+    /// Movements (wallet ops) per transaction at most; a single larger batch goes alone.
+    pub group_movements_max: usize,
+    /// Estimated row bytes per transaction at most (`PlannedBatch::approximate_bytes`).
+    pub group_bytes_max: usize,
+}
+
+impl Default for LedgerLimits {
+    fn default() -> LedgerLimits {
+        LedgerLimits {
+            group_batches_max: 512,
+            group_movements_max: 4096,
+            group_bytes_max: 8 * 1024 * 1024,
+        }
+    }
+}
+
+pub struct LedgerWriterArgs {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub limits: LedgerLimits,
+}
+
+pub struct LedgerWriterState {
+    store: Store,
+    metrics: Arc<Metrics>,
+    limits: LedgerLimits,
+    buffer: Vec<(PlannedBatch, RpcReplyPort<StoreResult<()>>)>,
+    flush_pending: bool,
+}
+
+pub enum LedgerWriterMsg {
+    Commit(
+        Box<PlannedBatch>,
+        RpcReplyPort<StoreResult<()>>,
+        MailboxTicket,
+    ),
+    Flush,
+}
+
+pub struct LedgerWriter;
+
+impl Actor for LedgerWriter {
+    type Msg = LedgerWriterMsg;
+    type State = LedgerWriterState;
+    type Arguments = LedgerWriterArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<LedgerWriterMsg>,
+        args: LedgerWriterArgs,
+    ) -> Result<LedgerWriterState, ActorProcessingErr> {
+        assert!(args.limits.group_batches_max > 0 && args.limits.group_movements_max > 0);
+        args.metrics.actors_live.with_label_values(&[KIND]).inc();
+        Ok(LedgerWriterState {
+            store: args.store,
+            metrics: args.metrics,
+            limits: args.limits,
+            buffer: Vec::new(),
+            flush_pending: false,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<LedgerWriterMsg>,
+        state: &mut LedgerWriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.metrics.actors_live.with_label_values(&[KIND]).dec();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<LedgerWriterMsg>,
+        message: LedgerWriterMsg,
+        state: &mut LedgerWriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        let metrics = Arc::clone(&state.metrics);
+        let _timer = metrics.actor_message(KIND);
+        match message {
+            LedgerWriterMsg::Commit(batch, reply, ticket) => {
+                drop(ticket);
+                state.buffer.push((*batch, reply));
+                if !state.flush_pending {
+                    state.flush_pending = true;
+                    myself.send_message(LedgerWriterMsg::Flush)?;
+                }
+            }
+            LedgerWriterMsg::Flush => {
+                state.flush_pending = false;
+                commit_next_group(state).await;
+                // What did not fit goes next, after whatever queued meanwhile has joined it.
+                if !state.buffer.is_empty() {
+                    state.flush_pending = true;
+                    myself.send_message(LedgerWriterMsg::Flush)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Takes the longest prefix of the buffer within the limits (at least one batch), commits it
+/// and answers every batch's wallet.
+async fn commit_next_group(state: &mut LedgerWriterState) {
+    let take = group_length(&state.buffer, state.limits);
+    if take == 0 {
+        return;
+    }
+    let group: Vec<_> = state.buffer.drain(..take).collect();
+    let (batches, replies): (Vec<PlannedBatch>, Vec<_>) = group.into_iter().unzip();
+    let movements: usize = batches.iter().map(|batch| batch.movements.len()).sum();
+    let started = Instant::now();
+    let outcome = state.store.commit_group(&batches, chrono::Utc::now()).await;
+    let path = outcome.path.as_str();
+    let metrics = &state.metrics;
+    metrics
+        .ledger_commit_seconds
+        .with_label_values(&[path])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .ledger_group_batches
+        .with_label_values(&[path])
+        .observe(batches.len() as f64);
+    metrics.ledger_group_movements.observe(movements as f64);
+    debug_assert_eq!(outcome.results.len(), replies.len());
+    for (result, reply) in outcome.results.into_iter().zip(replies) {
+        let label = if result.is_ok() {
+            "committed"
+        } else {
+            "conflict"
+        };
+        metrics
+            .ledger_batches_total
+            .with_label_values(&[label])
+            .inc();
+        // A wallet that gave up waiting has failed its batch anyway and will reload.
+        let _ = reply.send(result);
+    }
+}
+
+/// How many batches from the front of the buffer the next group takes.
+fn group_length(
+    buffer: &[(PlannedBatch, RpcReplyPort<StoreResult<()>>)],
+    limits: LedgerLimits,
+) -> usize {
+    let mut movements = 0;
+    let mut bytes = 0;
+    for (index, (batch, _)) in buffer.iter().enumerate() {
+        movements += batch.movements.len();
+        bytes += batch.approximate_bytes();
+        let over = index >= limits.group_batches_max
+            || movements > limits.group_movements_max
+            || bytes > limits.group_bytes_max;
+        if over {
+            return index.max(1);
+        }
+    }
+    buffer.len()
+}
+
+/// The handle wallet actors commit through.
+#[derive(Clone)]
+pub struct Ledger {
+    writer: ActorRef<LedgerWriterMsg>,
+    metrics: Arc<Metrics>,
+    call_timeout: Duration,
+}
+
+impl Ledger {
+    pub fn new(
+        writer: ActorRef<LedgerWriterMsg>,
+        metrics: Arc<Metrics>,
+        call_timeout: Duration,
+    ) -> Ledger {
+        Ledger {
+            writer,
+            metrics,
+            call_timeout,
+        }
+    }
+
+    /// Commits the batch with whatever else is ready; `Err` if it was not committed (or its
+    /// outcome is unknown: a timeout).
+    pub async fn commit(&self, batch: PlannedBatch) -> StoreResult<()> {
+        let ticket = self.metrics.mailbox_ticket(KIND);
+        match self
+            .writer
+            .call(
+                |reply| LedgerWriterMsg::Commit(Box::new(batch), reply, ticket),
+                Some(self.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(result)) => result,
+            Ok(CallResult::Timeout) => Err(StoreError::Conflict(
+                "the ledger writer did not answer in time".into(),
+            )),
+            Ok(CallResult::SenderError) | Err(_) => {
+                Err(StoreError::Conflict("the ledger writer stopped".into()))
+            }
+        }
+    }
+
+    pub fn actor(&self) -> &ActorRef<LedgerWriterMsg> {
+        &self.writer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::AccountId;
+    use crate::store::ledger::AccountWrite;
+
+    fn batch() -> PlannedBatch {
+        PlannedBatch {
+            account: AccountWrite {
+                account: AccountId::generate(),
+                expected_version: 0,
+                available: 0,
+                locked: 0,
+            },
+            movements: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_group_takes_at_most_the_batch_limit_and_always_one() {
+        let limits = LedgerLimits {
+            group_batches_max: 3,
+            ..LedgerLimits::default()
+        };
+        let (sender, _receiver) = tokio::sync::oneshot::channel();
+        let mut buffer = vec![(batch(), RpcReplyPort::from(sender))];
+        for _ in 0..4 {
+            let (sender, _receiver) = tokio::sync::oneshot::channel();
+            buffer.push((batch(), RpcReplyPort::from(sender)));
+        }
+        assert_eq!(group_length(&buffer, limits), 3);
+        assert_eq!(group_length(&buffer[..2], limits), 2);
+        let tiny = LedgerLimits {
+            group_bytes_max: 0,
+            ..limits
+        };
+        assert_eq!(group_length(&buffer, tiny), 1, "a group always takes one");
+    }
+}

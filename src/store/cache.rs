@@ -1,0 +1,242 @@
+//! Bounded in-memory caches that keep reads off the request path (DESIGN.md §4): credentials
+//! (session tokens and API keys, by hash), users by id / email / phone, and account ids by
+//! owner and currency.
+//!
+//! Only what cannot go stale silently is cached: account ids and users' ids never change, and
+//! a credential entry is dropped the moment this node revokes it (`Store::revoke_*` evict
+//! before they return) and, with Redis, when any node announces a revocation. Each credential
+//! entry also carries the credential's own expiry and a bounded age, so nothing is trusted
+//! for longer than `CREDENTIAL_CACHE_AGE_MAX`. Misses are never cached (a user who signs up
+//! is found at once). Every cache is bounded: when one is full, an eighth of it is dropped.
+
+use super::accounts::Owner;
+use crate::domain::{AccountId, Currency, MerchantId, SessionId, UserId};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Entries per cache at most.
+pub const CACHE_ENTRIES_MAX: usize = 100_000;
+/// A cached credential is checked against the database again after this long, so a
+/// revocation that no message reached (another node without Redis) holds within it.
+pub const CREDENTIAL_CACHE_AGE_MAX: Duration = Duration::from_secs(30);
+
+/// A map with a size bound; eviction drops arbitrary entries (cheap, and good enough for
+/// caches whose misses are one indexed read). `retain` (eviction by a predicate) bumps a
+/// generation, and `insert_unless_changed` refuses an entry read from the database before
+/// the latest eviction, so a read racing a revocation cannot put the revoked entry back.
+#[derive(Debug)]
+pub struct BoundedCache<K, V> {
+    inner: Mutex<CacheInner<K, V>>,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct CacheInner<K, V> {
+    entries: HashMap<K, V>,
+    generation: u64,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> BoundedCache<K, V> {
+    pub fn new(capacity: usize) -> BoundedCache<K, V> {
+        assert!(capacity > 0);
+        BoundedCache {
+            inner: Mutex::new(CacheInner {
+                entries: HashMap::new(),
+                generation: 0,
+            }),
+            capacity,
+        }
+    }
+
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.inner.lock().ok()?.entries.get(key).cloned()
+    }
+
+    /// The eviction generation now; read it before reading what will be inserted.
+    pub fn generation(&self) -> u64 {
+        self.inner.lock().map_or(u64::MAX, |inner| inner.generation)
+    }
+
+    pub fn insert(&self, key: K, value: V) {
+        let generation = self.generation();
+        self.insert_unless_changed(key, value, generation);
+    }
+
+    /// Inserts unless an eviction happened since `generation` was read.
+    pub fn insert_unless_changed(&self, key: K, value: V, generation: u64) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if inner.generation != generation {
+            return;
+        }
+        if inner.entries.len() >= self.capacity && !inner.entries.contains_key(&key) {
+            let evict = (self.capacity / 8).max(1);
+            let victims: Vec<K> = inner.entries.keys().take(evict).cloned().collect();
+            for victim in victims {
+                inner.entries.remove(&victim);
+            }
+        }
+        inner.entries.insert(key, value);
+        debug_assert!(inner.entries.len() <= self.capacity);
+    }
+
+    pub fn remove(&self, key: &K) -> Option<V> {
+        self.inner.lock().ok()?.entries.remove(key)
+    }
+
+    /// Drops every entry for which `keep` is false, and bumps the generation.
+    pub fn retain(&self, keep: impl FnMut(&K, &mut V) -> bool) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.generation += 1;
+            inner.entries.retain(keep);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().map_or(0, |inner| inner.entries.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Who a bearer credential authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialOwner {
+    UserSession {
+        user: UserId,
+        session: SessionId,
+    },
+    MerchantSession {
+        merchant: MerchantId,
+        session: SessionId,
+    },
+    ApiKey {
+        merchant: MerchantId,
+        key: crate::domain::ApiKeyId,
+    },
+}
+
+impl CredentialOwner {
+    /// The id revocation names: the session's or the key's.
+    pub fn credential_id(&self) -> String {
+        match self {
+            CredentialOwner::UserSession { session, .. }
+            | CredentialOwner::MerchantSession { session, .. } => session.to_string(),
+            CredentialOwner::ApiKey { key, .. } => key.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CachedCredential {
+    pub owner: CredentialOwner,
+    /// The credential's own expiry (`None`: API keys do not expire).
+    pub expires_at: Option<DateTime<Utc>>,
+    pub cached_at: Instant,
+}
+
+impl CachedCredential {
+    pub fn is_usable(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|expiry| expiry > now)
+            && self.cached_at.elapsed() < CREDENTIAL_CACHE_AGE_MAX
+    }
+}
+
+/// The node's caches, shared by every clone of its `Store`.
+#[derive(Debug)]
+pub struct Caches {
+    /// By SHA-256 of the bearer token.
+    pub credentials: BoundedCache<String, CachedCredential>,
+    /// By the recipient text a transfer names (`id`, email or E.164 phone) → the user.
+    pub users: BoundedCache<String, UserId>,
+    pub accounts: BoundedCache<(Owner, Currency), AccountId>,
+}
+
+impl Default for Caches {
+    fn default() -> Caches {
+        Caches {
+            credentials: BoundedCache::new(CACHE_ENTRIES_MAX),
+            users: BoundedCache::new(CACHE_ENTRIES_MAX),
+            accounts: BoundedCache::new(CACHE_ENTRIES_MAX),
+        }
+    }
+}
+
+impl Caches {
+    /// Forgets the credential (a session or an API key) with this id, at once.
+    pub fn evict_credential(&self, credential_id: &str) {
+        self.credentials
+            .retain(|_, cached| cached.owner.credential_id() != credential_id);
+    }
+
+    /// Forgets every cached session of this user (log out everywhere).
+    pub fn evict_user_sessions(&self, user: UserId) {
+        self.credentials.retain(|_, cached| {
+            !matches!(cached.owner, CredentialOwner::UserSession { user: owner, .. } if owner == user)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_cache_stays_within_its_bound() {
+        let cache = BoundedCache::new(16);
+        for index in 0..1000 {
+            cache.insert(index, index * 2);
+            assert!(cache.len() <= 16);
+        }
+        assert_eq!(cache.get(&999), Some(1998), "the newest entry is kept");
+    }
+
+    #[test]
+    fn an_evicted_credential_is_gone() {
+        let caches = Caches::default();
+        let session = SessionId::generate();
+        let user = UserId::generate();
+        caches.credentials.insert(
+            "hash".into(),
+            CachedCredential {
+                owner: CredentialOwner::UserSession { user, session },
+                expires_at: None,
+                cached_at: Instant::now(),
+            },
+        );
+        caches.evict_credential(&session.to_string());
+        assert!(caches.credentials.get(&"hash".to_owned()).is_none());
+    }
+
+    #[test]
+    fn a_read_from_before_an_eviction_is_not_cached() {
+        let cache = BoundedCache::new(4);
+        let seen = cache.generation();
+        cache.retain(|_: &u32, _: &mut u32| true);
+        cache.insert_unless_changed(1, 1, seen);
+        assert_eq!(cache.get(&1), None);
+        cache.insert_unless_changed(1, 1, cache.generation());
+        assert_eq!(cache.get(&1), Some(1));
+    }
+
+    #[test]
+    fn an_expired_credential_is_not_usable() {
+        let now = Utc::now();
+        let cached = CachedCredential {
+            owner: CredentialOwner::UserSession {
+                user: UserId::generate(),
+                session: SessionId::generate(),
+            },
+            expires_at: Some(now),
+            cached_at: Instant::now(),
+        };
+        assert!(!cached.is_usable(now));
+        assert!(cached.is_usable(now - chrono::Duration::seconds(1)));
+    }
+}

@@ -1,0 +1,346 @@
+//! Group commit: the planned batches of many wallet actors committed as ONE transaction of
+//! multi-row statements (the `LedgerWriter` actor decides what goes into a group).
+//!
+//! The combined path writes every batch at once: the wallets' balances with one version-checked
+//! `UPDATE … FROM (VALUES …) RETURNING`, then journals, entries, P2P transfers and outbox events
+//! with multi-row INSERTs, P2P completions with one guarded UPDATE, system counterparts once per
+//! system account. A batch whose account version is stale is left out of the group (only it
+//! fails). Any other failure (a unique op key hit by a replay that was not marked as one, a
+//! saga guard that matched nothing) rolls the combined transaction back and the group is
+//! committed again with one savepoint per batch, so that only the offending batch fails.
+
+use super::entities::transfers;
+use super::ledger::{
+    AccountWrite, AppliedMovement, Effect, entry_rows, event_row, insert_journals, insert_rows,
+    transfer_event, write_batch, write_counterparts, write_effect,
+};
+use super::{Store, StoreError, StoreResult};
+use crate::domain::{TransferKind, TransferState};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    Statement, TransactionTrait, Value,
+};
+use std::collections::HashSet;
+
+/// One wallet actor's planned batch: its account's new state and the movements to write.
+#[derive(Debug, Clone)]
+pub struct PlannedBatch {
+    pub account: AccountWrite,
+    pub movements: Vec<AppliedMovement>,
+}
+
+impl PlannedBatch {
+    /// A cheap upper estimate of what the batch's rows weigh, for bounding a group.
+    pub fn approximate_bytes(&self) -> usize {
+        const ROW_OVERHEAD_BYTES: usize = 256;
+        let movements: usize = self
+            .movements
+            .iter()
+            .map(|movement| {
+                let note = match &movement.effect {
+                    Effect::OpenTransfer(transfer) | Effect::CompleteTransfer(transfer) => {
+                        transfer.note.as_ref().map_or(0, String::len)
+                    }
+                    _ => 0,
+                };
+                ROW_OVERHEAD_BYTES * (2 + movement.postings.len())
+                    + movement.op_key.len()
+                    + movement.reference.id.len()
+                    + note
+            })
+            .sum();
+        ROW_OVERHEAD_BYTES + movements
+    }
+}
+
+/// How a group reached the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupPath {
+    /// One batch: its own transaction.
+    Single,
+    /// Every batch in one transaction of multi-row statements.
+    Combined,
+    /// The combined attempt failed: one savepoint per batch, still one transaction.
+    Isolated,
+}
+
+impl GroupPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupPath::Single => "single",
+            GroupPath::Combined => "combined",
+            GroupPath::Isolated => "isolated",
+        }
+    }
+}
+
+/// Each batch's result, in the order the batches were given, and how they were written.
+#[derive(Debug)]
+pub struct GroupOutcome {
+    pub results: Vec<StoreResult<()>>,
+    pub path: GroupPath,
+}
+
+/// The combined attempt failed before its commit (nothing was written) or at it (unknown).
+enum CombinedFailure {
+    BeforeCommit(StoreError),
+    AtCommit(StoreError),
+}
+
+impl Store {
+    /// Commits the batches as one transaction; each batch gets its own result: a stale account
+    /// version or a failed guard fails only the batch that caused it.
+    pub async fn commit_group(&self, batches: &[PlannedBatch], now: DateTime<Utc>) -> GroupOutcome {
+        if let [batch] = batches {
+            return GroupOutcome {
+                results: vec![
+                    self.commit_batch(batch.account, &batch.movements, now)
+                        .await,
+                ],
+                path: GroupPath::Single,
+            };
+        }
+        match self.commit_combined(batches, now).await {
+            Ok(results) => GroupOutcome {
+                results,
+                path: GroupPath::Combined,
+            },
+            Err(CombinedFailure::BeforeCommit(error)) => {
+                tracing::debug!(%error, batches = batches.len(), "combined group commit failed; one savepoint per batch");
+                GroupOutcome {
+                    results: self.commit_isolated(batches, now).await,
+                    path: GroupPath::Isolated,
+                }
+            }
+            // The commit itself failed: whether it landed is unknown, so every batch fails and
+            // its wallet reloads; the ops' retries are replays and see what is there.
+            Err(CombinedFailure::AtCommit(error)) => GroupOutcome {
+                results: batches
+                    .iter()
+                    .map(|_| {
+                        Err(StoreError::Conflict(format!(
+                            "group commit failed: {error}"
+                        )))
+                    })
+                    .collect(),
+                path: GroupPath::Combined,
+            },
+        }
+    }
+
+    async fn commit_combined(
+        &self,
+        batches: &[PlannedBatch],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StoreResult<()>>, CombinedFailure> {
+        let before = CombinedFailure::BeforeCommit;
+        let transaction = self
+            .writer()
+            .begin()
+            .await
+            .map_err(|error| before(error.into()))?;
+        let updated = update_accounts(&transaction, batches)
+            .await
+            .map_err(before)?;
+        let mut results = Vec::with_capacity(batches.len());
+        let mut live = Vec::with_capacity(batches.len());
+        for batch in batches {
+            if updated.contains(&batch.account.account.to_string()) {
+                results.push(Ok(()));
+                live.push(batch);
+            } else {
+                results.push(Err(StoreError::Conflict(format!(
+                    "account {} is no longer at version {}",
+                    batch.account.account, batch.account.expected_version
+                ))));
+            }
+        }
+        write_rows(&transaction, &live, now).await.map_err(before)?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| CombinedFailure::AtCommit(error.into()))?;
+        Ok(results)
+    }
+
+    async fn commit_isolated(
+        &self,
+        batches: &[PlannedBatch],
+        now: DateTime<Utc>,
+    ) -> Vec<StoreResult<()>> {
+        let transaction = match self.writer().begin().await {
+            Ok(transaction) => transaction,
+            Err(error) => return fail_all(batches, &error.into()),
+        };
+        let mut results = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let savepoint = match transaction.begin().await {
+                Ok(savepoint) => savepoint,
+                Err(error) => return fail_all(batches, &error.into()),
+            };
+            match write_batch(&savepoint, batch.account, &batch.movements, now).await {
+                Ok(()) => match savepoint.commit().await {
+                    Ok(()) => results.push(Ok(())),
+                    Err(error) => return fail_all(batches, &error.into()),
+                },
+                Err(error) => {
+                    if let Err(rollback) = savepoint.rollback().await {
+                        tracing::warn!(%rollback, "rollback to savepoint failed");
+                        return fail_all(batches, &error);
+                    }
+                    results.push(Err(error));
+                }
+            }
+        }
+        match transaction.commit().await {
+            Ok(()) => results,
+            Err(error) => fail_all(batches, &error.into()),
+        }
+    }
+}
+
+fn fail_all(batches: &[PlannedBatch], error: &StoreError) -> Vec<StoreResult<()>> {
+    batches
+        .iter()
+        .map(|_| {
+            Err(StoreError::Conflict(format!(
+                "group commit failed: {error}"
+            )))
+        })
+        .collect()
+}
+
+/// Accounts per balance UPDATE: 4 parameters each.
+const ACCOUNTS_PER_STATEMENT_MAX: usize = 1000;
+
+/// Moves every batch's account to its planned balance if it is still at the version the plan
+/// was made from. Returns the ids of the accounts that were updated.
+async fn update_accounts(
+    transaction: &DatabaseTransaction,
+    batches: &[PlannedBatch],
+) -> StoreResult<HashSet<String>> {
+    let backend = transaction.get_database_backend();
+    let mut updated = HashSet::with_capacity(batches.len());
+    for chunk in batches.chunks(ACCOUNTS_PER_STATEMENT_MAX) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
+        let mut rows = Vec::with_capacity(chunk.len());
+        for batch in chunk {
+            let write = batch.account;
+            debug_assert!(write.expected_version >= 0);
+            let first = values.len();
+            values.push(write.account.to_string().into());
+            values.push(write.available.into());
+            values.push(write.locked.into());
+            values.push(write.expected_version.into());
+            rows.push(format!(
+                "({}, {}, {}, {})",
+                placeholder(backend, first),
+                placeholder(backend, first + 1),
+                placeholder(backend, first + 2),
+                placeholder(backend, first + 3)
+            ));
+        }
+        let sql = format!(
+            "WITH planned (id, available, locked, version) AS (VALUES {}) \
+             UPDATE accounts SET available = planned.available, locked = planned.locked, \
+             version = planned.version + 1 FROM planned \
+             WHERE accounts.id = planned.id AND accounts.version = planned.version \
+             RETURNING accounts.id",
+            rows.join(", ")
+        );
+        let returned = transaction
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        for row in returned {
+            let id: String = row.try_get("", "id")?;
+            updated.insert(id);
+        }
+    }
+    Ok(updated)
+}
+
+/// The `index`-th (0-based) bind parameter in the backend's syntax.
+fn placeholder(backend: DbBackend, index: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${}", index + 1),
+        _ => "?".to_owned(),
+    }
+}
+
+/// Everything but the wallet balances, for every live batch, with multi-row statements.
+async fn write_rows(
+    transaction: &DatabaseTransaction,
+    live: &[&PlannedBatch],
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let movements = || live.iter().flat_map(|batch| batch.movements.iter());
+    insert_journals(transaction, movements(), now).await?;
+    let entries = live
+        .iter()
+        .flat_map(|batch| entry_rows(batch.account.account, &batch.movements, now))
+        .collect();
+    insert_rows(transaction, entries).await?;
+    write_counterparts(transaction, movements(), now).await?;
+
+    let mut opened = Vec::new();
+    let mut completed = Vec::new();
+    let mut events = Vec::new();
+    let mut others = Vec::new();
+    for movement in movements() {
+        match &movement.effect {
+            Effect::None => {}
+            Effect::OpenTransfer(transfer) if transfer.kind == TransferKind::P2p => {
+                opened.push(transfer.to_active_model());
+            }
+            Effect::CompleteTransfer(transfer) if transfer.kind == TransferKind::P2p => {
+                completed.push(transfer.id.to_string());
+                events.push(event_row(
+                    "transfer.completed",
+                    "transfer",
+                    &transfer.id.to_string(),
+                    transfer_event(transfer, TransferState::Completed, None),
+                    now,
+                ));
+            }
+            other => others.push(other),
+        }
+    }
+    insert_rows(transaction, opened).await?;
+    complete_transfers(transaction, &completed, now).await?;
+    for effect in others {
+        write_effect(transaction, effect, now).await?;
+    }
+    insert_rows(transaction, events).await?;
+    Ok(())
+}
+
+/// `debited` → `completed` for every given transfer; all of them must still be `debited`.
+async fn complete_transfers(
+    transaction: &DatabaseTransaction,
+    ids: &[String],
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    for chunk in ids.chunks(super::ledger::ROWS_PER_STATEMENT_MAX) {
+        let updated = transfers::Entity::update_many()
+            .col_expr(
+                transfers::Column::State,
+                Expr::value(TransferState::Completed.as_str()),
+            )
+            .col_expr(transfers::Column::FailureCode, Expr::value(None::<String>))
+            .col_expr(transfers::Column::UpdatedAt, Expr::value(now))
+            .filter(transfers::Column::Id.is_in(chunk.iter().cloned()))
+            .filter(transfers::Column::State.eq(TransferState::Debited.as_str()))
+            .exec(transaction)
+            .await?;
+        if updated.rows_affected != chunk.len() as u64 {
+            return Err(StoreError::Conflict(format!(
+                "{} of {} transfers are no longer debited",
+                chunk.len() as u64 - updated.rows_affected,
+                chunk.len()
+            )));
+        }
+    }
+    Ok(())
+}
