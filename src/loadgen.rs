@@ -5,6 +5,11 @@
 //!
 //! Modes: `uniform` picks random payer/payee pairs; `hot` has every payer pay one account,
 //! the worst case for a single wallet (every credit serialises through its actor).
+//!
+//! What a transfer costs is printed too: the server's CPU time per transfer (from its
+//! `process_cpu_seconds_total`) and its resident memory, and, given `--database-url` of the
+//! server's PostgreSQL database, the database transactions per transfer
+//! (`pg_stat_database.xact_commit + xact_rollback` over the timed phase).
 
 use anyhow::{Context, bail};
 use rand::Rng;
@@ -39,6 +44,83 @@ pub struct LoadgenArgs {
     pub duration_seconds: u64,
     #[arg(long, value_enum, default_value_t = Mode::Uniform)]
     pub mode: Mode,
+    /// The server's PostgreSQL database, to count its transactions per transfer.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Where the server's Prometheus metrics are (default: `{url}/metrics`).
+    #[arg(long)]
+    pub metrics_url: Option<String>,
+}
+
+/// What the server and its database had done at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    server_cpu_seconds: Option<f64>,
+    server_resident_bytes: Option<f64>,
+    database_transactions: Option<i64>,
+}
+
+/// PostgreSQL publishes a backend's statistics at most once a second: wait that long before
+/// reading them after the load.
+const STATISTICS_FLUSH_WAIT: Duration = Duration::from_millis(1500);
+
+async fn read_counters(
+    client: &reqwest::Client,
+    metrics_url: &str,
+    database: Option<&sea_orm::DatabaseConnection>,
+) -> Counters {
+    let metrics = match client.get(metrics_url).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let sample = |name: &str| {
+        metrics.lines().find_map(|line| {
+            let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+            value.trim().parse::<f64>().ok()
+        })
+    };
+    let database_transactions = match database {
+        Some(database) => database_transactions(database).await,
+        None => None,
+    };
+    Counters {
+        server_cpu_seconds: sample("process_cpu_seconds_total"),
+        server_resident_bytes: sample("process_resident_memory_bytes"),
+        database_transactions,
+    }
+}
+
+async fn database_transactions(database: &sea_orm::DatabaseConnection) -> Option<i64> {
+    use sea_orm::ConnectionTrait;
+    let statement = sea_orm::Statement::from_string(
+        database.get_database_backend(),
+        "SELECT (xact_commit + xact_rollback)::bigint AS transactions FROM pg_stat_database WHERE datname = current_database()",
+    );
+    let row = database.query_one_raw(statement).await.ok()??;
+    row.try_get::<i64>("", "transactions").ok()
+}
+
+fn print_costs(before: Counters, after: Counters, completed: u64) {
+    let transfers = completed.max(1) as f64;
+    if let (Some(before), Some(after)) = (before.server_cpu_seconds, after.server_cpu_seconds) {
+        let cpu = after - before;
+        println!(
+            "server cpu: {cpu:.2} s = {:.0} µs per transfer",
+            cpu * 1e6 / transfers
+        );
+    }
+    if let Some(resident) = after.server_resident_bytes {
+        println!("server rss: {:.1} MiB", resident / (1024.0 * 1024.0));
+    }
+    if let (Some(before), Some(after)) = (before.database_transactions, after.database_transactions)
+    {
+        // The two statistics reads are themselves transactions.
+        let transactions = (after - before - 2).max(0);
+        println!(
+            "database: {transactions} transactions = {:.2} per transfer",
+            transactions as f64 / transfers
+        );
+    }
 }
 
 struct User {
@@ -72,6 +154,20 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         "mode={:?} users={} concurrency={} duration={}s",
         args.mode, args.users, args.concurrency, args.duration_seconds
     );
+    let metrics_url = args
+        .metrics_url
+        .clone()
+        .unwrap_or_else(|| format!("{}/metrics", args.url));
+    let database = match &args.database_url {
+        Some(url) => Some(
+            sea_orm::Database::connect(url)
+                .await
+                .context("connect to the server's database")?,
+        ),
+        None => None,
+    };
+    tokio::time::sleep(STATISTICS_FLUSH_WAIT).await;
+    let before = read_counters(&client, &metrics_url, database.as_ref()).await;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration_seconds);
     let workers = (0..args.concurrency).map(|worker| {
@@ -91,6 +187,9 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         total.errors += report.errors;
     }
     print_report(&total, elapsed);
+    tokio::time::sleep(STATISTICS_FLUSH_WAIT).await;
+    let after = read_counters(&client, &metrics_url, database.as_ref()).await;
+    print_costs(before, after, total.completed);
     settle_pending(&client, &args.url, &users, &total.pending).await?;
     verify_conservation(&client, &args.url, &users, funded).await
 }

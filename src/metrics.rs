@@ -479,7 +479,9 @@ impl Metrics {
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
             tracing::error!(%error, "encode metrics");
         }
-        String::from_utf8(buffer).unwrap_or_default()
+        let mut text = String::from_utf8(buffer).unwrap_or_default();
+        text.push_str(&process_metrics());
+        text
     }
 
     /// Records one handled actor message when the returned guard drops.
@@ -531,6 +533,44 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(
         .register(Box::new(collector.clone()))
         .expect("metric registered once");
     collector
+}
+
+/// The process's CPU time and resident memory under their standard names, read from /proc
+/// (Linux; nothing elsewhere). The kernel reports CPU in USER_HZ ticks, 100 per second on
+/// every Linux ABI, and resident memory in pages.
+fn process_metrics() -> String {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    const PAGE_BYTES: u64 = 4096;
+    let mut text = String::new();
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+        && let Some((_, after_name)) = stat.rsplit_once(") ")
+    {
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |index: usize| {
+            fields
+                .get(index)
+                .and_then(|field| field.parse::<u64>().ok())
+        };
+        // utime and stime are the 14th and 15th fields; `after_name` starts at the 3rd.
+        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+            let seconds = (user + system) as f64 / TICKS_PER_SECOND;
+            text.push_str(&format!(
+                "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {seconds}\n"
+            ));
+        }
+    }
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
+        && let Some(pages) = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|field| field.parse::<u64>().ok())
+    {
+        let bytes = pages * PAGE_BYTES;
+        text.push_str(&format!(
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {bytes}\n"
+        ));
+    }
+    text
 }
 
 pub struct ActorMessageTimer<'a> {

@@ -10,6 +10,7 @@ mod batching;
 mod conservation;
 mod crash_safety;
 mod email;
+mod group_commit;
 mod idempotency;
 mod ledger_constraints;
 mod merchant_webhooks;

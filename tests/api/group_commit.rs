@@ -1,0 +1,292 @@
+//! Group commit (the `LedgerWriter`): many wallets' batches in one transaction, and a conflict
+//! in one batch failing only that batch.
+
+use crate::crash_safety::usd_account;
+use crate::helpers::{ADMIN_TOKEN, TestApp, TestUser, backends, spawn_app};
+use crate::reconciliation::reconcile;
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use sea_orm::ConnectionTrait;
+use serde_json::json;
+use walleti::domain::{AccountId, Bucket, Currency, JournalId, Posting};
+use walleti::store::accounts::{Owner, SystemAccount};
+use walleti::store::group_commit::{GroupPath, PlannedBatch};
+use walleti::store::ledger::{AccountWrite, AppliedMovement, Effect, JournalSpec, Reference};
+
+const CREDIT: i64 = 10;
+
+/// A batch that credits `account` by `CREDIT` from the `adjustments` system account, planned
+/// against the account as the database has it now (what a wallet actor would have planned).
+async fn credit_batch(app: &TestApp, account: &str, op_key: &str) -> PlannedBatch {
+    let store = &app.state().store;
+    let id: AccountId = account.parse().expect("account id");
+    let record = store
+        .load_account(id)
+        .await
+        .expect("load")
+        .expect("account exists");
+    let usd = Currency::parse("usd").expect("usd");
+    let adjustments = store
+        .account_id(&Owner::System(SystemAccount::Adjustments), usd)
+        .await
+        .expect("read")
+        .expect("system account");
+    let after = record.balance.available + CREDIT;
+    PlannedBatch {
+        account: AccountWrite {
+            account: id,
+            expected_version: record.version,
+            available: after,
+            locked: record.balance.locked,
+        },
+        movements: vec![AppliedMovement {
+            op_key: op_key.to_owned(),
+            kind: "adjustment",
+            journal: JournalSpec {
+                id: JournalId::generate(),
+                kind: "adjustment",
+                is_new: true,
+            },
+            reference: Reference {
+                kind: "adjustment",
+                id: op_key.to_owned(),
+            },
+            postings: vec![(
+                Posting {
+                    bucket: Bucket::Available,
+                    amount: CREDIT,
+                },
+                after,
+            )],
+            counterpart: Some(adjustments),
+            effect: Effect::None,
+        }],
+    }
+}
+
+async fn funded_users(app: &TestApp, count: usize) -> Vec<(TestUser, String)> {
+    let mut users = Vec::new();
+    for index in 0..count {
+        let user = app.user(&format!("group{index}")).await;
+        app.fund(&user, 1_000).await;
+        let account = usd_account(app, &user.token).await;
+        users.push((user, account));
+    }
+    users
+}
+
+#[tokio::test]
+async fn a_stale_account_fails_only_its_own_batch_and_its_wallet_recovers() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let users = funded_users(&app, 3).await;
+        let mut batches = Vec::new();
+        for (index, (_, account)) in users.iter().enumerate() {
+            batches.push(credit_batch(&app, account, &format!("group-test:{index}")).await);
+        }
+        // Another writer (another node) moves the second account on after it was planned.
+        let database = app.state().store.writer();
+        database
+            .execute_unprepared(&format!(
+                "UPDATE accounts SET version = version + 1 WHERE id = '{}'",
+                users[1].1
+            ))
+            .await
+            .expect("bump version");
+
+        let outcome = app
+            .state()
+            .store
+            .commit_group(&batches, chrono::Utc::now())
+            .await;
+
+        assert_eq!(outcome.path, GroupPath::Combined, "{backend:?}");
+        assert!(outcome.results[0].is_ok(), "{:?}", outcome.results[0]);
+        assert!(
+            outcome.results[1].is_err(),
+            "the stale batch must fail ({backend:?})"
+        );
+        assert!(outcome.results[2].is_ok(), "{:?}", outcome.results[2]);
+        assert_eq!(app.balance(&users[0].0).await, (1_000 + CREDIT, 0));
+        assert_eq!(
+            app.balance(&users[1].0).await,
+            (1_000, 0),
+            "nothing written"
+        );
+        assert_eq!(app.balance(&users[2].0).await, (1_000 + CREDIT, 0));
+
+        // Every wallet actor now holds a stale version; their next ops reload and succeed.
+        for (from, to) in [(0, 1), (1, 2), (2, 0)] {
+            let reply = app
+                .transfer(
+                    &users[from].0,
+                    &users[to].0.id,
+                    json!(7),
+                    &format!("after-{from}"),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+            assert_eq!(reply.body["status"], "completed");
+        }
+        assert_eq!(app.balance(&users[1].0).await, (1_000, 0));
+        assert_eq!(reconcile(&app).await["status"], "clean", "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_op_key_fails_only_its_own_batch() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let users = funded_users(&app, 2).await;
+        let first = credit_batch(&app, &users[0].1, "group-test:dup").await;
+        let outcome = app
+            .state()
+            .store
+            .commit_group(std::slice::from_ref(&first), chrono::Utc::now())
+            .await;
+        assert!(outcome.results[0].is_ok());
+
+        // The same op again (a retry not marked as a replay), grouped with another wallet's.
+        let again = credit_batch(&app, &users[0].1, "group-test:dup").await;
+        let other = credit_batch(&app, &users[1].1, "group-test:other").await;
+        let outcome = app
+            .state()
+            .store
+            .commit_group(&[again, other], chrono::Utc::now())
+            .await;
+
+        assert_eq!(outcome.path, GroupPath::Isolated, "{backend:?}");
+        assert!(outcome.results[0].is_err(), "the duplicate must fail");
+        assert!(outcome.results[1].is_ok(), "{:?}", outcome.results[1]);
+        assert_eq!(
+            app.balance(&users[0].0).await,
+            (1_000 + CREDIT, 0),
+            "credited once"
+        );
+        assert_eq!(app.balance(&users[1].0).await, (1_000 + CREDIT, 0));
+        assert_eq!(reconcile(&app).await["status"], "clean", "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_transfers_between_many_wallets_share_commits() {
+    const USERS: usize = 24;
+    const TRANSFERS: usize = 240;
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let users = funded_users(&app, USERS).await;
+        let metrics = &app.state().metrics;
+        let groups = |path: &str| {
+            let histogram = metrics.ledger_group_batches.with_label_values(&[path]);
+            (histogram.get_sample_count(), histogram.get_sample_sum())
+        };
+        let (combined_before, batches_before) = groups("combined");
+
+        let users_ref = &users;
+        let replies = join_all((0..TRANSFERS).map(|index| {
+            let from_index = index % USERS;
+            let to_index = (from_index + 1 + (index / USERS) % (USERS - 1)) % USERS;
+            let from = &users_ref[from_index].0;
+            let to = &users_ref[to_index].0;
+            let app = &app;
+            async move {
+                app.transfer(from, &to.id, json!(3), &format!("many-{index}"))
+                    .await
+            }
+        }))
+        .await;
+        for reply in &replies {
+            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+            assert_eq!(reply.body["status"], "completed", "{}", reply.text);
+        }
+
+        let (combined_after, batches_after) = groups("combined");
+        let combined = combined_after - combined_before;
+        let batches = batches_after - batches_before;
+        assert!(
+            combined > 0 && batches > combined as f64,
+            "no transaction carried more than one wallet's batch ({backend:?})"
+        );
+        let mut total = 0;
+        for (user, _) in &users {
+            total += app.balance(user).await.0;
+        }
+        assert_eq!(total, 1_000 * USERS as i64, "conservation ({backend:?})");
+        assert_eq!(reconcile(&app).await["status"], "clean", "{backend:?}");
+        println!(
+            "{backend:?}: {TRANSFERS} transfers, {combined} combined commits carried {batches} wallet batches"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_credential_is_refused_on_the_next_request() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let ada = app.user("ada").await;
+        // Warm the credential cache, then revoke.
+        assert_eq!(app.get("/v1/me", &ada.token).await.status, StatusCode::OK);
+        assert_eq!(app.get("/v1/me", &ada.token).await.status, StatusCode::OK);
+        let logout = app
+            .request(
+                reqwest::Method::DELETE,
+                "/v1/sessions/current",
+                Some(&ada.token),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(logout.status, StatusCode::NO_CONTENT, "{}", logout.text);
+        assert_eq!(
+            app.get("/v1/me", &ada.token).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+
+        // A merchant's API key: used (cached), revoked, refused.
+        let merchant = app
+            .post(
+                "/v1/merchants",
+                None,
+                None,
+                &json!({"name": "Shop", "email": "shop@example.com", "password": "merchant-password-1"}),
+            )
+            .await;
+        assert_eq!(merchant.status, StatusCode::CREATED, "{}", merchant.text);
+        let session = app
+            .post(
+                "/v1/merchants/sessions",
+                None,
+                None,
+                &json!({"email": "shop@example.com", "password": "merchant-password-1"}),
+            )
+            .await;
+        let merchant_token = session.body["token"].as_str().expect("token").to_owned();
+        let key = app
+            .post(
+                "/v1/merchants/api_keys",
+                Some(&merchant_token),
+                None,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(key.status, StatusCode::CREATED, "{}", key.text);
+        let secret = key.body["secret"].as_str().expect("secret").to_owned();
+        let key_id = key.body["id"].as_str().expect("id").to_owned();
+        assert_eq!(app.get("/v1/wallet", &secret).await.status, StatusCode::OK);
+        let revoked = app
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/v1/merchants/api_keys/{key_id}"),
+                Some(&merchant_token),
+                None,
+                None,
+            )
+            .await;
+        assert!(revoked.status.is_success(), "{}", revoked.text);
+        assert_eq!(
+            app.get("/v1/wallet", &secret).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        let _ = ADMIN_TOKEN;
+    }
+}
