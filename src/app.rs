@@ -316,6 +316,7 @@ impl Application {
         let state = web::Data::new(AppState {
             ledger,
             transfers,
+            in_flight: Default::default(),
             store,
             wallets,
             sagas,

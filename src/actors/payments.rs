@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::providers::bank::{BankClient, PayoutRequest};
 use crate::store::Store;
 use crate::store::accounts::{Owner, SystemAccount};
+use crate::store::idempotency::IdempotencyWrite;
 use crate::store::ledger::{Effect, JournalSpec, Reference};
 use crate::store::payments::{
     HoldPurpose, HoldRecord, HoldReference, PaymentIntentRecord, PayoutRecord, RefundRecord,
@@ -140,6 +141,7 @@ impl Payments {
                 );
                 let start = SagaStart::New {
                     transfer,
+                    keyed: None,
                     replay,
                     opening: Opening::Debit,
                 };
@@ -218,6 +220,7 @@ impl Payments {
         );
         let start = SagaStart::New {
             transfer,
+            keyed: None,
             replay,
             opening: Opening::Capture {
                 hold: hold.id,
@@ -285,6 +288,7 @@ impl Payments {
     pub async fn release(&self, hold: &HoldRecord, to: HoldState) -> PaymentResult<OpOutcome> {
         let (reference_kind, reference_id) = hold_reference(hold);
         let op = WalletOp {
+            idempotency: IdempotencyWrite::None,
             // One key per outcome: a void and an expiry of the same hold are different ops,
             // so the second is refused by the hold's state, never mistaken for a retry.
             op_key: format!("hold:{}:{}", hold.id, to.as_str()),
@@ -383,6 +387,7 @@ impl Payments {
         );
         let start = SagaStart::New {
             transfer,
+            keyed: None,
             replay,
             opening: Opening::Refund(Box::new(refund)),
         };
@@ -547,6 +552,7 @@ impl Payments {
                     PaymentError::Unavailable("payout clearing account missing".into())
                 })?;
             let op = WalletOp {
+                idempotency: IdempotencyWrite::None,
                 op_key: format!("hold:{}:capture", hold.id),
                 kind: "payout",
                 balance_op: BalanceOp::Capture {
@@ -591,6 +597,7 @@ fn open_hold_op(
     reference_id: String,
 ) -> WalletOp {
     WalletOp {
+        idempotency: IdempotencyWrite::None,
         op_key: format!("hold:{}:open", hold.id),
         kind: "hold",
         balance_op: BalanceOp::Hold(hold.amount),

@@ -10,6 +10,7 @@ use super::wallet_supervisor::{WalletError, Wallets};
 use crate::domain::{Amount, BalanceOp, HoldId, Rejection, TransferKind, TransferState};
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::store::idempotency::{ClaimRow, CompletionRow, IdempotencyWrite};
 use crate::store::ledger::{Effect, JournalSpec, Reference};
 use crate::store::payments::RefundRecord;
 use crate::store::transfers::TransferRecord;
@@ -35,9 +36,32 @@ pub enum SagaStart {
         transfer: TransferRecord,
         replay: bool,
         opening: Opening,
+        /// The request's idempotency key, claimed by the debit and answered by the last step.
+        keyed: Option<Box<SagaKeyed>>,
     },
     /// A transfer already debited: continue from its current step.
     Resume(TransferRecord),
+}
+
+/// A saga started by an idempotent request: the debit writes the key's claim, and the step that
+/// settles the transfer stores the response `render` makes of it, in the same transactions.
+#[derive(Debug, Clone)]
+pub struct SagaKeyed {
+    pub claim: ClaimRow,
+    /// The response body for the settled transfer (status 201), byte for byte what the
+    /// requester is answered.
+    pub render: fn(&TransferRecord) -> String,
+}
+
+impl SagaKeyed {
+    fn completion(&self, settled: &TransferRecord) -> IdempotencyWrite {
+        IdempotencyWrite::Complete(Box::new(CompletionRow {
+            caller: self.claim.caller.clone(),
+            key: self.claim.key.clone(),
+            status: 201,
+            body: (self.render)(settled),
+        }))
+    }
 }
 
 /// What the saga's first step takes from the source.
@@ -57,9 +81,12 @@ pub enum Opening {
 pub enum SagaOutcome {
     /// The debit was refused; no transfer exists.
     Rejected(Rejection),
-    /// The transfer as it stands now (`completed`, `failed`, or still `debited` if a later
-    /// step could not run yet and will be resumed).
+    /// This run's own step settled the transfer (`completed` or `failed`); with a keyed
+    /// request, that step stored the response.
     Settled(TransferRecord),
+    /// The transfer as the database has it (another run settled it, or it is still
+    /// `debited` because a later step could not run yet and will be resumed).
+    Found(TransferRecord),
     /// The debit's outcome is unknown (timeout, database unavailable).
     Unavailable(String),
 }
@@ -184,12 +211,38 @@ pub async fn start_and_wait(
     start: SagaStart,
     wait_timeout: std::time::Duration,
 ) -> Result<Option<TransferRecord>, SagaFailure> {
+    Ok(start_and_wait_settlement(context, start, wait_timeout)
+        .await?
+        .map(|settlement| settlement.transfer))
+}
+
+/// A transfer as a saga left it for its requester.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    pub transfer: TransferRecord,
+    /// The requester's own run settled it (so a keyed request's response is stored).
+    pub settled_by_this_run: bool,
+}
+
+/// `start_and_wait`, telling whether this run settled the transfer itself.
+pub async fn start_and_wait_settlement(
+    context: &SagaContext,
+    start: SagaStart,
+    wait_timeout: std::time::Duration,
+) -> Result<Option<Settlement>, SagaFailure> {
     let (reply, outcome) = oneshot::channel();
     self::start(context, start, Some(reply))
         .await
         .map_err(|error| SagaFailure::Unavailable(format!("could not start the saga: {error}")))?;
     match tokio::time::timeout(wait_timeout, outcome).await {
-        Ok(Ok(SagaOutcome::Settled(transfer))) => Ok(Some(transfer)),
+        Ok(Ok(SagaOutcome::Settled(transfer))) => Ok(Some(Settlement {
+            transfer,
+            settled_by_this_run: true,
+        })),
+        Ok(Ok(SagaOutcome::Found(transfer))) => Ok(Some(Settlement {
+            transfer,
+            settled_by_this_run: false,
+        })),
         Ok(Ok(SagaOutcome::Rejected(rejection))) => Err(SagaFailure::Rejected(rejection)),
         Ok(Ok(SagaOutcome::Unavailable(error))) => Err(SagaFailure::Unavailable(error)),
         Ok(Err(_)) | Err(_) => Ok(None),
@@ -232,17 +285,23 @@ pub async fn resume(
 }
 
 async fn run(context: &SagaContext, start: SagaStart) -> SagaOutcome {
+    let mut keyed_request = None;
     let (transfer, replay) = match start {
         SagaStart::New {
             transfer,
             replay,
             opening,
+            keyed,
         } => match context
             .wallets
-            .apply(
-                transfer.source_account,
-                debit_op(&transfer, opening, replay),
-            )
+            .apply(transfer.source_account, {
+                let claim = match &keyed {
+                    Some(keyed) => IdempotencyWrite::Claim(Box::new(keyed.claim.clone())),
+                    None => IdempotencyWrite::None,
+                };
+                keyed_request = keyed;
+                debit_op(&transfer, opening, replay, claim)
+            })
             .await
         {
             Ok(OpOutcome::Applied { .. }) => (transfer, replay),
@@ -264,14 +323,14 @@ async fn run(context: &SagaContext, start: SagaStart) -> SagaOutcome {
         SagaStart::Resume(transfer) => (transfer, true),
     };
     if transfer.state == TransferState::Debited
-        && let Some(settled) = finish(context, &transfer, replay).await
+        && let Some(settled) = finish(context, &transfer, replay, keyed_request.as_deref()).await
     {
         return SagaOutcome::Settled(settled);
     }
     // The outcome is not known here (another run finished it, or a step must be resumed):
     // the database says where the transfer stands.
     match context.store.find_transfer(transfer.id).await {
-        Ok(Some(current)) => SagaOutcome::Settled(current),
+        Ok(Some(current)) => SagaOutcome::Found(current),
         Ok(None) => SagaOutcome::Unavailable(format!(
             "transfer {} not found after its debit",
             transfer.id
@@ -287,15 +346,19 @@ async fn finish(
     context: &SagaContext,
     transfer: &TransferRecord,
     replay: bool,
+    keyed: Option<&SagaKeyed>,
 ) -> Option<TransferRecord> {
+    let completed = settled(transfer, TransferState::Completed, None);
+    let response = keyed.map_or(IdempotencyWrite::None, |keyed| keyed.completion(&completed));
     let refusal = match context
         .wallets
-        .apply(transfer.target_account, credit_op(transfer, replay))
+        .apply(
+            transfer.target_account,
+            credit_op(transfer, replay, response),
+        )
         .await
     {
-        Ok(OpOutcome::Applied { .. }) => {
-            return Some(settled(transfer, TransferState::Completed, None));
-        }
+        Ok(OpOutcome::Applied { .. }) => return Some(completed),
         // Already completed or refunded by another run of this saga.
         Ok(OpOutcome::AlreadyApplied | OpOutcome::Rejected(Rejection::InvalidTransition)) => {
             return None;
@@ -308,17 +371,17 @@ async fn finish(
         }
     };
     tracing::info!(transfer_id = %transfer.id, reason = %refusal, "transfer credit refused; refunding");
+    let failed = settled(transfer, TransferState::Failed, Some(refusal));
+    let response = keyed.map_or(IdempotencyWrite::None, |keyed| keyed.completion(&failed));
     match context
         .wallets
         .apply(
             transfer.source_account,
-            refund_op(transfer, refusal, replay),
+            refund_op(transfer, refusal, replay, response),
         )
         .await
     {
-        Ok(OpOutcome::Applied { .. }) => {
-            Some(settled(transfer, TransferState::Failed, Some(refusal)))
-        }
+        Ok(OpOutcome::Applied { .. }) => Some(failed),
         Ok(OpOutcome::AlreadyApplied) => None,
         Ok(OpOutcome::Rejected(rejection)) => {
             tracing::warn!(transfer_id = %transfer.id, reason = %rejection, "transfer refund refused");
@@ -391,6 +454,7 @@ fn step(
     balance_op: BalanceOp,
     effect: Effect,
     replay: bool,
+    idempotency: IdempotencyWrite,
 ) -> WalletOp {
     let name = match step {
         Step::Debit => "debit",
@@ -398,6 +462,7 @@ fn step(
         Step::Refund => "refund",
     };
     WalletOp {
+        idempotency,
         op_key: format!("transfer:{}:{name}", transfer.id),
         kind: entry_kind(transfer.kind, step),
         balance_op,
@@ -413,7 +478,12 @@ fn step(
     }
 }
 
-fn debit_op(transfer: &TransferRecord, opening: Opening, replay: bool) -> WalletOp {
+fn debit_op(
+    transfer: &TransferRecord,
+    opening: Opening,
+    replay: bool,
+    claim: IdempotencyWrite,
+) -> WalletOp {
     let opened = Box::new(TransferRecord {
         state: TransferState::Debited,
         ..transfer.clone()
@@ -435,33 +505,42 @@ fn debit_op(transfer: &TransferRecord, opening: Opening, replay: bool) -> Wallet
             Effect::OpenRefund(opened, refund),
         ),
     };
-    step(transfer, Step::Debit, balance_op, effect, replay)
+    step(transfer, Step::Debit, balance_op, effect, replay, claim)
 }
 
-fn credit_op(transfer: &TransferRecord, replay: bool) -> WalletOp {
+fn credit_op(transfer: &TransferRecord, replay: bool, response: IdempotencyWrite) -> WalletOp {
     step(
         transfer,
         Step::Credit,
         BalanceOp::Credit(transfer.amount),
         Effect::CompleteTransfer(Box::new(transfer.clone())),
         replay,
+        response,
     )
 }
 
-fn refund_op(transfer: &TransferRecord, reason: Rejection, replay: bool) -> WalletOp {
+fn refund_op(
+    transfer: &TransferRecord,
+    reason: Rejection,
+    replay: bool,
+    response: IdempotencyWrite,
+) -> WalletOp {
     step(
         transfer,
         Step::Refund,
         BalanceOp::Credit(transfer.amount),
         Effect::FailTransfer(Box::new(transfer.clone()), reason),
         replay,
+        response,
     )
 }
 
 fn outcome_label(outcome: &SagaOutcome) -> &'static str {
     match outcome {
         SagaOutcome::Rejected(_) => "rejected",
-        SagaOutcome::Settled(transfer) => transfer.state.api_status(),
+        SagaOutcome::Settled(transfer) | SagaOutcome::Found(transfer) => {
+            transfer.state.api_status()
+        }
         SagaOutcome::Unavailable(_) => "unavailable",
     }
 }

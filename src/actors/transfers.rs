@@ -8,7 +8,9 @@
 //! that must open the recipient's account first asks the source's actor for its balance, so
 //! that a transfer refused for lack of money leaves no new account behind.
 
-use super::transfer_saga::{self, Opening, SagaContext, SagaFailure, SagaStart};
+use super::transfer_saga::{
+    self, Opening, SagaContext, SagaFailure, SagaKeyed, SagaStart, Settlement,
+};
 use crate::domain::{
     Amount, Clock, Currency, JournalId, Rejection, TransferId, TransferKind, TransferState, UserId,
 };
@@ -53,14 +55,17 @@ impl From<crate::store::StoreError> for TransferError {
 
 impl Transfers {
     /// Sends the order as transfer `transfer_id`. `taken_over`: an earlier attempt with the
-    /// same idempotency key may have started it already; it is resumed, not repeated. Answers
-    /// the transfer as it stands (`completed`, `failed`, or `debited` = pending).
+    /// same idempotency key may have started it already; it is resumed, not repeated.
+    /// `keyed`: the request's idempotency key is claimed by the debit and answered by the
+    /// last step (then `Rejected(IdempotencyKeyClaimed)` means another request holds the key).
+    /// Answers the transfer as it stands (`completed`, `failed`, or `debited` = pending).
     pub async fn send(
         &self,
         order: TransferOrder,
         transfer_id: TransferId,
         taken_over: bool,
-    ) -> Result<TransferRecord, TransferError> {
+        keyed: Option<Box<SagaKeyed>>,
+    ) -> Result<Settlement, TransferError> {
         let store = &self.sagas.store;
         if taken_over && let Some(existing) = store.find_transfer(transfer_id).await? {
             return self.wait(SagaStart::Resume(existing), transfer_id).await;
@@ -109,6 +114,7 @@ impl Transfers {
             transfer,
             replay: taken_over,
             opening: Opening::Debit,
+            keyed,
         };
         self.wait(start, transfer_id).await
     }
@@ -135,10 +141,12 @@ impl Transfers {
         &self,
         start: SagaStart,
         transfer_id: TransferId,
-    ) -> Result<TransferRecord, TransferError> {
+    ) -> Result<Settlement, TransferError> {
         let unknown =
-            match transfer_saga::start_and_wait(&self.sagas, start, self.wait_timeout).await {
-                Ok(Some(transfer)) => return Ok(transfer),
+            match transfer_saga::start_and_wait_settlement(&self.sagas, start, self.wait_timeout)
+                .await
+            {
+                Ok(Some(settlement)) => return Ok(settlement),
                 Err(SagaFailure::Rejected(rejection)) => {
                     return Err(TransferError::Rejected(rejection));
                 }
@@ -146,7 +154,10 @@ impl Transfers {
                 Err(SagaFailure::Unavailable(error)) => error,
             };
         match self.sagas.store.find_transfer(transfer_id).await? {
-            Some(transfer) => Ok(transfer),
+            Some(transfer) => Ok(Settlement {
+                transfer,
+                settled_by_this_run: false,
+            }),
             None => Err(TransferError::Unavailable(unknown)),
         }
     }

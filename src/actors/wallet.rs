@@ -22,6 +22,7 @@ use crate::metrics::{MailboxTicket, Metrics};
 use crate::store::Store;
 use crate::store::accounts::AccountRecord;
 use crate::store::group_commit::PlannedBatch;
+use crate::store::idempotency::{ClaimRow, IdempotencyWrite};
 use crate::store::ledger::{
     AccountWrite, AppliedMovement, Effect, IntentAction, JournalSpec, Reference,
 };
@@ -89,6 +90,8 @@ pub struct WalletOp {
     /// first attempt after all, the unique op key or the saga's guarded update makes the
     /// commit fail, the actor restarts, and the retry (marked `replay`) sees the truth.
     pub replay: bool,
+    /// The request's idempotency claim (written with this op) or response (stored with it).
+    pub idempotency: IdempotencyWrite,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,7 +254,16 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
         .filter_map(|(op, _)| op.effect.intent_action().map(|(intent, _)| intent))
         .collect();
     let intents = state.store.intent_snapshots(&intent_ids).await?;
+    // A replayed op whose request's idempotency key another request holds is refused (its
+    // first attempt lost the claim in the commit: the key belongs to someone else).
+    let replayed_claims: Vec<&ClaimRow> = batch
+        .iter()
+        .filter(|(op, _)| op.replay)
+        .filter_map(|(op, _)| op.idempotency.claim())
+        .collect();
+    let claims_taken = state.store.claims_taken_by_others(&replayed_claims).await?;
     let guards = Guards {
+        claims_taken: &claims_taken,
         existing: &existing,
         transfers: &transfer_states,
         onramps: &onramp_states,
@@ -300,6 +312,7 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
 /// What was read before applying a batch: op keys already committed, and the states of the
 /// sagas and on-ramps that replayed ops require.
 struct Guards<'a> {
+    claims_taken: &'a HashSet<(String, String)>,
     existing: &'a HashSet<String>,
     transfers: &'a HashMap<TransferId, TransferState>,
     onramps: &'a HashMap<OnrampId, OnrampStatus>,
@@ -349,6 +362,14 @@ fn plan_batch(
             continue;
         }
         first_with_key.insert(op.op_key.as_str(), index);
+        if let Some(claim) = op.idempotency.claim()
+            && guards
+                .claims_taken
+                .contains(&(claim.caller.clone(), claim.key.clone()))
+        {
+            outcomes.push(OpOutcome::Rejected(Rejection::IdempotencyKeyClaimed));
+            continue;
+        }
         if let Some(transfer) = op.effect.guarded_transfer() {
             // A first attempt is checked by the guarded update in the commit instead.
             let debited =
@@ -449,6 +470,7 @@ fn applied_movement(op: &WalletOp, before: Balance, postings: &[Posting]) -> App
         postings,
         counterpart: op.counterpart,
         effect: op.effect.clone(),
+        idempotency: op.idempotency.clone(),
     }
 }
 

@@ -19,6 +19,7 @@ use crate::providers::stripe::StripeCheckout;
 use crate::store::Store;
 use crate::store::accounts::{Owner, SystemAccount};
 use crate::store::entities::webhook_inbox;
+use crate::store::idempotency::IdempotencyWrite;
 use crate::store::ledger::{Effect, JournalSpec, Reference};
 use crate::store::onramps::OnrampRecord;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -434,6 +435,7 @@ async fn credit(state: &IngestorState, onramp: &OnrampRecord, clearing: SystemAc
         Err(error) => return Outcome::retry(error.to_string()),
     };
     let op = WalletOp {
+        idempotency: IdempotencyWrite::None,
         op_key: format!("onramp:{}:credit", onramp.id),
         kind: "onramp_credit",
         balance_op: BalanceOp::Credit(onramp.amount),

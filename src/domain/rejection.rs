@@ -22,6 +22,9 @@ pub enum Rejection {
     InvalidTransition,
     PaymentIntentUnexpectedState,
     RefundExceedsCaptured,
+    /// The request's idempotency key was claimed by another request (a duplicate, a retry,
+    /// or a request on another node): the idempotency path answers from what that one stored.
+    IdempotencyKeyClaimed,
 }
 
 impl Rejection {
@@ -42,6 +45,7 @@ impl Rejection {
             Rejection::InvalidTransition => "invalid_transition",
             Rejection::PaymentIntentUnexpectedState => "payment_intent_unexpected_state",
             Rejection::RefundExceedsCaptured => "refund_exceeds_captured",
+            Rejection::IdempotencyKeyClaimed => "idempotency_key_in_use",
         }
     }
 
@@ -77,11 +81,14 @@ impl Rejection {
             Rejection::RefundExceedsCaptured => {
                 "Refunds cannot exceed what the payment intent received, minus earlier refunds."
             }
+            Rejection::IdempotencyKeyClaimed => {
+                "Another request with this Idempotency-Key is still being processed."
+            }
         }
     }
 }
 
-const ALL: [Rejection; 15] = [
+const ALL: [Rejection; 16] = [
     Rejection::InsufficientFunds,
     Rejection::InvalidAmount,
     Rejection::InvalidCurrency,
@@ -97,6 +104,7 @@ const ALL: [Rejection; 15] = [
     Rejection::InvalidTransition,
     Rejection::PaymentIntentUnexpectedState,
     Rejection::RefundExceedsCaptured,
+    Rejection::IdempotencyKeyClaimed,
 ];
 
 impl fmt::Display for Rejection {

@@ -15,6 +15,7 @@ use crate::domain::{
     AccountId, AdjustmentId, BalanceOp, Currency, JournalId, Rejection, SignedAmount, UserId,
 };
 use crate::store::accounts::{AccountRecord, Owner, SystemAccount};
+use crate::store::idempotency::IdempotencyWrite;
 use crate::store::ledger::{AdjustmentRecord, Effect, JournalSpec, Reference};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -127,6 +128,7 @@ async fn execute_adjustment(
         BalanceOp::Debit(order.amount.magnitude())
     };
     let op = WalletOp {
+        idempotency: IdempotencyWrite::None,
         op_key: format!("adjustment:{id}"),
         kind: "adjustment",
         balance_op,

@@ -127,7 +127,8 @@ impl ApiError {
             Rejection::AccountNotFound => StatusCode::NOT_FOUND,
             Rejection::InvalidTransition
             | Rejection::HoldAlreadyResolved
-            | Rejection::PaymentIntentUnexpectedState => StatusCode::CONFLICT,
+            | Rejection::PaymentIntentUnexpectedState
+            | Rejection::IdempotencyKeyClaimed => StatusCode::CONFLICT,
             Rejection::InsufficientFunds
             | Rejection::CurrencyMismatch
             | Rejection::BalanceOverflow

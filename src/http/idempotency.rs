@@ -9,7 +9,9 @@ use crate::store::idempotency::{IdempotencyClaim, IdempotencyClaimHeld, Idempote
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
@@ -279,4 +281,72 @@ where
 /// The HTTP answer for an idempotent outcome.
 pub fn respond((response, replayed): (JsonResponse, bool)) -> HttpResponse {
     response.into_response(replayed)
+}
+
+/// The idempotency keys this node is working on right now. A concurrent duplicate on this node
+/// waits here for the first request instead of polling the database; when the first is done,
+/// the duplicate is answered from what it stored.
+#[derive(Debug, Clone, Default)]
+pub struct InFlightKeys {
+    keys: Arc<std::sync::Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// Held by the request working on a key; dropping it lets the duplicates go on.
+pub struct InFlightGuard {
+    keys: InFlightKeys,
+    scope: (String, String),
+    entry: Arc<tokio::sync::Mutex<()>>,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut keys) = self.keys.keys.lock()
+            && keys
+                .get(&self.scope)
+                .is_some_and(|entry| Arc::ptr_eq(entry, &self.entry))
+        {
+            keys.remove(&self.scope);
+        }
+    }
+}
+
+impl InFlightKeys {
+    /// `Some`: this request is the first with the key on this node. `None`: another was, and
+    /// it has finished (or `wait_max` passed): answer from the stored record.
+    pub async fn enter(
+        &self,
+        caller: &str,
+        key: &str,
+        wait_max: Duration,
+    ) -> Option<InFlightGuard> {
+        let scope = (caller.to_owned(), key.to_owned());
+        let existing = {
+            let mut keys = self.keys.lock().ok()?;
+            match keys.get(&scope) {
+                Some(entry) => Arc::clone(entry),
+                None => {
+                    let entry = Arc::new(tokio::sync::Mutex::new(()));
+                    let held = Arc::clone(&entry).try_lock_owned().ok()?;
+                    keys.insert(scope.clone(), Arc::clone(&entry));
+                    return Some(InFlightGuard {
+                        keys: self.clone(),
+                        scope,
+                        entry,
+                        _held: held,
+                    });
+                }
+            }
+        };
+        let _ = tokio::time::timeout(wait_max, existing.lock()).await;
+        None
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.lock().map_or(0, |keys| keys.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }

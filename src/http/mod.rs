@@ -39,6 +39,8 @@ pub struct AppState {
     pub ledger: crate::actors::ledger_writer::Ledger,
     /// P2P transfers.
     pub transfers: crate::actors::transfers::Transfers,
+    /// Idempotency keys being worked on by this node (duplicates wait on them).
+    pub in_flight: idempotency::InFlightKeys,
     pub store: Store,
     pub wallets: Wallets,
     pub sagas: SagaContext,

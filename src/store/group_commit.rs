@@ -10,6 +10,7 @@
 //! committed again with one savepoint per batch, so that only the offending batch fails.
 
 use super::entities::transfers;
+use super::idempotency::{ClaimRow, CompletionRow, complete_claims, insert_claims};
 use super::ledger::{
     AccountWrite, AppliedMovement, Effect, entry_rows, event_row, insert_journals, insert_rows,
     transfer_event, write_batch, write_counterparts, write_effect,
@@ -32,6 +33,13 @@ pub struct PlannedBatch {
 }
 
 impl PlannedBatch {
+    /// The idempotency claims this batch writes.
+    pub fn claims(&self) -> impl Iterator<Item = &ClaimRow> {
+        self.movements
+            .iter()
+            .filter_map(|movement| movement.idempotency.claim())
+    }
+
     /// A cheap upper estimate of what the batch's rows weigh, for bounding a group.
     pub fn approximate_bytes(&self) -> usize {
         const ROW_OVERHEAD_BYTES: usize = 256;
@@ -141,13 +149,41 @@ impl Store {
             .begin()
             .await
             .map_err(|error| before(error.into()))?;
-        let updated = update_accounts(&transaction, batches)
+        // Claims first: a batch whose request lost its idempotency key to another request is
+        // left out like a stale account (unless it also won a claim, which must not stay).
+        let claims: Vec<&ClaimRow> = batches.iter().flat_map(PlannedBatch::claims).collect();
+        let claimed = insert_claims(&transaction, &claims).await.map_err(before)?;
+        let mut claim_failed = vec![false; batches.len()];
+        for (index, batch) in batches.iter().enumerate() {
+            let (won, lost): (Vec<&ClaimRow>, Vec<&ClaimRow>) = batch
+                .claims()
+                .partition(|claim| claimed.contains(&(claim.caller.clone(), claim.key.clone())));
+            if !lost.is_empty() {
+                if !won.is_empty() {
+                    return Err(before(StoreError::Conflict(
+                        "a batch both won and lost idempotency claims".into(),
+                    )));
+                }
+                claim_failed[index] = true;
+            }
+        }
+        let contenders: Vec<AccountWrite> = batches
+            .iter()
+            .zip(&claim_failed)
+            .filter(|(_, failed)| !**failed)
+            .map(|(batch, _)| batch.account)
+            .collect();
+        let updated = update_accounts(&transaction, &contenders)
             .await
             .map_err(before)?;
         let mut results = Vec::with_capacity(batches.len());
         let mut live = Vec::with_capacity(batches.len());
-        for batch in batches {
-            if updated.contains(&batch.account.account.to_string()) {
+        for (batch, lost_claim) in batches.iter().zip(claim_failed) {
+            if lost_claim {
+                results.push(Err(StoreError::Conflict(
+                    "an idempotency key of this batch is claimed by another request".into(),
+                )));
+            } else if updated.contains(&batch.account.account.to_string()) {
                 results.push(Ok(()));
                 live.push(batch);
             } else {
@@ -219,15 +255,14 @@ const ACCOUNTS_PER_STATEMENT_MAX: usize = 1000;
 /// was made from. Returns the ids of the accounts that were updated.
 async fn update_accounts(
     transaction: &DatabaseTransaction,
-    batches: &[PlannedBatch],
+    writes: &[AccountWrite],
 ) -> StoreResult<HashSet<String>> {
     let backend = transaction.get_database_backend();
-    let mut updated = HashSet::with_capacity(batches.len());
-    for chunk in batches.chunks(ACCOUNTS_PER_STATEMENT_MAX) {
+    let mut updated = HashSet::with_capacity(writes.len());
+    for chunk in writes.chunks(ACCOUNTS_PER_STATEMENT_MAX) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
         let mut rows = Vec::with_capacity(chunk.len());
-        for batch in chunk {
-            let write = batch.account;
+        for &write in chunk {
             debug_assert!(write.expected_version >= 0);
             let first = values.len();
             values.push(write.account.to_string().into());
@@ -262,7 +297,7 @@ async fn update_accounts(
 }
 
 /// The `index`-th (0-based) bind parameter in the backend's syntax.
-fn placeholder(backend: DbBackend, index: usize) -> String {
+pub(super) fn placeholder(backend: DbBackend, index: usize) -> String {
     match backend {
         DbBackend::Postgres => format!("${}", index + 1),
         _ => "?".to_owned(),
@@ -313,6 +348,10 @@ async fn write_rows(
         write_effect(transaction, effect, now).await?;
     }
     insert_rows(transaction, events).await?;
+    let completions: Vec<&CompletionRow> = movements()
+        .filter_map(|movement| movement.idempotency.completion())
+        .collect();
+    complete_claims(transaction, &completions).await?;
     Ok(())
 }
 

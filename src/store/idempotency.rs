@@ -8,8 +8,10 @@ use super::{Store, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, TryInsertResult,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    QueryFilter, Statement, TryInsertResult, Value,
 };
+use std::collections::HashSet;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyClaim {
@@ -198,4 +200,183 @@ fn scope_filter(scope: IdempotencyScope<'_>) -> Condition {
     Condition::all()
         .add(idempotency_keys::Column::Caller.eq(scope.caller))
         .add(idempotency_keys::Column::Key.eq(scope.key))
+}
+
+// Idempotency inside the money transaction (P2P transfers): the claim is written with the
+// transfer's debit and the stored response with its last step, instead of two transactions of
+// their own. A claim that loses to an existing row fails only its own batch (the group commit
+// isolates it), and the wallet actor turns the retry into `Rejection::IdempotencyKeyClaimed`.
+
+/// A claim to insert with the first money step of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRow {
+    pub caller: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub resource_id: String,
+    pub claim_token: String,
+    pub now: DateTime<Utc>,
+}
+
+/// The final response, stored with the last money step of a request (if no response is
+/// stored yet: a `pending` answer stored first stays the answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletionRow {
+    pub caller: String,
+    pub key: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// What a money step writes to the idempotency table, in its own transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum IdempotencyWrite {
+    #[default]
+    None,
+    Claim(Box<ClaimRow>),
+    Complete(Box<CompletionRow>),
+}
+
+impl IdempotencyWrite {
+    pub fn claim(&self) -> Option<&ClaimRow> {
+        match self {
+            IdempotencyWrite::Claim(claim) => Some(claim),
+            _ => None,
+        }
+    }
+
+    pub fn completion(&self) -> Option<&CompletionRow> {
+        match self {
+            IdempotencyWrite::Complete(completion) => Some(completion),
+            _ => None,
+        }
+    }
+}
+
+/// Claims per INSERT: 7 parameters each.
+const CLAIMS_PER_STATEMENT_MAX: usize = 500;
+
+/// Inserts the claims that are free; returns the (caller, key) of those inserted.
+pub(super) async fn insert_claims(
+    transaction: &DatabaseTransaction,
+    claims: &[&ClaimRow],
+) -> StoreResult<HashSet<(String, String)>> {
+    let backend = transaction.get_database_backend();
+    let mut inserted = HashSet::with_capacity(claims.len());
+    for chunk in claims.chunks(CLAIMS_PER_STATEMENT_MAX) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 7);
+        let mut rows = Vec::with_capacity(chunk.len());
+        for claim in chunk {
+            let first = values.len();
+            values.push(claim.caller.clone().into());
+            values.push(claim.key.clone().into());
+            values.push(claim.fingerprint.clone().into());
+            values.push(claim.resource_id.clone().into());
+            values.push(claim.now.into());
+            values.push(claim.now.into());
+            values.push(claim.claim_token.clone().into());
+            let marks: Vec<String> = (first..first + 7)
+                .map(|index| super::group_commit::placeholder(backend, index))
+                .collect();
+            rows.push(format!("({})", marks.join(", ")));
+        }
+        let sql = format!(
+            "INSERT INTO idempotency_keys (caller, \"key\", fingerprint, resource_id, locked_at, created_at, claim_token) \
+             VALUES {} ON CONFLICT (caller, \"key\") DO NOTHING RETURNING caller, \"key\"",
+            rows.join(", ")
+        );
+        for row in transaction
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+        {
+            inserted.insert((row.try_get("", "caller")?, row.try_get("", "key")?));
+        }
+    }
+    Ok(inserted)
+}
+
+/// Stores each response unless one is stored already.
+pub(super) async fn complete_claims(
+    transaction: &DatabaseTransaction,
+    completions: &[&CompletionRow],
+) -> StoreResult<()> {
+    for completion in completions {
+        idempotency_keys::Entity::update_many()
+            .col_expr(
+                idempotency_keys::Column::ResponseStatus,
+                Expr::value(i32::from(completion.status)),
+            )
+            .col_expr(
+                idempotency_keys::Column::ResponseBody,
+                Expr::value(completion.body.clone()),
+            )
+            .col_expr(
+                idempotency_keys::Column::LockedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(
+                idempotency_keys::Column::ClaimToken,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(idempotency_keys::Column::Caller.eq(completion.caller.as_str()))
+            .filter(idempotency_keys::Column::Key.eq(completion.key.as_str()))
+            .filter(idempotency_keys::Column::ResponseStatus.is_null())
+            .exec(transaction)
+            .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Of these claims, the ones whose key is held by another request (another claim token,
+    /// or already answered). Read through the writer, for the wallet actor's replays.
+    pub async fn claims_taken_by_others(
+        &self,
+        claims: &[&ClaimRow],
+    ) -> StoreResult<HashSet<(String, String)>> {
+        let mut taken = HashSet::new();
+        for claim in claims {
+            let row =
+                idempotency_keys::Entity::find_by_id((claim.caller.clone(), claim.key.clone()))
+                    .one(self.writer())
+                    .await?;
+            if let Some(row) = row
+                && row.claim_token.as_deref() != Some(claim.claim_token.as_str())
+            {
+                taken.insert((claim.caller.clone(), claim.key.clone()));
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Stores a response for a key nobody has claimed yet (a request refused before any money
+    /// step). `false`: the key exists (another request has it).
+    pub async fn store_first_response(
+        &self,
+        scope: IdempotencyScope<'_>,
+        fingerprint: &str,
+        resource_id: String,
+        status: u16,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let inserted = idempotency_keys::Entity::insert(idempotency_keys::ActiveModel {
+            caller: Set(scope.caller.to_owned()),
+            key: Set(scope.key.to_owned()),
+            fingerprint: Set(fingerprint.to_owned()),
+            resource_id: Set(resource_id),
+            response_status: Set(Some(i32::from(status))),
+            response_body: Set(Some(body.to_owned())),
+            locked_at: Set(None),
+            created_at: Set(now),
+            claim_token: Set(None),
+        })
+        .on_conflict_do_nothing_on([
+            idempotency_keys::Column::Caller,
+            idempotency_keys::Column::Key,
+        ])
+        .exec_without_returning(self.writer())
+        .await?;
+        Ok(matches!(inserted, TryInsertResult::Inserted(1)))
+    }
 }

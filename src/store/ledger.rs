@@ -4,6 +4,9 @@
 //! and the outbox events — all or nothing.
 
 use super::entities::{accounts, adjustments, entries, journals, outbox, transfers};
+use super::idempotency::{
+    ClaimRow, CompletionRow, IdempotencyWrite, complete_claims, insert_claims,
+};
 use super::payments::{HoldPurpose, HoldRecord, RefundRecord};
 use super::transfers::TransferRecord;
 use super::{Store, StoreError, StoreResult, payments};
@@ -145,6 +148,8 @@ pub struct AppliedMovement {
     /// A system account that takes the opposite of this movement's net amount.
     pub counterpart: Option<AccountId>,
     pub effect: Effect,
+    /// The request's idempotency claim (first step) or stored response (last step).
+    pub idempotency: IdempotencyWrite,
 }
 
 /// The new state of the wallet after the batch, checked against the version it was read at.
@@ -228,6 +233,15 @@ pub(super) async fn write_batch(
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     debug_assert!(account.available >= 0 || movements.iter().all(|m| m.counterpart.is_none()));
+    let claims: Vec<&ClaimRow> = movements
+        .iter()
+        .filter_map(|movement| movement.idempotency.claim())
+        .collect();
+    if !claims.is_empty() && insert_claims(transaction, &claims).await?.len() != claims.len() {
+        return Err(StoreError::Conflict(
+            "an idempotency key of this batch is claimed by another request".into(),
+        ));
+    }
     write_account(transaction, account).await?;
     insert_journals(transaction, movements.iter(), now).await?;
     insert_rows(transaction, entry_rows(account.account, movements, now)).await?;
@@ -235,6 +249,11 @@ pub(super) async fn write_batch(
     for movement in movements {
         write_effect(transaction, &movement.effect, now).await?;
     }
+    let completions: Vec<&CompletionRow> = movements
+        .iter()
+        .filter_map(|movement| movement.idempotency.completion())
+        .collect();
+    complete_claims(transaction, &completions).await?;
     Ok(())
 }
 

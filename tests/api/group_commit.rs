@@ -60,6 +60,7 @@ async fn credit_batch(app: &TestApp, account: &str, op_key: &str) -> PlannedBatc
             )],
             counterpart: Some(adjustments),
             effect: Effect::None,
+            idempotency: Default::default(),
         }],
     }
 }
