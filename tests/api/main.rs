@@ -12,6 +12,7 @@ mod crash_safety;
 mod email;
 mod group_commit;
 mod idempotency;
+mod kill;
 mod ledger_constraints;
 mod merchant_webhooks;
 mod merchants;

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Throughput of walleti held against PostgreSQL's own TPC-B (pgbench: a bank transfer done the
+# classic way, row locks and one commit per transfer) on the same machine, back to back, so
+# the ratios mean something on a machine whose speed drifts. Prints one table.
+#
+#   scripts/bench.sh [seconds] [walleti binary]      (default 20 s, target/release/walleti)
+#
+# Runs, each against a fresh database:
+#   pgbench TPC-B scale 10, 64 clients (uniform) and scale 1, 32 clients (every transfer hits
+#   one branch row: hot);
+#   walleti on PostgreSQL (synchronous commit), uniform P2P with 64 in flight and hot (every
+#   payer pays one user) with 32 in flight; walleti on SQLite (the embedded default), uniform.
+# walleti is driven over HTTP by `walleti loadgen` (100 users, bearer auth, an Idempotency-Key
+# on every transfer), which also prints the server's CPU per transfer, its RSS, the database
+# transactions per transfer, and checks conservation after each run.
+# Needs: PostgreSQL reachable as PGHOST/PGUSER (default 127.0.0.1 / postgres), pgbench.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-20}
+binary=${2:-target/release/walleti}
+export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
+port=${BENCH_PORT:-18181}
+token=bench-operator-token-0123456789
+users=${BENCH_USERS:-100}
+pgbench=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | tail -1)
+[ -x "$binary" ] || { echo "no walleti binary at $binary (cargo build --release)"; exit 2; }
+[ -x "$pgbench" ] || { echo "pgbench not found (Debian package postgresql-contrib)"; exit 2; }
+work=$(mktemp -d)
+server=
+cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+baseline() { # database scale clients -> tps
+  psql -qtAc "DROP DATABASE IF EXISTS $1" postgres >/dev/null
+  psql -qtAc "CREATE DATABASE $1" postgres >/dev/null
+  "$pgbench" -q -i -s "$2" "$1" >/dev/null 2>&1
+  "$pgbench" -c "$3" -j 2 -T "$seconds" "$1" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+}
+
+walleti() { # name database_url mode concurrency [pg database url for statistics]
+  local name=$1 url=$2 mode=$3 concurrency=$4 statistics=${5:-}
+  DATABASE_URL=$url WALLETI_BIND=127.0.0.1:$port WALLETI_ADMIN_TOKEN=$token \
+    WALLETI_RECONCILE_INTERVAL_SECONDS=0 RUST_LOG=warn "$binary" >"$work/$name.server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  "$binary" loadgen --url "http://127.0.0.1:$port" --admin-token "$token" --users "$users" \
+    --concurrency "$concurrency" --duration-seconds "$seconds" --mode "$mode" \
+    ${statistics:+--database-url "$statistics"} | tee "$work/$name.out" >&2
+  kill "$server"; wait "$server" 2>/dev/null || true; server=
+}
+
+field() { # file pattern -> first number after it
+  sed -n "s/.*$2\([0-9.]*\).*/\1/p" "$1" | head -1
+}
+
+echo "pgbench baseline, $seconds s each ..." >&2
+uniform_tps=$(baseline walleti_baseline_s10 10 64)
+hot_tps=$(baseline walleti_baseline_s1 1 32)
+
+stamp=$(date +%s)
+for run in pg_uniform:uniform:64 pg_hot:hot:32; do
+  IFS=: read -r name mode concurrency <<<"$run"
+  database=walleti_bench_${name}_$stamp
+  psql -qtAc "CREATE DATABASE $database" postgres >/dev/null
+  url="postgres://$PGUSER@$PGHOST:5432/$database"
+  echo "walleti $name ..." >&2
+  walleti "$name" "$url" "$mode" "$concurrency" "$url"
+  psql -qtAc "DROP DATABASE IF EXISTS $database WITH (FORCE)" postgres >/dev/null || true
+done
+echo "walleti sqlite_uniform ..." >&2
+walleti sqlite_uniform "sqlite://$work/bench.db?mode=rwc" uniform 64
+
+row() { # label file baseline
+  local tps p50 p99 cpu xact rss
+  tps=$(field "$2" "throughput: ")
+  p50=$(field "$2" "p50=")
+  p99=$(field "$2" "p99=")
+  cpu=$(sed -n 's/.*s = \([0-9]*\) µs per transfer.*/\1/p' "$2")
+  xact=$(sed -n 's/.*transactions = \([0-9.]*\) per transfer.*/\1/p' "$2")
+  rss=$(field "$2" "server rss: ")
+  ratio=$(awk -v a="$tps" -v b="$3" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }')
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$tps" "$ratio" "$p50" "$p99" \
+    "${cpu:--}" "${xact:--}" "${rss:--}"
+}
+
+echo
+echo "| run | transfers/s | vs pgbench | p50 ms | p99 ms | server µs CPU/transfer | db xacts/transfer | server RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|"
+printf '| pgbench TPC-B scale 10, 64 clients (uniform) | %s | 1.00× | | | | 1 | |\n' "$uniform_tps"
+printf '| pgbench TPC-B scale 1, 32 clients (hot row) | %s | 1.00× | | | | 1 | |\n' "$hot_tps"
+row "walleti PostgreSQL uniform, 64 in flight" "$work/pg_uniform.out" "$uniform_tps"
+row "walleti PostgreSQL hot, 32 in flight" "$work/pg_hot.out" "$hot_tps"
+row "walleti SQLite uniform, 64 in flight" "$work/sqlite_uniform.out" "$uniform_tps"
+grep -h "conservation" "$work"/*.out >&2
