@@ -16,6 +16,7 @@ use crate::actors::webhook_ingestor::{IngestorArgs, IngestorMsg, WebhookIngestor
 use crate::bank_sim::BankSimulator;
 use crate::bus::EventBus;
 use crate::bus::redis::{Group, RedisBus, StreamNames};
+use crate::bus::revocations::Revocations;
 use crate::config::Settings;
 use crate::domain::{Clock, OnrampProvider, SystemClock};
 use crate::http::{self, AppState};
@@ -268,6 +269,13 @@ impl Application {
             ),
             None => None,
         };
+        let revocations = match (&redis, &settings.redis_url) {
+            (Some(client), Some(url)) => Some(Arc::new(
+                Revocations::start(url, client.clone(), &settings.redis_stream, store.clone())
+                    .context("subscribe to credential revocations")?,
+            )),
+            _ => None,
+        };
         let (bus, stream_consumers) = match &redis {
             Some(client) => {
                 let streams = StreamNames {
@@ -317,6 +325,7 @@ impl Application {
             ledger,
             transfers,
             in_flight: Default::default(),
+            revocations,
             store,
             wallets,
             sagas,
@@ -396,6 +405,9 @@ impl Application {
         self.state.notifier.stop(None);
         self.supervisor.stop(None);
         self.state.ledger.actor().stop(None);
+        if let Some(revocations) = &self.state.revocations {
+            revocations.stop();
+        }
         Ok(())
     }
 
@@ -434,6 +446,9 @@ impl RunningApplication {
         self.state.notifier.stop(None);
         self.supervisor.stop(None);
         self.state.ledger.actor().stop(None);
+        if let Some(revocations) = &self.state.revocations {
+            revocations.stop();
+        }
         let _ = self.serving.await;
     }
 }

@@ -14,6 +14,7 @@
 //! `ping_redis` is the readiness probe for Redis.
 
 pub mod redis;
+pub mod revocations;
 
 use crate::store::entities::outbox;
 use std::future::Future;

@@ -36,9 +36,18 @@ impl StreamNames {
 
 /// A connected (or reconnecting) client. Start-up does not wait for Redis.
 pub fn connect(url: &str) -> anyhow::Result<Client> {
+    let client = builder(url)?.build()?;
+    client.connect();
+    Ok(client)
+}
+
+/// walleti's Redis client settings: never fail fast, short command timeouts, reconnect with
+/// exponential backoff.
+pub fn builder(url: &str) -> anyhow::Result<Builder> {
     let mut config = Config::from_url(url)?;
     config.fail_fast = false;
-    let client = Builder::from_config(config)
+    let mut builder = Builder::from_config(config);
+    builder
         .with_performance_config(|performance| {
             performance.default_command_timeout = COMMAND_TIMEOUT;
         })
@@ -52,10 +61,8 @@ pub fn connect(url: &str) -> anyhow::Result<Client> {
             RECONNECT_DELAY_MIN_MS,
             RECONNECT_DELAY_MAX_MS,
             2,
-        ))
-        .build()?;
-    client.connect();
-    Ok(client)
+        ));
+    Ok(builder)
 }
 
 /// One event as a stream entry's fields.

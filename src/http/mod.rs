@@ -41,6 +41,8 @@ pub struct AppState {
     pub transfers: crate::actors::transfers::Transfers,
     /// Idempotency keys being worked on by this node (duplicates wait on them).
     pub in_flight: idempotency::InFlightKeys,
+    /// Credential revocations shared with other nodes (with Redis).
+    pub revocations: Option<Arc<crate::bus::revocations::Revocations>>,
     pub store: Store,
     pub wallets: Wallets,
     pub sagas: SagaContext,

@@ -156,6 +156,8 @@ pub struct Caches {
     /// By the recipient text a transfer names (`id`, email or E.164 phone) → the user.
     pub users: BoundedCache<String, UserId>,
     pub accounts: BoundedCache<(Owner, Currency), AccountId>,
+    /// Where revocations go to be announced to other nodes (set with Redis).
+    revocations: std::sync::OnceLock<tokio::sync::mpsc::Sender<String>>,
 }
 
 impl Default for Caches {
@@ -164,15 +166,36 @@ impl Default for Caches {
             credentials: BoundedCache::new(CACHE_ENTRIES_MAX),
             users: BoundedCache::new(CACHE_ENTRIES_MAX),
             accounts: BoundedCache::new(CACHE_ENTRIES_MAX),
+            revocations: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl Caches {
-    /// Forgets the credential (a session or an API key) with this id, at once.
+    /// Forgets the credential (a session or an API key) with this id, at once, here and —
+    /// when revocations are announced (Redis) — on every other node.
     pub fn evict_credential(&self, credential_id: &str) {
+        self.evict_credential_here(credential_id);
+        if let Some(announce) = self.revocations.get() {
+            // A full queue means Redis has been away for long: the cache age bound holds.
+            let _ = announce.try_send(credential_id.to_owned());
+        }
+    }
+
+    /// Forgets the credential on this node only (another node announced it).
+    pub fn evict_credential_here(&self, credential_id: &str) {
         self.credentials
             .retain(|_, cached| cached.owner.credential_id() != credential_id);
+    }
+
+    /// Forgets every cached credential (announcements may have been missed).
+    pub fn forget_credentials(&self) {
+        self.credentials.retain(|_, _| false);
+    }
+
+    /// From now on, revocations are also sent here (to be announced to other nodes).
+    pub fn announce_revocations_to(&self, announce: tokio::sync::mpsc::Sender<String>) {
+        let _ = self.revocations.set(announce);
     }
 
     /// Forgets every cached session of this user (log out everywhere).

@@ -442,3 +442,47 @@ async fn a_poison_event_is_dead_lettered_after_the_bound_and_blocks_nothing() {
     .await;
     delete_keys(&client, vec![stream.clone(), dead_stream]).await;
 }
+
+#[tokio::test]
+async fn a_session_revoked_on_one_node_is_refused_on_the_other_at_once() {
+    let Some(redis) = redis_url() else {
+        eprintln!("skipped: WALLETI_TEST_REDIS_URL is not set");
+        return;
+    };
+    let database_url = fresh_database(Backend::Sqlite).await;
+    let stream = unique_stream();
+    let app = spawn_app_with(redis_settings(&database_url, &redis, &stream)).await;
+    let other = spawn_app_with(redis_settings(&database_url, &redis, &stream)).await;
+    let listening = |node: &TestApp| {
+        node.state()
+            .revocations
+            .as_ref()
+            .is_some_and(|revocations| revocations.listening())
+    };
+    wait_until("both nodes listen for revocations", async || {
+        listening(&app) && listening(&other)
+    })
+    .await;
+    let ada = app.user("ada").await;
+    // The other node caches the session on first use.
+    for _ in 0..2 {
+        assert_eq!(other.get("/v1/me", &ada.token).await.status, StatusCode::OK);
+    }
+    let logout = app
+        .request(
+            reqwest::Method::DELETE,
+            "/v1/sessions/current",
+            Some(&ada.token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT, "{}", logout.text);
+    // Pub/sub is asynchronous: well within a second, far inside the 30 s cache age bound.
+    wait_until("the other node refuses the revoked session", async || {
+        other.get("/v1/me", &ada.token).await.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    let client = redis_client(&redis).await;
+    delete_keys(&client, vec![stream.clone()]).await;
+}
