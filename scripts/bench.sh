@@ -13,6 +13,7 @@
 # walleti is driven over HTTP by `walleti loadgen` (100 users, bearer auth, an Idempotency-Key
 # on every transfer), which also prints the server's CPU per transfer, its RSS, the database
 # transactions per transfer, and checks conservation after each run.
+# LOADGEN=path drives the load with another build's loadgen (e.g. against an older server).
 # Needs: PostgreSQL reachable as PGHOST/PGUSER (default 127.0.0.1 / postgres), pgbench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,7 @@ walleti() { # name database_url mode concurrency [pg database url for statistics
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
     sleep 0.1
   done
-  "$binary" loadgen --url "http://127.0.0.1:$port" --admin-token "$token" --users "$users" \
+  "${LOADGEN:-$binary}" loadgen --url "http://127.0.0.1:$port" --admin-token "$token" --users "$users" \
     --concurrency "$concurrency" --duration-seconds "$seconds" --mode "$mode" \
     ${statistics:+--database-url "$statistics"} | tee "$work/$name.out" >&2
   kill "$server"; wait "$server" 2>/dev/null || true; server=

@@ -41,6 +41,10 @@ enum Command {
     },
 }
 
+/// mimalloc: cheaper than glibc malloc on the request path, and it returns freed memory.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -295,33 +295,39 @@ pub(super) async fn insert_claims(
     Ok(inserted)
 }
 
-/// Stores each response unless one is stored already.
+/// Responses per UPDATE: 4 parameters each.
+const COMPLETIONS_PER_STATEMENT_MAX: usize = 500;
+
+/// Stores each response unless one is stored already, with one statement per 500.
 pub(super) async fn complete_claims(
     transaction: &DatabaseTransaction,
     completions: &[&CompletionRow],
 ) -> StoreResult<()> {
-    for completion in completions {
-        idempotency_keys::Entity::update_many()
-            .col_expr(
-                idempotency_keys::Column::ResponseStatus,
-                Expr::value(i32::from(completion.status)),
-            )
-            .col_expr(
-                idempotency_keys::Column::ResponseBody,
-                Expr::value(completion.body.clone()),
-            )
-            .col_expr(
-                idempotency_keys::Column::LockedAt,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .col_expr(
-                idempotency_keys::Column::ClaimToken,
-                Expr::value(Option::<String>::None),
-            )
-            .filter(idempotency_keys::Column::Caller.eq(completion.caller.as_str()))
-            .filter(idempotency_keys::Column::Key.eq(completion.key.as_str()))
-            .filter(idempotency_keys::Column::ResponseStatus.is_null())
-            .exec(transaction)
+    let backend = transaction.get_database_backend();
+    for chunk in completions.chunks(COMPLETIONS_PER_STATEMENT_MAX) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
+        let mut rows = Vec::with_capacity(chunk.len());
+        for completion in chunk {
+            let first = values.len();
+            values.push(completion.caller.clone().into());
+            values.push(completion.key.clone().into());
+            values.push(i32::from(completion.status).into());
+            values.push(completion.body.clone().into());
+            let marks: Vec<String> = (first..first + 4)
+                .map(|index| super::group_commit::placeholder(backend, index))
+                .collect();
+            rows.push(format!("({})", marks.join(", ")));
+        }
+        let sql = format!(
+            "WITH done (caller, \"key\", status, body) AS (VALUES {}) \
+             UPDATE idempotency_keys SET response_status = done.status, response_body = done.body, \
+             locked_at = NULL, claim_token = NULL FROM done \
+             WHERE idempotency_keys.caller = done.caller AND idempotency_keys.\"key\" = done.\"key\" \
+             AND idempotency_keys.response_status IS NULL",
+            rows.join(", ")
+        );
+        transaction
+            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
     }
     Ok(())

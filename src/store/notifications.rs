@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    QuerySelect, TransactionTrait, TryInsertResult,
 };
 use std::collections::HashSet;
 
@@ -238,36 +238,23 @@ impl Store {
         if notifications.is_empty() {
             return Ok(Vec::new());
         }
-        // Which of them exist already (a redelivered event): those are left alone.
-        let event_ids: Vec<&str> = notifications.iter().map(|n| n.event_id).collect();
-        let mut existing: HashSet<(String, String)> = HashSet::new();
-        for chunk in event_ids.chunks(ROWS_PER_STATEMENT_MAX) {
-            let rows: Vec<(String, String)> = notifications::Entity::find()
-                .select_only()
-                .column(notifications::Column::UserId)
-                .column(notifications::Column::EventId)
-                .filter(notifications::Column::EventId.is_in(chunk.iter().copied()))
-                .into_tuple()
-                .all(self.writer())
-                .await?;
-            existing.extend(rows);
-        }
-        let mut stored = Vec::with_capacity(notifications.len());
-        let mut notification_rows = Vec::new();
-        let mut delivery_rows = Vec::new();
+        // A notification already stored (a redelivered event, another node) is left alone:
+        // the insert skips it on the unique (user, event) key and returns what it did insert;
+        // only those get deliveries. One transaction, multi-row statements, no read first.
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        let mut rows = Vec::with_capacity(notifications.len());
+        let mut ids: Vec<Option<String>> = Vec::with_capacity(notifications.len());
         for notification in notifications {
             let key = (
                 notification.user.to_string(),
                 notification.event_id.to_owned(),
             );
-            // `insert` is false for one already stored, or seen earlier in this batch.
-            let new = existing.insert(key);
-            stored.push(new);
-            if !new {
+            if !seen.insert(key) {
+                ids.push(None);
                 continue;
             }
             let id = uuid::Uuid::now_v7().to_string();
-            notification_rows.push(notifications::ActiveModel {
+            rows.push(notifications::ActiveModel {
                 id: Set(id.clone()),
                 user_id: Set(notification.user.to_string()),
                 event_id: Set(notification.event_id.to_owned()),
@@ -276,6 +263,32 @@ impl Store {
                 body: Set(notification.body.clone()),
                 created_at: Set(now),
             });
+            ids.push(Some(id));
+        }
+        let transaction = self.writer().begin().await?;
+        let mut inserted: HashSet<String> = HashSet::with_capacity(rows.len());
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT_MAX).collect();
+            let result = notifications::Entity::insert_many(chunk)
+                .on_conflict_do_nothing_on([
+                    notifications::Column::UserId,
+                    notifications::Column::EventId,
+                ])
+                .exec_with_returning_keys(&transaction)
+                .await?;
+            if let TryInsertResult::Inserted(keys) = result {
+                inserted.extend(keys);
+            }
+        }
+        let mut stored = Vec::with_capacity(notifications.len());
+        let mut delivery_rows = Vec::new();
+        for (notification, id) in notifications.iter().zip(&ids) {
+            let Some(id) = id.as_ref().filter(|id| inserted.contains(*id)) else {
+                stored.push(false);
+                continue;
+            };
+            stored.push(true);
             delivery_rows.extend(notification.deliveries.iter().map(|(channel, status)| {
                 notification_deliveries::ActiveModel {
                     id: Set(uuid::Uuid::now_v7().to_string()),
@@ -289,17 +302,6 @@ impl Store {
                     provider_reference: Set(None),
                 }
             }));
-        }
-        // One transaction, multi-row inserts. A notification stored meanwhile by another node
-        // violates the unique (user, event) key: the whole batch rolls back and is retried,
-        // and the retry's check above leaves it alone.
-        let transaction = self.writer().begin().await?;
-        let mut rows = notification_rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT_MAX).collect();
-            notifications::Entity::insert_many(chunk)
-                .exec_without_returning(&transaction)
-                .await?;
         }
         let mut rows = delivery_rows.into_iter().peekable();
         while rows.peek().is_some() {
