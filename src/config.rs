@@ -11,8 +11,9 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://walleti.db?mode=rwc";
 
 /// Every `WALLETI_*` variable the application reads (checked by tests against docs/compose).
-pub const KNOWN_WALLETI_VARIABLES: [&str; 12] = [
+pub const KNOWN_WALLETI_VARIABLES: [&str; 13] = [
     "WALLETI_REDIS_STREAM",
+    "WALLETI_WALLET_IDLE_SECONDS",
     "WALLETI_HOLD_EXPIRY_SECONDS",
     "WALLETI_WEBHOOK_RETRY_SCHEDULE",
     "WALLETI_SMTP_FROM",
@@ -339,6 +340,12 @@ impl Settings {
             })?;
             settings.limits.reconcile_interval =
                 (seconds > 0).then(|| Duration::from_secs(seconds));
+        }
+        if let Some(seconds) = lookup("WALLETI_WALLET_IDLE_SECONDS") {
+            let seconds: u64 = seconds.parse().ok().filter(|s| *s > 0).with_context(|| {
+                format!("WALLETI_WALLET_IDLE_SECONDS={seconds} is not a positive number of seconds")
+            })?;
+            settings.limits.wallet.idle_timeout = Duration::from_secs(seconds);
         }
         if let Some(seconds) = lookup("WALLETI_HOLD_EXPIRY_SECONDS") {
             let seconds: u64 = seconds.parse().ok().filter(|s| *s > 0).with_context(|| {

@@ -25,6 +25,9 @@ const SETTLE_WAIT_MAX: Duration = Duration::from_secs(60);
 pub enum Mode {
     Uniform,
     Hot,
+    /// One operator credit to each account of `--accounts-file` (one id per line): opens as
+    /// many wallet actors as there are accounts, to measure the server's memory with them.
+    Credit,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -50,6 +53,9 @@ pub struct LoadgenArgs {
     /// Where the server's Prometheus metrics are (default: `{url}/metrics`).
     #[arg(long)]
     pub metrics_url: Option<String>,
+    /// Account ids, one per line, for `--mode credit`.
+    #[arg(long)]
+    pub accounts_file: Option<std::path::PathBuf>,
 }
 
 /// What the server and its database had done at one instant.
@@ -138,6 +144,9 @@ struct WorkerReport {
 }
 
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
+    if args.mode == Mode::Credit {
+        return run_credits(args).await;
+    }
     if args.users < 2 || args.concurrency == 0 {
         bail!("need at least 2 users and a concurrency of at least 1");
     }
@@ -192,6 +201,70 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     print_costs(before, after, total.completed);
     settle_pending(&client, &args.url, &users, &total.pending).await?;
     verify_conservation(&client, &args.url, &users, funded).await
+}
+
+/// `--mode credit`: one operator credit per listed account, `concurrency` at a time; then the
+/// server's RSS and live wallet actors.
+async fn run_credits(args: LoadgenArgs) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let path = args
+        .accounts_file
+        .as_ref()
+        .context("--mode credit needs --accounts-file")?;
+    let accounts: Vec<String> = std::fs::read_to_string(path)
+        .with_context(|| format!("read {}", path.display()))?
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let run_id: u32 = rand::random();
+    let metrics_url = args
+        .metrics_url
+        .clone()
+        .unwrap_or_else(|| format!("{}/metrics", args.url));
+    println!("crediting {} accounts ...", accounts.len());
+    let started = Instant::now();
+    let failures = futures_util::stream::iter(accounts.iter().enumerate())
+        .map(|(index, account)| {
+            let client = &client;
+            let args = &args;
+            async move {
+                post(
+                    client,
+                    &format!("{}/v1/admin/adjustments", args.url),
+                    Some(&args.admin_token),
+                    Some(&format!("loadgen-credit-{run_id}-{index}")),
+                    &json!({"account_id": account, "amount": 1, "currency": "usd", "reason": "loadgen credit"}),
+                )
+                .await
+                .is_err()
+            }
+        })
+        .buffer_unordered(args.concurrency.max(1))
+        .filter(|failed| futures_util::future::ready(*failed))
+        .count()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "credits: {} in {elapsed:.1}s ({:.0}/s), {failures} failed",
+        accounts.len(),
+        accounts.len() as f64 / elapsed
+    );
+    let metrics = client.get(&metrics_url).send().await?.text().await?;
+    for name in [
+        "process_resident_memory_bytes",
+        "walleti_actors_live{kind=\"wallet\"}",
+    ] {
+        if let Some(line) = metrics.lines().find(|line| line.starts_with(name)) {
+            println!("{line}");
+        }
+    }
+    Ok(())
 }
 
 async fn set_up_users(
@@ -251,7 +324,7 @@ async fn run_worker(
                         (from + random.random_range(1..users.len())) % users.len(),
                     )
                 }
-                Mode::Hot => (random.random_range(1..users.len()), 0),
+                Mode::Hot | Mode::Credit => (random.random_range(1..users.len()), 0),
             };
             (from, to, random.random_range(1..=TRANSFER_AMOUNT_MAX))
         };

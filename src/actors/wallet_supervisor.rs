@@ -203,13 +203,20 @@ async fn spawn_wallet(
     }
 }
 
-/// The handle through which HTTP handlers and sagas reach wallet actors.
+/// The handle through which HTTP handlers and sagas reach wallet actors. It remembers the
+/// actors it was given, so that an op for a live wallet goes straight to it rather than through
+/// the supervisor's mailbox (one actor every op would otherwise queue behind); a remembered
+/// actor that has stopped is forgotten and looked up again.
 #[derive(Clone)]
 pub struct Wallets {
     supervisor: ActorRef<SupervisorMsg>,
     call_timeout: Duration,
     metrics: Arc<Metrics>,
+    known: Arc<std::sync::Mutex<HashMap<AccountId, ActorRef<WalletMsg>>>>,
 }
+
+/// Remembered wallet actors at most; past it the memory is cleared (lookups refill it).
+const KNOWN_WALLETS_MAX: usize = 200_000;
 
 impl Wallets {
     pub fn new(
@@ -221,6 +228,7 @@ impl Wallets {
             supervisor,
             call_timeout,
             metrics,
+            known: Arc::default(),
         }
     }
 
@@ -300,6 +308,28 @@ impl Wallets {
     }
 
     async fn lookup(&self, account: AccountId) -> Result<ActorRef<WalletMsg>, WalletError> {
+        if let Ok(mut known) = self.known.lock()
+            && let Some(wallet) = known.get(&account)
+        {
+            if wallet.get_status() == ractor::ActorStatus::Running {
+                return Ok(wallet.clone());
+            }
+            known.remove(&account);
+        }
+        let wallet = self.lookup_through_supervisor(account).await?;
+        if let Ok(mut known) = self.known.lock() {
+            if known.len() >= KNOWN_WALLETS_MAX {
+                known.clear();
+            }
+            known.insert(account, wallet.clone());
+        }
+        Ok(wallet)
+    }
+
+    async fn lookup_through_supervisor(
+        &self,
+        account: AccountId,
+    ) -> Result<ActorRef<WalletMsg>, WalletError> {
         match self
             .supervisor
             .call(

@@ -288,14 +288,17 @@ pub fn respond((response, replayed): (JsonResponse, bool)) -> HttpResponse {
 /// the duplicate is answered from what it stored.
 #[derive(Debug, Clone, Default)]
 pub struct InFlightKeys {
-    keys: Arc<std::sync::Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>>,
+    keys: Arc<std::sync::Mutex<HashMap<(String, String), InFlightEntry>>>,
 }
+
+/// Locked by the request working on a key for as long as it works on it.
+type InFlightEntry = Arc<tokio::sync::Mutex<()>>;
 
 /// Held by the request working on a key; dropping it lets the duplicates go on.
 pub struct InFlightGuard {
     keys: InFlightKeys,
     scope: (String, String),
-    entry: Arc<tokio::sync::Mutex<()>>,
+    entry: InFlightEntry,
     _held: tokio::sync::OwnedMutexGuard<()>,
 }
 

@@ -291,3 +291,58 @@ async fn a_revoked_credential_is_refused_on_the_next_request() {
         let _ = ADMIN_TOKEN;
     }
 }
+
+#[tokio::test]
+async fn one_idempotency_key_sent_to_two_nodes_at_once_moves_money_once() {
+    for backend in backends() {
+        let database_url = crate::helpers::fresh_database(backend).await;
+        let first =
+            crate::helpers::spawn_app_with(crate::helpers::test_settings(&database_url)).await;
+        let second =
+            crate::helpers::spawn_app_with(crate::helpers::test_settings(&database_url)).await;
+        let ada = first.user("ada").await;
+        let bob = first.user("bob").await;
+        let cy = first.user("cy").await;
+        first.fund(&ada, 10_000).await;
+        first.fund(&cy, 10_000).await;
+
+        for round in 0..5 {
+            let key = format!("both-nodes-{round}");
+            // The same request on both nodes, while other transfers share the second node's
+            // group commits: only the duplicate that lost the claim may fail.
+            let (cy, bob_id, second) = (&cy, &bob.id, &second);
+            let others = (0..6).map(|index| async move {
+                let key = format!("other-{round}-{index}");
+                second.transfer(cy, bob_id, json!(1), &key).await
+            });
+            let (one, two, others) = tokio::join!(
+                first.transfer(&ada, &bob.id, json!(100), &key),
+                second.transfer(&ada, &bob.id, json!(100), &key),
+                join_all(others)
+            );
+            for reply in [&one, &two] {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::CREATED,
+                    "{backend:?}: {}",
+                    reply.text
+                );
+            }
+            assert_eq!(
+                one.text, two.text,
+                "{backend:?}: both nodes answer the same"
+            );
+            for reply in others {
+                assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+                assert_eq!(reply.body["status"], "completed");
+            }
+        }
+        assert_eq!(
+            first.balance(&ada).await,
+            (10_000 - 5 * 100, 0),
+            "{backend:?}: each key moved money once"
+        );
+        assert_eq!(first.balance(&bob).await, (5 * 100 + 5 * 6, 0));
+        assert_eq!(reconcile(&first).await["status"], "clean", "{backend:?}");
+    }
+}

@@ -341,7 +341,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_pays_nothing_twice() {
             .enumerate()
             .map(|(index, account)| (account.id.as_str(), index))
             .collect();
-        let mut expected = vec![FUNDING; USERS];
+        let mut expected = [FUNDING; USERS];
         for transfer in transfers.values() {
             if transfer["status"] == "completed" {
                 let amount = transfer["amount"].as_i64().expect("amount");
