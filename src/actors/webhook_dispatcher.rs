@@ -6,9 +6,14 @@
 //! A 2xx is success; anything else is retried on the configured schedule, every attempt
 //! recorded; when the schedule runs out the delivery fails and its endpoint is disabled with
 //! the reason. Delivery never touches money: a payment is final before its event exists.
+//! Endpoint URLs are the merchant's choice, so attempts connect only to public addresses
+//! (checked at connect time; `WALLETI_WEBHOOK_ALLOW_PRIVATE_NETWORKS` lifts it for
+//! development), and an attempt records a coarse error for the merchant ("timeout",
+//! "connection failed", "destination not allowed"): the cause chain goes to the log only.
 
 use crate::domain::{MerchantId, WebhookDeliveryId, signature};
 use crate::metrics::Metrics;
+use crate::providers::outbound::{DestinationRefused, Outbound, check_literal_host};
 use crate::store::Store;
 use crate::store::entities::{outbox, webhook_deliveries, webhook_endpoints};
 use crate::store::merchant_webhooks::{AttemptRecord, AttemptResult, MERCHANT_EVENT_TYPES};
@@ -22,8 +27,6 @@ pub const KIND: &str = "webhook_dispatcher";
 const DELIVERIES_PER_PASS_MAX: u64 = 64;
 /// One attempt waits this long for the merchant's answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The error text kept per attempt.
-const ERROR_LENGTH_MAX: usize = 500;
 
 pub struct DispatcherArgs {
     pub store: Store,
@@ -31,13 +34,17 @@ pub struct DispatcherArgs {
     /// Delays between failed attempts; its length + 1 is the number of scheduled attempts.
     pub retry_schedule: Vec<Duration>,
     pub interval: Duration,
+    /// TLS roots and timeouts shared by outbound clients.
+    pub outbound: Outbound,
+    /// Let endpoints reach loopback, private and other non-public addresses.
+    pub allow_private_networks: bool,
 }
 
 pub struct DispatcherState {
     store: Store,
     metrics: Arc<Metrics>,
     retry_schedule: Vec<Duration>,
-    http: reqwest::Client,
+    http: Sender,
     timer: Option<JoinHandle<()>>,
 }
 
@@ -69,10 +76,12 @@ impl Actor for WebhookDispatcher {
             store: args.store,
             metrics: args.metrics,
             retry_schedule: args.retry_schedule,
-            http: reqwest::Client::builder()
-                .timeout(ATTEMPT_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            http: Sender {
+                client: args
+                    .outbound
+                    .untrusted_client(ATTEMPT_TIMEOUT, args.allow_private_networks)?,
+                allow_private_networks: args.allow_private_networks,
+            },
             timer: Some(timer),
         })
     }
@@ -261,12 +270,35 @@ impl SendOutcome {
     }
 }
 
+/// The client for merchant endpoints and whether it may reach non-public addresses.
+#[derive(Clone)]
+struct Sender {
+    client: reqwest::Client,
+    allow_private_networks: bool,
+}
+
 async fn send(
-    http: &reqwest::Client,
+    http: &Sender,
     delivery: &webhook_deliveries::Model,
     endpoint: &webhook_endpoints::Model,
 ) -> SendOutcome {
     let at = chrono::Utc::now();
+    if !http.allow_private_networks {
+        // An IP-literal host never reaches the resolver, so it is checked here.
+        let refused = match reqwest::Url::parse(&endpoint.url) {
+            Ok(url) => check_literal_host(&url).is_err(),
+            Err(_) => true,
+        };
+        if refused {
+            tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint refused: not a public address");
+            return SendOutcome {
+                status_code: None,
+                error: Some(COARSE_REFUSED.to_owned()),
+                latency: Duration::ZERO,
+                at,
+            };
+        }
+    }
     let header = signature::sign(
         &endpoint.secret,
         at.timestamp(),
@@ -274,6 +306,7 @@ async fn send(
     );
     let started = Instant::now();
     let sent = http
+        .client
         .post(&endpoint.url)
         .header("Content-Type", "application/json")
         .header("Walleti-Signature", header)
@@ -293,12 +326,37 @@ async fn send(
                 at,
             }
         }
-        Err(error) => SendOutcome {
-            status_code: None,
-            error: Some(truncate(&error_chain(&error))),
-            latency,
-            at,
-        },
+        Err(error) => {
+            let chain = error_chain(&error);
+            tracing::info!(endpoint_id = %endpoint.id, error = %chain, "webhook attempt failed");
+            SendOutcome {
+                status_code: None,
+                error: Some(coarse_error(&error).to_owned()),
+                latency,
+                at,
+            }
+        }
+    }
+}
+
+const COARSE_REFUSED: &str = "destination not allowed";
+
+/// What a merchant may learn about a failed attempt: a category, never the cause chain (it
+/// would describe walleti's network to whoever picks the URL).
+fn coarse_error(error: &reqwest::Error) -> &'static str {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if cause.is::<DestinationRefused>() {
+            return COARSE_REFUSED;
+        }
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
     }
 }
 
@@ -312,10 +370,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn truncate(text: &str) -> String {
-    text.chars().take(ERROR_LENGTH_MAX).collect()
 }
 
 async fn record(

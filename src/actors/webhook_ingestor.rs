@@ -75,6 +75,10 @@ pub struct BankEventData {
     pub reference: String,
     pub amount: i64,
     pub currency: String,
+    /// The bank's own id of the payment (or payout), when the bank sends it: it must be the
+    /// one the bank gave walleti for this reference.
+    #[serde(default)]
+    pub payment_id: Option<String>,
 }
 
 /// How one event ended. `retry`: an infrastructure failure; the event stays unprocessed.
@@ -259,6 +263,9 @@ async fn process_bank(state: &IngestorState, row: &webhook_inbox::Model) -> Outc
         Ok(None) => return Outcome::with_detail("unknown_reference", event.data.reference.clone()),
         Err(error) => return Outcome::retry(error.to_string()),
     };
+    if let Err(outcome) = check_bank_onramp(&onramp, &event) {
+        return outcome;
+    }
     if onramp.status.is_terminal() {
         return Outcome::with_detail("already_final", onramp.status.as_str().to_owned());
     }
@@ -279,6 +286,32 @@ async fn process_bank(state: &IngestorState, row: &webhook_inbox::Model) -> Outc
         credit(state, &onramp, SystemAccount::BankClearing).await
     } else {
         fail(state, &onramp, "bank_declined").await
+    }
+}
+
+/// A bank event may only move an on-ramp the bank was asked to collect: a bank on-ramp
+/// with a bank payment, and (when the event names it) that very payment. Anything else, a
+/// Stripe on-ramp above all, credits nothing and is recorded as `provider_mismatch`.
+fn check_bank_onramp(onramp: &OnrampRecord, event: &BankEvent) -> Result<(), Outcome> {
+    if onramp.provider != OnrampProvider::Bank {
+        tracing::error!(onramp_id = %onramp.id, provider = onramp.provider.as_str(), "bank event for an on-ramp of another provider; not crediting");
+        return Err(Outcome::with_detail(
+            "provider_mismatch",
+            format!("on-ramp provider {}", onramp.provider.as_str()),
+        ));
+    }
+    let Some(bank_payment) = onramp.provider_reference.as_deref() else {
+        return Err(Outcome::with_detail(
+            "provider_mismatch",
+            "no bank payment was requested for this on-ramp".to_owned(),
+        ));
+    };
+    match event.data.payment_id.as_deref() {
+        Some(payment_id) if payment_id != bank_payment => Err(Outcome::with_detail(
+            "provider_mismatch",
+            format!("bank payment {payment_id}, on-ramp's {bank_payment}"),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -103,6 +103,7 @@ async fn a_bank_top_up_credits_the_wallet_once_from_bank_clearing() {
         let faults = app
             .client
             .post(format!("{}/bank-sim/api/faults", app.address))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
             .json(&json!({"duplicate": 2}))
             .send()
             .await
@@ -152,6 +153,7 @@ async fn a_bank_top_up_credits_the_wallet_once_from_bank_clearing() {
         let settlements = app
             .client
             .get(format!("{}/bank-sim/api/settlements", app.address))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
             .send()
             .await
             .expect("get");

@@ -198,6 +198,7 @@ async fn a_clean_ledger_is_reported_clean_and_each_seeded_discrepancy_is_found()
         // 4. The bank paid, but its webhook never arrived (delayed far beyond the test).
         app.client
             .post(format!("{}/bank-sim/api/faults", app.address))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
             .json(&json!({"delay_ms": 600_000}))
             .send()
             .await

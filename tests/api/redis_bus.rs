@@ -442,3 +442,66 @@ async fn a_poison_event_is_dead_lettered_after_the_bound_and_blocks_nothing() {
     .await;
     delete_keys(&client, vec![stream.clone(), dead_stream]).await;
 }
+
+/// Kills the password-protected Redis the test started, whatever happens to the test.
+struct RedisProcess(std::process::Child);
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn walleti_authenticates_to_a_redis_with_a_password() {
+    // CI has Redis installed when it sets the variable; a private server is started here.
+    if redis_url().is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let password = "test-redis-password-0123456789";
+    let _redis = RedisProcess(
+        std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--requirepass",
+                password,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server"),
+    );
+    let ready = |url: String| async move {
+        let mut settings = test_settings(&fresh_database(Backend::Sqlite).await);
+        settings.redis_url = Some(url);
+        let app = spawn_app_with(settings).await;
+        let mut status = StatusCode::SERVICE_UNAVAILABLE;
+        for _ in 0..100 {
+            status = app
+                .request(reqwest::Method::GET, "/ready", None, None, None)
+                .await
+                .status;
+            if status == StatusCode::OK {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        status
+    };
+    assert_eq!(
+        ready(format!("redis://:{password}@127.0.0.1:{port}")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        ready(format!("redis://:wrong-password@127.0.0.1:{port}")).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
