@@ -261,6 +261,7 @@ impl Application {
                     events: settings.redis_stream.clone(),
                 };
                 let consumers = spawn_stream_consumers(
+                    &store,
                     client,
                     &streams,
                     &notifier,
@@ -580,6 +581,7 @@ async fn spawn_ingestor(
 /// One consumer group per consumer of events (the notifier, the merchant webhook dispatcher),
 /// each read by a `StreamConsumer` named after this process.
 async fn spawn_stream_consumers(
+    store: &Store,
     client: &fred::clients::Client,
     streams: &StreamNames,
     notifier: &ActorRef<crate::actors::notifier::NotifierMsg>,
@@ -635,6 +637,7 @@ async fn spawn_stream_consumers(
             None,
             StreamConsumer,
             ConsumerArgs {
+                store: store.clone(),
                 group: Group {
                     client: client.clone(),
                     streams: streams.clone(),
