@@ -1,7 +1,10 @@
 //! `WebhookDispatcher`: signed outgoing webhooks to merchants' endpoints. It consumes outbox
 //! events (from the relay, at least once): each merchant event becomes one durable delivery per
-//! subscribed endpoint, and only then is the event acknowledged. On a timer it attempts the
-//! due deliveries, concurrently up to a bound, each one a POST of the event with
+//! subscribed endpoint, and only then is the event acknowledged. On a timer it starts the due
+//! deliveries as background tasks, so the actor itself never waits on a merchant: at most
+//! `ATTEMPTS_IN_FLIGHT_MAX` attempts at once, and at most `ENDPOINT_ATTEMPTS_IN_FLIGHT_MAX`
+//! to one endpoint (a slow merchant holds a few slots, never every one); each is a POST of
+//! the event with
 //! `Walleti-Signature: t=…,v1=…` (HMAC-SHA256 of `"{t}.{body}"` with the endpoint's secret).
 //! A 2xx is success; anything else is retried on the configured schedule, every attempt
 //! recorded; when the schedule runs out the delivery fails and its endpoint is disabled with
@@ -18,13 +21,16 @@ use crate::store::Store;
 use crate::store::entities::{outbox, webhook_deliveries, webhook_endpoints};
 use crate::store::merchant_webhooks::{AttemptRecord, AttemptResult, MERCHANT_EVENT_TYPES};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 pub const KIND: &str = "webhook_dispatcher";
-/// Deliveries attempted per pass, all at once.
-const DELIVERIES_PER_PASS_MAX: u64 = 64;
+/// Attempts in flight at once, over every endpoint.
+pub const ATTEMPTS_IN_FLIGHT_MAX: usize = 64;
+/// Attempts in flight at once to one endpoint.
+pub const ENDPOINT_ATTEMPTS_IN_FLIGHT_MAX: usize = 2;
 /// One attempt waits this long for the merchant's answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,9 +49,99 @@ pub struct DispatcherArgs {
 pub struct DispatcherState {
     store: Store,
     metrics: Arc<Metrics>,
+    attempts: Attempts,
+    timer: Option<JoinHandle<()>>,
+}
+
+/// What an attempt needs, shared by the actor and its attempt tasks.
+struct AttemptContext {
+    store: Store,
+    metrics: Arc<Metrics>,
     retry_schedule: Vec<Duration>,
     http: Sender,
-    timer: Option<JoinHandle<()>>,
+}
+
+/// Deliveries being attempted now, in total and per endpoint.
+#[derive(Default)]
+struct InFlight {
+    deliveries: HashSet<String>,
+    per_endpoint: HashMap<String, usize>,
+}
+
+/// The attempt tasks and their bounds; cheap to clone.
+#[derive(Clone)]
+struct Attempts {
+    context: Arc<AttemptContext>,
+    in_flight: Arc<Mutex<InFlight>>,
+}
+
+/// Holds a delivery's slot while it is attempted; frees it when dropped (even on a panic).
+struct Slot {
+    in_flight: Arc<Mutex<InFlight>>,
+    delivery: String,
+    endpoint: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut in_flight = lock(&self.in_flight);
+        in_flight.deliveries.remove(&self.delivery);
+        if let Some(count) = in_flight.per_endpoint.get_mut(&self.endpoint) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                in_flight.per_endpoint.remove(&self.endpoint);
+            }
+        }
+    }
+}
+
+fn lock(in_flight: &Mutex<InFlight>) -> std::sync::MutexGuard<'_, InFlight> {
+    // Plain bookkeeping: a panic while holding it leaves consistent enough data behind.
+    in_flight
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Attempts {
+    /// A slot for the delivery, unless it is in flight already or a bound is reached.
+    fn claim(&self, delivery: &str, endpoint: &str) -> Option<Slot> {
+        let mut in_flight = lock(&self.in_flight);
+        let endpoint_count = in_flight.per_endpoint.get(endpoint).copied().unwrap_or(0);
+        if in_flight.deliveries.len() >= ATTEMPTS_IN_FLIGHT_MAX
+            || endpoint_count >= ENDPOINT_ATTEMPTS_IN_FLIGHT_MAX
+            || in_flight.deliveries.contains(delivery)
+        {
+            return None;
+        }
+        in_flight.deliveries.insert(delivery.to_owned());
+        *in_flight
+            .per_endpoint
+            .entry(endpoint.to_owned())
+            .or_default() += 1;
+        debug_assert!(in_flight.deliveries.len() <= ATTEMPTS_IN_FLIGHT_MAX);
+        Some(Slot {
+            in_flight: Arc::clone(&self.in_flight),
+            delivery: delivery.to_owned(),
+            endpoint: endpoint.to_owned(),
+        })
+    }
+
+    /// (deliveries in flight, endpoints at their bound, free slots).
+    fn snapshot(&self) -> (Vec<String>, Vec<String>, usize) {
+        let in_flight = lock(&self.in_flight);
+        let saturated = in_flight
+            .per_endpoint
+            .iter()
+            .filter(|(_, count)| **count >= ENDPOINT_ATTEMPTS_IN_FLIGHT_MAX)
+            .map(|(endpoint, _)| endpoint.clone())
+            .collect();
+        let free = ATTEMPTS_IN_FLIGHT_MAX.saturating_sub(in_flight.deliveries.len());
+        (
+            in_flight.deliveries.iter().cloned().collect(),
+            saturated,
+            free,
+        )
+    }
 }
 
 pub enum DispatcherMsg {
@@ -72,15 +168,23 @@ impl Actor for WebhookDispatcher {
     ) -> Result<DispatcherState, ActorProcessingErr> {
         args.metrics.actors_live.with_label_values(&[KIND]).inc();
         let timer = myself.send_interval(args.interval, || DispatcherMsg::DeliverDue);
-        Ok(DispatcherState {
-            store: args.store,
-            metrics: args.metrics,
+        let context = AttemptContext {
+            store: args.store.clone(),
+            metrics: Arc::clone(&args.metrics),
             retry_schedule: args.retry_schedule,
             http: Sender {
                 client: args
                     .outbound
                     .untrusted_client(ATTEMPT_TIMEOUT, args.allow_private_networks)?,
                 allow_private_networks: args.allow_private_networks,
+            },
+        };
+        Ok(DispatcherState {
+            store: args.store,
+            metrics: args.metrics,
+            attempts: Attempts {
+                context: Arc::new(context),
+                in_flight: Arc::default(),
             },
             timer: Some(timer),
         })
@@ -129,7 +233,11 @@ impl Actor for WebhookDispatcher {
             }
             DispatcherMsg::DeliverDue => deliver_due(state).await,
             DispatcherMsg::Resend(id, reply) => {
-                let _ = reply.send(resend(state, id).await);
+                // The caller waits for the answer; the actor does not.
+                let context = Arc::clone(&state.attempts.context);
+                tokio::spawn(async move {
+                    let _ = reply.send(resend(&context, id).await);
+                });
             }
         }
         Ok(())
@@ -161,10 +269,16 @@ async fn fan_out(state: &DispatcherState, event: &outbox::Model) -> Result<usize
         .map_err(|error| error.to_string())
 }
 
+/// Starts the due deliveries that fit within the bounds, each as its own task; returns at
+/// once. A delivery in flight, or to an endpoint at its bound, waits for a later pass.
 async fn deliver_due(state: &DispatcherState) {
+    let (in_flight, saturated, free) = state.attempts.snapshot();
+    if free == 0 {
+        return;
+    }
     let due = match state
         .store
-        .due_webhook_deliveries(chrono::Utc::now(), DELIVERIES_PER_PASS_MAX)
+        .due_webhook_deliveries(chrono::Utc::now(), free as u64, &in_flight, &saturated)
         .await
     {
         Ok(due) => due,
@@ -173,45 +287,51 @@ async fn deliver_due(state: &DispatcherState) {
             return;
         }
     };
-    let mut attempts = JoinSet::new();
     for (delivery, endpoint) in due {
-        let http = state.http.clone();
-        attempts.spawn(async move {
-            let outcome = send(&http, &delivery, &endpoint).await;
-            (delivery, endpoint, outcome)
-        });
-    }
-    while let Some(joined) = attempts.join_next().await {
-        let Ok((delivery, endpoint, outcome)) = joined else {
+        let Some(slot) = state.attempts.claim(&delivery.id, &endpoint.id) else {
             continue;
         };
-        let attempt = delivery.attempts + 1;
-        let result = if outcome.succeeded() {
-            AttemptResult::Succeeded
-        } else {
-            match state
-                .retry_schedule
-                .get(usize::try_from(delivery.attempts).unwrap_or(usize::MAX))
-            {
-                Some(delay) => AttemptResult::RetryAt(
-                    outcome.at + chrono::Duration::from_std(*delay).unwrap_or_default(),
-                ),
-                None => AttemptResult::GaveUp(format!(
-                    "Disabled after {attempt} failed attempts to deliver {} ({}); last error: {}",
-                    delivery.event_type,
-                    delivery.event_id,
-                    outcome.describe()
-                )),
-            }
-        };
-        record(
-            state, &delivery, &endpoint, attempt, "schedule", &outcome, &result,
-        )
-        .await;
+        let context = Arc::clone(&state.attempts.context);
+        tokio::spawn(async move {
+            attempt_scheduled(&context, &delivery, &endpoint).await;
+            drop(slot);
+        });
     }
 }
 
-async fn resend(state: &DispatcherState, id: WebhookDeliveryId) -> Result<(), String> {
+/// One scheduled attempt: send, then record it with what comes next.
+async fn attempt_scheduled(
+    context: &AttemptContext,
+    delivery: &webhook_deliveries::Model,
+    endpoint: &webhook_endpoints::Model,
+) {
+    let outcome = send(&context.http, delivery, endpoint).await;
+    let attempt = delivery.attempts + 1;
+    let result = if outcome.succeeded() {
+        AttemptResult::Succeeded
+    } else {
+        match context
+            .retry_schedule
+            .get(usize::try_from(delivery.attempts).unwrap_or(usize::MAX))
+        {
+            Some(delay) => AttemptResult::RetryAt(
+                outcome.at + chrono::Duration::from_std(*delay).unwrap_or_default(),
+            ),
+            None => AttemptResult::GaveUp(format!(
+                "Disabled after {attempt} failed attempts to deliver {} ({}); last error: {}",
+                delivery.event_type,
+                delivery.event_id,
+                outcome.describe()
+            )),
+        }
+    };
+    record(
+        context, delivery, endpoint, attempt, "schedule", &outcome, &result,
+    )
+    .await;
+}
+
+async fn resend(state: &AttemptContext, id: WebhookDeliveryId) -> Result<(), String> {
     let delivery = state
         .store
         .find_webhook_delivery(id)
@@ -373,7 +493,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 async fn record(
-    state: &DispatcherState,
+    state: &AttemptContext,
     delivery: &webhook_deliveries::Model,
     endpoint: &webhook_endpoints::Model,
     attempt: i32,

@@ -139,6 +139,9 @@ pub struct UpdateWebhookEndpointRequest {
     pub status: Option<String>,
 }
 
+/// Endpoints one merchant may have: each one multiplies the deliveries of every event.
+pub const ENDPOINTS_PER_MERCHANT_MAX: u64 = 16;
+
 /// Manual re-sends per merchant: each one is an outbound request the merchant triggers.
 const RESEND_QUOTA: crate::config::Quota = crate::config::Quota {
     requests: 10,
@@ -291,6 +294,19 @@ pub async fn register(
     let url = parse_url(Fields(&object).required_str("url")?)?;
     check_destination(state, &url)?;
     let events = parse_events(object.get("events"))?;
+    if state
+        .store
+        .count_webhook_endpoints(merchant.merchant_id)
+        .await?
+        >= ENDPOINTS_PER_MERCHANT_MAX
+    {
+        return Err(ApiError::invalid_request(
+            "webhook_endpoints_limit_reached",
+            format!(
+                "A merchant may have at most {ENDPOINTS_PER_MERCHANT_MAX} webhook endpoints; update or disable one instead."
+            ),
+        ));
+    }
     let secret = generate_token("whsec");
     let endpoint = state
         .store

@@ -260,3 +260,100 @@ async fn merchant_endpoints_cannot_reach_walletis_own_network() {
     );
     assert_eq!(*hits.lock().expect("lock"), 0);
 }
+
+/// A plain HTTP endpoint on 127.0.0.1: answers 200 at once, or (`hang`) accepts connections
+/// and never answers. Returns (URL, connections accepted).
+async fn plain_receiver(hang: bool) -> (String, Arc<Mutex<usize>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted: Arc<Mutex<usize>> = Arc::default();
+    let counted = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            *counted.lock().expect("lock") += 1;
+            tokio::spawn(async move {
+                if hang {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                }
+                while read_request_body(&mut stream).await.is_some() {
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://127.0.0.1:{port}/hooks"), accepted)
+}
+
+#[tokio::test]
+async fn a_slow_merchant_holds_a_few_slots_and_delays_nobody_else() {
+    let app = fast_app(|_| {}).await;
+    let (slow_url, slow_connections) = plain_receiver(true).await;
+    let (fast_url, _) = plain_receiver(false).await;
+    let ada = app.user("ada").await;
+    app.fund(&ada, 100_000).await;
+    let slow = app.merchant("slow").await;
+    let fast = app.merchant("fast").await;
+    for (merchant, url) in [(&slow, &slow_url), (&fast, &fast_url)] {
+        let created = app
+            .post(
+                "/v1/webhook_endpoints",
+                Some(&merchant.key),
+                None,
+                &json!({"url": url, "events": ["payment_intent.succeeded"]}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    }
+    // Six events for the merchant whose endpoint never answers (each attempt hangs 10 s)...
+    for _ in 0..6 {
+        let intent = app.intent(&slow, 100, false).await;
+        let paid = app.confirm(&ada, intent["id"].as_str().expect("id")).await;
+        assert_eq!(paid.body["status"], "succeeded", "{}", paid.text);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...then one for another merchant: delivered at once, not after the slow attempts.
+    let started = std::time::Instant::now();
+    let intent = app.intent(&fast, 100, false).await;
+    let paid = app.confirm(&ada, intent["id"].as_str().expect("id")).await;
+    assert_eq!(paid.body["status"], "succeeded", "{}", paid.text);
+    let endpoints = app.get("/v1/webhook_endpoints", &fast.key).await;
+    let endpoint = endpoints.body["data"][0]["id"]
+        .as_str()
+        .expect("endpoint")
+        .to_owned();
+    let delivery = attempted_delivery(&app, &fast.key, &endpoint).await;
+    assert_eq!(delivery["status"], "succeeded", "{delivery}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the fast merchant waited {:?}",
+        started.elapsed()
+    );
+    let held = *slow_connections.lock().expect("lock");
+    assert!(
+        (1..=walleti::actors::webhook_dispatcher::ENDPOINT_ATTEMPTS_IN_FLIGHT_MAX).contains(&held),
+        "the slow endpoint holds {held} attempts at once"
+    );
+    // A merchant's endpoints are bounded.
+    let limit = walleti::http::webhook_endpoints::ENDPOINTS_PER_MERCHANT_MAX;
+    let mut last = None;
+    for _ in 1..=limit {
+        last = Some(
+            app.post(
+                "/v1/webhook_endpoints",
+                Some(&fast.key),
+                None,
+                &json!({"url": fast_url, "events": ["*"]}),
+            )
+            .await,
+        );
+    }
+    let last = last.expect("a reply");
+    assert_eq!(last.status, StatusCode::BAD_REQUEST, "{}", last.text);
+    assert_eq!(last.code(), "webhook_endpoints_limit_reached");
+}
