@@ -338,7 +338,20 @@ async fn settle_payout(state: &IngestorState, event: &BankEvent) -> Outcome {
             tracing::error!(%payout_id, %detail, "bank payout event does not match the payout");
             return Outcome::with_detail("amount_mismatch", detail);
         }
-        Ok(_) => {}
+        Ok(Some(payout)) => {
+            // The bank's payout id, when the event names it, must be the one the bank gave.
+            let named = event.data.payment_id.as_deref();
+            let recorded = payout.bank_reference.as_deref();
+            if let (Some(named), Some(recorded)) = (named, recorded)
+                && named != recorded
+            {
+                return Outcome::with_detail(
+                    "provider_mismatch",
+                    format!("bank payout {named}, payout's {recorded}"),
+                );
+            }
+        }
+        Ok(None) => {}
         Err(error) => return Outcome::retry(error.to_string()),
     }
     match payments

@@ -373,3 +373,87 @@ async fn metrics_label_methods_from_a_fixed_set_and_can_move_to_their_own_addres
     assert!(!text.contains("WALLETIPROBE"));
     assert!(text.contains("method=\"other\""), "{text}");
 }
+
+async fn wait_for(app: &TestApp, token: &str, path: &str, status: &str) -> Value {
+    for _ in 0..400 {
+        let read = app.get(path, token).await;
+        if read.body["status"] == status {
+            return read.body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{path} never became {status}");
+}
+
+#[tokio::test]
+async fn a_bank_event_naming_another_bank_payout_settles_nothing() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let ada = app.user("ada").await;
+    app.fund(&ada, 5_000).await;
+    let (status, _) = post_json(
+        &app.client,
+        &format!("{}/bank-sim/api/faults", app.address),
+        Some(ADMIN_TOKEN),
+        &json!({"payouts": "manual"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let payout = app
+        .post(
+            "/v1/payouts",
+            Some(&ada.token),
+            Some("payout-1"),
+            &json!({"amount": 2_000, "currency": "usd"}),
+        )
+        .await;
+    assert_eq!(payout.status, StatusCode::CREATED, "{}", payout.text);
+    let id = payout.body["id"].as_str().expect("id").to_owned();
+    wait_for(&app, &ada.token, &format!("/v1/payouts/{id}"), "in_transit").await;
+
+    // Signed with the bank's secret, right reference and amount, another bank payout.
+    let body = json!({
+        "id": "evt_other_payout", "type": "payout.failed",
+        "created": chrono::Utc::now().timestamp(),
+        "data": {"reference": id, "amount": 2_000, "currency": "usd", "payment_id": "po_someone_elses"},
+    })
+    .to_string();
+    let signed = walleti::domain::signature::sign(
+        BANK_SECRET,
+        chrono::Utc::now().timestamp(),
+        body.as_bytes(),
+    );
+    let sent = app
+        .client
+        .post(format!("{}/webhooks/bank", app.address))
+        .header("Walleti-Signature", signed)
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(sent.status(), StatusCode::OK);
+    let database = sea_orm::Database::connect(app.database_url.as_str())
+        .await
+        .expect("connect");
+    let mut outcome = None;
+    for _ in 0..200 {
+        use sea_orm::EntityTrait;
+        outcome = walleti::store::entities::webhook_inbox::Entity::find()
+            .all(&database)
+            .await
+            .expect("inbox")
+            .into_iter()
+            .find_map(|row| row.outcome);
+        if outcome.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(outcome.as_deref(), Some("provider_mismatch"));
+    assert_eq!(
+        app.balance(&ada).await,
+        (3_000, 2_000),
+        "still locked, not released"
+    );
+    let read = app.get(&format!("/v1/payouts/{id}"), &ada.token).await;
+    assert_eq!(read.body["status"], "in_transit");
+}
