@@ -333,23 +333,7 @@ impl Application {
             metrics_on_main: settings.metrics_bind.is_none(),
         });
         let port = listener.local_addr()?.port();
-        let (metrics_server, metrics_port) = match settings.metrics_bind {
-            Some(bind) => {
-                let metrics_listener = TcpListener::bind(bind)
-                    .with_context(|| format!("bind WALLETI_METRICS_BIND {bind}"))?;
-                let metrics_port = metrics_listener.local_addr()?.port();
-                let metrics_state = state.clone();
-                let server =
-                    HttpServer::new(move || http::metrics_application(metrics_state.clone()))
-                        .listen(metrics_listener)?
-                        .workers(1)
-                        .disable_signals()
-                        .run();
-                tracing::info!(address = %bind, "metrics served on their own address");
-                (Some(server), Some(metrics_port))
-            }
-            None => (None, None),
-        };
+        let (metrics_server, metrics_port) = metrics_server(&settings, &state)?;
         let server_state = state.clone();
         let server = HttpServer::new(move || http::application(server_state.clone()))
             .listen(listener)?
@@ -452,6 +436,27 @@ impl RunningApplication {
         self.supervisor.stop(None);
         let _ = self.serving.await;
     }
+}
+
+/// `/metrics` on its own address when `WALLETI_METRICS_BIND` is set: (server, port).
+fn metrics_server(
+    settings: &Settings,
+    state: &web::Data<AppState>,
+) -> anyhow::Result<(Option<actix_web::dev::Server>, Option<u16>)> {
+    let Some(bind) = settings.metrics_bind else {
+        return Ok((None, None));
+    };
+    let listener =
+        TcpListener::bind(bind).with_context(|| format!("bind WALLETI_METRICS_BIND {bind}"))?;
+    let port = listener.local_addr()?.port();
+    let state = state.clone();
+    let server = HttpServer::new(move || http::metrics_application(state.clone()))
+        .listen(listener)?
+        .workers(1)
+        .disable_signals()
+        .run();
+    tracing::info!(address = %bind, "metrics served on their own address");
+    Ok((Some(server), Some(port)))
 }
 
 /// The bank walleti talks to: the configured one (`WALLETI_BANK_URL`), else the development
