@@ -267,6 +267,7 @@ pub fn application(
         })
         .configure(webapp::routes)
         .default_service(web::to(unmatched))
+        .wrap(security_headers())
         .wrap_fn(move |request, service| {
             let route = request
                 .match_pattern()
@@ -302,6 +303,17 @@ pub fn application(
                 Ok(response)
             }
         })
+}
+
+/// Headers on every answer: no page of walleti may be framed by another site (a payment
+/// confirmation under someone else's overlay), no content type is guessed, and no URL leaks
+/// to other sites through `Referer`. A handler's own header wins.
+fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add(("Content-Security-Policy", "frame-ancestors 'none'"))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Referrer-Policy", "same-origin"))
 }
 
 /// The HTTP method as a metric label: one of a fixed set, so a client inventing methods

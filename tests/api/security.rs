@@ -457,3 +457,28 @@ async fn a_bank_event_naming_another_bank_payout_settles_nothing() {
     let read = app.get(&format!("/v1/payouts/{id}"), &ada.token).await;
     assert_eq!(read.body["status"], "in_transit");
 }
+
+#[tokio::test]
+async fn pages_cannot_be_framed_by_other_sites() {
+    let app = spawn_app(Backend::Sqlite).await;
+    for path in ["/app/login", "/merchant", "/v1/me"] {
+        let reply = app
+            .request(reqwest::Method::GET, path, None, None, None)
+            .await;
+        let header = |name: &str| {
+            reply
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert!(
+            header("content-security-policy").contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("referrer-policy"), "same-origin", "{path}");
+    }
+}
