@@ -241,6 +241,7 @@ pub fn application(
     let metrics = Arc::clone(&state.metrics);
     let bank_simulator = state.bank_simulator.clone();
     let metrics_on_main = state.metrics_on_main;
+    let served_over_tls = state.public_url.starts_with("https://");
     actix_web::App::new()
         .app_data(state)
         .configure(move |config| {
@@ -267,7 +268,7 @@ pub fn application(
         })
         .configure(webapp::routes)
         .default_service(web::to(unmatched))
-        .wrap(security_headers())
+        .wrap(security_headers(served_over_tls))
         .wrap_fn(move |request, service| {
             let route = request
                 .match_pattern()
@@ -307,14 +308,23 @@ pub fn application(
 
 /// Headers on every answer: no page of walleti may be framed by another site (a payment
 /// confirmation under someone else's overlay), no content type is guessed, and no URL leaks
-/// to other sites through `Referer`. A handler's own header wins.
-fn security_headers() -> actix_web::middleware::DefaultHeaders {
-    actix_web::middleware::DefaultHeaders::new()
+/// to other sites through `Referer`; served over TLS, browsers are told to keep to it. A
+/// handler's own header wins.
+fn security_headers(served_over_tls: bool) -> actix_web::middleware::DefaultHeaders {
+    let headers = actix_web::middleware::DefaultHeaders::new()
         .add(("Content-Security-Policy", "frame-ancestors 'none'"))
         .add(("X-Frame-Options", "DENY"))
         .add(("X-Content-Type-Options", "nosniff"))
-        .add(("Referrer-Policy", "same-origin"))
+        .add(("Referrer-Policy", "same-origin"));
+    if served_over_tls {
+        headers.add(("Strict-Transport-Security", HSTS_VALUE))
+    } else {
+        headers
+    }
 }
+
+/// One year, subdomains excluded (walleti does not own its parent domain's other hosts).
+const HSTS_VALUE: &str = "max-age=31536000";
 
 /// The HTTP method as a metric label: one of a fixed set, so a client inventing methods
 /// cannot grow the metric families without bound.

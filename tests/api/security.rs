@@ -480,5 +480,24 @@ async fn pages_cannot_be_framed_by_other_sites() {
         );
         assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
         assert_eq!(header("referrer-policy"), "same-origin", "{path}");
+        assert_eq!(
+            header("strict-transport-security"),
+            "",
+            "not over plain HTTP"
+        );
     }
+    // Served at an https public URL, browsers are told to stay on TLS.
+    let mut settings = test_settings(&fresh_database(Backend::Sqlite).await);
+    settings.public_url = Some("https://pay.example.com".to_owned());
+    let published = spawn_app_with(settings).await;
+    let reply = published
+        .request(reqwest::Method::GET, "/app/login", None, None, None)
+        .await;
+    assert_eq!(
+        reply
+            .headers
+            .get("strict-transport-security")
+            .and_then(|value| value.to_str().ok()),
+        Some("max-age=31536000")
+    );
 }
