@@ -35,6 +35,35 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
+/// How long a stopping walleti lets the requests in flight finish.
+pub const SHUTDOWN_GRACE_SECONDS: u64 = 30;
+/// How long a stopping walleti waits for each actor to finish its current message.
+const ACTOR_STOP_WAIT_SECONDS: u64 = 10;
+
+/// Resolves on Ctrl-C or SIGTERM (what `docker stop` and service managers send); says which.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "interrupt",
+                _ = terminate.recv() => "terminate",
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+                "interrupt"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "interrupt"
+    }
+}
+
 /// A built application, bound to its port but not yet serving.
 pub struct Application {
     bank_ingestor: ActorRef<IngestorMsg>,
@@ -336,6 +365,7 @@ impl Application {
         let (metrics_server, metrics_port) = metrics_server(&settings, &state)?;
         let server_state = state.clone();
         let server = HttpServer::new(move || http::application(server_state.clone()))
+            .shutdown_timeout(SHUTDOWN_GRACE_SECONDS)
             .listen(listener)?
             .disable_signals()
             .run();
@@ -365,28 +395,50 @@ impl Application {
         let serving = tokio::spawn(self.server);
         tokio::select! {
             result = serving => result??,
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("shutting down");
+            signal = shutdown_signal() => {
+                // Stop accepting; requests in flight finish (up to SHUTDOWN_GRACE_SECONDS).
+                tracing::info!(signal, "shutting down: finishing the requests in flight");
                 handle.stop(true).await;
             }
         }
         if let Some(metrics) = metrics_handle {
             metrics.stop(true).await;
         }
+        // Producers of work first, then the consumers, then the wallets, each after the
+        // message it is handling. Whatever is left unfinished (a saga past its request's
+        // wait, an unpublished event) is durable and resumed at the next start.
         self.resumer.abort();
-        self.bank_ingestor.stop(None);
-        if let Some(ingestor) = &self.state.stripe_ingestor {
-            ingestor.stop(None);
+        let mut actors: Vec<ractor::ActorCell> = vec![self.bank_ingestor.get_cell()];
+        actors.extend(
+            self.state
+                .stripe_ingestor
+                .iter()
+                .map(|actor| actor.get_cell()),
+        );
+        actors.push(self.state.reconciler.get_cell());
+        actors.push(self.state.hold_keeper.get_cell());
+        actors.push(self.state.outbox_relay.get_cell());
+        actors.extend(
+            self.state
+                .stream_consumers
+                .iter()
+                .map(|actor| actor.get_cell()),
+        );
+        actors.push(self.state.webhook_dispatcher.get_cell());
+        actors.push(self.state.notifier.get_cell());
+        actors.push(self.supervisor.get_cell());
+        for actor in actors {
+            let stopped = actor
+                .stop_and_wait(
+                    None,
+                    Some(std::time::Duration::from_secs(ACTOR_STOP_WAIT_SECONDS)),
+                )
+                .await;
+            if let Err(error) = stopped {
+                tracing::warn!(actor = ?actor.get_name(), %error, "actor did not stop in time");
+            }
         }
-        self.state.reconciler.stop(None);
-        self.state.hold_keeper.stop(None);
-        self.state.webhook_dispatcher.stop(None);
-        for consumer in &self.state.stream_consumers {
-            consumer.stop(None);
-        }
-        self.state.outbox_relay.stop(None);
-        self.state.notifier.stop(None);
-        self.supervisor.stop(None);
+        tracing::info!("walleti stopped");
         Ok(())
     }
 
