@@ -83,7 +83,8 @@ pub struct ApiDoc;
 /// Answers any route can give, added where a route's own list lacks them, so the document
 /// lists every status the server returns: 503 wherever the database (or an actor) is asked;
 /// 401 and 403 wherever credentials are needed (none, or a token of the wrong role); 400
-/// wherever a body is read (malformed JSON).
+/// wherever a body, a query or a header is read (malformed JSON, a bad `limit`, a missing
+/// `Idempotency-Key`).
 struct CommonResponses;
 
 /// Routes that answer without a dependency.
@@ -132,7 +133,14 @@ impl utoipa::Modify for CommonResponses {
                         .entry("403".to_owned())
                         .or_insert_with(|| error("Credentials of the wrong role"));
                 }
-                if operation.request_body.is_some() {
+                let reads_input = operation.request_body.is_some()
+                    || operation.parameters.iter().flatten().any(|parameter| {
+                        !matches!(
+                            parameter.parameter_in,
+                            utoipa::openapi::path::ParameterIn::Path
+                        )
+                    });
+                if reads_input {
                     responses
                         .entry("400".to_owned())
                         .or_insert_with(|| error("Malformed or invalid body"));
