@@ -84,8 +84,16 @@ pub struct ApiDoc;
 /// lists every status the server returns: 503 wherever the database (or an actor) is asked;
 /// 401 and 403 wherever credentials are needed (none, or a token of the wrong role); 400
 /// wherever a body, a query or a header is read (malformed JSON, a bad `limit`, a missing
-/// `Idempotency-Key`).
+/// `Idempotency-Key`); 429 wherever a rate limit applies.
 struct CommonResponses;
+
+/// Rate-limited routes without an `Idempotency-Key` (every route with one moves money and is
+/// rate limited too).
+const RATE_LIMITED_PATHS: [&str; 3] = [
+    "/v1/sessions",
+    "/v1/merchants/sessions",
+    "/v1/webhook_deliveries/{id}/resend",
+];
 
 /// Routes that answer without a dependency.
 const DEPENDENCY_FREE_PATHS: [&str; 3] = ["/health", "/metrics", "/openapi.json"];
@@ -108,14 +116,29 @@ impl utoipa::Modify for CommonResponses {
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.delete,
-                &mut item.patch,
+                ("get", &mut item.get),
+                ("post", &mut item.post),
+                ("put", &mut item.put),
+                ("delete", &mut item.delete),
+                ("patch", &mut item.patch),
             ];
-            for operation in operations.into_iter().flatten() {
+            let post_limited = RATE_LIMITED_PATHS.contains(&path.as_str());
+            for (method, operation) in operations {
+                let Some(operation) = operation else {
+                    continue;
+                };
+                let moves_money = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|parameter| parameter.name.eq_ignore_ascii_case("Idempotency-Key"));
+                let rate_limited = moves_money || (post_limited && method == "post");
                 let responses = &mut operation.responses.responses;
+                if rate_limited {
+                    responses
+                        .entry("429".to_owned())
+                        .or_insert_with(|| error("Rate limited; retry after Retry-After seconds"));
+                }
                 if !DEPENDENCY_FREE_PATHS.contains(&path.as_str()) {
                     responses.entry("503".to_owned()).or_insert_with(|| {
                         error("A dependency is unavailable or timed out; retry later")
@@ -231,6 +254,9 @@ mod tests {
         assert!(statuses("/v1/refunds", "post").contains(&"403".to_owned()));
         assert!(statuses("/v1/sessions", "post").contains(&"400".to_owned()));
         assert!(statuses("/v1/merchants/sessions", "post").contains(&"400".to_owned()));
+        assert!(statuses("/v1/sessions", "post").contains(&"429".to_owned()));
+        assert!(statuses("/v1/transfers", "post").contains(&"429".to_owned()));
+        assert!(!statuses("/v1/transfers", "get").contains(&"429".to_owned()));
         // A database outage is a 503 everywhere the database is asked.
         for (path, item) in &document.paths.paths {
             for operation in [&item.get, &item.post, &item.put, &item.delete]
