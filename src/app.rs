@@ -197,6 +197,8 @@ impl Application {
                 payments: payments.clone(),
                 metrics: Arc::clone(&metrics),
                 interval: settings.limits.hold_keeper_interval,
+                bank_poll_after: settings.limits.bank_poll_after,
+                bank_poll_interval: settings.limits.bank_poll_interval,
             },
         )
         .await

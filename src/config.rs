@@ -289,6 +289,10 @@ pub struct Limits {
     pub hold_keeper_interval: Duration,
     /// The merchant webhook dispatcher looks for due deliveries this often.
     pub webhook_dispatch_interval: Duration,
+    /// A bank top-up or payout without the bank's webhook for this long is asked about.
+    pub bank_poll_after: Duration,
+    /// The bank is asked about such top-ups and payouts at most this often.
+    pub bank_poll_interval: Duration,
 }
 
 impl Default for Limits {
@@ -321,6 +325,8 @@ impl Default for Limits {
             hold_lifetime: Duration::from_secs(7 * 24 * 3600),
             hold_keeper_interval: Duration::from_secs(5),
             webhook_dispatch_interval: Duration::from_secs(1),
+            bank_poll_after: Duration::from_secs(600),
+            bank_poll_interval: Duration::from_secs(60),
         }
     }
 }

@@ -79,6 +79,19 @@ pub struct BankPayout {
     pub id: String,
 }
 
+/// What the bank says about one payment or payout now (`GET /api/payments/{id}`,
+/// `GET /api/payouts/{id}`): `status` is `pending`, `approved` / `declined` (payments) or
+/// `paid` / `failed` (payouts).
+#[derive(Debug, Clone, Deserialize)]
+pub struct BankRecord {
+    pub id: String,
+    /// walleti's on-ramp or payout id.
+    pub reference: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+}
+
 impl BankClient {
     pub fn new(
         base_url: &str,
@@ -145,6 +158,21 @@ impl BankClient {
             return Err(BankError::Refused(format!(
                 "{status}: {}",
                 response.text().await.unwrap_or_default()
+            )));
+        }
+        Ok(response.json().await?)
+    }
+
+    /// The bank's record of a payment (`kind` = `payments`) or payout (`payouts`).
+    pub async fn record(&self, kind: &str, id: &str) -> Result<BankRecord, BankError> {
+        let response = self
+            .request(reqwest::Method::GET, &format!("/api/{kind}/{id}"))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(BankError::Refused(format!(
+                "{kind} {id}: {}",
+                response.status()
             )));
         }
         Ok(response.json().await?)
