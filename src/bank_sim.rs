@@ -459,6 +459,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/api/payouts/{id}/fail", web::post().to(fail_payout))
         .route("/api/faults", web::post().to(set_faults))
         .route("/api/settlements", web::get().to(settlements))
+        .route("/api/payout_settlements", web::get().to(payout_settlements))
         .route("/pay/{id}", web::get().to(payment_page))
         .route("/pay/{id}/approve", web::post().to(approve_form))
         .route("/pay/{id}/decline", web::post().to(decline_form));
@@ -684,6 +685,30 @@ async fn settlements(simulator: web::Data<BankSimulator>, request: HttpRequest) 
             serde_json::json!({
                 "payment_id": payment.id, "reference": payment.reference, "amount": payment.amount,
                 "currency": payment.currency, "paid_at": payment.decided_at,
+            })
+        })
+        .collect();
+    paid.sort_by(|a, b| a["payment_id"].as_str().cmp(&b["payment_id"].as_str()));
+    HttpResponse::Ok().json(serde_json::json!({"object": "list", "data": paid, "has_more": false}))
+}
+
+/// What the bank paid out: every paid payout.
+async fn payout_settlements(
+    simulator: web::Data<BankSimulator>,
+    request: HttpRequest,
+) -> HttpResponse {
+    if let Some(refusal) = simulator.refuse_without_api_token(&request) {
+        return refusal;
+    }
+    let state = simulator.lock();
+    let mut paid: Vec<_> = state
+        .payouts
+        .values()
+        .filter(|payout| payout.status == PayoutStatus::Paid)
+        .map(|payout| {
+            serde_json::json!({
+                "payment_id": payout.id, "reference": payout.reference, "amount": payout.amount,
+                "currency": payout.currency, "paid_at": payout.decided_at,
             })
         })
         .collect();

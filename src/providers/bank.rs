@@ -180,15 +180,18 @@ impl BankClient {
 
     /// The bank's settlement statement: every payment it paid.
     pub async fn settlements(&self) -> Result<Vec<Settlement>, BankError> {
-        let response = self
-            .request(reqwest::Method::GET, "/api/settlements")
-            .send()
-            .await?;
+        self.statement("/api/settlements").await
+    }
+
+    /// The bank's payout statement: every payout it paid (`reference`: the payout id).
+    pub async fn payout_settlements(&self) -> Result<Vec<Settlement>, BankError> {
+        self.statement("/api/payout_settlements").await
+    }
+
+    async fn statement(&self, path: &str) -> Result<Vec<Settlement>, BankError> {
+        let response = self.request(reqwest::Method::GET, path).send().await?;
         if !response.status().is_success() {
-            return Err(BankError::Refused(format!(
-                "settlements: {}",
-                response.status()
-            )));
+            return Err(BankError::Refused(format!("{path}: {}", response.status())));
         }
         Ok(response.json::<SettlementList>().await?.data)
     }
