@@ -13,7 +13,9 @@ use crate::actors::transfers::Transfers;
 use crate::actors::wallet_supervisor::{SupervisorArgs, SupervisorMsg, WalletSupervisor, Wallets};
 use crate::actors::webhook_dispatcher::{DispatcherArgs, WebhookDispatcher};
 use crate::actors::webhook_ingestor::{IngestorArgs, IngestorMsg, WebhookIngestor};
-use crate::bank_sim::BankSimulator;
+use crate::bank_sim::{
+    BankSimulator, ReferenceCheck, ReferenceClaim, ReferenceKind, SimulatorSettings,
+};
 use crate::bus::EventBus;
 use crate::bus::redis::{Group, RedisBus, StreamNames};
 use crate::bus::revocations::Revocations;
@@ -23,6 +25,7 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::providers::bank::BankClient;
 use crate::providers::email::Mailer;
+use crate::providers::outbound::Outbound;
 use crate::providers::push::Fcm;
 use crate::providers::sms::Twilio;
 use crate::providers::stripe::StripeCheckout;
@@ -35,9 +38,41 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
+/// How long a stopping walleti lets the requests in flight finish.
+pub const SHUTDOWN_GRACE_SECONDS: u64 = 30;
+/// How long a stopping walleti waits for each actor to finish its current message.
+const ACTOR_STOP_WAIT_SECONDS: u64 = 10;
+
+/// Resolves on Ctrl-C or SIGTERM (what `docker stop` and service managers send); says which.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "interrupt",
+                _ = terminate.recv() => "terminate",
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+                "interrupt"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "interrupt"
+    }
+}
+
 /// A built application, bound to its port but not yet serving.
 pub struct Application {
     bank_ingestor: ActorRef<IngestorMsg>,
+    /// `/metrics` on `WALLETI_METRICS_BIND`, when set.
+    metrics_server: Option<actix_web::dev::Server>,
+    metrics_port: Option<u16>,
     port: u16,
     server: actix_web::dev::Server,
     state: web::Data<AppState>,
@@ -49,6 +84,9 @@ pub struct Application {
 pub struct RunningApplication {
     bank_ingestor: ActorRef<IngestorMsg>,
     pub port: u16,
+    /// The port of `/metrics` when it has its own address.
+    pub metrics_port: Option<u16>,
+    metrics_server: Option<ServerHandle>,
     pub state: web::Data<AppState>,
     server: ServerHandle,
     supervisor: ActorRef<SupervisorMsg>,
@@ -151,19 +189,9 @@ impl Application {
             ),
             None => None,
         };
-        let (bank_url, bank_simulator) = match &settings.bank_url {
-            Some(url) => (url.clone(), None),
-            None => {
-                let url = format!("{public_url}/bank-sim");
-                let secret = settings
-                    .bank_webhook_secrets
-                    .first()
-                    .cloned()
-                    .unwrap_or_default();
-                (url.clone(), Some(BankSimulator::new(url, secret)))
-            }
-        };
-        let bank = BankClient::new(&bank_url);
+        let outbound = Outbound::from_extra_ca_file(settings.extra_ca_certs.as_deref())?;
+        let bound = listener.local_addr().context("read the bound address")?;
+        let (bank, bank_simulator) = build_bank(&settings, &store, &public_url, bound, &outbound)?;
         let payments = Payments {
             sagas: sagas.clone(),
             bank: bank.clone(),
@@ -189,6 +217,8 @@ impl Application {
                 payments: payments.clone(),
                 metrics: Arc::clone(&metrics),
                 interval: settings.limits.hold_keeper_interval,
+                bank_poll_after: settings.limits.bank_poll_after,
+                bank_poll_interval: settings.limits.bank_poll_interval,
             },
         )
         .await
@@ -200,7 +230,7 @@ impl Application {
                 context: ReconcilerContext {
                     store: store.clone(),
                     metrics: Arc::clone(&metrics),
-                    bank: Some(bank.clone()),
+                    bank: bank.clone(),
                     stripe: stripe.clone(),
                     sagas: Some(sagas.clone()),
                     saga_stale_after: settings.limits.saga_stale_after,
@@ -210,15 +240,19 @@ impl Application {
         )
         .await
         .context("start reconciler")?;
-        let twilio = settings.twilio.as_ref().map(|twilio| {
-            Twilio::new(
-                &twilio.api_base,
-                &twilio.account_sid,
-                &twilio.auth_token,
-                &twilio.from,
-                format!("{public_url}/webhooks/twilio/status"),
-            )
-        });
+        let twilio = match settings.twilio.as_ref() {
+            Some(twilio) => Some(
+                Twilio::new(
+                    &twilio.api_base,
+                    &twilio.account_sid,
+                    &twilio.auth_token,
+                    &twilio.from,
+                    format!("{public_url}/webhooks/twilio/status"),
+                )
+                .with_outbound(&outbound)?,
+            ),
+            None => None,
+        };
         let (notifier, _) = Actor::spawn(
             None,
             Notifier,
@@ -241,6 +275,7 @@ impl Application {
                             &fcm.api_base,
                             fcm.token_url.as_deref(),
                         )
+                        .and_then(|fcm| fcm.with_outbound(&outbound))
                         .context("configure FCM")?,
                     )),
                     None => None,
@@ -258,6 +293,8 @@ impl Application {
                 metrics: Arc::clone(&metrics),
                 retry_schedule: settings.webhook_retry_schedule.clone(),
                 interval: settings.limits.webhook_dispatch_interval,
+                outbound: outbound.clone(),
+                allow_private_networks: settings.webhook_allow_private_networks,
             },
         )
         .await
@@ -282,6 +319,7 @@ impl Application {
                     events: settings.redis_stream.clone(),
                 };
                 let consumers = spawn_stream_consumers(
+                    &store,
                     client,
                     &streams,
                     &notifier,
@@ -358,15 +396,21 @@ impl Application {
                 .stripe
                 .as_ref()
                 .and_then(|stripe| stripe.webhook_secret.clone()),
+            webhook_allow_private_networks: settings.webhook_allow_private_networks,
+            metrics_on_main: settings.metrics_bind.is_none(),
         });
         let port = listener.local_addr()?.port();
+        let (metrics_server, metrics_port) = metrics_server(&settings, &state)?;
         let server_state = state.clone();
         let server = HttpServer::new(move || http::application(server_state.clone()))
+            .shutdown_timeout(SHUTDOWN_GRACE_SECONDS)
             .listen(listener)?
             .disable_signals()
             .run();
         Ok(Application {
             bank_ingestor,
+            metrics_server,
+            metrics_port,
             port,
             server,
             state,
@@ -382,41 +426,78 @@ impl Application {
     /// Serves until the server stops (Ctrl-C handling is installed by the binary).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
+        let metrics_handle = self.metrics_server.as_ref().map(|server| server.handle());
+        if let Some(server) = self.metrics_server {
+            tokio::spawn(server);
+        }
         let serving = tokio::spawn(self.server);
         tokio::select! {
             result = serving => result??,
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("shutting down");
+            signal = shutdown_signal() => {
+                // Stop accepting; requests in flight finish (up to SHUTDOWN_GRACE_SECONDS).
+                tracing::info!(signal, "shutting down: finishing the requests in flight");
                 handle.stop(true).await;
             }
         }
+        if let Some(metrics) = metrics_handle {
+            metrics.stop(true).await;
+        }
+        // Producers of work first, then the consumers, then the wallets, each after the
+        // message it is handling. Whatever is left unfinished (a saga past its request's
+        // wait, an unpublished event) is durable and resumed at the next start.
         self.resumer.abort();
-        self.bank_ingestor.stop(None);
-        if let Some(ingestor) = &self.state.stripe_ingestor {
-            ingestor.stop(None);
+        let mut actors: Vec<ractor::ActorCell> = vec![self.bank_ingestor.get_cell()];
+        actors.extend(
+            self.state
+                .stripe_ingestor
+                .iter()
+                .map(|actor| actor.get_cell()),
+        );
+        actors.push(self.state.reconciler.get_cell());
+        actors.push(self.state.hold_keeper.get_cell());
+        actors.push(self.state.outbox_relay.get_cell());
+        actors.extend(
+            self.state
+                .stream_consumers
+                .iter()
+                .map(|actor| actor.get_cell()),
+        );
+        actors.push(self.state.webhook_dispatcher.get_cell());
+        actors.push(self.state.notifier.get_cell());
+        actors.push(self.supervisor.get_cell());
+        // Last: the wallets' final batches commit through it.
+        actors.push(self.state.ledger.actor().get_cell());
+        for actor in actors {
+            let stopped = actor
+                .stop_and_wait(
+                    None,
+                    Some(std::time::Duration::from_secs(ACTOR_STOP_WAIT_SECONDS)),
+                )
+                .await;
+            if let Err(error) = stopped {
+                tracing::warn!(actor = ?actor.get_name(), %error, "actor did not stop in time");
+            }
         }
-        self.state.reconciler.stop(None);
-        self.state.hold_keeper.stop(None);
-        self.state.webhook_dispatcher.stop(None);
-        for consumer in &self.state.stream_consumers {
-            consumer.stop(None);
-        }
-        self.state.outbox_relay.stop(None);
-        self.state.notifier.stop(None);
-        self.supervisor.stop(None);
-        self.state.ledger.actor().stop(None);
         if let Some(revocations) = &self.state.revocations {
             revocations.stop();
         }
+        tracing::info!("walleti stopped");
         Ok(())
     }
 
     /// Starts serving in the background.
     pub fn spawn(self) -> RunningApplication {
         let server = self.server.handle();
+        let metrics_server = self.metrics_server.map(|server| {
+            let handle = server.handle();
+            tokio::spawn(server);
+            handle
+        });
         RunningApplication {
             bank_ingestor: self.bank_ingestor,
             port: self.port,
+            metrics_port: self.metrics_port,
+            metrics_server,
             state: self.state,
             server,
             supervisor: self.supervisor,
@@ -432,6 +513,9 @@ impl RunningApplication {
     pub async fn stop(self) {
         self.resumer.abort();
         self.server.stop(false).await;
+        if let Some(metrics) = &self.metrics_server {
+            metrics.stop(false).await;
+        }
         self.bank_ingestor.stop(None);
         if let Some(ingestor) = &self.state.stripe_ingestor {
             ingestor.stop(None);
@@ -451,6 +535,106 @@ impl RunningApplication {
         }
         let _ = self.serving.await;
     }
+}
+
+/// `/metrics` on its own address when `WALLETI_METRICS_BIND` is set: (server, port).
+fn metrics_server(
+    settings: &Settings,
+    state: &web::Data<AppState>,
+) -> anyhow::Result<(Option<actix_web::dev::Server>, Option<u16>)> {
+    let Some(bind) = settings.metrics_bind else {
+        return Ok((None, None));
+    };
+    let listener =
+        TcpListener::bind(bind).with_context(|| format!("bind WALLETI_METRICS_BIND {bind}"))?;
+    let port = listener.local_addr()?.port();
+    let state = state.clone();
+    let server = HttpServer::new(move || http::metrics_application(state.clone()))
+        .listen(listener)?
+        .workers(1)
+        .disable_signals()
+        .run();
+    tracing::info!(address = %bind, "metrics served on their own address");
+    Ok((Some(server), Some(port)))
+}
+
+/// The bank walleti talks to: the configured one (`WALLETI_BANK_URL`), else the development
+/// simulator when `WALLETI_BANK_SIMULATOR` allows mounting it here, else none (bank on-ramps
+/// and payouts answer 503 `provider_not_configured`).
+fn build_bank(
+    settings: &Settings,
+    store: &Store,
+    public_url: &str,
+    bound: std::net::SocketAddr,
+    outbound: &Outbound,
+) -> anyhow::Result<(Option<BankClient>, Option<BankSimulator>)> {
+    if let Some(url) = &settings.bank_url {
+        let client = BankClient::new(url, settings.bank_api_token.clone(), outbound)?;
+        return Ok((Some(client), None));
+    }
+    if !settings.bank_simulator.mounts(bound, public_url) {
+        tracing::info!(
+            "no WALLETI_BANK_URL, and the bank simulator is not mounted on a non-local walleti: \
+             bank on-ramps and payouts answer 503 provider_not_configured"
+        );
+        return Ok((None, None));
+    }
+    tracing::warn!(
+        url = %format!("{public_url}/bank-sim"),
+        "DEVELOPMENT BANK SIMULATOR MOUNTED: whoever can reach /bank-sim can approve bank \
+         top-ups that credit money from nowhere. Never run it in production: set \
+         WALLETI_BANK_URL to a real bank, or WALLETI_BANK_SIMULATOR=off."
+    );
+    let url = format!("{public_url}/bank-sim");
+    // walleti's own credential for the simulator's bank API; it never leaves this process.
+    let internal_token = crate::config::generate_token("banksim");
+    let simulator = BankSimulator::new(SimulatorSettings {
+        base_url: url.clone(),
+        webhook_secret: settings
+            .bank_webhook_secrets
+            .first()
+            .cloned()
+            .context("a bank webhook secret")?,
+        callback_url: format!("{public_url}/webhooks/bank"),
+        api_tokens: vec![internal_token.clone(), settings.admin_token.value.clone()],
+        fault_tokens: vec![settings.admin_token.value.clone()],
+        references: Some(known_references(store.clone())),
+    })?;
+    let client = BankClient::new(&url, Some(internal_token), outbound)?;
+    Ok((Some(client), Some(simulator)))
+}
+
+/// The embedded simulator takes a payment only for a bank on-ramp still processing, and a
+/// payout only for a payout walleti recorded, each with the same amount and currency.
+fn known_references(store: Store) -> ReferenceCheck {
+    Arc::new(move |claim: ReferenceClaim| {
+        let store = store.clone();
+        Box::pin(async move {
+            let matches = |amount: crate::domain::Amount, currency: crate::domain::Currency| {
+                amount.minor_units() == claim.amount && currency.code() == claim.currency
+            };
+            match claim.kind {
+                ReferenceKind::Payment => {
+                    let Ok(id) = claim.reference.parse() else {
+                        return Ok(false);
+                    };
+                    let onramp = store.find_onramp(id).await.map_err(|e| e.to_string())?;
+                    Ok(onramp.is_some_and(|onramp| {
+                        onramp.provider == OnrampProvider::Bank
+                            && !onramp.status.is_terminal()
+                            && matches(onramp.amount, onramp.currency)
+                    }))
+                }
+                ReferenceKind::Payout => {
+                    let Ok(id) = claim.reference.parse() else {
+                        return Ok(false);
+                    };
+                    let payout = store.find_payout(id).await.map_err(|e| e.to_string())?;
+                    Ok(payout.is_some_and(|payout| matches(payout.amount, payout.currency)))
+                }
+            }
+        })
+    })
 }
 
 fn spawn_resumer(sagas: SagaContext, clock: Arc<dyn Clock>, settings: &Settings) -> JoinHandle<()> {
@@ -501,6 +685,7 @@ async fn spawn_ingestor(
 /// One consumer group per consumer of events (the notifier, the merchant webhook dispatcher),
 /// each read by a `StreamConsumer` named after this process.
 async fn spawn_stream_consumers(
+    store: &Store,
     client: &fred::clients::Client,
     streams: &StreamNames,
     notifier: &ActorRef<crate::actors::notifier::NotifierMsg>,
@@ -556,6 +741,7 @@ async fn spawn_stream_consumers(
             None,
             StreamConsumer,
             ConsumerArgs {
+                store: store.clone(),
                 group: Group {
                     client: client.clone(),
                     streams: streams.clone(),

@@ -5,15 +5,43 @@
 //! it delivers a signed webhook (`Walleti-Signature`) to walleti, retrying with backoff
 //! until it gets a 2xx. It can be told to duplicate, delay and reorder deliveries, and it
 //! serves a settlement statement of what it paid. It runs inside walleti under `/bank-sim/`
-//! (the embedded default) or as its own process (`walleti bank-sim`). Its state is in memory.
+//! (development only: see `app.rs` for when it is mounted) or as its own process
+//! (`walleti bank-sim`). Its state is in memory.
+//!
+//! The simulator pays out of thin air, so it trusts nobody:
+//! - its bank API (create payments and payouts, read and decide payouts, the settlement
+//!   statement) answers only a bearer token it was given at construction (walleti's
+//!   `WALLETI_BANK_API_TOKEN`; in embedded mode a per-process token and the operator token);
+//! - embedded, it also asks walleti's database whether the reference is an on-ramp (bank,
+//!   still processing) or a payout walleti created, with that amount and currency;
+//! - every webhook goes to the one callback URL fixed at construction (walleti's
+//!   `/webhooks/bank`), never to a URL taken from a request;
+//! - the fault API answers only the fault tokens, and every fault parameter is bounded.
+//!
+//! The payer's side (the approval page and `POST /api/payments/{id}/approve|decline`) needs
+//! only the payment id, which carries 128 random bits and is known to the payer alone.
 
 use crate::domain::signature;
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Extra copies of each webhook the fault API may ask for.
+pub const FAULT_DUPLICATE_MAX: u32 = 10;
+/// The longest delivery delay the fault API may ask for: 10 minutes.
+pub const FAULT_DELAY_MS_MAX: u64 = 600_000;
+/// Largest amount the simulator takes (API.md: amounts are at most 10^12).
+pub const AMOUNT_MAX: i64 = 1_000_000_000_000;
+/// Longest reference the simulator takes (walleti's ids are far shorter).
+pub const REFERENCE_LENGTH_MAX: usize = 64;
+/// Largest request body the simulator reads.
+const BODY_BYTES_MAX: usize = 16 * 1024;
+/// How long one webhook delivery attempt may take.
+const DELIVERY_TIMEOUT_SECONDS: u64 = 10;
 
 /// Delivery attempts per webhook before the simulator gives up on it.
 pub const DELIVERY_ATTEMPTS_MAX: u32 = 12;
@@ -34,14 +62,14 @@ struct Payment {
     reference: String,
     amount: i64,
     currency: String,
-    callback_url: String,
     status: PaymentStatus,
     created_at: String,
     decided_at: Option<String>,
 }
 
-/// Fault injection for tests and demos.
+/// Fault injection for tests and demos; every parameter is bounded (`Faults::check`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct Faults {
     /// Extra copies of every webhook (same event id).
     #[serde(default)]
@@ -56,6 +84,19 @@ pub struct Faults {
     /// (wait for `POST /api/payouts/{id}/pay` or `/fail`).
     #[serde(default)]
     pub payouts: PayoutMode,
+}
+
+impl Faults {
+    /// Refuses parameters past their named limits.
+    pub fn check(&self) -> Result<(), String> {
+        if self.duplicate > FAULT_DUPLICATE_MAX {
+            return Err(format!("duplicate must be at most {FAULT_DUPLICATE_MAX}"));
+        }
+        if self.delay_ms > FAULT_DELAY_MS_MAX {
+            return Err(format!("delay_ms must be at most {FAULT_DELAY_MS_MAX}"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -81,7 +122,6 @@ struct Payout {
     reference: String,
     amount: i64,
     currency: String,
-    callback_url: String,
     status: PayoutStatus,
     created_at: String,
     decided_at: Option<String>,
@@ -97,6 +137,46 @@ struct SimState {
     payouts_by_reference: HashMap<String, String>,
 }
 
+/// What a reference names at the bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferenceKind {
+    /// An on-ramp: the bank collects from the payer.
+    Payment,
+    /// A payout: the bank pays the owner.
+    Payout,
+}
+
+/// A request the embedded simulator checks against walleti's records.
+#[derive(Debug, Clone)]
+pub struct ReferenceClaim {
+    pub kind: ReferenceKind,
+    pub reference: String,
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// Answers whether walleti created the on-ramp or payout a request names, with that amount
+/// and currency (`Err`: could not tell, e.g. the database is down).
+pub type ReferenceCheck =
+    Arc<dyn Fn(ReferenceClaim) -> BoxFuture<'static, Result<bool, String>> + Send + Sync>;
+
+/// How a simulator is set up; fixed for its lifetime.
+#[derive(Clone)]
+pub struct SimulatorSettings {
+    /// Where people and walleti reach the simulator (e.g. `http://host/bank-sim`).
+    pub base_url: String,
+    /// Signs every webhook (walleti's first `WALLETI_BANK_WEBHOOK_SECRET`).
+    pub webhook_secret: String,
+    /// walleti's `/webhooks/bank`: the only place webhooks go.
+    pub callback_url: String,
+    /// Bearer tokens accepted on the bank API.
+    pub api_tokens: Vec<String>,
+    /// Bearer tokens accepted on the fault API.
+    pub fault_tokens: Vec<String>,
+    /// Embedded: walleti's records, asked before a payment or payout is accepted.
+    pub references: Option<ReferenceCheck>,
+}
+
 /// Shared simulator state; cheap to clone.
 #[derive(Clone)]
 pub struct BankSimulator {
@@ -104,6 +184,10 @@ pub struct BankSimulator {
     http: reqwest::Client,
     base_url: String,
     webhook_secret: String,
+    callback_url: String,
+    api_tokens: Arc<Vec<String>>,
+    fault_tokens: Arc<Vec<String>>,
+    references: Option<ReferenceCheck>,
 }
 
 #[derive(Deserialize)]
@@ -111,20 +195,86 @@ struct CreatePayment {
     reference: String,
     amount: i64,
     currency: String,
-    callback_url: String,
+}
+
+impl CreatePayment {
+    fn check(&self) -> Result<(), &'static str> {
+        let currency_ok =
+            self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_lowercase());
+        if self.amount <= 0 || self.amount > AMOUNT_MAX {
+            return Err("amount must be between 1 and 10^12");
+        }
+        if self.reference.is_empty() || self.reference.len() > REFERENCE_LENGTH_MAX {
+            return Err("reference must be set and short");
+        }
+        if !currency_ok {
+            return Err("currency must be a lowercase ISO 4217 code");
+        }
+        Ok(())
+    }
 }
 
 impl BankSimulator {
-    /// `base_url`: where people and walleti reach the simulator (e.g. `http://host/bank-sim`).
-    pub fn new(base_url: String, webhook_secret: String) -> BankSimulator {
-        BankSimulator {
+    pub fn new(settings: SimulatorSettings) -> anyhow::Result<BankSimulator> {
+        anyhow::ensure!(
+            settings.api_tokens.iter().all(|token| !token.is_empty()),
+            "the bank simulator's API tokens must not be empty"
+        );
+        Ok(BankSimulator {
             state: Arc::new(Mutex::new(SimState::default())),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            webhook_secret,
+            http: crate::providers::outbound::Outbound::default()
+                .client(Duration::from_secs(DELIVERY_TIMEOUT_SECONDS))?,
+            base_url: settings.base_url.trim_end_matches('/').to_owned(),
+            webhook_secret: settings.webhook_secret,
+            callback_url: settings.callback_url,
+            api_tokens: Arc::new(settings.api_tokens),
+            fault_tokens: Arc::new(settings.fault_tokens),
+            references: settings.references,
+        })
+    }
+
+    /// Whether the request carries one of `tokens` as its bearer token.
+    fn bearer_in(request: &HttpRequest, tokens: &[String]) -> bool {
+        let Some(token) = request
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        // Every token is compared, so timing does not say which one nearly matched.
+        tokens.iter().fold(false, |found, expected| {
+            crate::http::auth::constant_time_equal(token.as_bytes(), expected.as_bytes()) | found
+        })
+    }
+
+    /// The refusal to send, if any: 401 without a bank API token.
+    fn refuse_without_api_token(&self, request: &HttpRequest) -> Option<HttpResponse> {
+        (!BankSimulator::bearer_in(request, &self.api_tokens)).then(|| {
+            json_error(
+                StatusCode::UNAUTHORIZED,
+                "the bank API needs walleti's token",
+            )
+        })
+    }
+
+    /// Embedded: walleti must know the reference; the refusal to send, if any.
+    async fn refuse_unknown_reference(&self, claim: ReferenceClaim) -> Option<HttpResponse> {
+        let check = self.references.as_ref()?;
+        match check(claim).await {
+            Ok(true) => None,
+            Ok(false) => Some(json_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "walleti has no such on-ramp or payout with that amount",
+            )),
+            Err(error) => {
+                tracing::warn!(%error, "bank simulator could not check a reference");
+                Some(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "could not check the reference",
+                ))
+            }
         }
     }
 
@@ -161,10 +311,11 @@ impl BankSimulator {
             };
             let delivery = event_delivery(
                 event_type,
+                &payment.id,
                 &payment.reference,
                 payment.amount,
                 &payment.currency,
-                &payment.callback_url,
+                &self.callback_url,
             );
             (payment, schedule(&mut state, delivery))
         };
@@ -190,10 +341,11 @@ impl BankSimulator {
             let event_type = if paid { "payout.paid" } else { "payout.failed" };
             let delivery = event_delivery(
                 event_type,
+                &payout.id,
                 &payout.reference,
                 payout.amount,
                 &payout.currency,
-                &payout.callback_url,
+                &self.callback_url,
             );
             (payout, schedule(&mut state, delivery))
         };
@@ -253,6 +405,7 @@ impl BankSimulator {
 /// A signed-to-be event for walleti: (callback URL, JSON body).
 fn event_delivery(
     event_type: &str,
+    payment_id: &str,
     reference: &str,
     amount: i64,
     currency: &str,
@@ -262,7 +415,7 @@ fn event_delivery(
         "id": format!("evt_{}", uuid::Uuid::now_v7().simple()),
         "type": event_type,
         "created": chrono::Utc::now().timestamp(),
-        "data": {"reference": reference, "amount": amount, "currency": currency},
+        "data": {"reference": reference, "amount": amount, "currency": currency, "payment_id": payment_id},
     })
     .to_string();
     (callback_url.to_owned(), event)
@@ -280,9 +433,22 @@ fn schedule(state: &mut SimState, delivery: (String, String)) -> Vec<(String, St
     deliveries
 }
 
-/// The simulator's routes, relative to its base path.
+/// The simulator's routes, relative to its base path. A body that does not parse (an
+/// unknown field, a number out of its type's range) is a 400.
 pub fn routes(config: &mut web::ServiceConfig) {
     config
+        .app_data(
+            web::JsonConfig::default()
+                .limit(BODY_BYTES_MAX)
+                .error_handler(|error, _| {
+                    let message = format!("invalid body: {error}");
+                    actix_web::error::InternalError::from_response(
+                        error,
+                        json_error(StatusCode::BAD_REQUEST, &message),
+                    )
+                    .into()
+                }),
+        )
         .route("/api/payments", web::post().to(create_payment))
         .route("/api/payments/{id}", web::get().to(get_payment))
         .route("/api/payments/{id}/approve", web::post().to(approve_json))
@@ -293,6 +459,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/api/payouts/{id}/fail", web::post().to(fail_payout))
         .route("/api/faults", web::post().to(set_faults))
         .route("/api/settlements", web::get().to(settlements))
+        .route("/api/payout_settlements", web::get().to(payout_settlements))
         .route("/pay/{id}", web::get().to(payment_page))
         .route("/pay/{id}/approve", web::post().to(approve_form))
         .route("/pay/{id}/decline", web::post().to(decline_form));
@@ -302,15 +469,31 @@ fn json_error(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({"error": {"message": message}}))
 }
 
+/// A new payment or payout id: 128 random bits, so only whoever was handed it knows it.
+fn random_id(prefix: &str) -> String {
+    let bytes: [u8; 16] = rand::random();
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
 async fn create_payment(
     simulator: web::Data<BankSimulator>,
+    request: HttpRequest,
     body: web::Json<CreatePayment>,
 ) -> HttpResponse {
-    if body.amount <= 0 || body.reference.is_empty() {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "amount must be positive and reference set",
-        );
+    if let Some(refusal) = simulator.refuse_without_api_token(&request) {
+        return refusal;
+    }
+    if let Err(message) = body.check() {
+        return json_error(StatusCode::BAD_REQUEST, message);
+    }
+    let claim = ReferenceClaim {
+        kind: ReferenceKind::Payment,
+        reference: body.reference.clone(),
+        amount: body.amount,
+        currency: body.currency.clone(),
+    };
+    if let Some(refusal) = simulator.refuse_unknown_reference(claim).await {
+        return refusal;
     }
     let mut state = simulator.lock();
     // Idempotent by reference: asking again for the same on-ramp returns the same payment.
@@ -324,13 +507,12 @@ async fn create_payment(
             "id": existing.id, "redirect_url": simulator.redirect_url(&existing.id), "status": existing.status,
         }));
     }
-    let id = format!("pay_{}", uuid::Uuid::now_v7().simple());
+    let id = random_id("pay");
     let payment = Payment {
         id: id.clone(),
         reference: body.reference.clone(),
         amount: body.amount,
         currency: body.currency.clone(),
-        callback_url: body.callback_url.clone(),
         status: PaymentStatus::Pending,
         created_at: chrono::Utc::now().to_rfc3339(),
         decided_at: None,
@@ -370,13 +552,23 @@ fn decide_json(simulator: &BankSimulator, id: &str, approve: bool) -> HttpRespon
 /// `manual`.
 async fn create_payout(
     simulator: web::Data<BankSimulator>,
+    request: HttpRequest,
     body: web::Json<CreatePayment>,
 ) -> HttpResponse {
-    if body.amount <= 0 || body.reference.is_empty() {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "amount must be positive and reference set",
-        );
+    if let Some(refusal) = simulator.refuse_without_api_token(&request) {
+        return refusal;
+    }
+    if let Err(message) = body.check() {
+        return json_error(StatusCode::BAD_REQUEST, message);
+    }
+    let claim = ReferenceClaim {
+        kind: ReferenceKind::Payout,
+        reference: body.reference.clone(),
+        amount: body.amount,
+        currency: body.currency.clone(),
+    };
+    if let Some(refusal) = simulator.refuse_unknown_reference(claim).await {
+        return refusal;
     }
     let (payout, mode) = {
         let mut state = simulator.lock();
@@ -388,11 +580,10 @@ async fn create_payout(
             return HttpResponse::Ok().json(existing);
         }
         let payout = Payout {
-            id: format!("po_{}", uuid::Uuid::now_v7().simple()),
+            id: random_id("po"),
             reference: body.reference.clone(),
             amount: body.amount,
             currency: body.currency.clone(),
-            callback_url: body.callback_url.clone(),
             status: PayoutStatus::Pending,
             created_at: chrono::Utc::now().to_rfc3339(),
             decided_at: None,
@@ -415,39 +606,76 @@ async fn create_payout(
     HttpResponse::Created().json(payout)
 }
 
-async fn get_payout(simulator: web::Data<BankSimulator>, id: web::Path<String>) -> HttpResponse {
+async fn get_payout(
+    simulator: web::Data<BankSimulator>,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    if let Some(refusal) = simulator.refuse_without_api_token(&request) {
+        return refusal;
+    }
     match simulator.lock().payouts.get(id.as_str()) {
         Some(payout) => HttpResponse::Ok().json(payout),
         None => json_error(StatusCode::NOT_FOUND, "no such payout"),
     }
 }
 
-async fn pay_payout(simulator: web::Data<BankSimulator>, id: web::Path<String>) -> HttpResponse {
-    decide_payout_json(&simulator, &id, true)
+async fn pay_payout(
+    simulator: web::Data<BankSimulator>,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    decide_payout_json(&simulator, &request, &id, true)
 }
 
-async fn fail_payout(simulator: web::Data<BankSimulator>, id: web::Path<String>) -> HttpResponse {
-    decide_payout_json(&simulator, &id, false)
+async fn fail_payout(
+    simulator: web::Data<BankSimulator>,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    decide_payout_json(&simulator, &request, &id, false)
 }
 
-fn decide_payout_json(simulator: &BankSimulator, id: &str, paid: bool) -> HttpResponse {
+fn decide_payout_json(
+    simulator: &BankSimulator,
+    request: &HttpRequest,
+    id: &str,
+    paid: bool,
+) -> HttpResponse {
+    if let Some(refusal) = simulator.refuse_without_api_token(request) {
+        return refusal;
+    }
     match simulator.decide_payout(id, paid) {
         Some(payout) => HttpResponse::Ok().json(payout),
         None => json_error(StatusCode::NOT_FOUND, "no such payout"),
     }
 }
 
+/// Sets the faults: only for a fault token, and only within the named limits (400 past them).
 async fn set_faults(
     simulator: web::Data<BankSimulator>,
+    request: HttpRequest,
     faults: web::Json<Faults>,
 ) -> HttpResponse {
+    if !BankSimulator::bearer_in(&request, &simulator.fault_tokens) {
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "the fault API needs the operator's token",
+        );
+    }
+    if let Err(message) = faults.check() {
+        return json_error(StatusCode::BAD_REQUEST, &message);
+    }
     let mut state = simulator.lock();
     state.faults = faults.into_inner();
     HttpResponse::Ok().json(&state.faults)
 }
 
 /// What the bank paid: every approved payment.
-async fn settlements(simulator: web::Data<BankSimulator>) -> HttpResponse {
+async fn settlements(simulator: web::Data<BankSimulator>, request: HttpRequest) -> HttpResponse {
+    if let Some(refusal) = simulator.refuse_without_api_token(&request) {
+        return refusal;
+    }
     let state = simulator.lock();
     let mut paid: Vec<_> = state
         .payments
@@ -457,6 +685,30 @@ async fn settlements(simulator: web::Data<BankSimulator>) -> HttpResponse {
             serde_json::json!({
                 "payment_id": payment.id, "reference": payment.reference, "amount": payment.amount,
                 "currency": payment.currency, "paid_at": payment.decided_at,
+            })
+        })
+        .collect();
+    paid.sort_by(|a, b| a["payment_id"].as_str().cmp(&b["payment_id"].as_str()));
+    HttpResponse::Ok().json(serde_json::json!({"object": "list", "data": paid, "has_more": false}))
+}
+
+/// What the bank paid out: every paid payout.
+async fn payout_settlements(
+    simulator: web::Data<BankSimulator>,
+    request: HttpRequest,
+) -> HttpResponse {
+    if let Some(refusal) = simulator.refuse_without_api_token(&request) {
+        return refusal;
+    }
+    let state = simulator.lock();
+    let mut paid: Vec<_> = state
+        .payouts
+        .values()
+        .filter(|payout| payout.status == PayoutStatus::Paid)
+        .map(|payout| {
+            serde_json::json!({
+                "payment_id": payout.id, "reference": payout.reference, "amount": payout.amount,
+                "currency": payout.currency, "paid_at": payout.decided_at,
             })
         })
         .collect();
@@ -523,4 +775,19 @@ fn decide_page(simulator: &BankSimulator, id: &str, approve: bool) -> HttpRespon
         ),
         None => json_error(StatusCode::NOT_FOUND, "no such payment"),
     }
+}
+
+/// Serves a standalone simulator on `listener` (`walleti bank-sim`, and tests).
+pub fn serve_standalone(
+    simulator: BankSimulator,
+    listener: std::net::TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
+    let simulator = web::Data::new(simulator);
+    Ok(actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(simulator.clone())
+            .configure(routes)
+    })
+    .listen(listener)?
+    .run())
 }

@@ -11,7 +11,12 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://walleti.db?mode=rwc";
 
 /// Every `WALLETI_*` variable the application reads (checked by tests against docs/compose).
-pub const KNOWN_WALLETI_VARIABLES: [&str; 13] = [
+pub const KNOWN_WALLETI_VARIABLES: [&str; 18] = [
+    "WALLETI_BANK_SIMULATOR",
+    "WALLETI_BANK_API_TOKEN",
+    "WALLETI_EXTRA_CA_CERTS",
+    "WALLETI_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
+    "WALLETI_METRICS_BIND",
     "WALLETI_REDIS_STREAM",
     "WALLETI_WALLET_IDLE_SECONDS",
     "WALLETI_HOLD_EXPIRY_SECONDS",
@@ -59,8 +64,20 @@ pub struct Settings {
     /// Secrets accepted on `/webhooks/bank` (several during a rotation); the first one signs
     /// the embedded simulator's webhooks.
     pub bank_webhook_secrets: Vec<String>,
-    /// The bank's base URL; `None`: the simulator embedded under `/bank-sim`.
+    /// The bank's base URL; `None`: the simulator embedded under `/bank-sim` when
+    /// `bank_simulator` allows it, otherwise the bank provider is not configured.
     pub bank_url: Option<String>,
+    /// Whether the development bank simulator may be mounted inside walleti.
+    pub bank_simulator: BankSimulatorMode,
+    /// Sent as a bearer token on every request to the bank (`WALLETI_BANK_API_TOKEN`).
+    pub bank_api_token: Option<String>,
+    /// A PEM bundle of extra CAs every outbound HTTP client trusts (`WALLETI_EXTRA_CA_CERTS`).
+    pub extra_ca_certs: Option<String>,
+    /// Let merchant webhook endpoints reach loopback, private and other non-public
+    /// addresses (development and tests only).
+    pub webhook_allow_private_networks: bool,
+    /// Serve `/metrics` on this address instead of the main one.
+    pub metrics_bind: Option<SocketAddr>,
     /// Push; `None` unless `FCM_PROJECT_ID` and `FCM_SERVICE_ACCOUNT_JSON` are set.
     pub fcm: Option<FcmSettings>,
     /// SMS; `None` unless `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN` and `TWILIO_FROM` are set.
@@ -82,6 +99,66 @@ pub struct Settings {
 }
 
 pub const REDIS_STREAM_DEFAULT: &str = "walleti:events";
+
+/// `WALLETI_BANK_SIMULATOR`: unset (`auto`) mounts the simulator only when walleti listens on
+/// a loopback address and its public URL is local too; `embedded` always (with a loud
+/// warning); `off` never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BankSimulatorMode {
+    #[default]
+    Auto,
+    Embedded,
+    Off,
+}
+
+impl BankSimulatorMode {
+    /// Whether the simulator is mounted for a walleti listening on `bound` and reached at
+    /// `public_url`. `auto` asks for both to be local, so neither a public bind nor a
+    /// reverse proxy publishing a loopback-bound walleti exposes it.
+    pub fn mounts(self, bound: SocketAddr, public_url: &str) -> bool {
+        match self {
+            BankSimulatorMode::Embedded => true,
+            BankSimulatorMode::Off => false,
+            BankSimulatorMode::Auto => bound.ip().is_loopback() && is_local_url(public_url),
+        }
+    }
+}
+
+/// Whether the URL's host is `localhost` or a loopback address.
+fn is_local_url(url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    match url.host_str() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// Values shipped as examples or placeholders; walleti refuses to start with any of them as
+/// a secret.
+pub const PLACEHOLDER_SECRETS: [&str; 6] = [
+    "change-me-operator-token",
+    "change-me-bank-webhook-secret",
+    "change-me-bank-api-token",
+    "changeme",
+    "change-me",
+    "walleti",
+];
+
+/// Refuses a secret that is empty-ish or a known placeholder.
+fn check_secret(name: &str, value: &str) -> anyhow::Result<()> {
+    let lowered = value.trim().to_ascii_lowercase();
+    if PLACEHOLDER_SECRETS.contains(&lowered.as_str()) || lowered.starts_with("change-me") {
+        bail!("{name} is a placeholder value; set a real secret");
+    }
+    Ok(())
+}
 
 /// 1 min, 5 min, 30 min, 2 h, 5 h, then 10 h three times: 9 attempts over about 37 hours.
 pub const WEBHOOK_RETRY_SCHEDULE_DEFAULT_SECONDS: [u64; 8] =
@@ -215,6 +292,10 @@ pub struct Limits {
     pub hold_keeper_interval: Duration,
     /// The merchant webhook dispatcher looks for due deliveries this often.
     pub webhook_dispatch_interval: Duration,
+    /// A bank top-up or payout without the bank's webhook for this long is asked about.
+    pub bank_poll_after: Duration,
+    /// The bank is asked about such top-ups and payouts at most this often.
+    pub bank_poll_interval: Duration,
 }
 
 impl Default for Limits {
@@ -248,6 +329,8 @@ impl Default for Limits {
             hold_lifetime: Duration::from_secs(7 * 24 * 3600),
             hold_keeper_interval: Duration::from_secs(5),
             webhook_dispatch_interval: Duration::from_secs(1),
+            bank_poll_after: Duration::from_secs(600),
+            bank_poll_interval: Duration::from_secs(60),
         }
     }
 }
@@ -271,6 +354,11 @@ impl Settings {
             public_url: None,
             bank_webhook_secrets: vec![generate_token("whsec")],
             bank_url: None,
+            bank_simulator: BankSimulatorMode::Auto,
+            bank_api_token: None,
+            extra_ca_certs: None,
+            webhook_allow_private_networks: false,
+            metrics_bind: None,
             stripe: None,
             smtp: None,
             twilio: None,
@@ -310,6 +398,7 @@ impl Settings {
             if token.len() < 16 {
                 bail!("WALLETI_ADMIN_TOKEN must be at least 16 characters");
             }
+            check_secret("WALLETI_ADMIN_TOKEN", &token)?;
             settings.admin_token = AdminToken {
                 value: token,
                 generated: false,
@@ -329,11 +418,42 @@ impl Settings {
                 .filter(|secret| !secret.is_empty())
                 .map(str::to_owned)
                 .collect();
+            for secret in &secrets {
+                check_secret("WALLETI_BANK_WEBHOOK_SECRET", secret)?;
+            }
             if !secrets.is_empty() {
                 settings.bank_webhook_secrets = secrets;
             }
         }
         settings.bank_url = lookup("WALLETI_BANK_URL").filter(|url| !url.is_empty());
+        settings.bank_simulator = match lookup("WALLETI_BANK_SIMULATOR").as_deref() {
+            None | Some("") | Some("auto") => BankSimulatorMode::Auto,
+            Some("embedded") => BankSimulatorMode::Embedded,
+            Some("off") => BankSimulatorMode::Off,
+            Some(other) => bail!("WALLETI_BANK_SIMULATOR={other}: expected embedded, off or auto"),
+        };
+        if let Some(token) = lookup("WALLETI_BANK_API_TOKEN").filter(|token| !token.is_empty()) {
+            if token.len() < 16 {
+                bail!("WALLETI_BANK_API_TOKEN must be at least 16 characters");
+            }
+            check_secret("WALLETI_BANK_API_TOKEN", &token)?;
+            settings.bank_api_token = Some(token);
+        }
+        settings.extra_ca_certs = lookup("WALLETI_EXTRA_CA_CERTS").filter(|path| !path.is_empty());
+        settings.webhook_allow_private_networks =
+            match lookup("WALLETI_WEBHOOK_ALLOW_PRIVATE_NETWORKS").as_deref() {
+                None | Some("") | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    bail!("WALLETI_WEBHOOK_ALLOW_PRIVATE_NETWORKS={other}: expected true or false")
+                }
+            };
+        if let Some(bind) = lookup("WALLETI_METRICS_BIND").filter(|bind| !bind.is_empty()) {
+            settings.metrics_bind = Some(
+                bind.parse()
+                    .with_context(|| format!("WALLETI_METRICS_BIND={bind} is not host:port"))?,
+            );
+        }
         if let Some(seconds) = lookup("WALLETI_RECONCILE_INTERVAL_SECONDS") {
             let seconds: u64 = seconds.parse().with_context(|| {
                 format!("WALLETI_RECONCILE_INTERVAL_SECONDS={seconds} is not a number of seconds")
@@ -485,6 +605,57 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn the_bank_simulator_mounts_only_on_a_local_walleti_unless_asked() {
+        let local: SocketAddr = "127.0.0.1:8080".parse().expect("address");
+        let everywhere: SocketAddr = "0.0.0.0:8080".parse().expect("address");
+        let public: SocketAddr = "203.0.113.7:8080".parse().expect("address");
+        let v6_local: SocketAddr = "[::1]:8080".parse().expect("address");
+        let auto = BankSimulatorMode::Auto;
+        assert!(auto.mounts(local, "http://127.0.0.1:8080"));
+        assert!(auto.mounts(v6_local, "http://[::1]:8080"));
+        assert!(auto.mounts(local, "http://localhost:8080"));
+        assert!(!auto.mounts(everywhere, "http://0.0.0.0:8080"));
+        assert!(!auto.mounts(public, "http://203.0.113.7:8080"));
+        // Bound locally behind a reverse proxy that publishes it.
+        assert!(!auto.mounts(local, "https://pay.example.com"));
+        assert!(BankSimulatorMode::Embedded.mounts(everywhere, "https://pay.example.com"));
+        assert!(!BankSimulatorMode::Off.mounts(local, "http://127.0.0.1:8080"));
+    }
+
+    #[test]
+    fn placeholder_secrets_are_refused() {
+        assert!(settings(&[("WALLETI_ADMIN_TOKEN", "change-me-operator-token")]).is_err());
+        assert!(
+            settings(&[(
+                "WALLETI_BANK_WEBHOOK_SECRET",
+                "real-secret-0123456789,change-me-bank-webhook-secret"
+            )])
+            .is_err()
+        );
+        assert!(settings(&[("WALLETI_BANK_API_TOKEN", "change-me-bank-api-token")]).is_err());
+        assert!(settings(&[("WALLETI_ADMIN_TOKEN", "a-real-operator-token-0123")]).is_ok());
+    }
+
+    #[test]
+    fn security_settings_parse() -> anyhow::Result<()> {
+        let parsed = settings(&[
+            ("WALLETI_BANK_SIMULATOR", "embedded"),
+            ("WALLETI_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"),
+            ("WALLETI_METRICS_BIND", "127.0.0.1:9100"),
+            ("WALLETI_BANK_API_TOKEN", "bank-api-token-0123456789"),
+        ])?;
+        assert_eq!(parsed.bank_simulator, BankSimulatorMode::Embedded);
+        assert!(parsed.webhook_allow_private_networks);
+        assert_eq!(parsed.metrics_bind.map(|bind| bind.port()), Some(9100));
+        let default = settings(&[])?;
+        assert_eq!(default.bank_simulator, BankSimulatorMode::Auto);
+        assert!(!default.webhook_allow_private_networks);
+        assert!(settings(&[("WALLETI_BANK_SIMULATOR", "yes")]).is_err());
+        assert!(settings(&[("WALLETI_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "1")]).is_err());
+        Ok(())
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //! - [`actors`]: ractor actors. `WalletSupervisor` and `WalletActor` serialise and batch each
 //!   wallet's balance mutations; `TransferSaga` moves money between two wallets in steps.
 //! - [`http`]: actix-web: routes, auth, idempotency, Stripe-like errors and pagination.
-//! - [`providers`]: clients for the outside world (the bank, Stripe), base URLs configurable.
-//! - [`bank_sim`]: the bank simulator, embedded under `/bank-sim/` or run as `walleti bank-sim`.
+//! - [`providers`]: clients for the outside world (the bank, Stripe, SMTP, Twilio, FCM), base
+//!   URLs configurable; `providers::outbound` builds every HTTP client (rustls, extra CAs,
+//!   timeouts) and keeps merchant webhooks off non-public addresses.
+//! - [`bank_sim`]: the development bank simulator, run as `walleti bank-sim` or, on a local
+//!   walleti only, embedded under `/bank-sim/`; it answers walleti alone (SECURITY.md).
 //! - [`bus`]: event delivery from the transactional outbox (filled in by the events issue).
 //! - [`metrics`]: the Prometheus registry and metric families.
 //! - [`config`] and [`app`]: typed settings from the environment, and the wiring that builds

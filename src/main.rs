@@ -38,6 +38,14 @@ enum Command {
         /// Secret that signs the webhooks (walleti's WALLETI_BANK_WEBHOOK_SECRET).
         #[arg(long, env = "WALLETI_BANK_WEBHOOK_SECRET")]
         webhook_secret: String,
+        /// The token walleti sends (its WALLETI_BANK_API_TOKEN): the bank API and the fault
+        /// API answer only requests that carry it.
+        #[arg(long, env = "WALLETI_BANK_API_TOKEN")]
+        api_token: String,
+        /// walleti's bank webhook URL (`{WALLETI_PUBLIC_URL}/webhooks/bank`): every webhook
+        /// goes there and nowhere else.
+        #[arg(long)]
+        callback_url: String,
     },
 }
 
@@ -56,10 +64,13 @@ async fn main() -> anyhow::Result<()> {
         bind,
         public_url,
         webhook_secret,
+        api_token,
+        callback_url,
     } = command
     {
         init_logging(LogFormat::Text);
-        return run_bank_simulator(bind, public_url, webhook_secret).await;
+        let public_url = public_url.unwrap_or_else(|| format!("http://{bind}"));
+        return run_bank_simulator(bind, public_url, webhook_secret, api_token, callback_url).await;
     }
     let settings = Settings::from_env()?;
     init_logging(settings.log_format);
@@ -94,8 +105,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 async fn run_bank_simulator(
     bind: std::net::SocketAddr,
-    public_url: Option<String>,
+    public_url: String,
     webhook_secret: String,
+    api_token: String,
+    callback_url: String,
 ) -> anyhow::Result<()> {
     // One secret signs; walleti may accept several during a rotation.
     let webhook_secret = webhook_secret
@@ -104,20 +117,26 @@ async fn run_bank_simulator(
         .unwrap_or_default()
         .trim()
         .to_owned();
-    let public_url = public_url.unwrap_or_else(|| format!("http://{bind}"));
-    let simulator = actix_web::web::Data::new(walleti::bank_sim::BankSimulator::new(
-        public_url,
+    anyhow::ensure!(
+        api_token.len() >= 16,
+        "--api-token (WALLETI_BANK_API_TOKEN) must be at least 16 characters"
+    );
+    anyhow::ensure!(
+        !webhook_secret.is_empty(),
+        "--webhook-secret must not be empty"
+    );
+    let simulator = walleti::bank_sim::BankSimulator::new(walleti::bank_sim::SimulatorSettings {
+        base_url: public_url,
         webhook_secret,
-    ));
-    tracing::info!(address = %bind, "bank simulator listening");
-    actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(simulator.clone())
-            .configure(walleti::bank_sim::routes)
-    })
-    .bind(bind)?
-    .run()
-    .await?;
+        callback_url,
+        api_tokens: vec![api_token.clone()],
+        fault_tokens: vec![api_token],
+        references: None,
+    })?;
+    let listener = std::net::TcpListener::bind(bind)
+        .map_err(|error| anyhow::anyhow!("bind {bind}: {error}"))?;
+    tracing::warn!(address = %bind, "bank simulator listening: a development tool that pays from nowhere");
+    walleti::bank_sim::serve_standalone(simulator, listener)?.await?;
     Ok(())
 }
 
@@ -125,10 +144,17 @@ async fn reconcile_once(settings: Settings) -> anyhow::Result<()> {
     let store = walleti::store::Store::connect(&settings.database_url).await?;
     store.migrate().await?;
     // An embedded bank simulator lives in the server process; only a configured bank is checked.
-    let bank = settings
-        .bank_url
-        .as_deref()
-        .map(walleti::providers::bank::BankClient::new);
+    let outbound = walleti::providers::outbound::Outbound::from_extra_ca_file(
+        settings.extra_ca_certs.as_deref(),
+    )?;
+    let bank = match settings.bank_url.as_deref() {
+        Some(url) => Some(walleti::providers::bank::BankClient::new(
+            url,
+            settings.bank_api_token.clone(),
+            &outbound,
+        )?),
+        None => None,
+    };
     let public_url = settings
         .public_url
         .clone()

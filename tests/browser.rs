@@ -299,6 +299,8 @@ async fn people_and_merchants_use_the_web_apps_in_a_real_browser() {
     let database = workdir.join("walleti.db");
     let mut settings = Settings::embedded(format!("sqlite://{}?mode=rwc", database.display()));
     settings.limits.inbox_poll_interval = Duration::from_millis(200);
+    // The merchant registers a webhook endpoint on 127.0.0.1.
+    settings.webhook_allow_private_networks = true;
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let base = format!(
         "http://127.0.0.1:{}",

@@ -103,3 +103,54 @@ fn mounted_observability_files_exist_and_dashboards_are_valid() {
         }
     }
 }
+
+#[test]
+fn the_stack_publishes_on_loopback_only_and_ships_no_secrets() {
+    let text = compose();
+    for line in text
+        .lines()
+        .filter(|line| line.trim_start().starts_with("ports:"))
+    {
+        let published: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
+        assert!(!published.is_empty(), "{line}");
+        for port in published {
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{port} is published beyond loopback"
+            );
+        }
+    }
+    for secret in [
+        "WALLETI_ADMIN_TOKEN",
+        "WALLETI_BANK_WEBHOOK_SECRET",
+        "WALLETI_BANK_API_TOKEN",
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+    ] {
+        assert!(
+            text.contains(&format!("${{{secret}:?")),
+            "{secret} must be required (${{{secret}:?…}})"
+        );
+        assert!(
+            !text.contains(&format!("${{{secret}:-")),
+            "{secret} has a default"
+        );
+    }
+    assert!(
+        !text.contains("change-me"),
+        "placeholder secrets in docker-compose.yml"
+    );
+    assert!(text.contains("--requirepass"), "Redis without a password");
+    assert!(
+        text.contains("redis://:${REDIS_PASSWORD"),
+        "walleti must authenticate to Redis"
+    );
+    // The development simulator is never embedded by the shipped defaults.
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile"))
+            .expect("Dockerfile");
+    for definition in [&text, &dockerfile] {
+        assert!(!definition.contains("WALLETI_BANK_SIMULATOR"));
+    }
+    assert!(dockerfile.contains("WALLETI_BIND=0.0.0.0:8080"));
+}

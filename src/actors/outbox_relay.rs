@@ -164,21 +164,18 @@ impl EventBus for InProcessBus {
                 return Vec::new();
             }
             // Both consumers are idempotent per event, so a retry after a partial failure
-            // (the notifier handled it, the dispatcher did not) is safe.
-            let notified = self
-                .notifier
-                .call(
+            // (the notifier handled it, the dispatcher did not) is safe. They are asked at the
+            // same time, so one slow consumer does not add its delay to the other's.
+            let (notified, dispatched) = tokio::join!(
+                self.notifier.call(
                     |reply| NotifierMsg::Handle(events.to_vec(), reply),
                     Some(HANDLE_TIMEOUT),
-                )
-                .await;
-            let dispatched = self
-                .dispatcher
-                .call(
+                ),
+                self.dispatcher.call(
                     |reply| DispatcherMsg::Handle(events.to_vec(), reply),
                     Some(HANDLE_TIMEOUT),
                 )
-                .await;
+            );
             let (Ok(CallResult::Success(notified)), Ok(CallResult::Success(dispatched))) =
                 (notified, dispatched)
             else {

@@ -5,8 +5,10 @@
 //! a hold resolves exactly once, whichever of capture, cancel and expiry gets to the wallet
 //! actor first; the others are refused with `hold_already_resolved`.
 //!
-//! `HoldKeeper` is the background actor that releases expired authorisations and (re)submits
-//! payouts the bank has not accepted yet.
+//! `HoldKeeper` is the background actor that releases expired authorisations, (re)submits
+//! payouts the bank has not accepted yet, and asks the bank about top-ups and payouts whose
+//! webhook never came (a lost webhook must not leave money stuck): what the bank says becomes
+//! an inbox event the bank ingestor processes with the same checks as a webhook.
 
 use super::transfer_saga::{self, Opening, SagaContext, SagaFailure, SagaStart};
 use super::wallet::{OpOutcome, WalletOp};
@@ -53,7 +55,8 @@ pub type PaymentResult<T> = Result<T, PaymentError>;
 #[derive(Clone)]
 pub struct Payments {
     pub sagas: SagaContext,
-    pub bank: BankClient,
+    /// `None`: no bank is configured (payouts are refused before they lock anything).
+    pub bank: Option<BankClient>,
     /// Where the bank reports payouts.
     pub bank_callback_url: String,
     /// How long a manual intent's authorisation holds the funds.
@@ -506,7 +509,11 @@ impl Payments {
             currency: payout.currency.code(),
             callback_url: &self.bank_callback_url,
         };
-        match self.bank.create_payout(request).await {
+        let Some(bank) = &self.bank else {
+            tracing::warn!(payout_id = %payout.id, "no bank is configured; the payout waits");
+            return;
+        };
+        match bank.create_payout(request).await {
             Ok(bank_payout) => {
                 if let Err(error) = self
                     .store()
@@ -641,16 +648,26 @@ const KEEPER_BATCH_MAX: u64 = 200;
 /// A payout not accepted by the bank after this long is submitted again.
 const PAYOUT_RESUBMIT_AFTER_SECONDS: i64 = 10;
 
+/// Top-ups and payouts asked about per poll.
+const BANK_POLL_BATCH_MAX: u64 = 100;
+
 pub struct KeeperArgs {
     pub payments: Payments,
     pub metrics: Arc<Metrics>,
     pub interval: Duration,
+    /// A top-up or payout without the bank's webhook for this long is asked about.
+    pub bank_poll_after: Duration,
+    /// The bank is asked at most this often.
+    pub bank_poll_interval: Duration,
 }
 
 pub struct KeeperState {
     payments: Payments,
     metrics: Arc<Metrics>,
     timer: Option<JoinHandle<()>>,
+    bank_poll_after: Duration,
+    bank_poll_interval: Duration,
+    bank_polled_at: Option<std::time::Instant>,
 }
 
 pub enum KeeperMsg {
@@ -680,6 +697,9 @@ impl Actor for HoldKeeper {
             payments: args.payments,
             metrics: args.metrics,
             timer: Some(timer),
+            bank_poll_after: args.bank_poll_after,
+            bank_poll_interval: args.bank_poll_interval,
+            bank_polled_at: None,
         })
     }
 
@@ -711,6 +731,16 @@ impl Actor for HoldKeeper {
         if let Err(error) = keep(state).await {
             metrics.record_actor_error(KEEPER_KIND, error.to_string());
             tracing::warn!(%error, "hold keeper pass");
+        }
+        let due = state
+            .bank_polled_at
+            .is_none_or(|polled| polled.elapsed() >= state.bank_poll_interval);
+        if due {
+            state.bank_polled_at = Some(std::time::Instant::now());
+            if let Err(error) = poll_bank(state).await {
+                metrics.record_actor_error(KEEPER_KIND, error.to_string());
+                tracing::warn!(%error, "bank poll");
+            }
         }
         Ok(())
     }
@@ -760,6 +790,108 @@ async fn keep(state: &KeeperState) -> anyhow::Result<()> {
             .payment_intents
             .with_label_values(&[status.as_str()])
             .set(count);
+    }
+    Ok(())
+}
+
+/// Asks the bank about top-ups and payouts whose webhook is overdue, and stores what it says
+/// as bank inbox events (`poll_{bank id}_{status}`, so a repeated answer is stored once).
+async fn poll_bank(state: &KeeperState) -> anyhow::Result<()> {
+    let Some(bank) = &state.payments.bank else {
+        return Ok(());
+    };
+    let store = state.payments.store();
+    let overdue = state.payments.clock.now()
+        - chrono::Duration::from_std(state.bank_poll_after).unwrap_or_default();
+    for onramp in store
+        .stale_bank_onramps(overdue, BANK_POLL_BATCH_MAX)
+        .await?
+    {
+        let Some(payment_id) = onramp.provider_reference.as_deref() else {
+            continue;
+        };
+        let event_type = match bank.record("payments", payment_id).await {
+            Ok(record) if record.reference == onramp.id.to_string() => {
+                match record.status.as_str() {
+                    "approved" => Some(("payment.succeeded", record)),
+                    "declined" => Some(("payment.failed", record)),
+                    _ => None,
+                }
+            }
+            Ok(record) => {
+                tracing::error!(onramp_id = %onramp.id, bank_reference = %record.reference, "the bank's payment names another on-ramp");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(onramp_id = %onramp.id, %error, "ask the bank about a top-up");
+                None
+            }
+        };
+        if let Some((event_type, record)) = event_type {
+            store_polled_event(state, event_type, &record).await?;
+        }
+    }
+    for payout in store
+        .stale_payouts_in_transit(overdue, BANK_POLL_BATCH_MAX)
+        .await?
+    {
+        let Some(bank_id) = payout.bank_reference.as_deref() else {
+            continue;
+        };
+        match bank.record("payouts", bank_id).await {
+            Ok(record) if record.reference == payout.id.to_string() => {
+                let event_type = match record.status.as_str() {
+                    "paid" => "payout.paid",
+                    "failed" => "payout.failed",
+                    _ => continue,
+                };
+                store_polled_event(state, event_type, &record).await?;
+            }
+            Ok(record) => {
+                tracing::error!(payout_id = %payout.id, bank_reference = %record.reference, "the bank's payout names another payout");
+            }
+            Err(error) => {
+                tracing::warn!(payout_id = %payout.id, %error, "ask the bank about a payout");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stores what the bank said as if it had sent it: the bank ingestor checks and applies it.
+async fn store_polled_event(
+    state: &KeeperState,
+    event_type: &str,
+    record: &crate::providers::bank::BankRecord,
+) -> anyhow::Result<()> {
+    let now = state.payments.clock.now();
+    let event_id = format!("poll_{}_{}", record.id, record.status);
+    let payload = serde_json::json!({
+        "id": event_id, "type": event_type, "created": now.timestamp(),
+        "data": {"reference": record.reference, "amount": record.amount,
+                 "currency": record.currency, "payment_id": record.id},
+    })
+    .to_string();
+    let stored = state
+        .payments
+        .store()
+        .store_inbox_event(
+            &crate::store::onramps::InboxEvent {
+                provider: crate::domain::OnrampProvider::Bank,
+                event_id: &event_id,
+                event_type,
+                payload: &payload,
+            },
+            now,
+        )
+        .await?;
+    if stored {
+        tracing::info!(%event_id, event_type, "bank webhook overdue: stored what the bank says");
+        state
+            .metrics
+            .webhook_events_total
+            .with_label_values(&["bank", event_type, "polled"])
+            .inc();
     }
     Ok(())
 }

@@ -176,6 +176,7 @@ pub async fn reconcile(
     check_sagas(context, &mut findings).await?;
     if let Some(bank) = &context.bank {
         check_bank_settlements(&context.store, bank, &mut findings).await?;
+        check_bank_payouts(&context.store, bank, &mut findings).await?;
     }
     if let Some(stripe) = &context.stripe {
         check_stripe_sessions(&context.store, stripe, &mut findings).await?;
@@ -388,6 +389,78 @@ async fn check_bank_settlements(
         findings.add(
             "missing_in_ledger",
             "onramp",
+            &reference,
+            json!({"amount": amount, "currency": currency, "bank": "paid"}),
+        );
+    }
+    Ok(())
+}
+
+/// Payouts of the window against the bank's payout statement: walleti settled a payout as paid
+/// that the bank never paid (`missing_at_provider`), the bank paid one walleti has not settled
+/// or never heard of (`missing_in_ledger`), or they disagree on the amount.
+async fn check_bank_payouts(
+    store: &Store,
+    bank: &BankClient,
+    findings: &mut Findings,
+) -> anyhow::Result<()> {
+    let mut paid: HashMap<String, (i64, String)> = bank
+        .payout_settlements()
+        .await?
+        .into_iter()
+        .map(|settlement| {
+            (
+                settlement.reference,
+                (settlement.amount, settlement.currency),
+            )
+        })
+        .collect();
+    let mut after = String::new();
+    loop {
+        let page = store
+            .payouts_page(Utc::now() - EXTERNAL_WINDOW, &after)
+            .await?;
+        for payout in &page {
+            let settled = payout.status == crate::domain::PayoutStatus::Paid.as_str();
+            match paid.remove(&payout.id) {
+                None if settled => findings.add(
+                    "missing_at_provider",
+                    "payout",
+                    &payout.id,
+                    json!({"amount": payout.amount, "currency": payout.currency}),
+                ),
+                None => {}
+                Some((amount, currency))
+                    if amount != payout.amount || currency != payout.currency =>
+                {
+                    findings.add(
+                        "amount_mismatch",
+                        "payout",
+                        &payout.id,
+                        json!({"ledger": {"amount": payout.amount, "currency": payout.currency},
+                           "bank": {"amount": amount, "currency": currency}}),
+                    )
+                }
+                Some(_) if !settled => findings.add(
+                    "missing_in_ledger",
+                    "payout",
+                    &payout.id,
+                    json!({"status": payout.status, "bank": "paid"}),
+                ),
+                Some(_) => {}
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() as u64 == crate::store::reconciliation::ACCOUNTS_PAGE_SIZE => {
+                after = last.id.clone()
+            }
+            _ => break,
+        }
+    }
+    for (reference, (amount, currency)) in paid {
+        findings.add(
+            "missing_in_ledger",
+            "payout",
             &reference,
             json!({"amount": amount, "currency": currency, "bank": "paid"}),
         );

@@ -5,9 +5,11 @@
 //! message delivered `deliveries_max` times without success goes to the dead-letter stream and
 //! is acknowledged, so it never blocks the others. Targets are idempotent by event id: a
 //! message handled but not acknowledged (the consumer died in between) is handled again,
-//! harmlessly.
+//! harmlessly. A stream entry carries only the event's id: the event itself is read from the
+//! outbox table, so Redis never decides what is sent or signed; an id with no outbox row is
+//! dead-lettered at once.
 
-use crate::bus::redis::{Group, StreamMessage, event_from_fields};
+use crate::bus::redis::{Group, StreamMessage, event_id_from_fields};
 use crate::metrics::Metrics;
 use crate::store::entities::outbox;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -53,6 +55,8 @@ impl Default for ConsumerLimits {
 
 pub struct ConsumerArgs {
     pub group: Group,
+    /// Where the events named on the stream are read.
+    pub store: crate::store::Store,
     pub handler: Handler,
     pub metrics: Arc<Metrics>,
     pub limits: ConsumerLimits,
@@ -62,6 +66,7 @@ pub struct ConsumerArgs {
 
 pub struct ConsumerState {
     group: Group,
+    store: crate::store::Store,
     handler: Handler,
     metrics: Arc<Metrics>,
     limits: ConsumerLimits,
@@ -96,6 +101,7 @@ impl Actor for StreamConsumer {
         myself.send_message(ConsumerMsg::Poll)?;
         Ok(ConsumerState {
             group: args.group,
+            store: args.store,
             handler: args.handler,
             metrics: args.metrics,
             limits: args.limits,
@@ -141,6 +147,13 @@ impl Actor for StreamConsumer {
                 myself.send_after(state.backoff, || ConsumerMsg::Poll);
                 Ok(())
             }
+            Err(PassError::Store(error)) => {
+                tracing::warn!(group = %state.group.group, %error, "stream consumer could not read events");
+                metrics.record_actor_error(KIND, error.clone());
+                state.backoff = (state.backoff * 2).min(ERROR_BACKOFF_MAX);
+                myself.send_after(state.backoff, || ConsumerMsg::Poll);
+                Ok(())
+            }
             Err(PassError::Died(died)) => Err(Box::new(died)),
         }
     }
@@ -148,6 +161,8 @@ impl Actor for StreamConsumer {
 
 enum PassError {
     Redis(fred::error::Error),
+    /// The events could not be read from the database; the messages stay pending.
+    Store(String),
     Died(DiedBeforeAck),
 }
 
@@ -199,11 +214,24 @@ async fn dead_letter(
 /// Returns how many messages it went through.
 async fn deliver(state: &ConsumerState, messages: Vec<StreamMessage>) -> Result<usize, PassError> {
     let total = messages.len();
+    let ids: Vec<String> = messages
+        .iter()
+        .filter_map(|message| event_id_from_fields(&message.fields).map(str::to_owned))
+        .collect();
+    let stored: std::collections::HashMap<String, outbox::Model> = state
+        .store
+        .outbox_events(&ids)
+        .await
+        .map_err(|error| PassError::Store(error.to_string()))?
+        .into_iter()
+        .map(|event| (event.id.clone(), event))
+        .collect();
     let mut readable = Vec::with_capacity(total);
     for message in messages {
-        match event_from_fields(&message.fields) {
+        let event = event_id_from_fields(&message.fields).and_then(|id| stored.get(id).cloned());
+        match event {
             Some(event) => readable.push((message, event)),
-            None => dead_letter(state, &message, 1, "unreadable stream entry").await?,
+            None => dead_letter(state, &message, 1, "no such outbox event").await?,
         }
     }
     if readable.is_empty() {

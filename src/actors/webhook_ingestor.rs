@@ -76,6 +76,10 @@ pub struct BankEventData {
     pub reference: String,
     pub amount: i64,
     pub currency: String,
+    /// The bank's own id of the payment (or payout), when the bank sends it: it must be the
+    /// one the bank gave walleti for this reference.
+    #[serde(default)]
+    pub payment_id: Option<String>,
 }
 
 /// How one event ended. `retry`: an infrastructure failure; the event stays unprocessed.
@@ -260,6 +264,9 @@ async fn process_bank(state: &IngestorState, row: &webhook_inbox::Model) -> Outc
         Ok(None) => return Outcome::with_detail("unknown_reference", event.data.reference.clone()),
         Err(error) => return Outcome::retry(error.to_string()),
     };
+    if let Err(outcome) = check_bank_onramp(&onramp, &event) {
+        return outcome;
+    }
     if onramp.status.is_terminal() {
         return Outcome::with_detail("already_final", onramp.status.as_str().to_owned());
     }
@@ -280,6 +287,32 @@ async fn process_bank(state: &IngestorState, row: &webhook_inbox::Model) -> Outc
         credit(state, &onramp, SystemAccount::BankClearing).await
     } else {
         fail(state, &onramp, "bank_declined").await
+    }
+}
+
+/// A bank event may only move an on-ramp the bank was asked to collect: a bank on-ramp
+/// with a bank payment, and (when the event names it) that very payment. Anything else, a
+/// Stripe on-ramp above all, credits nothing and is recorded as `provider_mismatch`.
+fn check_bank_onramp(onramp: &OnrampRecord, event: &BankEvent) -> Result<(), Outcome> {
+    if onramp.provider != OnrampProvider::Bank {
+        tracing::error!(onramp_id = %onramp.id, provider = onramp.provider.as_str(), "bank event for an on-ramp of another provider; not crediting");
+        return Err(Outcome::with_detail(
+            "provider_mismatch",
+            format!("on-ramp provider {}", onramp.provider.as_str()),
+        ));
+    }
+    let Some(bank_payment) = onramp.provider_reference.as_deref() else {
+        return Err(Outcome::with_detail(
+            "provider_mismatch",
+            "no bank payment was requested for this on-ramp".to_owned(),
+        ));
+    };
+    match event.data.payment_id.as_deref() {
+        Some(payment_id) if payment_id != bank_payment => Err(Outcome::with_detail(
+            "provider_mismatch",
+            format!("bank payment {payment_id}, on-ramp's {bank_payment}"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -306,7 +339,20 @@ async fn settle_payout(state: &IngestorState, event: &BankEvent) -> Outcome {
             tracing::error!(%payout_id, %detail, "bank payout event does not match the payout");
             return Outcome::with_detail("amount_mismatch", detail);
         }
-        Ok(_) => {}
+        Ok(Some(payout)) => {
+            // The bank's payout id, when the event names it, must be the one the bank gave.
+            let named = event.data.payment_id.as_deref();
+            let recorded = payout.bank_reference.as_deref();
+            if let (Some(named), Some(recorded)) = (named, recorded)
+                && named != recorded
+            {
+                return Outcome::with_detail(
+                    "provider_mismatch",
+                    format!("bank payout {named}, payout's {recorded}"),
+                );
+            }
+        }
+        Ok(None) => {}
         Err(error) => return Outcome::retry(error.to_string()),
     }
     match payments

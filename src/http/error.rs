@@ -186,21 +186,26 @@ impl ResponseError for ApiError {
 }
 
 impl From<StoreError> for ApiError {
+    /// Every database failure is a 503 (retry later, with the same Idempotency-Key): during
+    /// an outage a query fails in many ways (no connection, a connection cut mid-query, a
+    /// statement timeout), and none of them is the client's fault or a bug of ours. Only data
+    /// that breaks an invariant is a 500: that is a bug.
     fn from(error: StoreError) -> ApiError {
-        let unavailable = matches!(
-            &error,
-            StoreError::Database(sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_))
-        );
-        tracing::error!(error = %error, "store error");
-        if unavailable {
-            return ApiError::unavailable("The database is unavailable; retry later.");
+        match &error {
+            StoreError::Database(_) | StoreError::Conflict(_) => {
+                tracing::warn!(error = %error, "store unavailable");
+                ApiError::unavailable("The database is unavailable; retry later.")
+            }
+            StoreError::Corrupt(_) => {
+                tracing::error!(error = %error, "store error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorType::ApiError,
+                    "internal_error",
+                    "An internal error occurred.",
+                )
+            }
         }
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorType::ApiError,
-            "internal_error",
-            "An internal error occurred.",
-        )
     }
 }
 
@@ -224,5 +229,30 @@ impl From<WalletError> for ApiError {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::ResponseError;
+    use sea_orm::{DbErr, RuntimeErr};
+
+    #[test]
+    fn every_database_failure_is_a_503() {
+        for error in [
+            DbErr::Conn(RuntimeErr::Internal("refused".into())),
+            DbErr::Exec(RuntimeErr::Internal("connection reset by peer".into())),
+            DbErr::Query(RuntimeErr::Internal("terminating connection".into())),
+            DbErr::Custom("pool timed out".into()),
+            DbErr::RecordNotInserted,
+        ] {
+            let answer = ApiError::from(StoreError::Database(error));
+            assert_eq!(answer.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let conflict = ApiError::from(StoreError::Conflict("version".into()));
+        assert_eq!(conflict.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        let corrupt = ApiError::from(StoreError::Corrupt("negative wallet".into()));
+        assert_eq!(corrupt.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -53,7 +53,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Base URL people and providers reach walleti at (webhook callbacks).
     pub public_url: String,
-    pub bank: crate::providers::bank::BankClient,
+    /// `None`: no bank configured (bank on-ramps and payouts answer 503).
+    pub bank: Option<crate::providers::bank::BankClient>,
     /// Payment intents, refunds and payouts.
     pub payments: crate::actors::payments::Payments,
     pub hold_keeper: ractor::ActorRef<crate::actors::payments::KeeperMsg>,
@@ -70,12 +71,17 @@ pub struct AppState {
     pub reconciler: ractor::ActorRef<crate::actors::reconciler::ReconcilerMsg>,
     pub bank_webhook_secrets: Vec<String>,
     pub bank_ingestor: ractor::ActorRef<crate::actors::webhook_ingestor::IngestorMsg>,
-    /// The embedded bank simulator, mounted under `/bank-sim` when no bank URL is configured.
+    /// The development bank simulator, mounted under `/bank-sim` only when allowed
+    /// (`BankSimulatorMode::mounts`).
     pub bank_simulator: Option<crate::bank_sim::BankSimulator>,
     /// Stripe Checkout, when `STRIPE_SECRET_KEY` is set.
     pub stripe: Option<crate::providers::stripe::StripeCheckout>,
     pub stripe_ingestor: Option<ractor::ActorRef<crate::actors::webhook_ingestor::IngestorMsg>>,
     pub stripe_webhook_secret: Option<String>,
+    /// Merchant webhook endpoints may name non-public addresses (development and tests).
+    pub webhook_allow_private_networks: bool,
+    /// `/metrics` is served on the main address (no `WALLETI_METRICS_BIND`).
+    pub metrics_on_main: bool,
 }
 
 /// The route table.
@@ -84,7 +90,6 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/health", get().to(operations::health))
         .route("/ready", get().to(operations::ready))
-        .route("/metrics", get().to(operations::metrics))
         .route("/openapi.json", get().to(operations::openapi))
         .route("/v1/users", post().to(users::create_user))
         .route("/v1/users", get().to(users::list_users))
@@ -243,6 +248,8 @@ pub fn application(
 > {
     let metrics = Arc::clone(&state.metrics);
     let bank_simulator = state.bank_simulator.clone();
+    let metrics_on_main = state.metrics_on_main;
+    let served_over_tls = state.public_url.starts_with("https://");
     actix_web::App::new()
         .app_data(state)
         .configure(move |config| {
@@ -262,13 +269,19 @@ pub fn application(
             .into()
         }))
         .configure(routes)
+        .configure(move |config| {
+            if metrics_on_main {
+                config.route("/metrics", web::get().to(operations::metrics));
+            }
+        })
         .configure(webapp::routes)
         .default_service(web::to(unmatched))
+        .wrap(security_headers(served_over_tls))
         .wrap_fn(move |request, service| {
             let route = request
                 .match_pattern()
                 .unwrap_or_else(|| "unmatched".to_owned());
-            let method = request.method().as_str().to_owned();
+            let method = method_label(request.method()).to_owned();
             let request_id = request_id(&request);
             // Actor messages sent while handling carry this span (ractor propagates the
             // sender's span), so wallet and saga logs show the request id too.
@@ -299,6 +312,59 @@ pub fn application(
                 Ok(response)
             }
         })
+}
+
+/// Headers on every answer: no page of walleti may be framed by another site (a payment
+/// confirmation under someone else's overlay), no content type is guessed, and no URL leaks
+/// to other sites through `Referer`; served over TLS, browsers are told to keep to it. A
+/// handler's own header wins.
+fn security_headers(served_over_tls: bool) -> actix_web::middleware::DefaultHeaders {
+    let headers = actix_web::middleware::DefaultHeaders::new()
+        .add(("Content-Security-Policy", "frame-ancestors 'none'"))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Referrer-Policy", "same-origin"));
+    if served_over_tls {
+        headers.add(("Strict-Transport-Security", HSTS_VALUE))
+    } else {
+        headers
+    }
+}
+
+/// One year, subdomains excluded (walleti does not own its parent domain's other hosts).
+const HSTS_VALUE: &str = "max-age=31536000";
+
+/// The HTTP method as a metric label: one of a fixed set, so a client inventing methods
+/// cannot grow the metric families without bound.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The application serving only `/metrics` (on `WALLETI_METRICS_BIND`).
+pub fn metrics_application(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<actix_web::body::BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .app_data(state)
+        .route("/metrics", web::get().to(operations::metrics))
 }
 
 /// Request ids: the caller's `X-Request-Id` when it is sane, otherwise a new one.

@@ -67,13 +67,10 @@ pub async fn top_up(
         .await?;
     let order = parse_order(body)?;
     if order.provider == OnrampProvider::Stripe && state.stripe.is_none() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::ApiError,
-            "provider_not_configured",
-            "Stripe is not configured on this walleti.",
-        )
-        .with_param("provider"));
+        return Err(provider_not_configured("Stripe").with_param("provider"));
+    }
+    if order.provider == OnrampProvider::Bank && state.bank.is_none() {
+        return Err(provider_not_configured("The bank").with_param("provider"));
     }
     let caller = user.caller();
     run_keyed(
@@ -149,6 +146,16 @@ async fn execute_onramp(
     ))
 }
 
+/// 503 `provider_not_configured` for a provider this walleti has no credentials for.
+pub fn provider_not_configured(provider: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorType::ApiError,
+        "provider_not_configured",
+        format!("{provider} is not configured on this walleti."),
+    )
+}
+
 /// Asks the bank to collect the money; returns (approval page, bank payment id).
 async fn request_bank_payment(
     state: &AppState,
@@ -156,8 +163,11 @@ async fn request_bank_payment(
 ) -> Result<(String, String), ApiError> {
     let callback_url = format!("{}/webhooks/bank", state.public_url);
     let reference = onramp.id.to_string();
-    let payment = state
+    let bank = state
         .bank
+        .as_ref()
+        .ok_or_else(|| provider_not_configured("The bank"))?;
+    let payment = bank
         .create_payment(PaymentRequest {
             reference: &reference,
             amount: onramp.amount.minor_units(),

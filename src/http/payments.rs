@@ -515,6 +515,9 @@ pub async fn pay_out(
         .rate_limiter
         .admit(&format!("money:{owner}"), state.limits.money_quota)
         .await?;
+    if state.bank.is_none() {
+        return Err(super::onramps::provider_not_configured("The bank"));
+    }
     let object = json_object(body)?;
     let fields = Fields(&object);
     let amount = fields.amount("amount")?;

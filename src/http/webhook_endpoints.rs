@@ -139,6 +139,47 @@ pub struct UpdateWebhookEndpointRequest {
     pub status: Option<String>,
 }
 
+/// Endpoints one merchant may have: each one multiplies the deliveries of every event.
+pub const ENDPOINTS_PER_MERCHANT_MAX: u64 = 16;
+
+/// Manual re-sends per merchant: each one is an outbound request the merchant triggers.
+const RESEND_QUOTA: crate::config::Quota = crate::config::Quota {
+    requests: 10,
+    period: std::time::Duration::from_secs(60),
+    burst: 10,
+};
+
+/// One manual re-send by `merchant` (the API's and the web app's): 429 past `RESEND_QUOTA`.
+pub async fn admit_resend(
+    state: &AppState,
+    merchant: crate::domain::MerchantId,
+) -> Result<(), ApiError> {
+    state
+        .rate_limiter
+        .admit(&format!("resend:{merchant}"), RESEND_QUOTA)
+        .await
+}
+
+/// Refuses, up front, an IP-literal URL that is not public (names are checked at connect
+/// time, when they resolve).
+fn check_destination(state: &AppState, url: &str) -> Result<(), ApiError> {
+    if state.webhook_allow_private_networks {
+        return Ok(());
+    }
+    let public = reqwest::Url::parse(url)
+        .ok()
+        .is_some_and(|url| crate::providers::outbound::check_literal_host(&url).is_ok());
+    if public {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_param(
+            "url_invalid",
+            "url",
+            "url must point to a public internet address.",
+        ))
+    }
+}
+
 fn parse_url(text: &str) -> Result<String, ApiError> {
     let invalid = || {
         ApiError::invalid_param(
@@ -251,7 +292,21 @@ pub async fn register(
 ) -> Result<WebhookEndpointView, ApiError> {
     let object = json_object(body)?;
     let url = parse_url(Fields(&object).required_str("url")?)?;
+    check_destination(state, &url)?;
     let events = parse_events(object.get("events"))?;
+    if state
+        .store
+        .count_webhook_endpoints(merchant.merchant_id)
+        .await?
+        >= ENDPOINTS_PER_MERCHANT_MAX
+    {
+        return Err(ApiError::invalid_request(
+            "webhook_endpoints_limit_reached",
+            format!(
+                "A merchant may have at most {ENDPOINTS_PER_MERCHANT_MAX} webhook endpoints; update or disable one instead."
+            ),
+        ));
+    }
     let secret = generate_token("whsec");
     let endpoint = state
         .store
@@ -322,6 +377,9 @@ pub async fn update_endpoint(
     let object = json_object(&body)?;
     let fields = Fields(&object);
     let url = fields.optional_str("url")?.map(parse_url).transpose()?;
+    if let Some(url) = &url {
+        check_destination(&state, url)?;
+    }
     let events = match object.get("events") {
         None | Some(Value::Null) => None,
         value => Some(parse_events(value)?),
@@ -400,7 +458,8 @@ pub async fn get_delivery(
 #[utoipa::path(post, path = "/v1/webhook_deliveries/{id}/resend", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path, description = "Webhook delivery id")),
     responses((status = 200, body = WebhookDeliveryView, description = "The delivery after the manual attempt"),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 pub async fn resend_delivery(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -408,6 +467,7 @@ pub async fn resend_delivery(
 ) -> Result<HttpResponse, ApiError> {
     let merchant = auth::current_merchant(&request, &state).await?;
     let (id, _) = own_delivery(&state, &merchant, &path).await?;
+    admit_resend(&state, merchant.merchant_id).await?;
     let sent = state
         .webhook_dispatcher
         .call(

@@ -1,16 +1,29 @@
 //! The bank's API (the bank simulator speaks it): ask the bank to collect an amount for an
 //! on-ramp (the bank answers with the page the user approves the payment on), to pay money
-//! out, and for its settlement statement.
+//! out, and for its settlement statement. Every request carries walleti's bank API token
+//! (`WALLETI_BANK_API_TOKEN`) as a bearer token when one is configured.
 
 use serde::Deserialize;
 use std::time::Duration;
 
-const BANK_TIMEOUT_SECONDS: u64 = 10;
+/// One request to the bank waits at most this long.
+pub const BANK_TIMEOUT_SECONDS: u64 = 10;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BankClient {
     base_url: String,
+    api_token: Option<String>,
     http: reqwest::Client,
+}
+
+impl std::fmt::Debug for BankClient {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "BankClient {{ base_url: {:?}, token: *** }}",
+            self.base_url
+        )
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,14 +79,39 @@ pub struct BankPayout {
     pub id: String,
 }
 
+/// What the bank says about one payment or payout now (`GET /api/payments/{id}`,
+/// `GET /api/payouts/{id}`): `status` is `pending`, `approved` / `declined` (payments) or
+/// `paid` / `failed` (payouts).
+#[derive(Debug, Clone, Deserialize)]
+pub struct BankRecord {
+    pub id: String,
+    /// walleti's on-ramp or payout id.
+    pub reference: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+}
+
 impl BankClient {
-    pub fn new(base_url: &str) -> BankClient {
-        BankClient {
+    pub fn new(
+        base_url: &str,
+        api_token: Option<String>,
+        outbound: &crate::providers::outbound::Outbound,
+    ) -> anyhow::Result<BankClient> {
+        Ok(BankClient {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(BANK_TIMEOUT_SECONDS))
-                .build()
-                .unwrap_or_default(),
+            api_token,
+            http: outbound.client(Duration::from_secs(BANK_TIMEOUT_SECONDS))?,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        match &self.api_token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
     }
 
@@ -83,8 +121,7 @@ impl BankClient {
         request: PaymentRequest<'_>,
     ) -> Result<BankPayment, BankError> {
         let response = self
-            .http
-            .post(format!("{}/api/payments", self.base_url))
+            .request(reqwest::Method::POST, "/api/payments")
             .json(&serde_json::json!({
                 "reference": request.reference,
                 "amount": request.amount,
@@ -107,8 +144,7 @@ impl BankClient {
     /// reports `payout.paid` or `payout.failed` to the callback.
     pub async fn create_payout(&self, request: PayoutRequest<'_>) -> Result<BankPayout, BankError> {
         let response = self
-            .http
-            .post(format!("{}/api/payouts", self.base_url))
+            .request(reqwest::Method::POST, "/api/payouts")
             .json(&serde_json::json!({
                 "reference": request.reference,
                 "amount": request.amount,
@@ -127,18 +163,35 @@ impl BankClient {
         Ok(response.json().await?)
     }
 
-    /// The bank's settlement statement: every payment it paid.
-    pub async fn settlements(&self) -> Result<Vec<Settlement>, BankError> {
+    /// The bank's record of a payment (`kind` = `payments`) or payout (`payouts`).
+    pub async fn record(&self, kind: &str, id: &str) -> Result<BankRecord, BankError> {
         let response = self
-            .http
-            .get(format!("{}/api/settlements", self.base_url))
+            .request(reqwest::Method::GET, &format!("/api/{kind}/{id}"))
             .send()
             .await?;
         if !response.status().is_success() {
             return Err(BankError::Refused(format!(
-                "settlements: {}",
+                "{kind} {id}: {}",
                 response.status()
             )));
+        }
+        Ok(response.json().await?)
+    }
+
+    /// The bank's settlement statement: every payment it paid.
+    pub async fn settlements(&self) -> Result<Vec<Settlement>, BankError> {
+        self.statement("/api/settlements").await
+    }
+
+    /// The bank's payout statement: every payout it paid (`reference`: the payout id).
+    pub async fn payout_settlements(&self) -> Result<Vec<Settlement>, BankError> {
+        self.statement("/api/payout_settlements").await
+    }
+
+    async fn statement(&self, path: &str) -> Result<Vec<Settlement>, BankError> {
+        let response = self.request(reqwest::Method::GET, path).send().await?;
+        if !response.status().is_success() {
+            return Err(BankError::Refused(format!("{path}: {}", response.status())));
         }
         Ok(response.json::<SettlementList>().await?.data)
     }

@@ -34,9 +34,14 @@ pub fn escape_html(text: &str) -> String {
     escaped
 }
 
+/// Each SMTP command waits at most this long for the server.
+pub const SMTP_TIMEOUT_SECONDS: u64 = 10;
+
 impl Mailer {
     pub fn new(smtp_url: &str, from: &str) -> anyhow::Result<Mailer> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)?.build();
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)?
+            .timeout(Some(std::time::Duration::from_secs(SMTP_TIMEOUT_SECONDS)))
+            .build();
         Ok(Mailer {
             transport,
             from: from.parse()?,

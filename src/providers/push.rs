@@ -79,10 +79,8 @@ impl Fcm {
             .or(account.token_uri)
             .unwrap_or_else(|| FCM_TOKEN_URL_DEFAULT.to_owned());
         Ok(Fcm {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(FCM_TIMEOUT_SECONDS))
-                .build()
-                .unwrap_or_default(),
+            http: crate::providers::outbound::Outbound::default()
+                .client(Duration::from_secs(FCM_TIMEOUT_SECONDS))?,
             api_base: api_base.trim_end_matches('/').to_owned(),
             project_id: project_id.to_owned(),
             token_url,
@@ -90,6 +88,15 @@ impl Fcm {
             key,
             access_token: Mutex::new(None),
         })
+    }
+
+    /// Sends through a client that trusts the operator's extra CAs too.
+    pub fn with_outbound(
+        mut self,
+        outbound: &crate::providers::outbound::Outbound,
+    ) -> anyhow::Result<Fcm> {
+        self.http = outbound.client(Duration::from_secs(FCM_TIMEOUT_SECONDS))?;
+        Ok(self)
     }
 
     async fn access_token(&self) -> anyhow::Result<String> {

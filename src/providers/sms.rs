@@ -58,8 +58,8 @@ impl Twilio {
         status_callback_url: String,
     ) -> Twilio {
         Twilio {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(TWILIO_TIMEOUT_SECONDS))
+            http: crate::providers::outbound::Outbound::default()
+                .builder(Duration::from_secs(TWILIO_TIMEOUT_SECONDS))
                 .build()
                 .unwrap_or_default(),
             api_base: api_base.trim_end_matches('/').to_owned(),
@@ -68,6 +68,15 @@ impl Twilio {
             from: from.to_owned(),
             status_callback_url,
         }
+    }
+
+    /// Sends through a client that trusts the operator's extra CAs too.
+    pub fn with_outbound(
+        mut self,
+        outbound: &crate::providers::outbound::Outbound,
+    ) -> anyhow::Result<Twilio> {
+        self.http = outbound.client(Duration::from_secs(TWILIO_TIMEOUT_SECONDS))?;
+        Ok(self)
     }
 
     /// Sends one SMS; returns Twilio's message SID.

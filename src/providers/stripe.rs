@@ -69,6 +69,9 @@ pub struct CheckoutOrder<'a> {
     pub currency: &'a str,
 }
 
+/// One attempt of a Stripe API call waits at most this long.
+pub const STRIPE_TIMEOUT_SECONDS: u64 = 10;
+
 impl StripeCheckout {
     /// `api_base`: e.g. `https://api.stripe.com/` (the trailing slash matters: paths are joined
     /// as `{base}v1/...`).
@@ -84,6 +87,7 @@ impl StripeCheckout {
         };
         let client = ClientBuilder::new(secret_key)
             .url(api_base)
+            .timeout(std::time::Duration::from_secs(STRIPE_TIMEOUT_SECONDS))
             .build()
             .map_err(|error| StripeFailure::Client(error.to_string()))?;
         Ok(StripeCheckout {
@@ -117,8 +121,15 @@ impl StripeCheckout {
             .line_items(vec![item])
             .client_reference_id(reference.clone())
             .metadata(metadata)
-            .success_url(format!("{}/onramps/{reference}/done", self.public_url))
-            .cancel_url(format!("{}/onramps/{reference}/canceled", self.public_url))
+            // The user app's page of the on-ramp: it shows the status as the webhook settles it.
+            .success_url(format!(
+                "{}/app/onramps/{reference}?checkout=done",
+                self.public_url
+            ))
+            .cancel_url(format!(
+                "{}/app/onramps/{reference}?checkout=canceled",
+                self.public_url
+            ))
             .customize()
             .request_strategy(RequestStrategy::Idempotent(key))
             .send(&self.client)

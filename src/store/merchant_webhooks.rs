@@ -98,6 +98,15 @@ impl Store {
             .await?)
     }
 
+    /// How many endpoints the merchant has (enabled or not).
+    pub async fn count_webhook_endpoints(&self, merchant: MerchantId) -> StoreResult<u64> {
+        use sea_orm::PaginatorTrait;
+        Ok(webhook_endpoints::Entity::find()
+            .filter(webhook_endpoints::Column::MerchantId.eq(merchant.to_string()))
+            .count(self.writer())
+            .await?)
+    }
+
     pub async fn list_webhook_endpoints(
         &self,
         merchant: MerchantId,
@@ -192,14 +201,21 @@ impl Store {
     }
 
     /// Pending deliveries due now to enabled endpoints, oldest first, with their endpoint.
+    /// Up to `limit` pending deliveries due by `now`, oldest first, with their enabled
+    /// endpoints; leaving out the deliveries `in_flight` and those of the `saturated`
+    /// endpoints (so a busy endpoint's backlog does not hide everyone else's).
     pub async fn due_webhook_deliveries(
         &self,
         now: DateTime<Utc>,
         limit: u64,
+        in_flight: &[String],
+        saturated: &[String],
     ) -> StoreResult<Vec<(webhook_deliveries::Model, webhook_endpoints::Model)>> {
         let deliveries = webhook_deliveries::Entity::find()
             .filter(webhook_deliveries::Column::Status.eq(DELIVERY_PENDING))
             .filter(webhook_deliveries::Column::NextAttemptAt.lte(now))
+            .filter(webhook_deliveries::Column::Id.is_not_in(in_flight.iter().cloned()))
+            .filter(webhook_deliveries::Column::EndpointId.is_not_in(saturated.iter().cloned()))
             .order_by_asc(webhook_deliveries::Column::NextAttemptAt)
             .limit(limit)
             .all(self.reader())

@@ -61,6 +61,17 @@ impl Store {
             .await?)
     }
 
+    /// The outbox events with these ids (those that exist), as the database holds them.
+    pub async fn outbox_events(&self, ids: &[String]) -> StoreResult<Vec<outbox::Model>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::Id.is_in(ids.iter().cloned()))
+            .all(self.reader())
+            .await?)
+    }
+
     /// How many events wait to be published (dead letters excluded), and when the oldest was
     /// written.
     pub async fn outbox_backlog_and_oldest(&self) -> StoreResult<(i64, Option<DateTime<Utc>>)> {

@@ -148,6 +148,27 @@ impl Store {
         Ok((records, has_more))
     }
 
+    /// Bank on-ramps still processing, created before `created_before`, that the bank was
+    /// asked to collect (the bank poller asks the bank about them).
+    pub async fn stale_bank_onramps(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<Vec<OnrampRecord>> {
+        onramps::Entity::find()
+            .filter(onramps::Column::Provider.eq(OnrampProvider::Bank.as_str()))
+            .filter(onramps::Column::Status.eq(OnrampStatus::Processing.as_str()))
+            .filter(onramps::Column::ProviderReference.is_not_null())
+            .filter(onramps::Column::CreatedAt.lt(created_before))
+            .order_by_asc(onramps::Column::Id)
+            .limit(limit)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(OnrampRecord::try_from)
+            .collect()
+    }
+
     /// `processing` → `failed` with its outbox event, in one transaction. Returns whether this
     /// call changed it (a terminal on-ramp never changes).
     pub async fn fail_onramp(

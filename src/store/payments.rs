@@ -638,6 +638,24 @@ impl Store {
             .collect()
     }
 
+    /// Payouts the bank accepted before `created_before` and has not settled yet.
+    pub async fn stale_payouts_in_transit(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<Vec<PayoutRecord>> {
+        payouts::Entity::find()
+            .filter(payouts::Column::Status.eq(PayoutStatus::InTransit.as_str()))
+            .filter(payouts::Column::CreatedAt.lt(created_before))
+            .order_by_asc(payouts::Column::Id)
+            .limit(limit)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(PayoutRecord::try_from)
+            .collect()
+    }
+
     /// The bank accepted the payout: `pending` → `in_transit` with the bank's reference.
     pub async fn mark_payout_submitted(
         &self,

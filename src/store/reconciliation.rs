@@ -3,7 +3,7 @@
 //! The SQL is shared by both backends (`$n` placeholders become `?` on SQLite).
 
 use super::accounts::{PageRequest, fetch_page};
-use super::entities::{onramps, reconciliations};
+use super::entities::{onramps, payouts, reconciliations};
 use super::{Store, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -259,6 +259,21 @@ impl Store {
             .filter(onramps::Column::CreatedAt.gte(since))
             .filter(onramps::Column::Id.gt(after))
             .order_by_asc(onramps::Column::Id)
+            .limit(ACCOUNTS_PAGE_SIZE)
+            .all(self.reader())
+            .await?)
+    }
+
+    /// One keyset page of the payouts created since `since`, oldest first.
+    pub async fn payouts_page(
+        &self,
+        since: DateTime<Utc>,
+        after: &str,
+    ) -> StoreResult<Vec<payouts::Model>> {
+        Ok(payouts::Entity::find()
+            .filter(payouts::Column::CreatedAt.gte(since))
+            .filter(payouts::Column::Id.gt(after))
+            .order_by_asc(payouts::Column::Id)
             .limit(ACCOUNTS_PAGE_SIZE)
             .all(self.reader())
             .await?)

@@ -79,6 +79,8 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.admin_token.value = ADMIN_TOKEN.to_owned();
     settings.admin_token.generated = false;
     settings.bank_webhook_secrets = vec![BANK_SECRET.to_owned()];
+    // The tests' merchant webhook receivers listen on 127.0.0.1.
+    settings.webhook_allow_private_networks = true;
     settings.limits.inbox_poll_interval = std::time::Duration::from_millis(200);
     settings.limits.outbox_poll_interval = std::time::Duration::from_millis(50);
     settings
@@ -91,6 +93,11 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    spawn_app_on(settings, listener).await
+}
+
+/// Spawns walleti on a listener the test bound itself (to know its address beforehand).
+pub async fn spawn_app_on(settings: Settings, listener: TcpListener) -> TestApp {
     let database_url = settings.database_url.clone();
     let application = Application::build_with_listener(settings, listener, Arc::new(SystemClock))
         .await

@@ -103,6 +103,7 @@ async fn a_bank_top_up_credits_the_wallet_once_from_bank_clearing() {
         let faults = app
             .client
             .post(format!("{}/bank-sim/api/faults", app.address))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
             .json(&json!({"duplicate": 2}))
             .send()
             .await
@@ -152,6 +153,7 @@ async fn a_bank_top_up_credits_the_wallet_once_from_bank_clearing() {
         let settlements = app
             .client
             .get(format!("{}/bank-sim/api/settlements", app.address))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
             .send()
             .await
             .expect("get");
@@ -420,4 +422,63 @@ async fn an_event_stored_before_a_crash_is_processed_after_restart() {
         wait_for_onramp(&app, &ada, &id, "succeeded").await;
         assert_eq!(app.balance(&ada).await, (2_500, 0));
     }
+}
+
+#[tokio::test]
+async fn lost_bank_webhooks_are_made_good_by_asking_the_bank() {
+    let mut settings =
+        test_settings(&crate::helpers::fresh_database(crate::helpers::Backend::Sqlite).await);
+    settings.limits.bank_poll_after = Duration::ZERO;
+    settings.limits.bank_poll_interval = Duration::from_millis(100);
+    settings.limits.hold_keeper_interval = Duration::from_millis(100);
+    let app = spawn_app_with(settings).await;
+    let ada = app.user("ada").await;
+    // The bank's webhooks are delayed far beyond the test: as good as lost.
+    let faults = app
+        .client
+        .post(format!("{}/bank-sim/api/faults", app.address))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .json(&json!({"delay_ms": 600_000}))
+        .send()
+        .await
+        .expect("faults");
+    assert_eq!(faults.status(), StatusCode::OK);
+
+    let onramp = create_onramp(&app, &ada, 4_000, "lost-webhook").await;
+    let id = onramp["id"].as_str().expect("id");
+    let approved = app
+        .client
+        .post(format!("{}{}/approve", app.address, payment_path(&onramp)))
+        .send()
+        .await
+        .expect("approve");
+    assert_eq!(approved.status(), StatusCode::OK);
+    wait_for_onramp(&app, &ada, id, "succeeded").await;
+    assert_eq!(app.balance(&ada).await, (4_000, 0));
+
+    // A payout the bank paid, whose webhook is lost too.
+    let payout = app
+        .post(
+            "/v1/payouts",
+            Some(&ada.token),
+            Some("lost-payout"),
+            &json!({"amount": 1_500, "currency": "usd"}),
+        )
+        .await;
+    assert_eq!(payout.status, StatusCode::CREATED, "{}", payout.text);
+    let payout_id = payout.body["id"].as_str().expect("id");
+    let mut status = Value::Null;
+    for _ in 0..250 {
+        status = app
+            .get(&format!("/v1/payouts/{payout_id}"), &ada.token)
+            .await
+            .body["status"]
+            .clone();
+        if status == "paid" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, "paid");
+    assert_eq!(app.balance(&ada).await, (2_500, 0));
 }

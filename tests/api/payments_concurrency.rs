@@ -189,6 +189,7 @@ async fn payouts_lock_funds_until_the_bank_pays_or_fails_them() {
         let faults = app
             .client
             .post(format!("{}/bank-sim/api/faults", app.address))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
             .json(&json!({"payouts": "fail"}))
             .send()
             .await

@@ -198,6 +198,7 @@ async fn a_clean_ledger_is_reported_clean_and_each_seeded_discrepancy_is_found()
         // 4. The bank paid, but its webhook never arrived (delayed far beyond the test).
         app.client
             .post(format!("{}/bank-sim/api/faults", app.address))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
             .json(&json!({"delay_ms": 600_000}))
             .send()
             .await
@@ -294,4 +295,97 @@ async fn a_clean_ledger_is_reported_clean_and_each_seeded_discrepancy_is_found()
             StatusCode::UNAUTHORIZED
         );
     }
+}
+
+#[tokio::test]
+async fn payouts_are_compared_with_the_banks_payout_statement() {
+    let app = spawn_app_with(test_settings(
+        &fresh_database(crate::helpers::Backend::Sqlite).await,
+    ))
+    .await;
+    let ada = app.user("ada").await;
+    app.fund(&ada, 10_000).await;
+    let faults = |body: Value| {
+        let app = &app;
+        async move {
+            let reply = app
+                .client
+                .post(format!("{}/bank-sim/api/faults", app.address))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .expect("faults");
+            assert_eq!(reply.status(), StatusCode::OK);
+        }
+    };
+    let payout = |key: &'static str| {
+        let app = &app;
+        let token = ada.token.clone();
+        async move {
+            let reply = app
+                .post(
+                    "/v1/payouts",
+                    Some(&token),
+                    Some(key),
+                    &json!({"amount": 1_000, "currency": "usd"}),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+            let id = reply.body["id"].as_str().expect("id").to_owned();
+            for _ in 0..250 {
+                let read = app.get(&format!("/v1/payouts/{id}"), &token).await;
+                if read.body["status"] != "pending" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            id
+        }
+    };
+    // 1. Paid and settled: nothing to report.
+    let settled = payout("payout-settled").await;
+    for _ in 0..250 {
+        if app
+            .get(&format!("/v1/payouts/{settled}"), &ada.token)
+            .await
+            .body["status"]
+            == "paid"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reconcile(&app).await["status"], "clean");
+    // 2. The bank paid, its webhook never came.
+    faults(json!({"delay_ms": 600_000})).await;
+    let unsettled = payout("payout-unsettled").await;
+    // 3. walleti says paid, the bank never paid.
+    faults(json!({"payouts": "manual"})).await;
+    let unpaid = payout("payout-unpaid").await;
+    let database = Database::connect(app.database_url.as_str())
+        .await
+        .expect("connect");
+    walleti::store::entities::payouts::Entity::update_many()
+        .col_expr(
+            walleti::store::entities::payouts::Column::Status,
+            Expr::value("paid"),
+        )
+        .filter(walleti::store::entities::payouts::Column::Id.eq(unpaid.as_str()))
+        .exec(&database)
+        .await
+        .expect("seed");
+
+    let report = reconcile(&app).await;
+    let found = |kind: &str| -> Vec<String> {
+        report["discrepancies"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|d| d["kind"] == kind && d["reference"]["type"] == "payout")
+            .map(|d| d["reference"]["id"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(found("missing_in_ledger"), vec![unsettled], "{report}");
+    assert_eq!(found("missing_at_provider"), vec![unpaid], "{report}");
 }

@@ -391,8 +391,9 @@ async fn a_poison_event_is_dead_lettered_after_the_bound_and_blocks_nothing() {
     let database = Database::connect(database_url.as_str())
         .await
         .expect("connect");
+    let poison_id = uuid::Uuid::now_v7().to_string();
     outbox::Entity::insert(outbox::ActiveModel {
-        id: sea_orm::ActiveValue::Set(uuid::Uuid::now_v7().to_string()),
+        id: sea_orm::ActiveValue::Set(poison_id.clone()),
         event_type: sea_orm::ActiveValue::Set("transfer.completed".into()),
         aggregate_type: sea_orm::ActiveValue::Set("transfer".into()),
         aggregate_id: sea_orm::ActiveValue::Set("poison".into()),
@@ -432,7 +433,7 @@ async fn a_poison_event_is_dead_lettered_after_the_bound_and_blocks_nothing() {
         .expect("xrange");
     let text = format!("{dead:?}");
     assert!(
-        text.contains("poison") && text.contains("notifier"),
+        text.contains(&poison_id) && text.contains("notifier"),
         "{text}"
     );
     assert!(text.contains("too many deliveries"), "{text}");
@@ -485,4 +486,123 @@ async fn a_session_revoked_on_one_node_is_refused_on_the_other_at_once() {
     .await;
     let client = redis_client(&redis).await;
     delete_keys(&client, vec![stream.clone()]).await;
+}
+
+#[tokio::test]
+async fn a_forged_stream_entry_is_never_delivered_the_event_comes_from_the_database() {
+    let Some(redis) = redis_url() else { return };
+    let stream = unique_stream();
+    let database_url = fresh_database(Backend::Sqlite).await;
+    let app = spawn_app_with(redis_settings(&database_url, &redis, &stream)).await;
+    let ada = app.user("ada").await;
+    let client = redis_client(&redis).await;
+    // Whoever can write to Redis adds an event walleti never wrote, payload and all.
+    let forged_id = uuid::Uuid::now_v7().to_string();
+    let forged_payload = json!({"id": forged_id, "type": "transfer.completed",
+        "data": {"from_user": ada.id, "to_user": ada.id, "amount": 1_000_000, "currency": "usd"}})
+    .to_string();
+    let _: RedisValue = client
+        .xadd(
+            stream.as_str(),
+            false,
+            None,
+            "*",
+            vec![
+                ("id", forged_id.clone()),
+                ("type", "transfer.completed".to_owned()),
+                ("aggregate_type", "transfer".to_owned()),
+                ("aggregate_id", forged_id.clone()),
+                ("payload", forged_payload),
+                ("created_at", chrono::Utc::now().to_rfc3339()),
+            ],
+        )
+        .await
+        .expect("xadd");
+    let dead_stream = format!("{stream}:dead");
+    wait_until("both groups dead-letter the forged entry", async || {
+        client
+            .xlen::<i64, _>(dead_stream.as_str())
+            .await
+            .unwrap_or(0)
+            == 2
+    })
+    .await;
+    let dead: RedisValue = client
+        .xrange(dead_stream.as_str(), "-", "+", None)
+        .await
+        .expect("xrange");
+    let text = format!("{dead:?}");
+    assert!(
+        text.contains("no such outbox event") && text.contains(&forged_id),
+        "{text}"
+    );
+    assert!(
+        !notification_kinds(&app, &ada.token)
+            .await
+            .contains(&"transfer.completed".to_owned())
+    );
+    delete_keys(&client, vec![stream.clone(), dead_stream]).await;
+}
+
+/// Kills the password-protected Redis the test started, whatever happens to the test.
+struct RedisProcess(std::process::Child);
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn walleti_authenticates_to_a_redis_with_a_password() {
+    // CI has Redis installed when it sets the variable; a private server is started here.
+    if redis_url().is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let password = "test-redis-password-0123456789";
+    let _redis = RedisProcess(
+        std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--requirepass",
+                password,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server"),
+    );
+    let ready = |url: String| async move {
+        let mut settings = test_settings(&fresh_database(Backend::Sqlite).await);
+        settings.redis_url = Some(url);
+        let app = spawn_app_with(settings).await;
+        let mut status = StatusCode::SERVICE_UNAVAILABLE;
+        for _ in 0..100 {
+            status = app
+                .request(reqwest::Method::GET, "/ready", None, None, None)
+                .await
+                .status;
+            if status == StatusCode::OK {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        status
+    };
+    assert_eq!(
+        ready(format!("redis://:{password}@127.0.0.1:{port}")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        ready(format!("redis://:wrong-password@127.0.0.1:{port}")).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }

@@ -220,6 +220,13 @@ async fn a_stripe_top_up_creates_the_checkout_session_stripe_expects() {
     assert_eq!(form.get("metadata[onramp_id]"), Some(&id));
     assert!(form.get("success_url").is_some_and(|url| url.contains(&id)));
     assert!(form.get("cancel_url").is_some_and(|url| url.contains(&id)));
+    // Both land on a page walleti serves (the log-in page first, then the on-ramp's page).
+    for field in ["success_url", "cancel_url"] {
+        let url = form.get(field).expect("return url");
+        assert!(url.starts_with(&app.address), "{url}");
+        let landing = app.client.get(url).send().await.expect("get");
+        assert_eq!(landing.status(), StatusCode::OK, "{field} {url}");
+    }
 
     // The idempotent retry replays without a second session.
     let again = app
@@ -602,4 +609,55 @@ async fn reconciliation_compares_stripe_onramps_with_the_sessions_stripe_lists()
         find("missing_in_ledger")["reference"]["id"],
         "0194f1a0-0000-7000-8000-000000000009"
     );
+}
+
+#[tokio::test]
+async fn a_bank_event_for_a_stripe_onramp_credits_nothing() {
+    let (app, _received, _sessions) = stripe_app(Backend::Sqlite).await;
+    let ada = app.user("ada").await;
+    let created = app
+        .post(
+            "/v1/onramps",
+            Some(&ada.token),
+            Some("stripe-not-bank"),
+            &json!({"provider": "stripe", "amount": 2500, "currency": "usd"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+
+    // A correctly signed bank event naming the unpaid Stripe on-ramp, amount and all.
+    let body = json!({
+        "id": "evt_bank_for_stripe", "type": "payment.succeeded",
+        "created": chrono::Utc::now().timestamp(),
+        "data": {"reference": id, "amount": 2500, "currency": "usd"},
+    })
+    .to_string();
+    let signed = walleti::domain::signature::sign(
+        crate::helpers::BANK_SECRET,
+        chrono::Utc::now().timestamp(),
+        body.as_bytes(),
+    );
+    let sent = app
+        .client
+        .post(format!("{}/webhooks/bank", app.address))
+        .header("Walleti-Signature", signed)
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(sent.status(), StatusCode::OK);
+
+    let mut recorded = Vec::new();
+    for _ in 0..250 {
+        recorded = outcomes(&app).await;
+        if recorded.iter().any(Option::is_some) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(recorded, vec![Some("provider_mismatch".to_owned())]);
+    assert_eq!(app.balance(&ada).await, (0, 0));
+    let read = app.get(&format!("/v1/onramps/{id}"), &ada.token).await;
+    assert_eq!(read.body["status"], "processing");
 }

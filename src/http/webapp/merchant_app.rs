@@ -1060,6 +1060,13 @@ async fn resend_delivery(
     let Some((id, delivery)) = delivery else {
         return redirect("/merchant/webhooks");
     };
+    if crate::http::webhook_endpoints::admit_resend(&state, merchant.merchant_id)
+        .await
+        .is_err()
+    {
+        // Rate limited: the page shows the attempts as they are.
+        return redirect(&format!("/merchant/webhooks/{}", delivery.endpoint_id));
+    }
     let _ = state
         .webhook_dispatcher
         .call(

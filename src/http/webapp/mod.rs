@@ -405,17 +405,65 @@ pub fn pages(
     (newer, older)
 }
 
-/// A local path to go back to after logging in (never another site).
+/// Longest `next` path kept after logging in.
+const NEXT_LENGTH_MAX: usize = 512;
+
+/// A local path to go back to after logging in (never another site): an absolute path that
+/// starts with exactly one `/`, with no backslash, no control character and no
+/// percent-encoded control character or backslash anywhere (browsers drop tabs and newlines
+/// from URLs, so `/\t/evil.example` would become `//evil.example`).
 pub fn safe_next(next: Option<&String>, fallback: &str) -> String {
     match next {
-        Some(path)
-            if path.starts_with('/')
-                && !path.starts_with("//")
-                && !path.contains('\\')
-                && path.len() < 512 =>
-        {
-            path.clone()
-        }
+        Some(path) if is_local_path(path) => path.clone(),
         _ => fallback.to_owned(),
+    }
+}
+
+fn is_local_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let encoded_forbidden = bytes.windows(3).any(|window| {
+        window[0] == b'%'
+            && std::str::from_utf8(&window[1..])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .is_some_and(|byte| byte < 0x20 || byte == 0x7f || byte == b'\\')
+    });
+    path.len() < NEXT_LENGTH_MAX
+        && bytes.first() == Some(&b'/')
+        && !matches!(bytes.get(1), Some(b'/') | Some(b'\\'))
+        && !path.contains('\\')
+        && !path.chars().any(char::is_control)
+        && !encoded_forbidden
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_accepts_only_same_origin_paths() {
+        let next = |text: &str| safe_next(Some(&text.to_owned()), "/app");
+        for local in ["/app/wallet", "/pay/pi_1?x=1", "/app/onramps/onr_1/done"] {
+            assert_eq!(next(local), local);
+        }
+        for foreign in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/%09/evil.example",
+            "/%0a/evil.example",
+            "/%0D%0A/evil.example",
+            "/%5c/evil.example",
+            "/%7F/evil.example",
+            "https://evil.example",
+            "evil.example",
+            "",
+            "/\u{85}/evil.example",
+        ] {
+            assert_eq!(next(foreign), "/app", "{foreign:?}");
+        }
+        assert_eq!(next(&format!("/{}", "a".repeat(600))), "/app");
+        assert_eq!(safe_next(None, "/app"), "/app");
     }
 }
