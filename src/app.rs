@@ -10,7 +10,9 @@ use crate::actors::reconciler::{Reconciler, ReconcilerArgs, ReconcilerContext};
 use crate::actors::stream_consumer::{ConsumerArgs, ConsumerMsg, Handler, StreamConsumer};
 use crate::actors::transfer_saga::{self, SagaContext};
 use crate::actors::transfers::Transfers;
-use crate::actors::wallet_supervisor::{SupervisorArgs, SupervisorMsg, WalletSupervisor, Wallets};
+use crate::actors::wallet_supervisor::{
+    SupervisorArgs, SupervisorMsg, WalletRegistry, WalletSupervisor, Wallets,
+};
 use crate::actors::webhook_dispatcher::{DispatcherArgs, WebhookDispatcher};
 use crate::actors::webhook_ingestor::{IngestorArgs, IngestorMsg, WebhookIngestor};
 use crate::bank_sim::{
@@ -129,10 +131,12 @@ impl Application {
             Arc::clone(&metrics),
             settings.limits.call_timeout,
         );
+        let registry = WalletRegistry::default();
         let (supervisor, _) = Actor::spawn(
             None,
             WalletSupervisor,
             SupervisorArgs {
+                registry: registry.clone(),
                 store: store.clone(),
                 ledger: ledger.clone(),
                 metrics: Arc::clone(&metrics),
@@ -143,6 +147,7 @@ impl Application {
         .context("start wallet supervisor")?;
         let wallets = Wallets::new(
             supervisor.clone(),
+            registry,
             settings.limits.call_timeout,
             Arc::clone(&metrics),
         );
@@ -417,6 +422,52 @@ impl Application {
             supervisor,
             resumer,
         })
+    }
+
+    /// Where things are and which optional parts are on, for the start-up banner.
+    pub fn summary(&self, settings: &Settings) -> String {
+        let base = self.state.public_url.trim_end_matches('/');
+        let on_off = |on: bool| if on { "on" } else { "off" };
+        let database = if settings.database_url.starts_with("postgres") {
+            "PostgreSQL".to_owned()
+        } else {
+            format!("SQLite ({})", crate::store::redact(&settings.database_url))
+        };
+        let metrics = match settings.metrics_bind {
+            Some(bind) => format!("http://{bind}/metrics"),
+            None => format!("{base}/metrics"),
+        };
+        let bank = match (&settings.bank_url, &self.state.bank_simulator) {
+            (Some(url), _) => format!("at {url}"),
+            (None, Some(_)) => format!("embedded simulator at {base}/bank-sim/ (development only)"),
+            (None, None) => "off (set WALLETI_BANK_URL)".to_owned(),
+        };
+        [
+            format!("walleti is serving on {base}"),
+            format!("  people's wallet app   {base}/app"),
+            format!("  merchants' app        {base}/merchant"),
+            format!("  REST API              {base}/v1/…  (reference: {base}/openapi.json)"),
+            format!("  metrics               {metrics}"),
+            format!("  health / readiness    {base}/health  {base}/ready"),
+            format!("  database              {database}"),
+            format!(
+                "  Redis                 {}",
+                if settings.redis_url.is_some() {
+                    "on (events, rate limits, revocations)"
+                } else {
+                    "off (in-process bus)"
+                }
+            ),
+            format!("  bank                  {bank}"),
+            format!(
+                "  Stripe {}, email (SMTP) {}, SMS (Twilio) {}, push (FCM) {}",
+                on_off(settings.stripe.is_some()),
+                on_off(settings.smtp.is_some()),
+                on_off(settings.twilio.is_some()),
+                on_off(settings.fcm.is_some())
+            ),
+        ]
+        .join("\n")
     }
 
     pub fn port(&self) -> u16 {

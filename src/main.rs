@@ -95,6 +95,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         );
     }
     let application = Application::build(settings.clone()).await?;
+    println!("{}", application.summary(&settings));
     tracing::info!(
         address = %settings.bind,
         database = %walleti::store::redact(&settings.database_url),

@@ -26,7 +26,12 @@ pub const KIND: &str = "wallet_supervisor";
 const APPLY_ATTEMPTS_MAX: u32 = 20;
 const APPLY_RETRY_DELAY_MS: u64 = 5;
 
+/// The live wallet actors by account: written only by the supervisor (on spawn and when an
+/// actor stops), read by `Wallets` without a trip through the supervisor's mailbox.
+pub type WalletRegistry = Arc<std::sync::Mutex<HashMap<AccountId, ActorRef<WalletMsg>>>>;
+
 pub struct SupervisorArgs {
+    pub registry: WalletRegistry,
     pub store: Store,
     pub ledger: super::ledger_writer::Ledger,
     pub metrics: Arc<Metrics>,
@@ -38,7 +43,7 @@ pub struct SupervisorState {
     ledger: super::ledger_writer::Ledger,
     metrics: Arc<Metrics>,
     limits: WalletLimits,
-    wallets: HashMap<AccountId, ActorRef<WalletMsg>>,
+    wallets: WalletRegistry,
     accounts_by_actor: HashMap<ActorId, AccountId>,
 }
 
@@ -80,7 +85,7 @@ impl Actor for WalletSupervisor {
             ledger: args.ledger,
             metrics: args.metrics,
             limits: args.limits,
-            wallets: HashMap::new(),
+            wallets: args.registry,
             accounts_by_actor: HashMap::new(),
         })
     }
@@ -95,14 +100,16 @@ impl Actor for WalletSupervisor {
         let _timer = metrics.actor_message(KIND);
         match message {
             SupervisorMsg::Lookup(account, reply) => {
-                let result = match state.wallets.get(&account) {
-                    Some(wallet) => Ok(wallet.clone()),
+                let known = registered(&state.wallets, account);
+                let result = match known {
+                    Some(wallet) => Ok(wallet),
                     None => spawn_wallet(&myself, state, account).await,
                 };
                 let _ = reply.send(result);
             }
             SupervisorMsg::LiveCount(reply) => {
-                let _ = reply.send(state.wallets.len());
+                let live = state.wallets.lock().map_or(0, |wallets| wallets.len());
+                let _ = reply.send(live);
             }
         }
         Ok(())
@@ -155,15 +162,23 @@ impl Actor for WalletSupervisor {
     }
 }
 
+fn registered(wallets: &WalletRegistry, account: AccountId) -> Option<ActorRef<WalletMsg>> {
+    wallets.lock().ok()?.get(&account).cloned()
+}
+
 fn forget(state: &mut SupervisorState, actor: ActorId) -> Option<AccountId> {
     let account = state.accounts_by_actor.remove(&actor)?;
     // Only forget the registry entry if it still points at this actor.
-    if state
-        .wallets
-        .get(&account)
-        .is_some_and(|wallet| wallet.get_id() == actor)
-    {
-        state.wallets.remove(&account);
+    let removed = state.wallets.lock().is_ok_and(|mut wallets| {
+        let current = wallets
+            .get(&account)
+            .is_some_and(|wallet| wallet.get_id() == actor);
+        if current {
+            wallets.remove(&account);
+        }
+        current
+    });
+    if removed {
         state
             .metrics
             .actors_live
@@ -188,7 +203,9 @@ async fn spawn_wallet(
     match Actor::spawn_linked(None, WalletActor, args, myself.get_cell()).await {
         Ok((wallet, _join)) => {
             state.accounts_by_actor.insert(wallet.get_id(), account);
-            state.wallets.insert(account, wallet.clone());
+            if let Ok(mut wallets) = state.wallets.lock() {
+                wallets.insert(account, wallet.clone());
+            }
             state
                 .metrics
                 .actors_live
@@ -203,32 +220,30 @@ async fn spawn_wallet(
     }
 }
 
-/// The handle through which HTTP handlers and sagas reach wallet actors. It remembers the
-/// actors it was given, so that an op for a live wallet goes straight to it rather than through
-/// the supervisor's mailbox (one actor every op would otherwise queue behind); a remembered
-/// actor that has stopped is forgotten and looked up again.
+/// The handle through which HTTP handlers and sagas reach wallet actors. An op for a live
+/// wallet goes straight to its actor, found in the supervisor's registry, rather than through
+/// the supervisor's mailbox (one actor every op would otherwise queue behind); only a wallet
+/// that is not live is asked of the supervisor, which starts it.
 #[derive(Clone)]
 pub struct Wallets {
     supervisor: ActorRef<SupervisorMsg>,
+    registry: WalletRegistry,
     call_timeout: Duration,
     metrics: Arc<Metrics>,
-    known: Arc<std::sync::Mutex<HashMap<AccountId, ActorRef<WalletMsg>>>>,
 }
-
-/// Remembered wallet actors at most; past it the memory is cleared (lookups refill it).
-const KNOWN_WALLETS_MAX: usize = 200_000;
 
 impl Wallets {
     pub fn new(
         supervisor: ActorRef<SupervisorMsg>,
+        registry: WalletRegistry,
         call_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Wallets {
         Wallets {
             supervisor,
+            registry,
             call_timeout,
             metrics,
-            known: Arc::default(),
         }
     }
 
@@ -308,22 +323,12 @@ impl Wallets {
     }
 
     async fn lookup(&self, account: AccountId) -> Result<ActorRef<WalletMsg>, WalletError> {
-        if let Ok(mut known) = self.known.lock()
-            && let Some(wallet) = known.get(&account)
+        if let Some(wallet) = registered(&self.registry, account)
+            && wallet.get_status() == ractor::ActorStatus::Running
         {
-            if wallet.get_status() == ractor::ActorStatus::Running {
-                return Ok(wallet.clone());
-            }
-            known.remove(&account);
+            return Ok(wallet);
         }
-        let wallet = self.lookup_through_supervisor(account).await?;
-        if let Ok(mut known) = self.known.lock() {
-            if known.len() >= KNOWN_WALLETS_MAX {
-                known.clear();
-            }
-            known.insert(account, wallet.clone());
-        }
-        Ok(wallet)
+        self.lookup_through_supervisor(account).await
     }
 
     async fn lookup_through_supervisor(
