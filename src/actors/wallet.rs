@@ -30,7 +30,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
 
 pub const KIND: &str = "wallet";
 
@@ -69,7 +68,6 @@ pub struct WalletState {
     buffer: Vec<(WalletOp, RpcReplyPort<OpOutcome>)>,
     flush_pending: bool,
     last_activity: Instant,
-    idle_timer: Option<JoinHandle<()>>,
 }
 
 /// One balance change requested of a wallet, with everything its commit must write.
@@ -109,6 +107,7 @@ pub enum WalletMsg {
     /// The committed balance as this actor holds it (advisory: ops in flight may change it).
     Balance(RpcReplyPort<Balance>),
     Flush,
+    /// Sent by the supervisor every half idle timeout: an actor idle that long stops.
     IdleCheck,
 }
 
@@ -129,14 +128,13 @@ impl Actor for WalletActor {
         myself: ActorRef<WalletMsg>,
         args: WalletArgs,
     ) -> Result<WalletState, ActorProcessingErr> {
-        let account = args
-            .store
-            .load_account(args.account)
+        // Boxed: an actor's task keeps room for its largest future for as long as it lives, and
+        // a wallet actor is mostly idle; the database futures are allocated only while used.
+        let account = Box::pin(args.store.load_account(args.account))
             .await?
             .ok_or(AccountMissing(args.account))?;
         assert_loaded_invariants(&account);
-        let idle_check_period = (args.limits.idle_timeout / 2).max(Duration::from_millis(10));
-        let idle_timer = myself.send_interval(idle_check_period, || WalletMsg::IdleCheck);
+        let _ = myself;
         Ok(WalletState {
             account,
             store: args.store,
@@ -146,19 +144,7 @@ impl Actor for WalletActor {
             buffer: Vec::new(),
             flush_pending: false,
             last_activity: Instant::now(),
-            idle_timer: Some(idle_timer),
         })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<WalletMsg>,
-        state: &mut WalletState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(timer) = state.idle_timer.take() {
-            timer.abort();
-        }
-        Ok(())
     }
 
     async fn handle(
@@ -175,7 +161,7 @@ impl Actor for WalletActor {
                 state.last_activity = Instant::now();
                 state.buffer.push((*op, reply));
                 if state.buffer.len() >= state.limits.flush_batch_max {
-                    return flush(state).await;
+                    return Box::pin(flush(state)).await;
                 }
                 if !state.flush_pending {
                     state.flush_pending = true;
@@ -185,7 +171,7 @@ impl Actor for WalletActor {
             }
             WalletMsg::Flush => {
                 state.flush_pending = false;
-                flush(state).await
+                Box::pin(flush(state)).await
             }
             WalletMsg::Balance(reply) => {
                 let _ = reply.send(state.account.balance);

@@ -55,6 +55,9 @@ pub enum SupervisorMsg {
     ),
     /// Number of live wallet actors.
     LiveCount(RpcReplyPort<usize>),
+    /// Asks every live wallet whether it has been idle long enough to stop (one timer here
+    /// instead of one per wallet actor).
+    SweepIdle,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,10 +79,12 @@ impl Actor for WalletSupervisor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<SupervisorMsg>,
+        myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         args.metrics.actors_live.with_label_values(&[KIND]).inc();
+        let sweep_period = (args.limits.idle_timeout / 2).max(Duration::from_millis(10));
+        myself.send_interval(sweep_period, || SupervisorMsg::SweepIdle);
         Ok(SupervisorState {
             store: args.store,
             ledger: args.ledger,
@@ -106,6 +111,16 @@ impl Actor for WalletSupervisor {
                     None => spawn_wallet(&myself, state, account).await,
                 };
                 let _ = reply.send(result);
+            }
+            SupervisorMsg::SweepIdle => {
+                let wallets: Vec<ActorRef<WalletMsg>> = state
+                    .wallets
+                    .lock()
+                    .map(|wallets| wallets.values().cloned().collect())
+                    .unwrap_or_default();
+                for wallet in wallets {
+                    let _ = wallet.send_message(WalletMsg::IdleCheck);
+                }
             }
             SupervisorMsg::LiveCount(reply) => {
                 let live = state.wallets.lock().map_or(0, |wallets| wallets.len());
