@@ -15,6 +15,30 @@ use std::sync::OnceLock;
 pub const PASSWORD_LENGTH_MIN: usize = 10;
 pub const PASSWORD_LENGTH_MAX: usize = 256;
 
+/// The password rules of sign-up and of a password change: at least
+/// `PASSWORD_LENGTH_MIN` characters, at most `PASSWORD_LENGTH_MAX` bytes; else 400 naming
+/// `param`.
+pub fn check_new_password(password: &str, param: &str) -> Result<(), ApiError> {
+    if password.chars().count() < PASSWORD_LENGTH_MIN || password.len() > PASSWORD_LENGTH_MAX {
+        return Err(ApiError::invalid_param(
+            "password_too_short",
+            param,
+            "The password must be at least 10 characters (at most 256 bytes).",
+        ));
+    }
+    Ok(())
+}
+
+/// 401 `invalid_credentials`: a login or a current password that does not match.
+pub fn invalid_credentials(message: &str) -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        super::error::ErrorType::AuthenticationError,
+        "invalid_credentials",
+        message,
+    )
+}
+
 /// The authenticated user behind a session token.
 #[derive(Debug, Clone, Copy)]
 pub struct CurrentUser {
