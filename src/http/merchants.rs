@@ -185,24 +185,27 @@ pub async fn register(state: &AppState, body: &[u8]) -> Result<merchants::Model,
     responses((status = 201, body = MerchantSessionView), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn create_merchant_session(
     state: web::Data<AppState>,
+    request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.limits.body_bytes_max).await?;
-    Ok(HttpResponse::Created().json(log_in(&state, &body).await?))
+    let client = request.peer_addr().map(|address| address.ip());
+    Ok(HttpResponse::Created().json(log_in(&state, client, &body).await?))
 }
 
 /// `POST /v1/merchants/sessions`: checks the credentials (rate limited) and opens a session.
-pub async fn log_in(state: &AppState, body: &[u8]) -> Result<MerchantSessionView, ApiError> {
+pub async fn log_in(
+    state: &AppState,
+    client: Option<std::net::IpAddr>,
+    body: &[u8],
+) -> Result<MerchantSessionView, ApiError> {
     let object = json_object(body)?;
     let fields = Fields(&object);
     let login = fields.required_str("email")?;
     let password = fields.required_str("password")?.to_owned();
     state
         .rate_limiter
-        .admit(
-            &format!("merchant_login:{}", login.trim().to_ascii_lowercase()),
-            state.limits.login_quota,
-        )
+        .admit_login("merchant_login", login, client, &state.limits)
         .await?;
     let merchant = match Email::parse(login) {
         Ok(email) => state.store.find_merchant_by_email(&email).await?,
@@ -215,7 +218,7 @@ pub async fn log_in(state: &AppState, body: &[u8]) -> Result<MerchantSessionView
             .as_ref()
             .map(|merchant| merchant.password_hash.clone()),
     )
-    .await;
+    .await?;
     let merchant = match merchant {
         Some(merchant) if verified => merchant,
         _ => {
@@ -384,7 +387,7 @@ pub async fn replace_password(
         .find_merchant(merchant.merchant_id)
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
-    if !auth::verify_password(current_password, Some(found.password_hash)).await {
+    if !auth::verify_password(current_password, Some(found.password_hash)).await? {
         return Err(
             auth::invalid_credentials("The current password is incorrect.")
                 .with_param("current_password"),

@@ -88,10 +88,12 @@ fn conflict(code: &str, param: &str, message: &str) -> ApiError {
     responses((status = 201, body = SessionView), (status = 401, body = ErrorBody)))]
 pub async fn create_session(
     state: web::Data<AppState>,
+    request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let (token, session, user) = log_in(&state, &body).await?;
+    let client = request.peer_addr().map(|address| address.ip());
+    let (token, session, user) = log_in(&state, client, &body).await?;
     Ok(HttpResponse::Created().json(SessionView {
         token: Some(token),
         current: true,
@@ -104,6 +106,7 @@ pub async fn create_session(
 /// the bearer token (only ever shown here), the session and the user.
 pub async fn log_in(
     state: &AppState,
+    client: Option<std::net::IpAddr>,
     body: &[u8],
 ) -> Result<
     (
@@ -117,13 +120,11 @@ pub async fn log_in(
     let fields = Fields(&object);
     let login = fields.required_str("login")?;
     let password = fields.required_str("password")?.to_owned();
-    // Per login identifier, whether or not it exists, before any password work.
+    // Per login identifier (whether or not it exists), per address and in all, before any
+    // password work.
     state
         .rate_limiter
-        .admit(
-            &format!("login:{}", login.trim().to_ascii_lowercase()),
-            state.limits.login_quota,
-        )
+        .admit_login("login", login, client, &state.limits)
         .await?;
     let user = if login.trim_start().starts_with('+') {
         match PhoneNumber::parse(login) {
@@ -141,7 +142,7 @@ pub async fn log_in(
         password,
         user.as_ref().map(|user| user.password_hash.clone()),
     )
-    .await;
+    .await?;
     let user = match user {
         Some(user) if verified => user,
         _ => {
@@ -383,7 +384,7 @@ pub async fn replace_password(
         .find_user(caller.user_id)
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
-    if !auth::verify_password(current_password, Some(user.password_hash)).await {
+    if !auth::verify_password(current_password, Some(user.password_hash)).await? {
         return Err(
             auth::invalid_credentials("The current password is incorrect.")
                 .with_param("current_password"),

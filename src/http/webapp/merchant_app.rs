@@ -202,7 +202,7 @@ async fn signup(state: web::Data<AppState>, request: HttpRequest, form: Form) ->
             None,
         );
     }
-    log_in(&state, &csrf, &form, true).await
+    log_in(&state, &request, &csrf, &form, true).await
 }
 
 async fn login(state: web::Data<AppState>, request: HttpRequest, form: Form) -> HttpResponse {
@@ -210,13 +210,25 @@ async fn login(state: web::Data<AppState>, request: HttpRequest, form: Form) -> 
         return refused;
     }
     let (csrf, _) = csrf_token(&request);
-    log_in(&state, &csrf, &form, false).await
+    log_in(&state, &request, &csrf, &form, false).await
 }
 
-async fn log_in(state: &AppState, csrf: &str, form: &Form, signup: bool) -> HttpResponse {
+async fn log_in(
+    state: &AppState,
+    request: &HttpRequest,
+    csrf: &str,
+    form: &Form,
+    signup: bool,
+) -> HttpResponse {
     let password = form.get("password").cloned().unwrap_or_default();
     let body = json!({"email": text(form, "email"), "password": password});
-    match crate::http::merchants::log_in(state, body.to_string().as_bytes()).await {
+    match crate::http::merchants::log_in(
+        state,
+        request.peer_addr().map(|address| address.ip()),
+        body.to_string().as_bytes(),
+    )
+    .await
+    {
         Ok(session) => {
             let lifetime = state.limits.session_lifetime.as_secs() as i64;
             HttpResponse::SeeOther()

@@ -192,7 +192,13 @@ async fn signup(state: web::Data<AppState>, request: HttpRequest, form: Form) ->
         );
     }
     let login = json!({"login": text(&form, "email"), "password": form.get("password").cloned().unwrap_or_default()});
-    match crate::http::users::log_in(&state, login.to_string().as_bytes()).await {
+    match crate::http::users::log_in(
+        &state,
+        request.peer_addr().map(|address| address.ip()),
+        login.to_string().as_bytes(),
+    )
+    .await
+    {
         Ok((token, _, _)) => signed_in(&state, &token, HOME),
         Err(error) => page(
             &state,
@@ -252,7 +258,13 @@ async fn login(state: web::Data<AppState>, request: HttpRequest, form: Form) -> 
     let (csrf, _) = csrf_token(&request);
     let next = safe_next(form.get("next"), HOME);
     let body = json!({"login": text(&form, "login"), "password": form.get("password").cloned().unwrap_or_default()});
-    match crate::http::users::log_in(&state, body.to_string().as_bytes()).await {
+    match crate::http::users::log_in(
+        &state,
+        request.peer_addr().map(|address| address.ip()),
+        body.to_string().as_bytes(),
+    )
+    .await
+    {
         Ok((token, _, _)) => signed_in(&state, &token, &next),
         Err(error) => page(
             &state,
