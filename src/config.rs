@@ -281,8 +281,13 @@ pub struct Limits {
     /// An idempotency claim older than this whose request never finished is taken over.
     pub idempotency_lock_timeout: Duration,
     pub session_lifetime: Duration,
-    /// Login attempts per login identifier.
+    /// Login attempts per login identifier (normalised, hashed).
     pub login_quota: Quota,
+    /// Login attempts per client address (an IPv6 client by its /64), whatever the login.
+    pub login_address_quota: Quota,
+    /// Login attempts on this node (or, with Redis, on all nodes) together: a bound on
+    /// credential stuffing from many addresses, and on the password-hashing work it asks for.
+    pub login_global_quota: Quota,
     /// Money-moving requests (transfers, on-ramps) per user.
     pub money_quota: Quota,
     pub body_bytes_max: usize,
@@ -319,6 +324,16 @@ impl Default for Limits {
                 requests: 10,
                 period: Duration::from_secs(60),
                 burst: 10,
+            },
+            login_address_quota: Quota {
+                requests: 100,
+                period: Duration::from_secs(60),
+                burst: 100,
+            },
+            login_global_quota: Quota {
+                requests: 50,
+                period: Duration::from_secs(1),
+                burst: 500,
             },
             money_quota: Quota {
                 requests: 50,

@@ -15,6 +15,30 @@ use std::sync::OnceLock;
 pub const PASSWORD_LENGTH_MIN: usize = 10;
 pub const PASSWORD_LENGTH_MAX: usize = 256;
 
+/// The password rules of sign-up and of a password change: at least
+/// `PASSWORD_LENGTH_MIN` characters, at most `PASSWORD_LENGTH_MAX` bytes; else 400 naming
+/// `param`.
+pub fn check_new_password(password: &str, param: &str) -> Result<(), ApiError> {
+    if password.chars().count() < PASSWORD_LENGTH_MIN || password.len() > PASSWORD_LENGTH_MAX {
+        return Err(ApiError::invalid_param(
+            "password_too_short",
+            param,
+            "The password must be at least 10 characters (at most 256 bytes).",
+        ));
+    }
+    Ok(())
+}
+
+/// 401 `invalid_credentials`: a login or a current password that does not match.
+pub fn invalid_credentials(message: &str) -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        super::error::ErrorType::AuthenticationError,
+        "invalid_credentials",
+        message,
+    )
+}
+
 /// The authenticated user behind a session token.
 #[derive(Debug, Clone, Copy)]
 pub struct CurrentUser {
@@ -189,14 +213,26 @@ pub fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
 /// argon2id uses 19 MiB and tens of milliseconds of CPU per hash. It runs on a fixed pool of
 /// long-lived threads, one per core: hashing is CPU-bound, so more threads only add memory, and
 /// threads that come and go (tokio's blocking pool) each leave a 19 MiB+ allocator arena behind.
+/// The queue in front of them is bounded: when it is full a password check answers 503
+/// `hashing_busy` at once instead of waiting behind a flood of log-in attempts.
 type HashJob = Box<dyn FnOnce() + Send>;
 
-fn hashing_pool() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<HashJob>> {
-    static POOL: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<HashJob>>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel::<HashJob>();
+/// Password jobs waiting for a hashing thread at most, per hashing thread.
+pub const HASHING_QUEUE_DEPTH_PER_THREAD_MAX: usize = 16;
+/// What a client is told to wait when the hashing queue is full.
+const HASHING_BUSY_RETRY_AFTER_SECONDS: u64 = 1;
+
+/// Hashing threads and their bounded queue.
+pub struct HashingPool {
+    sender: std::sync::mpsc::SyncSender<HashJob>,
+}
+
+impl HashingPool {
+    /// Starts `threads` hashing threads behind a queue of `queue_depth_max` jobs.
+    pub fn start(threads: usize, queue_depth_max: usize) -> HashingPool {
+        assert!(threads > 0 && queue_depth_max > 0);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<HashJob>(queue_depth_max);
         let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
-        let threads = std::thread::available_parallelism().map_or(2, |cores| cores.get());
         for index in 0..threads {
             let receiver = std::sync::Arc::clone(&receiver);
             let spawned = std::thread::Builder::new()
@@ -217,52 +253,92 @@ fn hashing_pool() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<HashJob>>
                 tracing::error!(%error, "start password hashing thread");
             }
         }
-        std::sync::Mutex::new(sender)
-    })
+        HashingPool { sender }
+    }
+
+    /// Queues `work`, or answers 503 `hashing_busy` when the queue is full.
+    pub fn submit<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<T>, ApiError> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let job: HashJob = Box::new(move || {
+            let _ = reply.send(work());
+        });
+        match self.sender.try_send(job) {
+            Ok(()) => Ok(result),
+            Err(std::sync::mpsc::TrySendError::Full(_)) => Err(hashing_busy()),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                Err(ApiError::unavailable("password hashing is unavailable"))
+            }
+        }
+    }
+
+    /// Runs `work` on the pool and waits for its result.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.submit(work)?
+            .await
+            .map_err(|_| ApiError::unavailable("password hashing is unavailable"))
+    }
 }
 
-/// Runs `work` on the hashing pool and waits for its result.
-async fn on_hashing_pool<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let (reply, result) = tokio::sync::oneshot::channel();
-    let job: HashJob = Box::new(move || {
-        let _ = reply.send(work());
-    });
-    hashing_pool().lock().ok()?.send(job).ok()?;
-    result.await.ok()
+/// 503 `hashing_busy` with `Retry-After`: too many password checks are waiting.
+pub fn hashing_busy() -> ApiError {
+    let mut error = ApiError::new(
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        super::error::ErrorType::ApiError,
+        "hashing_busy",
+        "Too many password checks are waiting; retry after the time in the Retry-After header.",
+    );
+    error.retry_after_seconds = Some(HASHING_BUSY_RETRY_AFTER_SECONDS);
+    error
+}
+
+fn hashing_pool() -> &'static HashingPool {
+    static POOL: OnceLock<HashingPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+        HashingPool::start(threads, threads * HASHING_QUEUE_DEPTH_PER_THREAD_MAX)
+    })
 }
 
 /// argon2id with a fresh random salt.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    on_hashing_pool(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|hash| hash.to_string())
-    })
-    .await
-    .ok_or_else(|| ApiError::unavailable("password hashing is unavailable"))?
-    .map_err(|error| {
-        tracing::error!(%error, "hash password");
-        ApiError::unavailable("password hashing failed")
-    })
+    hashing_pool()
+        .run(move || {
+            Argon2::default()
+                .hash_password(password.as_bytes())
+                .map(|hash| hash.to_string())
+        })
+        .await?
+        .map_err(|error| {
+            tracing::error!(%error, "hash password");
+            ApiError::unavailable("password hashing failed")
+        })
 }
 
 /// Verifies `password` against a stored PHC string. With no stored hash (unknown user) it
-/// still does the work of a verification, so the answer takes as long either way.
-pub async fn verify_password(password: String, stored_hash: Option<String>) -> bool {
-    on_hashing_pool(move || {
-        let hash = stored_hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let matches = PasswordVerifier::<str>::verify_password(
-            &Argon2::default(),
-            password.as_bytes(),
-            &hash,
-        )
-        .is_ok();
-        matches && hash != DUMMY_HASH
-    })
-    .await
-    .unwrap_or(false)
+/// still does the work of a verification, so the answer takes as long either way. A full
+/// hashing queue is 503 `hashing_busy`.
+pub async fn verify_password(
+    password: String,
+    stored_hash: Option<String>,
+) -> Result<bool, ApiError> {
+    hashing_pool()
+        .run(move || {
+            let hash = stored_hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
+            let matches = PasswordVerifier::<str>::verify_password(
+                &Argon2::default(),
+                password.as_bytes(),
+                &hash,
+            )
+            .is_ok();
+            matches && hash != DUMMY_HASH
+        })
+        .await
 }
 
 /// argon2id (default parameters) of a random string nobody knows; used to equalise timing.
@@ -300,8 +376,36 @@ mod tests {
             .await
             .expect("hash");
         assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse battery".into(), Some(hash.clone())).await);
-        assert!(!verify_password("wrong password!".into(), Some(hash)).await);
-        assert!(!verify_password("anything at all".into(), None).await);
+        let verify = async |password: &str, hash: Option<String>| {
+            verify_password(password.to_owned(), hash)
+                .await
+                .expect("pool")
+        };
+        assert!(verify("correct horse battery", Some(hash.clone())).await);
+        assert!(!verify("wrong password!", Some(hash)).await);
+        assert!(!verify("anything at all", None).await);
+    }
+
+    #[tokio::test]
+    async fn a_full_hashing_queue_answers_hashing_busy_at_once() {
+        let pool = HashingPool::start(1, 1);
+        let (started, on_started) = std::sync::mpsc::channel::<()>();
+        let (release, on_release) = std::sync::mpsc::channel::<()>();
+        let busy = pool
+            .submit(move || {
+                let _ = started.send(());
+                let _ = on_release.recv();
+            })
+            .expect("the thread takes the first job");
+        on_started.recv().expect("started");
+        let queued = pool.submit(|| 2).expect("one job may wait");
+        let refused = pool.submit(|| 3).expect_err("the queue is full");
+        assert_eq!(refused.status.as_u16(), 503);
+        assert_eq!(refused.detail.code, "hashing_busy");
+        assert_eq!(refused.retry_after_seconds, Some(1));
+        release.send(()).expect("release");
+        busy.await.expect("first job");
+        assert_eq!(queued.await.expect("queued job"), 2);
+        assert_eq!(pool.run(|| 4).await.expect("room again"), 4);
     }
 }

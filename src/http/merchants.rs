@@ -1,14 +1,15 @@
-//! Merchants: sign up, log in and out, who am I, and secret API keys (created and shown once,
+//! Merchants: sign up, log in and out, who am I, their sessions (listed, revoked one by one or
+//! all at once, and by a password change), and secret API keys (created and shown once,
 //! listed redacted, revoked). Keys are managed from a merchant session only: a leaked key
 //! cannot mint more keys.
 
 use super::AppState;
-use super::auth::{self, API_KEY_PREFIX, PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, sha256_hex};
+use super::auth::{self, API_KEY_PREFIX, CurrentMerchant, sha256_hex};
 use super::error::{ApiError, ErrorBody, ErrorType};
 use super::request::{Fields, json_object, page_request, read_body};
 use super::views::{ListView, timestamp};
 use crate::config::generate_token;
-use crate::domain::{ApiKeyId, Email, MerchantId};
+use crate::domain::{ApiKeyId, Email, MerchantId, SessionId};
 use crate::store::entities::{api_keys, merchant_sessions, merchants};
 use crate::store::merchants::NewMerchant;
 use actix_web::http::StatusCode;
@@ -51,6 +52,35 @@ pub struct MerchantSessionView {
     pub expires_at: String,
     pub created_at: String,
     pub merchant: MerchantView,
+}
+
+/// A merchant session as listed: never its token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MerchantSessionSummaryView {
+    pub id: String,
+    /// Always `merchant_session`.
+    pub object: &'static str,
+    pub expires_at: String,
+    pub revoked_at: Option<String>,
+    pub created_at: String,
+    /// Whether this is the session of the request's own token.
+    pub current: bool,
+}
+
+impl MerchantSessionSummaryView {
+    pub fn new(
+        session: &merchant_sessions::Model,
+        current: SessionId,
+    ) -> MerchantSessionSummaryView {
+        MerchantSessionSummaryView {
+            id: session.id.clone(),
+            object: "merchant_session",
+            expires_at: timestamp(session.expires_at),
+            revoked_at: session.revoked_at.map(timestamp),
+            created_at: timestamp(session.created_at),
+            current: session.id == current.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -130,13 +160,7 @@ pub async fn register(state: &AppState, body: &[u8]) -> Result<merchants::Model,
     let email = Email::parse(fields.required_str("email")?)
         .map_err(|r| ApiError::rejection(r, Some("email")))?;
     let password = fields.required_str("password")?.to_owned();
-    if password.chars().count() < PASSWORD_LENGTH_MIN || password.len() > PASSWORD_LENGTH_MAX {
-        return Err(ApiError::invalid_param(
-            "password_too_short",
-            "password",
-            "The password must be at least 10 characters (at most 256 bytes).",
-        ));
-    }
+    auth::check_new_password(&password, "password")?;
     let merchant = NewMerchant {
         id: MerchantId::generate(),
         name,
@@ -161,24 +185,27 @@ pub async fn register(state: &AppState, body: &[u8]) -> Result<merchants::Model,
     responses((status = 201, body = MerchantSessionView), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn create_merchant_session(
     state: web::Data<AppState>,
+    request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.limits.body_bytes_max).await?;
-    Ok(HttpResponse::Created().json(log_in(&state, &body).await?))
+    let client = request.peer_addr().map(|address| address.ip());
+    Ok(HttpResponse::Created().json(log_in(&state, client, &body).await?))
 }
 
 /// `POST /v1/merchants/sessions`: checks the credentials (rate limited) and opens a session.
-pub async fn log_in(state: &AppState, body: &[u8]) -> Result<MerchantSessionView, ApiError> {
+pub async fn log_in(
+    state: &AppState,
+    client: Option<std::net::IpAddr>,
+    body: &[u8],
+) -> Result<MerchantSessionView, ApiError> {
     let object = json_object(body)?;
     let fields = Fields(&object);
     let login = fields.required_str("email")?;
     let password = fields.required_str("password")?.to_owned();
     state
         .rate_limiter
-        .admit(
-            &format!("merchant_login:{}", login.trim().to_ascii_lowercase()),
-            state.limits.login_quota,
-        )
+        .admit_login("merchant_login", login, client, &state.limits)
         .await?;
     let merchant = match Email::parse(login) {
         Ok(email) => state.store.find_merchant_by_email(&email).await?,
@@ -191,14 +218,11 @@ pub async fn log_in(state: &AppState, body: &[u8]) -> Result<MerchantSessionView
             .as_ref()
             .map(|merchant| merchant.password_hash.clone()),
     )
-    .await;
+    .await?;
     let merchant = match merchant {
         Some(merchant) if verified => merchant,
         _ => {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorType::AuthenticationError,
-                "invalid_credentials",
+            return Err(auth::invalid_credentials(
                 "The email or password is incorrect.",
             ));
         }
@@ -238,6 +262,147 @@ pub async fn delete_current_merchant_session(
         .revoke_merchant_session(session, state.clock.now())
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/v1/merchants/sessions", tag = "merchants", security(("bearer" = [])),
+    params(
+        ("limit" = Option<u64>, Query, description = "1 to 100, default 10"),
+        ("starting_after" = Option<String>, Query, description = "Cursor: a session id"),
+        ("ending_before" = Option<String>, Query, description = "Cursor: a session id"),
+    ),
+    responses((status = 200, body = ListView<MerchantSessionSummaryView>, description = "The merchant's live sessions"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list_merchant_sessions(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = auth::current_merchant(&request, &state).await?;
+    let current = merchant.require_session()?;
+    let page = page_request(&query)?;
+    let (sessions, has_more) = state
+        .store
+        .list_merchant_sessions(merchant.merchant_id, state.clock.now(), &page)
+        .await?;
+    Ok(HttpResponse::Ok().json(ListView::new(
+        sessions
+            .iter()
+            .map(|session| MerchantSessionSummaryView::new(session, current))
+            .collect(),
+        has_more,
+    )))
+}
+
+#[utoipa::path(delete, path = "/v1/merchants/sessions/{id}", tag = "merchants", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id: one of the merchant's")),
+    responses((status = 204, description = "Revoked: its token stops working at once, on every node"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_merchant_session(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = auth::current_merchant(&request, &state).await?;
+    revoke_own_session(&state, merchant, &path).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Revokes one of the merchant's sessions by id (from a merchant session; API keys cannot);
+/// another merchant's (or no) session is a 404. Revoking a revoked session changes nothing.
+pub async fn revoke_own_session(
+    state: &AppState,
+    merchant: CurrentMerchant,
+    id: &str,
+) -> Result<(), ApiError> {
+    merchant.require_session()?;
+    let id: SessionId = id.parse().map_err(|_| ApiError::not_found("session"))?;
+    state
+        .store
+        .find_merchant_session(id)
+        .await?
+        .filter(|session| session.merchant_id == merchant.merchant_id.to_string())
+        .ok_or_else(|| ApiError::not_found("session"))?;
+    state
+        .store
+        .revoke_merchant_session(id, state.clock.now())
+        .await?;
+    Ok(())
+}
+
+#[utoipa::path(delete, path = "/v1/merchants/sessions", tag = "merchants", security(("bearer" = [])),
+    responses((status = 204, description = "Every session of the merchant, this one included, is revoked; API keys stay"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn revoke_all_merchant_sessions(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = auth::current_merchant(&request, &state).await?;
+    merchant.require_session()?;
+    state
+        .store
+        .revoke_merchant_sessions(merchant.merchant_id, None, state.clock.now())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/v1/merchants/me/password", tag = "merchants", security(("bearer" = [])),
+    request_body = super::views::ChangePasswordRequest,
+    responses((status = 204, description = "Changed; every other session of the merchant is revoked (API keys stay)"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+pub async fn change_merchant_password(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let merchant = auth::current_merchant(&request, &state).await?;
+    let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let object = json_object(&body)?;
+    let fields = Fields(&object);
+    let current_password = fields.required_str("current_password")?.to_owned();
+    let new_password = fields.required_str("new_password")?.to_owned();
+    replace_password(&state, merchant, current_password, new_password).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Checks the current password (from a merchant session, rate limited like a login), stores
+/// the new one, and revokes every other session of the merchant.
+pub async fn replace_password(
+    state: &AppState,
+    merchant: CurrentMerchant,
+    current_password: String,
+    new_password: String,
+) -> Result<(), ApiError> {
+    let session = merchant.require_session()?;
+    state
+        .rate_limiter
+        .admit(
+            &format!("merchant_password:{}", merchant.merchant_id),
+            state.limits.login_quota,
+        )
+        .await?;
+    auth::check_new_password(&new_password, "new_password")?;
+    let found = state
+        .store
+        .find_merchant(merchant.merchant_id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    if !auth::verify_password(current_password, Some(found.password_hash)).await? {
+        return Err(
+            auth::invalid_credentials("The current password is incorrect.")
+                .with_param("current_password"),
+        );
+    }
+    let password_hash = auth::hash_password(new_password).await?;
+    state
+        .store
+        .set_merchant_password(merchant.merchant_id, password_hash)
+        .await?;
+    state
+        .store
+        .revoke_merchant_sessions(merchant.merchant_id, Some(session), state.clock.now())
+        .await?;
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/merchants/me", tag = "merchants", security(("bearer" = [])),

@@ -100,8 +100,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
             "/v1/sessions/current",
             delete().to(users::delete_current_session),
         )
+        .route("/v1/sessions", delete().to(users::revoke_all_sessions))
         .route("/v1/sessions/{id}", get().to(users::get_session))
+        .route("/v1/sessions/{id}", delete().to(users::revoke_session))
         .route("/v1/me", get().to(users::me))
+        .route("/v1/me/password", post().to(users::change_password))
         .route("/v1/wallet", get().to(wallet::get_wallet))
         .route("/v1/wallet/entries", get().to(wallet::list_entries))
         .route("/v1/transfers", post().to(transfers::create_transfer))
@@ -122,10 +125,26 @@ pub fn routes(config: &mut web::ServiceConfig) {
             post().to(merchants::create_merchant_session),
         )
         .route(
+            "/v1/merchants/sessions",
+            get().to(merchants::list_merchant_sessions),
+        )
+        .route(
+            "/v1/merchants/sessions",
+            delete().to(merchants::revoke_all_merchant_sessions),
+        )
+        .route(
             "/v1/merchants/sessions/current",
             delete().to(merchants::delete_current_merchant_session),
         )
+        .route(
+            "/v1/merchants/sessions/{id}",
+            delete().to(merchants::revoke_merchant_session),
+        )
         .route("/v1/merchants/me", get().to(merchants::merchant_me))
+        .route(
+            "/v1/merchants/me/password",
+            post().to(merchants::change_merchant_password),
+        )
         .route(
             "/v1/merchants/api_keys",
             post().to(merchants::create_api_key),

@@ -20,6 +20,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::users::list_users,
         super::users::get_session,
         super::users::list_sessions,
+        super::users::revoke_session,
+        super::users::revoke_all_sessions,
+        super::users::change_password,
         super::wallet::get_wallet,
         super::wallet::list_entries,
         super::transfers::create_transfer,
@@ -44,6 +47,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::merchants::create_merchant,
         super::merchants::create_merchant_session,
         super::merchants::delete_current_merchant_session,
+        super::merchants::list_merchant_sessions,
+        super::merchants::revoke_merchant_session,
+        super::merchants::revoke_all_merchant_sessions,
+        super::merchants::change_merchant_password,
         super::merchants::merchant_me,
         super::merchants::create_api_key,
         super::merchants::list_api_keys,
@@ -72,8 +79,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         ready,
         metrics,
     ),
-    components(schemas(ErrorBody, UserView, SessionView, WalletView, AccountView, EntryView, TransferView, AdjustmentView, OnrampView, ReconciliationView,
-        super::merchants::MerchantView, super::merchants::MerchantSessionView, super::merchants::ApiKeyView,
+    components(schemas(ErrorBody, UserView, SessionView, ChangePasswordRequest, WalletView, AccountView, EntryView, TransferView, AdjustmentView, OnrampView, ReconciliationView,
+        super::merchants::MerchantView, super::merchants::MerchantSessionView, super::merchants::MerchantSessionSummaryView, super::merchants::ApiKeyView,
         crate::store::payments::PaymentIntentObject, crate::store::payments::RefundObject, crate::store::payments::PayoutObject,
         super::webhook_endpoints::WebhookEndpointView, super::webhook_endpoints::WebhookDeliveryView)),
     modifiers(&SecuritySchemes, &CommonResponses)
@@ -89,9 +96,11 @@ struct CommonResponses;
 
 /// Rate-limited routes without an `Idempotency-Key` (every route with one moves money and is
 /// rate limited too).
-const RATE_LIMITED_PATHS: [&str; 3] = [
+const RATE_LIMITED_PATHS: [&str; 5] = [
     "/v1/sessions",
     "/v1/merchants/sessions",
+    "/v1/me/password",
+    "/v1/merchants/me/password",
     "/v1/webhook_deliveries/{id}/resend",
 ];
 
@@ -256,6 +265,14 @@ mod tests {
         assert!(statuses("/v1/merchants/sessions", "post").contains(&"400".to_owned()));
         assert!(statuses("/v1/sessions", "post").contains(&"429".to_owned()));
         assert!(statuses("/v1/transfers", "post").contains(&"429".to_owned()));
+        for path in ["/v1/me/password", "/v1/merchants/me/password"] {
+            for status in ["204", "400", "401", "429", "503"] {
+                assert!(
+                    statuses(path, "post").contains(&status.to_owned()),
+                    "{path} {status}"
+                );
+            }
+        }
         assert!(!statuses("/v1/transfers", "get").contains(&"429".to_owned()));
         // A database outage is a 503 everywhere the database is asked.
         for (path, item) in &document.paths.paths {

@@ -1,11 +1,14 @@
-//! Users and sessions: sign up, log in (returns a bearer token), log out, who am I.
+//! Users and sessions: sign up, log in (returns a bearer token), log out, who am I, and killing
+//! a stolen session: list sessions, revoke one, log out everywhere, change the password.
 
 use super::AppState;
-use super::auth::{self, PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, sha256_hex};
+use super::auth::{self, CurrentUser, sha256_hex};
 use super::error::{ApiError, ErrorBody, ErrorType};
 use super::request::page_request;
 use super::request::{Fields, json_object, read_body};
-use super::views::{CreateSessionRequest, CreateUserRequest, ListView, SessionView, UserView};
+use super::views::{
+    ChangePasswordRequest, CreateSessionRequest, CreateUserRequest, ListView, SessionView, UserView,
+};
 use crate::config::generate_token;
 use crate::domain::{Email, PhoneNumber, SessionId, UserId};
 use crate::store::users::{NewUser, UserConflict};
@@ -46,13 +49,7 @@ pub async fn register(
         ));
     }
     let password = fields.required_str("password")?.to_owned();
-    if password.chars().count() < PASSWORD_LENGTH_MIN || password.len() > PASSWORD_LENGTH_MAX {
-        return Err(ApiError::invalid_param(
-            "password_too_short",
-            "password",
-            "The password must be at least 10 characters (at most 256 bytes).",
-        ));
-    }
+    auth::check_new_password(&password, "password")?;
     let new_user = NewUser {
         id: UserId::generate(),
         email,
@@ -91,12 +88,15 @@ fn conflict(code: &str, param: &str, message: &str) -> ApiError {
     responses((status = 201, body = SessionView), (status = 401, body = ErrorBody)))]
 pub async fn create_session(
     state: web::Data<AppState>,
+    request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let (token, session, user) = log_in(&state, &body).await?;
+    let client = request.peer_addr().map(|address| address.ip());
+    let (token, session, user) = log_in(&state, client, &body).await?;
     Ok(HttpResponse::Created().json(SessionView {
         token: Some(token),
+        current: true,
         user: Some(UserView::from(&user)),
         ..SessionView::from(&session)
     }))
@@ -106,6 +106,7 @@ pub async fn create_session(
 /// the bearer token (only ever shown here), the session and the user.
 pub async fn log_in(
     state: &AppState,
+    client: Option<std::net::IpAddr>,
     body: &[u8],
 ) -> Result<
     (
@@ -119,13 +120,11 @@ pub async fn log_in(
     let fields = Fields(&object);
     let login = fields.required_str("login")?;
     let password = fields.required_str("password")?.to_owned();
-    // Per login identifier, whether or not it exists, before any password work.
+    // Per login identifier (whether or not it exists), per address and in all, before any
+    // password work.
     state
         .rate_limiter
-        .admit(
-            &format!("login:{}", login.trim().to_ascii_lowercase()),
-            state.limits.login_quota,
-        )
+        .admit_login("login", login, client, &state.limits)
         .await?;
     let user = if login.trim_start().starts_with('+') {
         match PhoneNumber::parse(login) {
@@ -143,14 +142,11 @@ pub async fn log_in(
         password,
         user.as_ref().map(|user| user.password_hash.clone()),
     )
-    .await;
+    .await?;
     let user = match user {
         Some(user) if verified => user,
         _ => {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorType::AuthenticationError,
-                "invalid_credentials",
+            return Err(auth::invalid_credentials(
                 "The login or password is incorrect.",
             ));
         }
@@ -261,7 +257,17 @@ pub async fn get_session(
         .await?
         .filter(|session| session.user_id == caller.user_id.to_string())
         .ok_or_else(|| ApiError::not_found("session"))?;
-    Ok(HttpResponse::Ok().json(SessionView::from(&session)))
+    Ok(HttpResponse::Ok().json(session_view(&session, caller)))
+}
+
+fn session_view(
+    session: &crate::store::entities::sessions::Model,
+    caller: CurrentUser,
+) -> SessionView {
+    SessionView {
+        current: session.id == caller.session_id.to_string(),
+        ..SessionView::from(session)
+    }
 }
 
 #[utoipa::path(get, path = "/v1/sessions", tag = "users", security(("bearer" = [])),
@@ -278,9 +284,120 @@ pub async fn list_sessions(
 ) -> Result<HttpResponse, ApiError> {
     let caller = auth::current_user(&request, &state).await?;
     let page = page_request(&query)?;
-    let (sessions, has_more) = state.store.list_sessions(caller.user_id, &page).await?;
+    let (sessions, has_more) = state
+        .store
+        .list_sessions(caller.user_id, state.clock.now(), &page)
+        .await?;
     Ok(HttpResponse::Ok().json(ListView::new(
-        sessions.iter().map(SessionView::from).collect(),
+        sessions
+            .iter()
+            .map(|session| session_view(session, caller))
+            .collect(),
         has_more,
     )))
+}
+
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id: one of the caller's")),
+    responses((status = 204, description = "Revoked: its token stops working at once, on every node"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_session(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth::current_user(&request, &state).await?;
+    revoke_own_session(&state, caller, &path).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Revokes one of the caller's sessions by id; another user's (or no) session is a 404.
+/// Revoking a revoked session changes nothing.
+pub async fn revoke_own_session(
+    state: &AppState,
+    caller: CurrentUser,
+    id: &str,
+) -> Result<(), ApiError> {
+    let id: SessionId = id.parse().map_err(|_| ApiError::not_found("session"))?;
+    state
+        .store
+        .find_session(id)
+        .await?
+        .filter(|session| session.user_id == caller.user_id.to_string())
+        .ok_or_else(|| ApiError::not_found("session"))?;
+    state.store.revoke_session(id, state.clock.now()).await?;
+    Ok(())
+}
+
+#[utoipa::path(delete, path = "/v1/sessions", tag = "users", security(("bearer" = [])),
+    responses((status = 204, description = "Every session of the caller, this one included, is revoked"),
+        (status = 401, body = ErrorBody)))]
+pub async fn revoke_all_sessions(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth::current_user(&request, &state).await?;
+    state
+        .store
+        .revoke_user_sessions(caller.user_id, None, state.clock.now())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/v1/me/password", tag = "users", security(("bearer" = [])),
+    request_body = ChangePasswordRequest,
+    responses((status = 204, description = "Changed; every other session of the user is revoked"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn change_password(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth::current_user(&request, &state).await?;
+    let body = read_body(payload, state.limits.body_bytes_max).await?;
+    let object = json_object(&body)?;
+    let fields = Fields(&object);
+    let current_password = fields.required_str("current_password")?.to_owned();
+    let new_password = fields.required_str("new_password")?.to_owned();
+    replace_password(&state, caller, current_password, new_password).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Checks the current password (rate limited like a login), stores the new one, and revokes
+/// every other session of the user: a thief's session dies, the caller's stays.
+pub async fn replace_password(
+    state: &AppState,
+    caller: CurrentUser,
+    current_password: String,
+    new_password: String,
+) -> Result<(), ApiError> {
+    state
+        .rate_limiter
+        .admit(
+            &format!("password:{}", caller.user_id),
+            state.limits.login_quota,
+        )
+        .await?;
+    auth::check_new_password(&new_password, "new_password")?;
+    let user = state
+        .store
+        .find_user(caller.user_id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    if !auth::verify_password(current_password, Some(user.password_hash)).await? {
+        return Err(
+            auth::invalid_credentials("The current password is incorrect.")
+                .with_param("current_password"),
+        );
+    }
+    let password_hash = auth::hash_password(new_password).await?;
+    state
+        .store
+        .set_user_password(caller.user_id, password_hash)
+        .await?;
+    state
+        .store
+        .revoke_user_sessions(caller.user_id, Some(caller.session_id), state.clock.now())
+        .await?;
+    Ok(())
 }

@@ -48,6 +48,8 @@ pub struct SessionView {
     pub expires_at: String,
     pub revoked_at: Option<String>,
     pub created_at: String,
+    /// Whether this is the session of the request's own token.
+    pub current: bool,
     /// The user, when the session is created.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<UserView>,
@@ -62,6 +64,7 @@ impl From<&sessions::Model> for SessionView {
             expires_at: timestamp(session.expires_at),
             revoked_at: session.revoked_at.map(timestamp),
             created_at: timestamp(session.created_at),
+            current: false,
             user: None,
         }
     }
@@ -254,6 +257,13 @@ pub struct CreateSessionRequest {
     /// Email or E.164 phone.
     pub login: String,
     pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    /// At least 10 characters (at most 256 bytes), as at sign-up.
+    pub new_password: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

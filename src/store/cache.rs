@@ -182,6 +182,25 @@ impl Caches {
         }
     }
 
+    /// Forgets every credential with one of these ids (the sessions one "log out everywhere"
+    /// revoked), here in one pass and, when revocations are announced, on every other node
+    /// (one announcement per id, as `evict_credential` sends).
+    pub fn evict_credentials(&self, credential_ids: &[String]) {
+        if credential_ids.is_empty() {
+            return;
+        }
+        let revoked: std::collections::HashSet<&str> =
+            credential_ids.iter().map(String::as_str).collect();
+        self.credentials
+            .retain(|_, cached| !revoked.contains(cached.owner.credential_id().as_str()));
+        if let Some(announce) = self.revocations.get() {
+            for credential_id in credential_ids {
+                // A full queue means Redis has been away for long: the cache age bound holds.
+                let _ = announce.try_send(credential_id.clone());
+            }
+        }
+    }
+
     /// Forgets the credential on this node only (another node announced it).
     pub fn evict_credential_here(&self, credential_id: &str) {
         self.credentials
@@ -235,6 +254,35 @@ mod tests {
         );
         caches.evict_credential(&session.to_string());
         assert!(caches.credentials.get(&"hash".to_owned()).is_none());
+    }
+
+    #[test]
+    fn evicting_several_credentials_keeps_the_others() {
+        let caches = Caches::default();
+        let user = UserId::generate();
+        let sessions: Vec<SessionId> = (0..3).map(|_| SessionId::generate()).collect();
+        for (index, session) in sessions.iter().enumerate() {
+            caches.credentials.insert(
+                format!("hash-{index}"),
+                CachedCredential {
+                    owner: CredentialOwner::UserSession {
+                        user,
+                        session: *session,
+                    },
+                    expires_at: None,
+                    cached_at: Instant::now(),
+                },
+            );
+        }
+        let (announce, mut announced) = tokio::sync::mpsc::channel(8);
+        caches.announce_revocations_to(announce);
+        caches.evict_credentials(&[sessions[0].to_string(), sessions[2].to_string()]);
+        assert!(caches.credentials.get(&"hash-0".to_owned()).is_none());
+        assert!(caches.credentials.get(&"hash-1".to_owned()).is_some());
+        assert!(caches.credentials.get(&"hash-2".to_owned()).is_none());
+        assert_eq!(announced.try_recv().ok(), Some(sessions[0].to_string()));
+        assert_eq!(announced.try_recv().ok(), Some(sessions[2].to_string()));
+        assert!(announced.try_recv().is_err(), "one announcement per id");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use crate::domain::{AccountId, ApiKeyId, Currency, Email, MerchantId, SessionId}
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect,
+    TransactionTrait,
 };
 
 #[derive(Debug, Clone)]
@@ -125,6 +126,82 @@ impl Store {
             .exec(self.writer())
             .await?;
         self.caches().evict_credential(&id.to_string());
+        Ok(())
+    }
+
+    pub async fn find_merchant_session(
+        &self,
+        id: SessionId,
+    ) -> StoreResult<Option<merchant_sessions::Model>> {
+        Ok(merchant_sessions::Entity::find_by_id(id.to_string())
+            .one(self.writer())
+            .await?)
+    }
+
+    /// The merchant's live sessions (neither revoked nor expired), newest first.
+    pub async fn list_merchant_sessions(
+        &self,
+        merchant: MerchantId,
+        now: DateTime<Utc>,
+        page: &PageRequest,
+    ) -> StoreResult<(Vec<merchant_sessions::Model>, bool)> {
+        let select = merchant_sessions::Entity::find()
+            .filter(merchant_sessions::Column::MerchantId.eq(merchant.to_string()))
+            .filter(merchant_sessions::Column::RevokedAt.is_null())
+            .filter(merchant_sessions::Column::ExpiresAt.gt(now));
+        fetch_page(select, merchant_sessions::Column::Id, page, self.writer()).await
+    }
+
+    /// Revokes every live session of the merchant except `keep` (none: log out everywhere);
+    /// API keys are not sessions and stay. Each revoked session stops working at once: its
+    /// cache entry goes before this returns, here and (announced by id) on every node.
+    pub async fn revoke_merchant_sessions(
+        &self,
+        merchant: MerchantId,
+        keep: Option<SessionId>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut update = merchant_sessions::Entity::update_many()
+            .col_expr(merchant_sessions::Column::RevokedAt, Expr::value(now))
+            .filter(merchant_sessions::Column::MerchantId.eq(merchant.to_string()))
+            .filter(merchant_sessions::Column::RevokedAt.is_null());
+        if let Some(keep) = keep {
+            update = update.filter(merchant_sessions::Column::Id.ne(keep.to_string()));
+        }
+        update.exec(self.writer()).await?;
+        // Every revoked, unexpired session could still sit in a cache: evict them all (a
+        // superset of what this call revoked, so none is missed).
+        let mut revoked = merchant_sessions::Entity::find()
+            .select_only()
+            .column(merchant_sessions::Column::Id)
+            .filter(merchant_sessions::Column::MerchantId.eq(merchant.to_string()))
+            .filter(merchant_sessions::Column::RevokedAt.is_not_null())
+            .filter(merchant_sessions::Column::ExpiresAt.gt(now));
+        if let Some(keep) = keep {
+            revoked = revoked.filter(merchant_sessions::Column::Id.ne(keep.to_string()));
+        }
+        let revoked: Vec<String> = revoked.into_tuple().all(self.writer()).await?;
+        self.caches().evict_credentials(&revoked);
+        Ok(())
+    }
+
+    /// Replaces the merchant's password hash (the caller revokes its other sessions).
+    pub async fn set_merchant_password(
+        &self,
+        merchant: MerchantId,
+        password_hash: String,
+    ) -> StoreResult<()> {
+        let updated = merchants::Entity::update_many()
+            .col_expr(merchants::Column::PasswordHash, Expr::value(password_hash))
+            .filter(merchants::Column::Id.eq(merchant.to_string()))
+            .exec(self.writer())
+            .await?;
+        if updated.rows_affected != 1 {
+            return Err(StoreError::Corrupt(format!(
+                "merchant {merchant}: {} rows for one password",
+                updated.rows_affected
+            )));
+        }
         Ok(())
     }
 

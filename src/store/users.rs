@@ -7,7 +7,8 @@ use super::{Store, StoreError, StoreResult, is_unique_violation};
 use crate::domain::{AccountId, Currency, Email, PhoneNumber, SessionId, UserId};
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect,
+    TransactionTrait,
 };
 
 #[derive(Debug, Clone)]
@@ -264,12 +265,73 @@ impl Store {
             .await?)
     }
 
+    /// The user's live sessions (neither revoked nor expired), newest first: the ones that
+    /// can act as the user now.
     pub async fn list_sessions(
         &self,
         user: UserId,
+        now: DateTime<Utc>,
         page: &PageRequest,
     ) -> StoreResult<(Vec<sessions::Model>, bool)> {
-        let select = sessions::Entity::find().filter(sessions::Column::UserId.eq(user.to_string()));
-        fetch_page(select, sessions::Column::Id, page, self.reader()).await
+        let select = sessions::Entity::find()
+            .filter(sessions::Column::UserId.eq(user.to_string()))
+            .filter(sessions::Column::RevokedAt.is_null())
+            .filter(sessions::Column::ExpiresAt.gt(now));
+        fetch_page(select, sessions::Column::Id, page, self.writer()).await
+    }
+
+    /// Revokes every live session of the user except `keep` (none: log out everywhere). Each
+    /// revoked session stops working at once: its cache entry goes before this returns, here
+    /// and (announced by id, with Redis) on every node.
+    pub async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut update = sessions::Entity::update_many()
+            .col_expr(
+                sessions::Column::RevokedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .filter(sessions::Column::UserId.eq(user.to_string()))
+            .filter(sessions::Column::RevokedAt.is_null());
+        if let Some(keep) = keep {
+            update = update.filter(sessions::Column::Id.ne(keep.to_string()));
+        }
+        update.exec(self.writer()).await?;
+        // Every revoked session that has not expired yet could still sit in a cache: evict
+        // them all (a superset of what this call revoked, so none is missed).
+        let mut revoked = sessions::Entity::find()
+            .select_only()
+            .column(sessions::Column::Id)
+            .filter(sessions::Column::UserId.eq(user.to_string()))
+            .filter(sessions::Column::RevokedAt.is_not_null())
+            .filter(sessions::Column::ExpiresAt.gt(now));
+        if let Some(keep) = keep {
+            revoked = revoked.filter(sessions::Column::Id.ne(keep.to_string()));
+        }
+        let revoked: Vec<String> = revoked.into_tuple().all(self.writer()).await?;
+        self.caches().evict_credentials(&revoked);
+        Ok(())
+    }
+
+    /// Replaces the user's password hash (the caller revokes their other sessions).
+    pub async fn set_user_password(&self, user: UserId, password_hash: String) -> StoreResult<()> {
+        let updated = users::Entity::update_many()
+            .col_expr(
+                users::Column::PasswordHash,
+                sea_orm::sea_query::Expr::value(password_hash),
+            )
+            .filter(users::Column::Id.eq(user.to_string()))
+            .exec(self.writer())
+            .await?;
+        if updated.rows_affected != 1 {
+            return Err(StoreError::Corrupt(format!(
+                "user {user}: {} rows for one password",
+                updated.rows_affected
+            )));
+        }
+        Ok(())
     }
 }

@@ -25,6 +25,7 @@ mod push;
 mod reconciliation;
 mod redis_bus;
 mod security;
+mod sessions;
 mod sms;
 mod stripe;
 mod transfers;

@@ -489,6 +489,88 @@ async fn a_session_revoked_on_one_node_is_refused_on_the_other_at_once() {
 }
 
 #[tokio::test]
+async fn log_out_everywhere_and_a_password_change_reach_the_other_node() {
+    let Some(redis) = redis_url() else {
+        eprintln!("skipped: WALLETI_TEST_REDIS_URL is not set");
+        return;
+    };
+    let database_url = fresh_database(Backend::Sqlite).await;
+    let stream = unique_stream();
+    let app = spawn_app_with(redis_settings(&database_url, &redis, &stream)).await;
+    let other = spawn_app_with(redis_settings(&database_url, &redis, &stream)).await;
+    let listening = |node: &TestApp| {
+        node.state()
+            .revocations
+            .as_ref()
+            .is_some_and(|revocations| revocations.listening())
+    };
+    wait_until("both nodes listen for revocations", async || {
+        listening(&app) && listening(&other)
+    })
+    .await;
+    let ada = app.user("ada").await;
+    let log_in = async || {
+        let session = app
+            .post(
+                "/v1/sessions",
+                None,
+                None,
+                &json!({"login": ada.email, "password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(session.status, StatusCode::CREATED, "{}", session.text);
+        session.body["token"].as_str().expect("token").to_owned()
+    };
+    let warm = async |token: &str| {
+        for _ in 0..2 {
+            assert_eq!(other.get("/v1/me", token).await.status, StatusCode::OK);
+        }
+    };
+
+    // A password change on one node: the other node refuses the other session.
+    let stolen = log_in().await;
+    warm(&stolen).await;
+    warm(&ada.token).await;
+    let changed = app
+        .post(
+            "/v1/me/password",
+            Some(&ada.token),
+            None,
+            &json!({"current_password": "correct horse battery", "new_password": "a new passphrase"}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.text);
+    wait_until("the other node refuses the other session", async || {
+        other.get("/v1/me", &stolen).await.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(other.get("/v1/me", &ada.token).await.status, StatusCode::OK);
+
+    // Log out everywhere on one node: the other node refuses every session.
+    let everywhere = app
+        .request(
+            reqwest::Method::DELETE,
+            "/v1/sessions",
+            Some(&ada.token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        everywhere.status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        everywhere.text
+    );
+    wait_until("the other node refuses every session", async || {
+        other.get("/v1/me", &ada.token).await.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    let client = redis_client(&redis).await;
+    delete_keys(&client, vec![stream.clone()]).await;
+}
+
+#[tokio::test]
 async fn a_forged_stream_entry_is_never_delivered_the_event_comes_from_the_database() {
     let Some(redis) = redis_url() else { return };
     let stream = unique_stream();

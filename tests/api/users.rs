@@ -273,3 +273,71 @@ async fn logins_and_money_moving_requests_are_rate_limited() {
         StatusCode::CREATED
     );
 }
+
+#[tokio::test]
+async fn logins_are_limited_per_client_address_and_in_all() {
+    let slow = |burst: u32| walleti::config::Quota {
+        requests: burst,
+        period: std::time::Duration::from_secs(3600),
+        burst,
+    };
+    let attempt = async |app: &crate::helpers::TestApp, index: usize| {
+        let login = format!("nobody-{index}@example.com");
+        app.post(
+            "/v1/sessions",
+            None,
+            None,
+            &json!({"login": login, "password": "wrong password"}),
+        )
+        .await
+    };
+
+    // Per address: three attempts on three different logins, then the fourth login is refused.
+    let mut settings = crate::helpers::test_settings(
+        &crate::helpers::fresh_database(crate::helpers::Backend::Sqlite).await,
+    );
+    settings.limits.login_address_quota = slow(3);
+    let app = crate::helpers::spawn_app_with(settings).await;
+    for index in 0..3 {
+        assert_eq!(attempt(&app, index).await.status, StatusCode::UNAUTHORIZED);
+    }
+    let limited = attempt(&app, 3).await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.text
+    );
+    assert!(limited.headers.get("retry-after").is_some());
+
+    // In all: the same with a global bound (merchant logins have their own).
+    let mut settings = crate::helpers::test_settings(
+        &crate::helpers::fresh_database(crate::helpers::Backend::Sqlite).await,
+    );
+    settings.limits.login_global_quota = slow(2);
+    let app = crate::helpers::spawn_app_with(settings).await;
+    for index in 0..2 {
+        assert_eq!(attempt(&app, index).await.status, StatusCode::UNAUTHORIZED);
+    }
+    let limited = attempt(&app, 2).await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.text
+    );
+    let merchant = app
+        .post(
+            "/v1/merchants/sessions",
+            None,
+            None,
+            &json!({"email": "nobody@shop.example.com", "password": "wrong password"}),
+        )
+        .await;
+    assert_eq!(
+        merchant.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        merchant.text
+    );
+}

@@ -266,3 +266,199 @@ async fn web_forms_are_csrf_protected_idempotent_exact_and_private() {
     assert_eq!(htmx.status(), StatusCode::OK);
     assert!(htmx.text().await.expect("js").contains("htmx"));
 }
+
+/// Logs in through the API (`/v1/sessions` for users, `/v1/merchants/sessions` for merchants).
+async fn api_log_in(
+    app: &TestApp,
+    path: &str,
+    login: &str,
+    password: &str,
+) -> crate::helpers::Reply {
+    let body = if path == "/v1/sessions" {
+        serde_json::json!({"login": login, "password": password})
+    } else {
+        serde_json::json!({"email": login, "password": password})
+    };
+    app.post(path, None, None, &body).await
+}
+
+#[tokio::test]
+async fn the_user_settings_page_kills_sessions_and_changes_the_password() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut ada = WebClient::new(&app);
+    ada.sign_up("Ada", "ada-settings@example.com", "+14155550191")
+        .await;
+    let log_in = |password: &'static str| {
+        api_log_in(&app, "/v1/sessions", "ada-settings@example.com", password)
+    };
+    let phone = log_in("correct horse battery").await;
+    let phone_token = phone.body["token"].as_str().expect("token").to_owned();
+    let phone_id = phone.body["id"].as_str().expect("id").to_owned();
+    for _ in 0..2 {
+        assert_eq!(app.get("/v1/me", &phone_token).await.status, StatusCode::OK);
+    }
+
+    let settings = ada.get("/app/settings").await;
+    assert_eq!(settings.status, StatusCode::OK);
+    assert!(settings.html.contains("this device"), "{}", settings.html);
+    assert!(settings.html.contains("Log out everywhere"));
+    let revoke = format!("/app/sessions/{phone_id}/revoke");
+    assert!(settings.html.contains(&revoke), "{}", settings.html);
+
+    // Without the CSRF token nothing happens; with it, the phone's session is gone.
+    assert_eq!(ada.post(&revoke, &[]).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.get("/v1/me", &phone_token).await.status, StatusCode::OK);
+    let csrf = ada.csrf();
+    let revoked = ada.post(&revoke, &[("csrf", &csrf)]).await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.html);
+    assert_eq!(
+        app.get("/v1/me", &phone_token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(ada.get("/app/settings").await.status, StatusCode::OK);
+
+    // Changing the password logs every other session out, not this one.
+    let other = log_in("correct horse battery").await;
+    let other_token = other.body["token"].as_str().expect("token").to_owned();
+    let wrong = ada
+        .post(
+            "/app/settings/password",
+            &[
+                ("csrf", &csrf),
+                ("current_password", "not the password"),
+                ("new_password", "a new passphrase"),
+            ],
+        )
+        .await;
+    assert!(wrong.html.contains("role=\"alert\""), "{}", wrong.html);
+    assert_eq!(app.get("/v1/me", &other_token).await.status, StatusCode::OK);
+    let changed = ada
+        .post(
+            "/app/settings/password",
+            &[
+                ("csrf", &csrf),
+                ("current_password", "correct horse battery"),
+                ("new_password", "a new passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert!(
+        changed.html.contains("Password changed"),
+        "{}",
+        changed.html
+    );
+    assert_eq!(
+        app.get("/v1/me", &other_token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        log_in("correct horse battery").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let fresh = log_in("a new passphrase").await;
+    assert_eq!(fresh.status, StatusCode::CREATED, "{}", fresh.text);
+    let fresh_token = fresh.body["token"].as_str().expect("token").to_owned();
+    assert_eq!(ada.get("/app").await.status, StatusCode::OK);
+
+    // Log out everywhere: this browser too.
+    let web_token = ada.cookies.get("walleti_user").cloned().expect("cookie");
+    let everywhere = ada
+        .post("/app/sessions/revoke-all", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(everywhere.status, StatusCode::SEE_OTHER);
+    assert_eq!(everywhere.location.as_deref(), Some("/app/login"));
+    for token in [&web_token, &fresh_token] {
+        assert_eq!(
+            app.get("/v1/me", token).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_merchant_settings_page_kills_sessions_and_changes_the_password() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut shop = WebClient::new(&app);
+    shop.get("/merchant/signup").await;
+    let csrf = shop.csrf();
+    let email = "shop-settings@example.com";
+    let created = shop
+        .post(
+            "/merchant/signup",
+            &[
+                ("csrf", &csrf),
+                ("name", "Shop"),
+                ("email", email),
+                ("password", "merchant password 1"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.html);
+    let log_in =
+        |password: &'static str| api_log_in(&app, "/v1/merchants/sessions", email, password);
+    let laptop = log_in("merchant password 1").await;
+    let laptop_token = laptop.body["token"].as_str().expect("token").to_owned();
+    let laptop_id = laptop.body["id"].as_str().expect("id").to_owned();
+    for _ in 0..2 {
+        assert_eq!(
+            app.get("/v1/merchants/me", &laptop_token).await.status,
+            StatusCode::OK
+        );
+    }
+
+    let settings = shop.get("/merchant/settings").await;
+    assert_eq!(settings.status, StatusCode::OK);
+    assert!(settings.html.contains("this device"), "{}", settings.html);
+    let revoke = format!("/merchant/sessions/{laptop_id}/revoke");
+    assert!(settings.html.contains(&revoke), "{}", settings.html);
+    let revoked = shop.post(&revoke, &[("csrf", &csrf)]).await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.html);
+    assert_eq!(
+        app.get("/v1/merchants/me", &laptop_token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let other = log_in("merchant password 1").await;
+    let other_token = other.body["token"].as_str().expect("token").to_owned();
+    let changed = shop
+        .post(
+            "/merchant/settings/password",
+            &[
+                ("csrf", &csrf),
+                ("current_password", "merchant password 1"),
+                ("new_password", "a new passphrase"),
+            ],
+        )
+        .await;
+    assert!(
+        changed.html.contains("Password changed"),
+        "{}",
+        changed.html
+    );
+    assert_eq!(
+        app.get("/v1/merchants/me", &other_token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(shop.get("/merchant").await.status, StatusCode::OK);
+    let fresh = log_in("a new passphrase").await;
+    assert_eq!(fresh.status, StatusCode::CREATED, "{}", fresh.text);
+    let fresh_token = fresh.body["token"].as_str().expect("token").to_owned();
+
+    let web_token = shop
+        .cookies
+        .get("walleti_merchant")
+        .cloned()
+        .expect("cookie");
+    let everywhere = shop
+        .post("/merchant/sessions/revoke-all", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(everywhere.status, StatusCode::SEE_OTHER);
+    assert_eq!(everywhere.location.as_deref(), Some("/merchant/login"));
+    for token in [&web_token, &fresh_token] {
+        assert_eq!(
+            app.get("/v1/merchants/me", token).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! The merchant app (`/merchant`): sign up, log in and out, the dashboard (balance and
 //! payments with capture / cancel / refund), payment links, payouts, API keys (created and
-//! shown once, revoked) and webhook endpoints with their delivery attempts and a re-send
-//! button. Every action goes through the same core as its API endpoint.
+//! shown once, revoked), webhook endpoints with their delivery attempts and a re-send
+//! button, and settings (sessions, each with a log-out button, log out everywhere, change
+//! password). Every action goes through the same core as its API endpoint.
 
 use super::{
     Action, Cell, Field, FormPage, Layout, ListPage, MERCHANT_COOKIE, Section, csrf_refusal,
@@ -43,6 +44,13 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/merchant/api-keys", get().to(keys_page))
         .route("/merchant/api-keys", post().to(create_key))
         .route("/merchant/api-keys/{id}/revoke", post().to(revoke_key))
+        .route("/merchant/settings", get().to(settings_page))
+        .route("/merchant/settings/password", post().to(change_password))
+        .route("/merchant/sessions/{id}/revoke", post().to(revoke_session))
+        .route(
+            "/merchant/sessions/revoke-all",
+            post().to(revoke_all_sessions),
+        )
         .route("/merchant/webhooks", get().to(webhooks_page))
         .route("/merchant/webhooks", post().to(create_webhook))
         .route("/merchant/webhooks/{id}", get().to(webhook_page))
@@ -60,6 +68,7 @@ fn layout(title: &str, csrf: &str, signed_in: bool) -> Layout {
             ("/merchant/payouts", "Payouts"),
             ("/merchant/api-keys", "API keys"),
             ("/merchant/webhooks", "Webhooks"),
+            ("/merchant/settings", "Settings"),
         ]
         .iter()
         .map(|(href, label)| ((*href).to_owned(), (*label).to_owned()))
@@ -193,7 +202,7 @@ async fn signup(state: web::Data<AppState>, request: HttpRequest, form: Form) ->
             None,
         );
     }
-    log_in(&state, &csrf, &form, true).await
+    log_in(&state, &request, &csrf, &form, true).await
 }
 
 async fn login(state: web::Data<AppState>, request: HttpRequest, form: Form) -> HttpResponse {
@@ -201,13 +210,25 @@ async fn login(state: web::Data<AppState>, request: HttpRequest, form: Form) -> 
         return refused;
     }
     let (csrf, _) = csrf_token(&request);
-    log_in(&state, &csrf, &form, false).await
+    log_in(&state, &request, &csrf, &form, false).await
 }
 
-async fn log_in(state: &AppState, csrf: &str, form: &Form, signup: bool) -> HttpResponse {
+async fn log_in(
+    state: &AppState,
+    request: &HttpRequest,
+    csrf: &str,
+    form: &Form,
+    signup: bool,
+) -> HttpResponse {
     let password = form.get("password").cloned().unwrap_or_default();
     let body = json!({"email": text(form, "email"), "password": password});
-    match crate::http::merchants::log_in(state, body.to_string().as_bytes()).await {
+    match crate::http::merchants::log_in(
+        state,
+        request.peer_addr().map(|address| address.ip()),
+        body.to_string().as_bytes(),
+    )
+    .await
+    {
         Ok(session) => {
             let lifetime = state.limits.session_lifetime.as_secs() as i64;
             HttpResponse::SeeOther()
@@ -239,13 +260,200 @@ async fn logout(state: web::Data<AppState>, request: HttpRequest, form: Form) ->
     {
         tracing::warn!(%error, "revoke merchant web session");
     }
+    logged_out(&state)
+}
+
+/// Logged out here: the cookie goes and the login page comes.
+fn logged_out(state: &AppState) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/merchant/login"))
         .append_header((
             header::SET_COOKIE,
-            set_cookie(&state, MERCHANT_COOKIE, "", 0),
+            set_cookie(state, MERCHANT_COOKIE, "", 0),
         ))
         .finish()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings: sessions and password
+
+/// Sessions listed on the settings page at most (newest first).
+const SESSIONS_SHOWN_MAX: u64 = 100;
+
+/// The settings page: the change-password form, then the live sessions (each with a log-out
+/// button) and "log out everywhere". API keys are managed on their own page.
+async fn settings_view(
+    state: &AppState,
+    request: &HttpRequest,
+    merchant: CurrentMerchant,
+    error: Option<String>,
+    notice: Option<String>,
+) -> HttpResponse {
+    let (csrf, new) = csrf_token(request);
+    let current = merchant.require_session().ok();
+    let (sessions, _) = state
+        .store
+        .list_merchant_sessions(
+            merchant.merchant_id,
+            state.clock.now(),
+            &PageRequest {
+                limit: SESSIONS_SHOWN_MAX,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap_or_default();
+    let rows = sessions
+        .iter()
+        .map(|session| {
+            let is_current = current.is_some_and(|current| session.id == current.to_string());
+            vec![
+                Cell::time(session.created_at.to_rfc3339()),
+                Cell::time(session.expires_at.to_rfc3339()),
+                Cell {
+                    text: if is_current {
+                        "this device".into()
+                    } else {
+                        String::new()
+                    },
+                    actions: vec![Action::new(
+                        format!("/merchant/sessions/{}/revoke", session.id),
+                        "Log out",
+                    )],
+                    ..Cell::default()
+                },
+            ]
+        })
+        .collect();
+    let mut layout = layout("Settings", &csrf, true);
+    layout.error = error;
+    layout.notice = notice;
+    let everywhere = Action::new("/merchant/sessions/revoke-all".into(), "Log out everywhere");
+    let settings = FormPage {
+        layout,
+        intro: vec![
+            "Change your password: every other session is logged out (API keys keep working; revoke them on the API keys page).".into(),
+        ],
+        secret: None,
+        action: "/merchant/settings/password".into(),
+        fields: vec![
+            Field::new("current_password", "Current password", "password", "current-password"),
+            Field::new("new_password", "New password", "password", "new-password")
+                .hint("At least 10 characters."),
+        ],
+        submit: "Change password".into(),
+        links: vec![("/merchant/api-keys".into(), "API keys".into())],
+        sections: vec![
+            Section {
+                heading: "Sessions".into(),
+                empty: "No sessions.".into(),
+                columns: vec![
+                    ("Logged in".into(), false),
+                    ("Expires".into(), false),
+                    ("Session".into(), false),
+                ],
+                rows,
+                previous: None,
+                next: None,
+            },
+            Section {
+                heading: "Everywhere".into(),
+                empty: String::new(),
+                columns: vec![("Every device".into(), false)],
+                rows: vec![vec![Cell {
+                    text: "A session you do not recognise? Log out on every device, this one included, then change your password.".into(),
+                    actions: vec![everywhere],
+                    ..Cell::default()
+                }]],
+                previous: None,
+                next: None,
+            },
+        ],
+    };
+    page(state, &settings, new.then_some(csrf.as_str()))
+}
+
+async fn settings_page(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
+    match require_merchant(&request, &state).await {
+        Ok(merchant) => settings_view(&state, &request, merchant, None, None).await,
+        Err(redirect) => redirect,
+    }
+}
+
+async fn change_password(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    form: Form,
+) -> HttpResponse {
+    let merchant = match require_merchant(&request, &state).await {
+        Ok(merchant) => merchant,
+        Err(redirect) => return redirect,
+    };
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
+        return refused;
+    }
+    let changed = crate::http::merchants::replace_password(
+        &state,
+        merchant,
+        form.get("current_password").cloned().unwrap_or_default(),
+        form.get("new_password").cloned().unwrap_or_default(),
+    )
+    .await;
+    match changed {
+        Ok(()) => {
+            let notice = "Password changed; every other session is logged out.".to_owned();
+            settings_view(&state, &request, merchant, None, Some(notice)).await
+        }
+        Err(error) => {
+            settings_view(&state, &request, merchant, Some(error.detail.message), None).await
+        }
+    }
+}
+
+async fn revoke_session(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    form: Form,
+) -> HttpResponse {
+    let merchant = match require_merchant(&request, &state).await {
+        Ok(merchant) => merchant,
+        Err(redirect) => return redirect,
+    };
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
+        return refused;
+    }
+    if let Err(error) = crate::http::merchants::revoke_own_session(&state, merchant, &path).await {
+        return settings_view(&state, &request, merchant, Some(error.detail.message), None).await;
+    }
+    let current = merchant.require_session().ok();
+    if current.is_some_and(|current| path.as_str() == current.to_string()) {
+        return logged_out(&state);
+    }
+    redirect("/merchant/settings")
+}
+
+async fn revoke_all_sessions(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    form: Form,
+) -> HttpResponse {
+    let merchant = match require_merchant(&request, &state).await {
+        Ok(merchant) => merchant,
+        Err(redirect) => return redirect,
+    };
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
+        return refused;
+    }
+    if let Err(error) = state
+        .store
+        .revoke_merchant_sessions(merchant.merchant_id, None, state.clock.now())
+        .await
+    {
+        let message = crate::http::error::ApiError::from(error).detail.message;
+        return settings_view(&state, &request, merchant, Some(message), None).await;
+    }
+    logged_out(&state)
 }
 
 // ---------------------------------------------------------------------------------------------

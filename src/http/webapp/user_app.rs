@@ -1,12 +1,13 @@
 //! The user app (`/app`): sign up, log in and out, the dashboard (balances, recent activity),
 //! add money (the bank simulator in embedded mode), send money, history, notifications,
-//! withdraw, and payment links (`/pay/{intent}`). Every action goes through the same core as
+//! withdraw, payment links (`/pay/{intent}`), and settings (sessions, each with a log-out
+//! button, log out everywhere, change password). Every action goes through the same core as
 //! its API endpoint, with the same validation, errors and idempotency.
 
 use super::{
-    Cell, Field, FormPage, Layout, ListPage, Section, StatusFragment, StatusPage, USER_COOKIE,
-    csrf_refusal, csrf_token, form_key, minor_units, money, outcome, page, pages, redirect,
-    safe_next, set_cookie, web_user,
+    Action, Cell, Field, FormPage, Layout, ListPage, Section, StatusFragment, StatusPage,
+    USER_COOKIE, csrf_refusal, csrf_token, form_key, minor_units, money, outcome, page, pages,
+    redirect, safe_next, set_cookie, web_user,
 };
 use crate::domain::{OnrampId, PaymentIntentId, TransferId};
 use crate::http::AppState;
@@ -45,6 +46,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/app/notifications", get().to(notifications))
         .route("/app/withdraw", get().to(withdraw_page))
         .route("/app/withdraw", post().to(withdraw))
+        .route("/app/settings", get().to(settings_page))
+        .route("/app/settings/password", post().to(change_password))
+        .route("/app/sessions/{id}/revoke", post().to(revoke_session))
+        .route("/app/sessions/revoke-all", post().to(revoke_all_sessions))
         .route("/pay/{id}", get().to(pay_page))
         .route("/pay/{id}", post().to(pay));
 }
@@ -58,6 +63,7 @@ fn layout(title: &str, csrf: &str, signed_in: bool) -> Layout {
             ("/app/history", "History"),
             ("/app/notifications", "Notifications"),
             ("/app/withdraw", "Withdraw"),
+            ("/app/settings", "Settings"),
         ]
         .iter()
         .map(|(href, label)| ((*href).to_owned(), (*label).to_owned()))
@@ -186,7 +192,13 @@ async fn signup(state: web::Data<AppState>, request: HttpRequest, form: Form) ->
         );
     }
     let login = json!({"login": text(&form, "email"), "password": form.get("password").cloned().unwrap_or_default()});
-    match crate::http::users::log_in(&state, login.to_string().as_bytes()).await {
+    match crate::http::users::log_in(
+        &state,
+        request.peer_addr().map(|address| address.ip()),
+        login.to_string().as_bytes(),
+    )
+    .await
+    {
         Ok((token, _, _)) => signed_in(&state, &token, HOME),
         Err(error) => page(
             &state,
@@ -246,7 +258,13 @@ async fn login(state: web::Data<AppState>, request: HttpRequest, form: Form) -> 
     let (csrf, _) = csrf_token(&request);
     let next = safe_next(form.get("next"), HOME);
     let body = json!({"login": text(&form, "login"), "password": form.get("password").cloned().unwrap_or_default()});
-    match crate::http::users::log_in(&state, body.to_string().as_bytes()).await {
+    match crate::http::users::log_in(
+        &state,
+        request.peer_addr().map(|address| address.ip()),
+        body.to_string().as_bytes(),
+    )
+    .await
+    {
         Ok((token, _, _)) => signed_in(&state, &token, &next),
         Err(error) => page(
             &state,
@@ -273,10 +291,193 @@ async fn logout(state: web::Data<AppState>, request: HttpRequest, form: Form) ->
     {
         tracing::warn!(%error, "revoke web session");
     }
+    logged_out(&state)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings: sessions and password
+
+/// Sessions listed on the settings page at most (newest first).
+const SESSIONS_SHOWN_MAX: u64 = 100;
+
+/// The settings page: the change-password form, then the live sessions (each with a log-out
+/// button) and "log out everywhere".
+async fn settings_view(
+    state: &AppState,
+    request: &HttpRequest,
+    user: CurrentUser,
+    error: Option<String>,
+    notice: Option<String>,
+) -> HttpResponse {
+    let (csrf, new) = csrf_token(request);
+    let (sessions, _) = state
+        .store
+        .list_sessions(
+            user.user_id,
+            state.clock.now(),
+            &PageRequest {
+                limit: SESSIONS_SHOWN_MAX,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap_or_default();
+    let rows = sessions
+        .iter()
+        .map(|session| {
+            let current = session.id == user.session_id.to_string();
+            vec![
+                Cell::time(session.created_at.to_rfc3339()),
+                Cell::time(session.expires_at.to_rfc3339()),
+                Cell {
+                    text: if current {
+                        "this device".into()
+                    } else {
+                        String::new()
+                    },
+                    actions: vec![Action::new(
+                        format!("/app/sessions/{}/revoke", session.id),
+                        "Log out",
+                    )],
+                    ..Cell::default()
+                },
+            ]
+        })
+        .collect();
+    let mut layout = layout("Settings", &csrf, true);
+    layout.error = error;
+    layout.notice = notice;
+    let everywhere = Action::new("/app/sessions/revoke-all".into(), "Log out everywhere");
+    let settings = FormPage {
+        layout,
+        intro: vec![
+            "Change your password: every other session is logged out.".into(),
+        ],
+        secret: None,
+        action: "/app/settings/password".into(),
+        fields: vec![
+            Field::new("current_password", "Current password", "password", "current-password"),
+            Field::new("new_password", "New password", "password", "new-password")
+                .hint("At least 10 characters."),
+        ],
+        submit: "Change password".into(),
+        links: Vec::new(),
+        sections: vec![
+            Section {
+                heading: "Sessions".into(),
+                empty: "No sessions.".into(),
+                columns: vec![
+                    ("Logged in".into(), false),
+                    ("Expires".into(), false),
+                    ("Session".into(), false),
+                ],
+                rows,
+                previous: None,
+                next: None,
+            },
+            Section {
+                heading: "Everywhere".into(),
+                empty: String::new(),
+                columns: vec![("Every device".into(), false)],
+                rows: vec![vec![Cell {
+                    text: "A session you do not recognise? Log out on every device, this one included, then change your password.".into(),
+                    actions: vec![everywhere],
+                    ..Cell::default()
+                }]],
+                previous: None,
+                next: None,
+            },
+        ],
+    };
+    page(state, &settings, new.then_some(csrf.as_str()))
+}
+
+async fn settings_page(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
+    match require_user(&request, &state).await {
+        Ok(user) => settings_view(&state, &request, user, None, None).await,
+        Err(redirect) => redirect,
+    }
+}
+
+async fn change_password(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    form: Form,
+) -> HttpResponse {
+    let user = match require_user(&request, &state).await {
+        Ok(user) => user,
+        Err(redirect) => return redirect,
+    };
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
+        return refused;
+    }
+    let changed = crate::http::users::replace_password(
+        &state,
+        user,
+        form.get("current_password").cloned().unwrap_or_default(),
+        form.get("new_password").cloned().unwrap_or_default(),
+    )
+    .await;
+    match changed {
+        Ok(()) => {
+            let notice = "Password changed; every other session is logged out.".to_owned();
+            settings_view(&state, &request, user, None, Some(notice)).await
+        }
+        Err(error) => settings_view(&state, &request, user, Some(error.detail.message), None).await,
+    }
+}
+
+/// Logged out here: the cookie goes and the login page comes.
+fn logged_out(state: &AppState) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/app/login"))
-        .append_header((header::SET_COOKIE, set_cookie(&state, USER_COOKIE, "", 0)))
+        .append_header((header::SET_COOKIE, set_cookie(state, USER_COOKIE, "", 0)))
         .finish()
+}
+
+async fn revoke_session(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    form: Form,
+) -> HttpResponse {
+    let user = match require_user(&request, &state).await {
+        Ok(user) => user,
+        Err(redirect) => return redirect,
+    };
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
+        return refused;
+    }
+    if let Err(error) = crate::http::users::revoke_own_session(&state, user, &path).await {
+        return settings_view(&state, &request, user, Some(error.detail.message), None).await;
+    }
+    if path.as_str() == user.session_id.to_string() {
+        return logged_out(&state);
+    }
+    redirect("/app/settings")
+}
+
+async fn revoke_all_sessions(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    form: Form,
+) -> HttpResponse {
+    let user = match require_user(&request, &state).await {
+        Ok(user) => user,
+        Err(redirect) => return redirect,
+    };
+    if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
+        return refused;
+    }
+    if let Err(error) = state
+        .store
+        .revoke_user_sessions(user.user_id, None, state.clock.now())
+        .await
+    {
+        let message = crate::http::error::ApiError::from(error).detail.message;
+        return settings_view(&state, &request, user, Some(message), None).await;
+    }
+    logged_out(&state)
 }
 
 // ---------------------------------------------------------------------------------------------
