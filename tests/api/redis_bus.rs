@@ -17,10 +17,17 @@ use std::time::Duration;
 use walleti::config::{Settings, SmtpSettings};
 use walleti::store::entities::outbox;
 
+/// These tests are `#[ignore]`d (the summary says so) unless asked for with `--ignored`; then
+/// Redis must be configured, or they fail rather than pass without running.
+const NEEDS_REDIS: &str =
+    "set WALLETI_TEST_REDIS_URL=redis://127.0.0.1:6379 to run the Redis tests";
+
 fn redis_url() -> Option<String> {
-    std::env::var("WALLETI_TEST_REDIS_URL")
+    let url = std::env::var("WALLETI_TEST_REDIS_URL")
         .ok()
-        .filter(|url| !url.is_empty())
+        .filter(|url| !url.is_empty());
+    assert!(url.is_some(), "{NEEDS_REDIS}");
+    url
 }
 
 /// Settings for an app on the Redis bus, with its own stream.
@@ -120,6 +127,7 @@ async fn pending(client: &Client, stream: &str, group: &str) -> i64 {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis: WALLETI_TEST_REDIS_URL=redis://… cargo test -- --ignored (.ci/run does)"]
 async fn events_reach_the_notifier_through_a_consumer_group_and_limits_are_shared() {
     let Some(redis) = redis_url() else { return };
     let stream = unique_stream();
@@ -200,6 +208,7 @@ async fn events_reach_the_notifier_through_a_consumer_group_and_limits_are_share
 }
 
 #[tokio::test]
+#[ignore = "needs Redis: WALLETI_TEST_REDIS_URL=redis://… cargo test -- --ignored (.ci/run does)"]
 async fn a_consumer_killed_before_xack_gets_its_event_redelivered_and_the_user_one_email() {
     let Some(redis) = redis_url() else { return };
     let (port, mails, _) = smtp_server().await;
@@ -319,6 +328,7 @@ async fn redis_proxy(redis: &str) -> (String, Arc<AtomicBool>) {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis: WALLETI_TEST_REDIS_URL=redis://… cargo test -- --ignored (.ci/run does)"]
 async fn with_redis_down_transfers_work_and_events_wait_in_the_outbox_until_it_returns() {
     let Some(redis) = redis_url() else { return };
     let (proxied, up) = redis_proxy(&redis).await;
@@ -379,6 +389,7 @@ async fn with_redis_down_transfers_work_and_events_wait_in_the_outbox_until_it_r
 }
 
 #[tokio::test]
+#[ignore = "needs Redis: WALLETI_TEST_REDIS_URL=redis://… cargo test -- --ignored (.ci/run does)"]
 async fn a_poison_event_is_dead_lettered_after_the_bound_and_blocks_nothing() {
     let Some(redis) = redis_url() else { return };
     let stream = unique_stream();
@@ -445,6 +456,7 @@ async fn a_poison_event_is_dead_lettered_after_the_bound_and_blocks_nothing() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis: WALLETI_TEST_REDIS_URL=redis://… cargo test -- --ignored (.ci/run does)"]
 async fn a_session_revoked_on_one_node_is_refused_on_the_other_at_once() {
     let Some(redis) = redis_url() else {
         eprintln!("skipped: WALLETI_TEST_REDIS_URL is not set");
@@ -489,6 +501,7 @@ async fn a_session_revoked_on_one_node_is_refused_on_the_other_at_once() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis: WALLETI_TEST_REDIS_URL=redis://… cargo test -- --ignored (.ci/run does)"]
 async fn log_out_everywhere_and_a_password_change_reach_the_other_node() {
     let Some(redis) = redis_url() else {
         eprintln!("skipped: WALLETI_TEST_REDIS_URL is not set");
@@ -571,6 +584,7 @@ async fn log_out_everywhere_and_a_password_change_reach_the_other_node() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis: WALLETI_TEST_REDIS_URL=redis://… cargo test -- --ignored (.ci/run does)"]
 async fn a_forged_stream_entry_is_never_delivered_the_event_comes_from_the_database() {
     let Some(redis) = redis_url() else { return };
     let stream = unique_stream();
@@ -637,6 +651,7 @@ impl Drop for RedisProcess {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis: WALLETI_TEST_REDIS_URL=redis://… cargo test -- --ignored (.ci/run does)"]
 async fn walleti_authenticates_to_a_redis_with_a_password() {
     // CI has Redis installed when it sets the variable; a private server is started here.
     if redis_url().is_none() {
