@@ -344,12 +344,4 @@ impl InFlightKeys {
         let _ = tokio::time::timeout(wait_max, existing.lock()).await;
         None
     }
-
-    pub fn len(&self) -> usize {
-        self.keys.lock().map_or(0, |keys| keys.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

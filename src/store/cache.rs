@@ -84,10 +84,6 @@ impl<K: Eq + Hash + Clone, V: Clone> BoundedCache<K, V> {
         debug_assert!(inner.entries.len() <= self.capacity);
     }
 
-    pub fn remove(&self, key: &K) -> Option<V> {
-        self.inner.lock().ok()?.entries.remove(key)
-    }
-
     /// Drops every entry for which `keep` is false, and bumps the generation.
     pub fn retain(&self, keep: impl FnMut(&K, &mut V) -> bool) {
         if let Ok(mut inner) = self.inner.lock() {
@@ -215,13 +211,6 @@ impl Caches {
     /// From now on, revocations are also sent here (to be announced to other nodes).
     pub fn announce_revocations_to(&self, announce: tokio::sync::mpsc::Sender<String>) {
         let _ = self.revocations.set(announce);
-    }
-
-    /// Forgets every cached session of this user (log out everywhere).
-    pub fn evict_user_sessions(&self, user: UserId) {
-        self.credentials.retain(|_, cached| {
-            !matches!(cached.owner, CredentialOwner::UserSession { user: owner, .. } if owner == user)
-        });
     }
 }
 

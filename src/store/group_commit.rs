@@ -261,21 +261,12 @@ async fn update_accounts(
     let mut updated = HashSet::with_capacity(writes.len());
     for chunk in writes.chunks(ACCOUNTS_PER_STATEMENT_MAX) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
-        let mut rows = Vec::with_capacity(chunk.len());
         for &write in chunk {
             debug_assert!(write.expected_version >= 0);
-            let first = values.len();
             values.push(write.account.to_string().into());
             values.push(write.available.into());
             values.push(write.locked.into());
             values.push(write.expected_version.into());
-            rows.push(format!(
-                "({}, {}, {}, {})",
-                placeholder(backend, first),
-                placeholder(backend, first + 1),
-                placeholder(backend, first + 2),
-                placeholder(backend, first + 3)
-            ));
         }
         let sql = format!(
             "WITH planned (id, available, locked, version) AS (VALUES {}) \
@@ -283,7 +274,7 @@ async fn update_accounts(
              version = planned.version + 1 FROM planned \
              WHERE accounts.id = planned.id AND accounts.version = planned.version \
              RETURNING accounts.id",
-            rows.join(", ")
+            values_rows(backend, chunk.len(), 4)
         );
         let returned = transaction
             .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -296,12 +287,22 @@ async fn update_accounts(
     Ok(updated)
 }
 
-/// The `index`-th (0-based) bind parameter in the backend's syntax.
-pub(super) fn placeholder(backend: DbBackend, index: usize) -> String {
-    match backend {
+/// `rows` rows of `columns` bind parameters each, `(…), (…)`, in the backend's syntax, for a
+/// multi-row `VALUES` whose parameters are bound row by row.
+pub(super) fn values_rows(backend: DbBackend, rows: usize, columns: usize) -> String {
+    let placeholder = |index: usize| match backend {
         DbBackend::Postgres => format!("${}", index + 1),
         _ => "?".to_owned(),
-    }
+    };
+    (0..rows)
+        .map(|row| {
+            let marks: Vec<String> = (row * columns..(row + 1) * columns)
+                .map(placeholder)
+                .collect();
+            format!("({})", marks.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Everything but the wallet balances, for every live batch, with multi-row statements.
@@ -382,4 +383,18 @@ async fn complete_transfers(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_rows_number_parameters_row_by_row() {
+        assert_eq!(
+            values_rows(DbBackend::Postgres, 2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(values_rows(DbBackend::Sqlite, 2, 2), "(?, ?), (?, ?)");
+    }
 }

@@ -265,9 +265,7 @@ pub(super) async fn insert_claims(
     let mut inserted = HashSet::with_capacity(claims.len());
     for chunk in claims.chunks(CLAIMS_PER_STATEMENT_MAX) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 7);
-        let mut rows = Vec::with_capacity(chunk.len());
         for claim in chunk {
-            let first = values.len();
             values.push(claim.caller.clone().into());
             values.push(claim.key.clone().into());
             values.push(claim.fingerprint.clone().into());
@@ -275,15 +273,11 @@ pub(super) async fn insert_claims(
             values.push(claim.now.into());
             values.push(claim.now.into());
             values.push(claim.claim_token.clone().into());
-            let marks: Vec<String> = (first..first + 7)
-                .map(|index| super::group_commit::placeholder(backend, index))
-                .collect();
-            rows.push(format!("({})", marks.join(", ")));
         }
         let sql = format!(
             "INSERT INTO idempotency_keys (caller, \"key\", fingerprint, resource_id, locked_at, created_at, claim_token) \
              VALUES {} ON CONFLICT (caller, \"key\") DO NOTHING RETURNING caller, \"key\"",
-            rows.join(", ")
+            super::group_commit::values_rows(backend, chunk.len(), 7)
         );
         for row in transaction
             .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -306,17 +300,11 @@ pub(super) async fn complete_claims(
     let backend = transaction.get_database_backend();
     for chunk in completions.chunks(COMPLETIONS_PER_STATEMENT_MAX) {
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
-        let mut rows = Vec::with_capacity(chunk.len());
         for completion in chunk {
-            let first = values.len();
             values.push(completion.caller.clone().into());
             values.push(completion.key.clone().into());
             values.push(i32::from(completion.status).into());
             values.push(completion.body.clone().into());
-            let marks: Vec<String> = (first..first + 4)
-                .map(|index| super::group_commit::placeholder(backend, index))
-                .collect();
-            rows.push(format!("({})", marks.join(", ")));
         }
         let sql = format!(
             "WITH done (caller, \"key\", status, body) AS (VALUES {}) \
@@ -324,7 +312,7 @@ pub(super) async fn complete_claims(
              locked_at = NULL, claim_token = NULL FROM done \
              WHERE idempotency_keys.caller = done.caller AND idempotency_keys.\"key\" = done.\"key\" \
              AND idempotency_keys.response_status IS NULL",
-            rows.join(", ")
+            super::group_commit::values_rows(backend, chunk.len(), 4)
         );
         transaction
             .execute_raw(Statement::from_sql_and_values(backend, sql, values))
