@@ -34,7 +34,7 @@ use std::time::Duration;
 pub const FAULT_DUPLICATE_MAX: u32 = 10;
 /// The longest delivery delay the fault API may ask for: 10 minutes.
 pub const FAULT_DELAY_MS_MAX: u64 = 600_000;
-/// Largest amount the simulator takes (API.md: amounts are at most 10^12).
+/// Largest amount the simulator takes (docs/api.md: amounts are at most 10^12).
 pub const AMOUNT_MAX: i64 = 1_000_000_000_000;
 /// Longest reference the simulator takes (walleti's ids are far shorter).
 pub const REFERENCE_LENGTH_MAX: usize = 64;
