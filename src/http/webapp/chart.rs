@@ -15,7 +15,7 @@ const HEIGHT: f64 = 160.0;
 const PAD_LEFT: f64 = 8.0;
 const PAD_RIGHT: f64 = 8.0;
 const PAD_TOP: f64 = 12.0;
-const PAD_BOTTOM: f64 = 22.0;
+const PAD_BOTTOM: f64 = 4.0;
 
 /// A chart ready for a page: a heading, the SVG, and a sentence saying what it shows (also the
 /// SVG's accessible name).
@@ -23,6 +23,10 @@ pub struct Chart {
     pub heading: String,
     pub svg: String,
     pub summary: String,
+    /// The first and last day under the chart (in HTML, so the SVG can stretch to any width
+    /// without stretching text).
+    pub first_day: String,
+    pub last_day: String,
 }
 
 /// The first day a chart covers.
@@ -91,21 +95,22 @@ fn y_at(value: i64, low: i64, high: i64) -> f64 {
     PAD_TOP + plot * (1.0 - (value - low) as f64 / span)
 }
 
-fn frame(summary: &str, now: DateTime<Utc>, body: &str) -> String {
-    let first = first_day(now).format("%-d %b");
-    let last = now.date_naive().format("%-d %b");
+fn frame(heading: String, summary: String, now: DateTime<Utc>, body: &str) -> Chart {
     let baseline = HEIGHT - PAD_BOTTOM;
-    format!(
+    let svg = format!(
         "<svg class=\"chart\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{summary}\" \
          preserveAspectRatio=\"none\" xmlns=\"http://www.w3.org/2000/svg\">\
          <line x1=\"{PAD_LEFT}\" y1=\"{baseline}\" x2=\"{right}\" y2=\"{baseline}\" stroke=\"#8a94a0\" \
-         stroke-width=\"1\"/>{body}\
-         <text x=\"{PAD_LEFT}\" y=\"{label_y}\" font-size=\"12\" fill=\"#4b5563\">{first}</text>\
-         <text x=\"{right}\" y=\"{label_y}\" font-size=\"12\" fill=\"#4b5563\" text-anchor=\"end\">{last}</text>\
-         </svg>",
+         stroke-width=\"1\" vector-effect=\"non-scaling-stroke\"/>{body}</svg>",
         right = WIDTH - PAD_RIGHT,
-        label_y = HEIGHT - 6.0,
-    )
+    );
+    Chart {
+        heading,
+        svg,
+        summary,
+        first_day: first_day(now).format("%-d %b").to_string(),
+        last_day: now.date_naive().format("%-d %b").to_string(),
+    }
 }
 
 /// A line of the balance at the end of each day.
@@ -143,11 +148,12 @@ pub fn balance_chart(now: DateTime<Utc>, balances: &[i64], currency: &str) -> Ch
          stroke-linejoin=\"round\" vector-effect=\"non-scaling-stroke\"/>",
         points.join(" ")
     );
-    Chart {
-        heading: format!("Balance, last {CHART_DAYS} days"),
-        svg: frame(&summary, now, &format!("{area}{line}")),
+    frame(
+        format!("Balance, last {CHART_DAYS} days"),
         summary,
-    }
+        now,
+        &format!("{area}{line}"),
+    )
 }
 
 /// A bar per day of the money received.
@@ -175,11 +181,12 @@ pub fn volume_chart(now: DateTime<Utc>, totals: &[i64], currency: &str) -> Chart
         money(sum, currency),
         money(busiest, currency)
     );
-    Chart {
-        heading: format!("Daily volume, last {CHART_DAYS} days"),
-        svg: frame(&summary, now, &bars),
+    frame(
+        format!("Daily volume, last {CHART_DAYS} days"),
         summary,
-    }
+        now,
+        &bars,
+    )
 }
 
 #[cfg(test)]
