@@ -502,6 +502,9 @@ fn activity_columns() -> Vec<(String, bool)> {
     ]
 }
 
+/// Activity rows on the dashboard.
+const RECENT_ROWS_MAX: u64 = 10;
+
 /// Holds listed on the dashboard at most (the rest are in the locked total).
 const HOLDS_SHOWN_MAX: u64 = 20;
 
@@ -535,15 +538,17 @@ async fn dashboard(state: web::Data<AppState>, request: HttpRequest) -> HttpResp
         .into_iter()
         .map(|(what, amount)| vec![Cell::text(what), Cell::amount(amount)])
         .collect();
-    let (recent, _) = history_rows(
+    // Bookkeeping entries show no row: read more entries than the rows shown.
+    let (mut recent, _) = history_rows(
         &state,
         &accounts,
         &PageRequest {
-            limit: 10,
+            limit: 2 * RECENT_ROWS_MAX,
             cursor: None,
         },
     )
     .await;
+    recent.truncate(RECENT_ROWS_MAX as usize);
     let name = state
         .store
         .find_user(user.user_id)
