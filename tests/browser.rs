@@ -578,7 +578,13 @@ async fn people_and_merchants_use_the_web_apps_in_a_real_browser() {
         .await;
     ada.look("user-history").await;
 
-    // The API reference renders this server's OpenAPI document with the vendored viewer.
+    // The API reference renders this server's OpenAPI document with the vendored viewer, and
+    // its Content-Security-Policy blocks nothing it needs (every violation is recorded).
+    ada.devtools(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({"source": "window.policyViolations = []; document.addEventListener('securitypolicyviolation', (event) => window.policyViolations.push(`${event.effectiveDirective} ${event.blockedURI}`), true);"}),
+    )
+    .await;
     ada.go(&format!("{base}/docs")).await;
     for _ in 0..150 {
         let rendered = ada
@@ -601,6 +607,32 @@ async fn people_and_merchants_use_the_web_apps_in_a_real_browser() {
         "the API reference did not render: {}",
         &rendered[..rendered.len().min(500)]
     );
+    // The viewer's stylesheet names Google-hosted fonts: refusing them is the policy's job
+    // (nothing is fetched from elsewhere; the page uses system fonts). Nothing else may be
+    // refused.
+    let violations = ada.script("return window.policyViolations;").await;
+    let unexpected: Vec<&Value> = violations
+        .as_array()
+        .expect("violations")
+        .iter()
+        .filter(|violation| {
+            !violation
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("font-src https://fonts.gstatic.com/")
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "the API reference broke its page's policy: {unexpected:?}"
+    );
+    let styled = ada
+        .script(
+            "const input = document.querySelector('rapi-doc').shadowRoot.querySelector('input'); \
+             return input ? getComputedStyle(input).borderTopStyle : 'no input';",
+        )
+        .await;
+    assert_ne!(styled, json!("none"), "the viewer's styles were refused");
     ada.look("api-docs").await;
     ada.go(&format!("{base}/app")).await;
 
