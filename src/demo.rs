@@ -128,9 +128,7 @@ pub fn logins(base_url: &str, admin_token: &str, seeded: &Seeded) -> String {
         SHOP.1, SHOP.0
     ));
     if let Seeded::Fresh { shop_api_key } = seeded {
-        lines.push(format!(
-            "  the shop's API key (shown once): {shop_api_key}"
-        ));
+        lines.push(format!("  the shop's API key (shown once): {shop_api_key}"));
     }
     lines.push(format!("  operator token: {admin_token}"));
     lines.push(format!(
@@ -282,8 +280,10 @@ impl Api {
             "/v1/admin/adjustments",
             Some(&self.admin_token),
             Some(&format!("welcome-{key}")),
-            Some(json!({"user_id": me["id"], "amount": amount, "currency": "usd",
-                        "reason": "demo welcome credit (no bank configured)"})),
+            Some(
+                json!({"user_id": me["id"], "amount": amount, "currency": "usd",
+                        "reason": "demo welcome credit (no bank configured)"}),
+            ),
             StatusCode::CREATED,
         )
         .await
@@ -362,13 +362,25 @@ impl Api {
         bob: &Party,
         chloe: &Party,
     ) -> anyhow::Result<()> {
-        let groceries = self.intent(key, 1_800, "automatic", "Groceries", "pi-1").await?;
-        self.act(&groceries, "confirm", &bob.token, None, "pay-1").await?;
-
-        let order = self.intent(key, 4_000, "manual", "Order 1042", "pi-2").await?;
-        self.act(&order, "confirm", &ada.token, None, "pay-2").await?;
-        self.act(&order, "capture", key, Some(json!({"amount_to_capture": 3_200})), "capture-2")
+        let groceries = self
+            .intent(key, 1_800, "automatic", "Groceries", "pi-1")
             .await?;
+        self.act(&groceries, "confirm", &bob.token, None, "pay-1")
+            .await?;
+
+        let order = self
+            .intent(key, 4_000, "manual", "Order 1042", "pi-2")
+            .await?;
+        self.act(&order, "confirm", &ada.token, None, "pay-2")
+            .await?;
+        self.act(
+            &order,
+            "capture",
+            key,
+            Some(json!({"amount_to_capture": 3_200})),
+            "capture-2",
+        )
+        .await?;
         self.call(
             "POST",
             "/v1/refunds",
@@ -379,12 +391,19 @@ impl Api {
         )
         .await?;
 
-        let cancelled = self.intent(key, 1_500, "manual", "Order 1043", "pi-3").await?;
-        self.act(&cancelled, "confirm", &chloe.token, None, "pay-3").await?;
-        self.act(&cancelled, "cancel", key, None, "cancel-3").await?;
+        let cancelled = self
+            .intent(key, 1_500, "manual", "Order 1043", "pi-3")
+            .await?;
+        self.act(&cancelled, "confirm", &chloe.token, None, "pay-3")
+            .await?;
+        self.act(&cancelled, "cancel", key, None, "cancel-3")
+            .await?;
 
-        let held = self.intent(key, 900, "manual", "Order 1044", "pi-4").await?;
-        self.act(&held, "confirm", &ada.token, None, "pay-4").await?;
+        let held = self
+            .intent(key, 900, "manual", "Order 1044", "pi-4")
+            .await?;
+        self.act(&held, "confirm", &ada.token, None, "pay-4")
+            .await?;
         Ok(())
     }
 

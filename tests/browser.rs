@@ -306,7 +306,9 @@ impl Browser {
     /// Looks at the page on a desktop (1280×900) and on a phone (390 px wide): saves a
     /// screenshot of each and fails on anything clipped or sticking out.
     async fn look(&self, name: &str) {
-        for (label, width, height, mobile) in [("desktop", 1280, 900, false), ("phone", 390, 844, true)] {
+        for (label, width, height, mobile) in
+            [("desktop", 1280, 900, false), ("phone", 390, 844, true)]
+        {
             self.viewport(width, height, mobile).await;
             let path = self.screenshot(&format!("{name}-{label}")).await;
             println!("screenshot: {}", path.display());
@@ -546,7 +548,8 @@ async fn people_and_merchants_use_the_web_apps_in_a_real_browser() {
     shop.go(&format!("{base}/merchant/payment-links")).await;
     shop.fill("#field-description", "Order 43").await;
     shop.fill("#field-amount", "4.00").await;
-    shop.click("#field-capture_method option[value=manual]").await;
+    shop.click("#field-capture_method option[value=manual]")
+        .await;
     shop.click("form.card button[type=submit]").await;
     shop.wait_for_text("Send this link", false).await;
     let held_link = shop.text("#secret").await;
@@ -556,7 +559,8 @@ async fn people_and_merchants_use_the_web_apps_in_a_real_browser() {
     ada.click("form.card button[type=submit]").await;
     ada.wait_for_text("Status: requires capture", false).await;
     ada.go(&format!("{base}/app")).await;
-    ada.wait_for_text("On hold for Corner Shop until", false).await;
+    ada.wait_for_text("On hold for Corner Shop until", false)
+        .await;
     ada.wait_for_text("$6.45", false).await;
     ada.wait_for_text("Balance, last 30 days", false).await;
     ada.look("user-dashboard-hold").await;
@@ -565,7 +569,8 @@ async fn people_and_merchants_use_the_web_apps_in_a_real_browser() {
         .await;
     shop.click("form[action$='/capture'] button").await;
     shop.wait_for_text("Captured $3.00", false).await;
-    shop.wait_for_text("Daily volume, last 30 days", false).await;
+    shop.wait_for_text("Daily volume, last 30 days", false)
+        .await;
     shop.look("merchant-dashboard-captured").await;
     ada.go(&format!("{base}/app")).await;
     ada.wait_for_text("Returned from an authorisation", true)

@@ -13,7 +13,10 @@ fn root() -> &'static Path {
 fn markdown_files(directory: &Path, found: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(directory).expect("read directory") {
         let path = entry.expect("directory entry").path();
-        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("");
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("");
         if path.is_dir() {
             if !matches!(name, "target" | ".git" | "vendor" | "node_modules") {
                 markdown_files(&path, found);
@@ -38,7 +41,11 @@ fn link_targets(text: &str) -> Vec<String> {
 fn every_link_in_the_repository_stays_inside_it() {
     let mut files = Vec::new();
     markdown_files(root(), &mut files);
-    assert!(files.iter().any(|file| file.ends_with("docs/operations.md")));
+    assert!(
+        files
+            .iter()
+            .any(|file| file.ends_with("docs/operations.md"))
+    );
     let repository = root().canonicalize().expect("repository root");
     let mut broken = Vec::new();
     for file in &files {
@@ -49,8 +56,7 @@ fn every_link_in_the_repository_stays_inside_it() {
             }
         }
         for target in link_targets(&text) {
-            if target.contains("://") || target.starts_with('#') || target.starts_with("mailto:")
-            {
+            if target.contains("://") || target.starts_with('#') || target.starts_with("mailto:") {
                 continue;
             }
             let path = target.split('#').next().unwrap_or_default();
@@ -99,7 +105,11 @@ fn the_operations_guide_lists_every_variable_walleti_reads() {
         })
         .map(str::to_owned)
         .collect();
-    variables.extend(KNOWN_WALLETI_VARIABLES.iter().map(|name| (*name).to_owned()));
+    variables.extend(
+        KNOWN_WALLETI_VARIABLES
+            .iter()
+            .map(|name| (*name).to_owned()),
+    );
     variables.sort();
     variables.dedup();
     assert!(variables.len() > 25, "{variables:?}");
@@ -107,5 +117,8 @@ fn the_operations_guide_lists_every_variable_walleti_reads() {
         .iter()
         .filter(|variable| !guide.contains(&format!("`{variable}`")))
         .collect();
-    assert!(missing.is_empty(), "docs/operations.md does not list {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "docs/operations.md does not list {missing:?}"
+    );
 }

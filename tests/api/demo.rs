@@ -63,7 +63,10 @@ fn cookie(response: &reqwest::Response, name: &str) -> Option<String> {
 
 fn assert_shows(html: &str, who: &str, labels: &[&str]) {
     for label in labels {
-        assert!(html.contains(label), "{who}'s page lacks {label:?}:\n{html}");
+        assert!(
+            html.contains(label),
+            "{who}'s page lacks {label:?}:\n{html}"
+        );
     }
 }
 
@@ -71,15 +74,29 @@ fn assert_shows(html: &str, who: &str, labels: &[&str]) {
 async fn the_demo_seeds_a_fresh_walleti_that_people_can_log_into() {
     for backend in backends() {
         let app = spawn_app(backend).await;
-        let seeded = seed(&app.address, ADMIN_TOKEN).await.expect("seed the demo");
-        assert!(matches!(&seeded, Seeded::Fresh { shop_api_key } if shop_api_key.starts_with("sk_")));
+        let seeded = seed(&app.address, ADMIN_TOKEN)
+            .await
+            .expect("seed the demo");
+        assert!(
+            matches!(&seeded, Seeded::Fresh { shop_api_key } if shop_api_key.starts_with("sk_"))
+        );
 
         // Every login the demo prints works.
         for (_, email, _) in PEOPLE {
             let session = app
-                .post("/v1/sessions", None, None, &json!({"login": email, "password": DEMO_PASSWORD}))
+                .post(
+                    "/v1/sessions",
+                    None,
+                    None,
+                    &json!({"login": email, "password": DEMO_PASSWORD}),
+                )
                 .await;
-            assert_eq!(session.status, StatusCode::CREATED, "{email}: {}", session.text);
+            assert_eq!(
+                session.status,
+                StatusCode::CREATED,
+                "{email}: {}",
+                session.text
+            );
         }
         let shop = app
             .post(
@@ -138,9 +155,19 @@ async fn the_demo_seeds_a_fresh_walleti_that_people_can_log_into() {
             "Chloe",
             &["Returned from an authorisation · Corner Shop cancelled it"],
         );
-        let notifications =
-            web_page(&app, "/app", "login", "ada@example.com", "/app/notifications").await;
-        assert_shows(&notifications, "Ada", &["Money received", "Refund received"]);
+        let notifications = web_page(
+            &app,
+            "/app",
+            "login",
+            "ada@example.com",
+            "/app/notifications",
+        )
+        .await;
+        assert_shows(
+            &notifications,
+            "Ada",
+            &["Money received", "Refund received"],
+        );
         let merchant = web_page(&app, "/merchant", "email", SHOP.1, "/merchant").await;
         assert_shows(
             &merchant,

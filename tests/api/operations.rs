@@ -206,7 +206,11 @@ async fn the_api_reference_is_served_with_its_viewer() {
         assert!(policy.contains(directive), "{policy}");
     }
     assert!(!policy.contains("unsafe-eval"), "{policy}");
-    assert!(page.text.contains("<rapi-doc spec-url=\"/openapi.json\""), "{}", page.text);
+    assert!(
+        page.text.contains("<rapi-doc spec-url=\"/openapi.json\""),
+        "{}",
+        page.text
+    );
     // Every script the page loads is served by walleti itself.
     let scripts: Vec<&str> = page
         .text
@@ -229,7 +233,9 @@ async fn the_api_reference_is_served_with_its_viewer() {
         assert!(viewer.text.contains("RapiDoc 9.3.8"));
         assert!(viewer.text.len() > 500_000, "the whole viewer is embedded");
     }
-    let document = app.request(Method::GET, "/openapi.json", None, None, None).await;
+    let document = app
+        .request(Method::GET, "/openapi.json", None, None, None)
+        .await;
     assert_eq!(document.status, StatusCode::OK);
     assert!(document.text.contains("\"/v1/transfers\""));
 }

@@ -291,9 +291,7 @@ async fn describe_refund(
 fn describe_payout(entry: &entries::Model) -> String {
     match entry.kind.as_str() {
         "hold" => "Payout to bank · on hold until the bank pays it".to_owned(),
-        "hold_released" | "hold_expired" => {
-            "Returned: the bank did not take the payout".to_owned()
-        }
+        "hold_released" | "hold_expired" => "Returned: the bank did not take the payout".to_owned(),
         _ => "Payout to bank · paid".to_owned(),
     }
 }
@@ -329,7 +327,9 @@ pub async fn holds_explained(state: &AppState, holds: &[HoldRecord]) -> Vec<(Str
                     _ => format!("On hold for a payment{}", until(hold)),
                 }
             }
-            HoldReference::Payout(_) => "On hold for a payout to your bank, until the bank pays it".to_owned(),
+            HoldReference::Payout(_) => {
+                "On hold for a payout to your bank, until the bank pays it".to_owned()
+            }
         };
         lines.push((why, amount));
     }
@@ -378,7 +378,10 @@ mod tests {
             Some(Shape::Available)
         );
         // A release: only the available side.
-        assert_eq!(shape(&entry("hold_released", "locked", "hold:1:voided")), None);
+        assert_eq!(
+            shape(&entry("hold_released", "locked", "hold:1:voided")),
+            None
+        );
         assert_eq!(
             shape(&entry("hold_released", "available", "hold:1:voided#1")),
             Some(Shape::Available)
@@ -394,7 +397,10 @@ mod tests {
     fn amounts_read_as_money_in_and_out() {
         assert_eq!(signed(-1250, "usd"), "−$12.50");
         assert_eq!(signed(200, "usd"), "+$2.00");
-        assert_eq!(with_note("Sent to Bob".into(), Some(" lunch ")), "Sent to Bob · lunch");
+        assert_eq!(
+            with_note("Sent to Bob".into(), Some(" lunch ")),
+            "Sent to Bob · lunch"
+        );
         assert_eq!(with_note("Sent to Bob".into(), Some("")), "Sent to Bob");
         assert_eq!(first_name("Bob Martin"), "Bob");
     }

@@ -36,7 +36,10 @@ pub fn first_day(now: DateTime<Utc>) -> NaiveDate {
 
 /// Midnight UTC of `first_day(now)`: entries from then on are drawn.
 pub fn window_start(now: DateTime<Utc>) -> DateTime<Utc> {
-    first_day(now).and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+    first_day(now)
+        .and_hms_opt(0, 0, 0)
+        .unwrap_or_default()
+        .and_utc()
 }
 
 /// The balance at the end of each day of the window, from the balance now and the
@@ -195,7 +198,9 @@ mod tests {
     use chrono::TimeZone;
 
     fn at(day: u32, hour: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).single().expect("time")
+        Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0)
+            .single()
+            .expect("time")
     }
 
     #[test]
@@ -223,10 +228,7 @@ mod tests {
     #[test]
     fn volume_per_day_ignores_days_outside_the_window() {
         let now = at(30, 12);
-        let totals = daily_totals(
-            now,
-            &[(at(30, 1), 500), (at(30, 2), 250), (at(1, 0), 7)],
-        );
+        let totals = daily_totals(now, &[(at(30, 1), 500), (at(30, 2), 250), (at(1, 0), 7)]);
         assert_eq!(totals[29], 750);
         assert_eq!(totals[0], 7);
         assert_eq!(totals.iter().sum::<i64>(), 757);

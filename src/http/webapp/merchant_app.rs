@@ -599,7 +599,11 @@ async fn volume_chart(
     let now = state.clock.now();
     let entries = state
         .store
-        .entries_since(account.id, chart::window_start(now), chart::CHART_ENTRIES_MAX)
+        .entries_since(
+            account.id,
+            chart::window_start(now),
+            chart::CHART_ENTRIES_MAX,
+        )
         .await
         .ok()?;
     let received: Vec<_> = entries

@@ -6,9 +6,9 @@
 //! its API endpoint, with the same validation, errors and idempotency.
 
 use super::{
-    Action, activity, chart, Cell, Field, FormPage, Layout, ListPage, Section, StatusFragment, StatusPage,
-    USER_COOKIE, csrf_refusal, csrf_token, form_key, minor_units, money, outcome, page, pages,
-    redirect, safe_next, set_cookie, web_user,
+    Action, Cell, Field, FormPage, Layout, ListPage, Section, StatusFragment, StatusPage,
+    USER_COOKIE, activity, chart, csrf_refusal, csrf_token, form_key, minor_units, money, outcome,
+    page, pages, redirect, safe_next, set_cookie, web_user,
 };
 use crate::domain::{OnrampId, PaymentIntentId, TransferId};
 use crate::http::AppState;
@@ -611,7 +611,11 @@ async fn balance_chart(
     let now = state.clock.now();
     let entries = state
         .store
-        .entries_since(account.id, chart::window_start(now), chart::CHART_ENTRIES_MAX)
+        .entries_since(
+            account.id,
+            chart::window_start(now),
+            chart::CHART_ENTRIES_MAX,
+        )
         .await
         .ok()?;
     let available: Vec<_> = entries
