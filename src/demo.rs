@@ -452,7 +452,8 @@ impl Api {
         .map(|_| ())
     }
 
-    /// A payout; the bank (simulator) pays it at once, so wait until it is paid.
+    /// A payout; the bank (simulator) pays it at once: wait until its webhook settled it
+    /// (`paid`, or `failed` if the bank refused), so the books are final before reconciling.
     async fn payout(&self, token: &str, amount: i64, key: &str) -> anyhow::Result<()> {
         let payout = self
             .call(
@@ -466,7 +467,7 @@ impl Api {
             .await?;
         let id = payout["id"].as_str().context("the payout has no id")?;
         self.wait_for(&format!("/v1/payouts/{id}"), token, |payout| {
-            payout["status"] != "pending" && payout["status"] != "processing"
+            payout["status"] == "paid" || payout["status"] == "failed"
         })
         .await
         .context("the bank did not settle the payout")

@@ -6,7 +6,8 @@
 //!   money is written, one transaction per wallet batch.
 //! - [`actors`]: ractor actors. `WalletSupervisor` and `WalletActor` serialise and batch each
 //!   wallet's balance mutations; `TransferSaga` moves money between two wallets in steps.
-//! - [`http`]: actix-web: routes, auth, idempotency, Stripe-like errors and pagination.
+//! - [`http`]: actix-web: routes, auth, idempotency, Stripe-like errors and pagination; the web
+//!   apps (`http::webapp`) and the API reference at `/docs` (`http::docs`).
 //! - [`providers`]: clients for the outside world (the bank, Stripe, SMTP, Twilio, FCM), base
 //!   URLs configurable; `providers::outbound` builds every HTTP client (rustls, extra CAs,
 //!   timeouts) and keeps merchant webhooks off non-public addresses.

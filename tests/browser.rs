@@ -465,6 +465,7 @@ async fn people_and_merchants_use_the_web_apps_in_a_real_browser() {
     ada.fill("#field-note", "lunch <b>&</b> coffee").await;
     ada.click("form.card button[type=submit]").await;
     ada.wait_for_text("completed", false).await;
+    ada.wait_for_text("Sent to Bob", false).await;
     ada.look("transfer").await;
     ada.go(&format!("{base}/app")).await;
     ada.wait_for_text("$16.45", false).await;

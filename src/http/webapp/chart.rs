@@ -134,7 +134,8 @@ pub fn balance_chart(now: DateTime<Utc>, balances: &[i64], currency: &str) -> Ch
     let first = balances.first().copied().unwrap_or(0);
     let last = balances.last().copied().unwrap_or(0);
     let summary = format!(
-        "Available balance over the last {CHART_DAYS} days: {} then, {} now, highest {}.",
+        "Available balance at the end of each of the last {CHART_DAYS} days: {} on the first, \
+         {} today, {} at the highest.",
         money(first, currency),
         money(last, currency),
         money(balances.iter().copied().max().unwrap_or(0), currency)

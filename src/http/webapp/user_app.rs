@@ -1081,8 +1081,31 @@ async fn transfer_page(
     if let Some(code) = transfer.failure_code {
         details.push(code.message().to_owned());
     }
+    let (direction, counterparty) =
+        if transfer.from == crate::store::transfers::Party::User(user.user_id) {
+            ("Sent to", transfer.to)
+        } else {
+            ("Received from", transfer.from)
+        };
+    let name = match counterparty {
+        crate::store::transfers::Party::User(id) => state
+            .store
+            .find_user(id)
+            .await
+            .ok()
+            .flatten()
+            .map(|user| user.name),
+        crate::store::transfers::Party::Merchant(id) => state
+            .store
+            .find_merchant(id)
+            .await
+            .ok()
+            .flatten()
+            .map(|merchant| merchant.name),
+    }
+    .unwrap_or_else(|| "someone".to_owned());
     let status_page = StatusPage {
-        layout: layout("Transfer", &csrf, true),
+        layout: layout(&format!("{direction} {name}"), &csrf, true),
         intro: Vec::new(),
         status: transfer.state.api_status().to_owned(),
         details,
