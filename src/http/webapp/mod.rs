@@ -9,6 +9,8 @@
 //! token that must match the `walleti_csrf` cookie (double submit), and every money-moving
 //! form carries an idempotency key, so a double click never pays twice.
 
+pub mod activity;
+pub mod chart;
 pub mod merchant_app;
 pub mod user_app;
 
@@ -357,6 +359,8 @@ pub struct ListPage {
     pub layout: Layout,
     pub intro: Vec<String>,
     pub sections: Vec<Section>,
+    /// Charts shown before the last section.
+    pub charts: Vec<chart::Chart>,
     pub links: Vec<(String, String)>,
 }
 
