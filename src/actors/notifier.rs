@@ -229,13 +229,41 @@ async fn notify(
     state: &NotifierState,
     events: &[outbox::Model],
 ) -> (Vec<Result<(), String>>, bool) {
+    // Who each event is for, then every recipient's channel choices in one read.
+    let parsed: Vec<Result<Vec<Message>, String>> = events.iter().map(event_messages).collect();
+    let mut users: Vec<UserId> = parsed
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|message| message.user)
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    let channels = match state.store.channel_choices(&users).await {
+        Ok(channels) => channels,
+        Err(error) => {
+            // Nothing can be stored: every event that needs a notification is retried.
+            let results = parsed
+                .iter()
+                .map(|messages| match messages {
+                    Ok(messages) if messages.is_empty() => Ok(()),
+                    Ok(_) => Err(error.to_string()),
+                    Err(error) => Err(error.clone()),
+                })
+                .collect();
+            return (results, false);
+        }
+    };
     let mut results: Vec<Result<(), String>> = Vec::with_capacity(events.len());
     let mut items: Vec<(usize, NewNotification<'_>)> = Vec::new();
-    let mut channels: HashMap<UserId, (Preferences, bool)> = HashMap::new();
-    for (index, event) in events.iter().enumerate() {
-        match notifications_for(state, event, &mut channels).await {
-            Ok(notifications) => {
-                items.extend(notifications.into_iter().map(|item| (index, item)));
+    for (index, (event, messages)) in events.iter().zip(parsed).enumerate() {
+        match messages {
+            Ok(messages) => {
+                items.extend(
+                    notifications_for(state, event, messages, &channels)
+                        .into_iter()
+                        .map(|item| (index, item)),
+                );
                 results.push(Ok(()));
             }
             Err(error) => results.push(Err(error)),
@@ -274,34 +302,23 @@ async fn notify(
     (results, sends_due)
 }
 
-/// One event's notifications, per each person's channel choices (read once per batch).
-async fn notifications_for<'a>(
-    state: &NotifierState,
-    event: &'a outbox::Model,
-    channels: &mut HashMap<UserId, (Preferences, bool)>,
-) -> Result<Vec<NewNotification<'a>>, String> {
+/// Who hears about the event, and what they read.
+fn event_messages(event: &outbox::Model) -> Result<Vec<Message>, String> {
     let payload: Value = serde_json::from_str(&event.payload)
         .map_err(|error| format!("malformed event: {error}"))?;
+    messages(&event.event_type, &payload["data"])
+}
+
+/// One event's notifications, per each person's channel choices (read once per batch).
+fn notifications_for<'a>(
+    state: &NotifierState,
+    event: &'a outbox::Model,
+    messages: Vec<Message>,
+    channels: &HashMap<UserId, (Preferences, bool)>,
+) -> Vec<NewNotification<'a>> {
     let mut notifications = Vec::new();
-    for message in messages(&event.event_type, &payload["data"])? {
-        let (preferences, has_devices) = match channels.get(&message.user) {
-            Some(known) => *known,
-            None => {
-                let preferences = state
-                    .store
-                    .preferences(message.user)
-                    .await
-                    .map_err(|error| error.to_string())?;
-                let has_devices = !state
-                    .store
-                    .device_tokens(message.user)
-                    .await
-                    .map_err(|error| error.to_string())?
-                    .is_empty();
-                channels.insert(message.user, (preferences, has_devices));
-                (preferences, has_devices)
-            }
-        };
+    for message in messages {
+        let (preferences, has_devices) = channels.get(&message.user).copied().unwrap_or_default();
         let mut deliveries = vec![("in_app", "delivered")];
         // A channel the user wants but walleti has no client for is recorded as skipped.
         let email_status = if state.mailer.is_some() {
@@ -338,7 +355,7 @@ async fn notifications_for<'a>(
             deliveries,
         });
     }
-    Ok(notifications)
+    notifications
 }
 
 /// Exponential backoff with ±20 % jitter for the attempt that just failed (1-based).

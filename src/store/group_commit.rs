@@ -9,6 +9,7 @@
 //! saga guard that matched nothing) rolls the combined transaction back and the group is
 //! committed again with one savepoint per batch, so that only the offending batch fails.
 
+use super::bulk::{SqlType, id_in, row_sources};
 use super::entities::transfers;
 use super::idempotency::{ClaimRow, CompletionRow, complete_claims, insert_claims};
 use super::ledger::{
@@ -21,7 +22,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    Statement, TransactionTrait, Value,
+    Statement, TransactionTrait,
 };
 use std::collections::HashSet;
 
@@ -248,9 +249,6 @@ fn fail_all(batches: &[PlannedBatch], error: &StoreError) -> Vec<StoreResult<()>
         .collect()
 }
 
-/// Accounts per balance UPDATE: 4 parameters each.
-const ACCOUNTS_PER_STATEMENT_MAX: usize = 1000;
-
 /// Moves every batch's account to its planned balance if it is still at the version the plan
 /// was made from. Returns the ids of the accounts that were updated.
 async fn update_accounts(
@@ -258,26 +256,36 @@ async fn update_accounts(
     writes: &[AccountWrite],
 ) -> StoreResult<HashSet<String>> {
     let backend = transaction.get_database_backend();
-    let mut updated = HashSet::with_capacity(writes.len());
-    for chunk in writes.chunks(ACCOUNTS_PER_STATEMENT_MAX) {
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
-        for &write in chunk {
+    let rows = writes
+        .iter()
+        .map(|write| {
             debug_assert!(write.expected_version >= 0);
-            values.push(write.account.to_string().into());
-            values.push(write.available.into());
-            values.push(write.locked.into());
-            values.push(write.expected_version.into());
-        }
+            vec![
+                write.account.to_string().into(),
+                write.available.into(),
+                write.locked.into(),
+                write.expected_version.into(),
+            ]
+        })
+        .collect();
+    let columns = [
+        ("id", SqlType::Text),
+        ("available", SqlType::BigInt),
+        ("locked", SqlType::BigInt),
+        ("version", SqlType::BigInt),
+    ];
+    let mut updated = HashSet::with_capacity(writes.len());
+    for source in row_sources(backend, &columns, rows)? {
         let sql = format!(
-            "WITH planned (id, available, locked, version) AS (VALUES {}) \
+            "WITH planned (id, available, locked, version) AS ({}) \
              UPDATE accounts SET available = planned.available, locked = planned.locked, \
              version = planned.version + 1 FROM planned \
              WHERE accounts.id = planned.id AND accounts.version = planned.version \
              RETURNING accounts.id",
-            values_rows(backend, chunk.len(), 4)
+            source.sql
         );
         let returned = transaction
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, source.values))
             .await?;
         for row in returned {
             let id: String = row.try_get("", "id")?;
@@ -285,24 +293,6 @@ async fn update_accounts(
         }
     }
     Ok(updated)
-}
-
-/// `rows` rows of `columns` bind parameters each, `(…), (…)`, in the backend's syntax, for a
-/// multi-row `VALUES` whose parameters are bound row by row.
-pub(super) fn values_rows(backend: DbBackend, rows: usize, columns: usize) -> String {
-    let placeholder = |index: usize| match backend {
-        DbBackend::Postgres => format!("${}", index + 1),
-        _ => "?".to_owned(),
-    };
-    (0..rows)
-        .map(|row| {
-            let marks: Vec<String> = (row * columns..(row + 1) * columns)
-                .map(placeholder)
-                .collect();
-            format!("({})", marks.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Everything but the wallet balances, for every live batch, with multi-row statements.
@@ -362,7 +352,17 @@ async fn complete_transfers(
     ids: &[String],
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    for chunk in ids.chunks(super::ledger::ROWS_PER_STATEMENT_MAX) {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    // PostgreSQL: one array parameter, one statement text whatever the count.
+    let backend = transaction.get_database_backend();
+    let chunk_length = match backend {
+        DbBackend::Postgres => ids.len(),
+        _ => super::ledger::ROWS_PER_STATEMENT_MAX,
+    };
+    for chunk in ids.chunks(chunk_length) {
+        let selected = id_in(backend, transfers::Column::Id, chunk.to_vec());
         let updated = transfers::Entity::update_many()
             .col_expr(
                 transfers::Column::State,
@@ -370,7 +370,7 @@ async fn complete_transfers(
             )
             .col_expr(transfers::Column::FailureCode, Expr::value(None::<String>))
             .col_expr(transfers::Column::UpdatedAt, Expr::value(now))
-            .filter(transfers::Column::Id.is_in(chunk.iter().cloned()))
+            .filter(selected)
             .filter(transfers::Column::State.eq(TransferState::Debited.as_str()))
             .exec(transaction)
             .await?;
@@ -383,18 +383,4 @@ async fn complete_transfers(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_rows_number_parameters_row_by_row() {
-        assert_eq!(
-            values_rows(DbBackend::Postgres, 2, 3),
-            "($1, $2, $3), ($4, $5, $6)"
-        );
-        assert_eq!(values_rows(DbBackend::Sqlite, 2, 2), "(?, ?), (?, ?)");
-    }
 }

@@ -3,13 +3,14 @@
 //! `resource_id` chosen by the first attempt survives a crash, so a retry after a crash
 //! resumes the same transfer instead of starting a second one.
 
+use super::bulk::{SqlType, row_sources};
 use super::entities::idempotency_keys;
 use super::{Store, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    QueryFilter, Statement, TryInsertResult, Value,
+    QueryFilter, Statement, TryInsertResult,
 };
 use std::collections::HashSet;
 
@@ -253,34 +254,44 @@ impl IdempotencyWrite {
     }
 }
 
-/// Claims per INSERT: 7 parameters each.
-const CLAIMS_PER_STATEMENT_MAX: usize = 500;
-
 /// Inserts the claims that are free; returns the (caller, key) of those inserted.
 pub(super) async fn insert_claims(
     transaction: &DatabaseTransaction,
     claims: &[&ClaimRow],
 ) -> StoreResult<HashSet<(String, String)>> {
     let backend = transaction.get_database_backend();
+    let rows = claims
+        .iter()
+        .map(|claim| {
+            vec![
+                claim.caller.clone().into(),
+                claim.key.clone().into(),
+                claim.fingerprint.clone().into(),
+                claim.resource_id.clone().into(),
+                claim.now.into(),
+                claim.now.into(),
+                claim.claim_token.clone().into(),
+            ]
+        })
+        .collect();
+    let columns = [
+        ("caller", SqlType::Text),
+        ("key", SqlType::Text),
+        ("fingerprint", SqlType::Text),
+        ("resource_id", SqlType::Text),
+        ("locked_at", SqlType::Timestamp),
+        ("created_at", SqlType::Timestamp),
+        ("claim_token", SqlType::Text),
+    ];
     let mut inserted = HashSet::with_capacity(claims.len());
-    for chunk in claims.chunks(CLAIMS_PER_STATEMENT_MAX) {
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 7);
-        for claim in chunk {
-            values.push(claim.caller.clone().into());
-            values.push(claim.key.clone().into());
-            values.push(claim.fingerprint.clone().into());
-            values.push(claim.resource_id.clone().into());
-            values.push(claim.now.into());
-            values.push(claim.now.into());
-            values.push(claim.claim_token.clone().into());
-        }
+    for source in row_sources(backend, &columns, rows)? {
         let sql = format!(
             "INSERT INTO idempotency_keys (caller, \"key\", fingerprint, resource_id, locked_at, created_at, claim_token) \
-             VALUES {} ON CONFLICT (caller, \"key\") DO NOTHING RETURNING caller, \"key\"",
-            super::group_commit::values_rows(backend, chunk.len(), 7)
+             {} ON CONFLICT (caller, \"key\") DO NOTHING RETURNING caller, \"key\"",
+            source.sql
         );
         for row in transaction
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, source.values))
             .await?
         {
             inserted.insert((row.try_get("", "caller")?, row.try_get("", "key")?));
@@ -289,33 +300,40 @@ pub(super) async fn insert_claims(
     Ok(inserted)
 }
 
-/// Responses per UPDATE: 4 parameters each.
-const COMPLETIONS_PER_STATEMENT_MAX: usize = 500;
-
-/// Stores each response unless one is stored already, with one statement per 500.
+/// Stores each response unless one is stored already, with one statement (per chunk).
 pub(super) async fn complete_claims(
     transaction: &DatabaseTransaction,
     completions: &[&CompletionRow],
 ) -> StoreResult<()> {
     let backend = transaction.get_database_backend();
-    for chunk in completions.chunks(COMPLETIONS_PER_STATEMENT_MAX) {
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
-        for completion in chunk {
-            values.push(completion.caller.clone().into());
-            values.push(completion.key.clone().into());
-            values.push(i32::from(completion.status).into());
-            values.push(completion.body.clone().into());
-        }
+    let rows = completions
+        .iter()
+        .map(|completion| {
+            vec![
+                completion.caller.clone().into(),
+                completion.key.clone().into(),
+                i32::from(completion.status).into(),
+                completion.body.clone().into(),
+            ]
+        })
+        .collect();
+    let columns = [
+        ("caller", SqlType::Text),
+        ("key", SqlType::Text),
+        ("status", SqlType::Int),
+        ("body", SqlType::Text),
+    ];
+    for source in row_sources(backend, &columns, rows)? {
         let sql = format!(
-            "WITH done (caller, \"key\", status, body) AS (VALUES {}) \
+            "WITH done (caller, \"key\", status, body) AS ({}) \
              UPDATE idempotency_keys SET response_status = done.status, response_body = done.body, \
              locked_at = NULL, claim_token = NULL FROM done \
              WHERE idempotency_keys.caller = done.caller AND idempotency_keys.\"key\" = done.\"key\" \
              AND idempotency_keys.response_status IS NULL",
-            super::group_commit::values_rows(backend, chunk.len(), 4)
+            source.sql
         );
         transaction
-            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .execute_raw(Statement::from_sql_and_values(backend, sql, source.values))
             .await?;
     }
     Ok(())

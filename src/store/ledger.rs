@@ -296,20 +296,13 @@ pub(super) async fn insert_journals<'a>(
             created_at: Set(now),
         })
         .collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT_MAX) {
-        journals::Entity::insert_many(chunk.to_vec())
-            .on_conflict_do_nothing_on([journals::Column::Id])
-            .exec_without_returning(transaction)
-            .await?;
-    }
-    Ok(())
+    super::bulk::insert_rows(transaction, rows, Some("ON CONFLICT (\"id\") DO NOTHING")).await
 }
 
-/// Rows per INSERT statement, well under SQLite's and PostgreSQL's bind-parameter limits
-/// (the widest table written in bulk, transfers, has 14 columns: 7,000 parameters).
+/// Ids per `IN (…)` list on SQLite.
 pub(super) const ROWS_PER_STATEMENT_MAX: usize = 500;
 
-/// Inserts `rows` with multi-row statements of at most `ROWS_PER_STATEMENT_MAX` rows.
+/// Inserts `rows` with bulk statements (`bulk::insert_rows`).
 pub(super) async fn insert_rows<A>(
     transaction: &DatabaseTransaction,
     rows: Vec<A>,
@@ -317,14 +310,7 @@ pub(super) async fn insert_rows<A>(
 where
     A: ActiveModelTrait + Send,
 {
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<A> = rows.by_ref().take(ROWS_PER_STATEMENT_MAX).collect();
-        <A::Entity as EntityTrait>::insert_many(chunk)
-            .exec_without_returning(transaction)
-            .await?;
-    }
-    Ok(())
+    super::bulk::insert_rows(transaction, rows, None).await
 }
 
 /// The entries of one wallet's movements.

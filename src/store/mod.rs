@@ -7,6 +7,7 @@
 //! handles are the same pool.
 
 pub mod accounts;
+mod bulk;
 pub mod cache;
 pub mod entities;
 pub mod group_commit;

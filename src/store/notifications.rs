@@ -2,6 +2,7 @@
 //! and the outbox reads/writes of the relay (publish, count a failed attempt, dead-letter).
 
 use super::accounts::{PageRequest, fetch_page};
+use super::bulk::{id_in, insert_rows, insert_rows_returning_ids};
 use super::entities::{
     devices, notification_deliveries, notification_preferences, notifications, outbox,
 };
@@ -11,12 +12,11 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait, TryInsertResult,
+    QuerySelect, TransactionTrait,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Rows per multi-row INSERT or `IN` list, well under both backends' bind-parameter limits.
-const ROWS_PER_STATEMENT_MAX: usize = 500;
 
 /// Outbox rows handed to the relay per pass.
 pub const OUTBOX_BATCH_MAX: u64 = 500;
@@ -67,7 +67,7 @@ impl Store {
             return Ok(Vec::new());
         }
         Ok(outbox::Entity::find()
-            .filter(outbox::Column::Id.is_in(ids.iter().cloned()))
+            .filter(id_in(self.backend(), outbox::Column::Id, ids.to_vec()))
             .all(self.reader())
             .await?)
     }
@@ -100,7 +100,7 @@ impl Store {
         }
         outbox::Entity::update_many()
             .col_expr(outbox::Column::PublishedAt, Expr::value(now))
-            .filter(outbox::Column::Id.is_in(ids.iter().cloned()))
+            .filter(id_in(self.backend(), outbox::Column::Id, ids.to_vec()))
             .exec(self.writer())
             .await?;
         Ok(())
@@ -128,6 +128,62 @@ impl Store {
             .exec(self.writer())
             .await?;
         Ok(())
+    }
+
+    /// Each user's channel preferences and whether they have a push device, for a batch of
+    /// users in two statements.
+    pub async fn channel_choices(
+        &self,
+        users: &[UserId],
+    ) -> StoreResult<HashMap<UserId, (Preferences, bool)>> {
+        let mut choices: HashMap<UserId, (Preferences, bool)> = users
+            .iter()
+            .map(|user| (*user, (Preferences::default(), false)))
+            .collect();
+        if users.is_empty() {
+            return Ok(choices);
+        }
+        let ids: Vec<String> = users.iter().map(ToString::to_string).collect();
+        let preferences = notification_preferences::Entity::find()
+            .filter(id_in(
+                self.backend(),
+                notification_preferences::Column::UserId,
+                ids.clone(),
+            ))
+            .all(self.reader())
+            .await?;
+        for row in preferences {
+            if let Some(choice) = row
+                .user_id
+                .parse()
+                .ok()
+                .and_then(|user: UserId| choices.get_mut(&user))
+            {
+                choice.0 = Preferences {
+                    email: row.email,
+                    sms: row.sms,
+                    push: row.push,
+                };
+            }
+        }
+        let with_devices: Vec<String> = devices::Entity::find()
+            .select_only()
+            .column(devices::Column::UserId)
+            .distinct()
+            .filter(id_in(self.backend(), devices::Column::UserId, ids))
+            .into_tuple()
+            .all(self.reader())
+            .await?;
+        for user in with_devices {
+            if let Some(choice) = user
+                .parse()
+                .ok()
+                .and_then(|user: UserId| choices.get_mut(&user))
+            {
+                choice.1 = true;
+            }
+        }
+        Ok(choices)
     }
 
     pub async fn preferences(&self, user: UserId) -> StoreResult<Preferences> {
@@ -277,21 +333,12 @@ impl Store {
             ids.push(Some(id));
         }
         let transaction = self.writer().begin().await?;
-        let mut inserted: HashSet<String> = HashSet::with_capacity(rows.len());
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT_MAX).collect();
-            let result = notifications::Entity::insert_many(chunk)
-                .on_conflict_do_nothing_on([
-                    notifications::Column::UserId,
-                    notifications::Column::EventId,
-                ])
-                .exec_with_returning_keys(&transaction)
-                .await?;
-            if let TryInsertResult::Inserted(keys) = result {
-                inserted.extend(keys);
-            }
-        }
+        let inserted = insert_rows_returning_ids(
+            &transaction,
+            rows,
+            Some("ON CONFLICT (\"user_id\", \"event_id\") DO NOTHING"),
+        )
+        .await?;
         let mut stored = Vec::with_capacity(notifications.len());
         let mut delivery_rows = Vec::new();
         for (notification, id) in notifications.iter().zip(&ids) {
@@ -314,13 +361,7 @@ impl Store {
                 }
             }));
         }
-        let mut rows = delivery_rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT_MAX).collect();
-            notification_deliveries::Entity::insert_many(chunk)
-                .exec_without_returning(&transaction)
-                .await?;
-        }
+        insert_rows(&transaction, delivery_rows, None).await?;
         transaction.commit().await?;
         Ok(stored)
     }

@@ -1,0 +1,454 @@
+//! Many rows in one statement whose text does not depend on how many rows there are.
+//!
+//! A multi-row `VALUES (…), (…)` list makes a new statement for every row count: PostgreSQL
+//! parses and plans each one afresh, and the driver prepares it in an extra round trip (and
+//! evicts it again from its per-connection statement cache). On PostgreSQL the rows therefore
+//! travel in fixed statements, prepared once per connection and planned once:
+//! - rows a statement joins on (`row_sources`: balances, idempotency responses) as one array
+//!   per column read by `unnest`, whose row count the planner estimates from the arrays (so a
+//!   join by primary key stays an index lookup instead of a hash join over the whole table);
+//! - rows to insert (`insert_rows`), nullable columns included, as one JSON parameter read by
+//!   `json_to_recordset`.
+//!
+//! SQLite, in-process, keeps `VALUES` lists (in chunks under its bind-parameter limit).
+
+use super::{StoreError, StoreResult};
+use chrono::SecondsFormat;
+use sea_orm::sea_query::{ArrayType, Expr, SimpleExpr};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityName,
+    EntityTrait, IdenStatic, Iterable, Statement, Value,
+};
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+/// Rows per statement on SQLite, well under its bind-parameter limit (the widest table written
+/// in bulk, transfers, has 14 columns: 7,000 parameters).
+pub(super) const SQLITE_ROWS_PER_STATEMENT_MAX: usize = 500;
+
+/// What a column of a row source holds (its SQL type on PostgreSQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SqlType {
+    Text,
+    BigInt,
+    Int,
+    Bool,
+    Timestamp,
+}
+
+impl SqlType {
+    fn postgres(self) -> &'static str {
+        match self {
+            SqlType::Text => "text",
+            SqlType::BigInt => "bigint",
+            SqlType::Int => "integer",
+            SqlType::Bool => "boolean",
+            SqlType::Timestamp => "timestamptz",
+        }
+    }
+
+    fn array_type(self) -> ArrayType {
+        match self {
+            SqlType::Text => ArrayType::String,
+            SqlType::BigInt => ArrayType::BigInt,
+            SqlType::Int => ArrayType::Int,
+            SqlType::Bool => ArrayType::Bool,
+            SqlType::Timestamp => ArrayType::ChronoDateTimeUtc,
+        }
+    }
+
+    fn of(value: &Value) -> Option<SqlType> {
+        Some(match value {
+            Value::String(_) => SqlType::Text,
+            Value::BigInt(_) => SqlType::BigInt,
+            Value::Int(_) => SqlType::Int,
+            Value::Bool(_) => SqlType::Bool,
+            Value::ChronoDateTimeUtc(_) => SqlType::Timestamp,
+            _ => return None,
+        })
+    }
+}
+
+/// A set of rows, ready to be the source of one statement: `INSERT INTO t (cols) {sql}`,
+/// `WITH rows (cols) AS ({sql}) UPDATE …`. Its parameters are the statement's only ones.
+pub(super) struct RowSource {
+    pub sql: String,
+    pub values: Vec<Value>,
+}
+
+/// Builds the statement sources for `rows` (each holding one value per column, in `columns`
+/// order, none of them NULL): on PostgreSQL one `unnest` of one array per column, on SQLite one
+/// `VALUES` list per chunk. Empty when there are no rows.
+pub(super) fn row_sources(
+    backend: DbBackend,
+    columns: &[(&str, SqlType)],
+    rows: Vec<Vec<Value>>,
+) -> StoreResult<Vec<RowSource>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    if backend == DbBackend::Postgres {
+        return Ok(vec![array_source(columns, rows)?]);
+    }
+    Ok(values_sources(backend, columns.len(), rows))
+}
+
+fn values_sources(backend: DbBackend, columns: usize, rows: Vec<Vec<Value>>) -> Vec<RowSource> {
+    let mut sources = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Value>> = rows.by_ref().take(SQLITE_ROWS_PER_STATEMENT_MAX).collect();
+        let sql = format!("VALUES {}", values_rows(backend, chunk.len(), columns));
+        sources.push(RowSource {
+            sql,
+            values: chunk.into_iter().flatten().collect(),
+        });
+    }
+    sources
+}
+
+/// `SELECT * FROM unnest($1::text[], $2::bigint[], …) AS r("a", "b", …)`.
+fn array_source(columns: &[(&str, SqlType)], rows: Vec<Vec<Value>>) -> StoreResult<RowSource> {
+    let mut arrays: Vec<Vec<Value>> = columns
+        .iter()
+        .map(|_| Vec::with_capacity(rows.len()))
+        .collect();
+    for row in rows {
+        if row.len() != columns.len() {
+            return Err(StoreError::Corrupt(format!(
+                "a bulk row has {} values for {} columns",
+                row.len(),
+                columns.len()
+            )));
+        }
+        for ((array, (_, kind)), value) in arrays.iter_mut().zip(columns).zip(row) {
+            if SqlType::of(&value) != Some(*kind) || !value.is_some() {
+                return Err(StoreError::Corrupt(format!(
+                    "a bulk value {value:?} in a {} column",
+                    kind.postgres()
+                )));
+            }
+            array.push(value);
+        }
+    }
+    let mut sql = String::from("SELECT * FROM unnest(");
+    for (position, (_, kind)) in columns.iter().enumerate() {
+        if position > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "${}::{}[]", position + 1, kind.postgres());
+    }
+    sql.push_str(") AS r(");
+    for (position, (name, _)) in columns.iter().enumerate() {
+        if position > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "\"{name}\"");
+    }
+    sql.push(')');
+    let values = columns
+        .iter()
+        .zip(arrays)
+        .map(|((_, kind), array)| Value::Array(kind.array_type(), Some(Box::new(array))))
+        .collect();
+    Ok(RowSource { sql, values })
+}
+
+/// The sources of an INSERT: on PostgreSQL one JSON parameter (NULLs allowed), on SQLite
+/// `VALUES` lists.
+fn insert_sources(
+    backend: DbBackend,
+    columns: &[(&str, SqlType)],
+    rows: Vec<Vec<Value>>,
+) -> StoreResult<Vec<RowSource>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    if backend == DbBackend::Postgres {
+        return Ok(vec![json_source(columns, &rows)?]);
+    }
+    Ok(values_sources(backend, columns.len(), rows))
+}
+
+/// `SELECT * FROM json_to_recordset($1::json) AS r("a" text, …)` with the rows as one JSON
+/// array of objects.
+fn json_source(columns: &[(&str, SqlType)], rows: &[Vec<Value>]) -> StoreResult<RowSource> {
+    let mut json: Vec<u8> = Vec::with_capacity(rows.len() * columns.len() * 24);
+    json.push(b'[');
+    for (index, row) in rows.iter().enumerate() {
+        if row.len() != columns.len() {
+            return Err(StoreError::Corrupt(format!(
+                "a bulk row has {} values for {} columns",
+                row.len(),
+                columns.len()
+            )));
+        }
+        if index > 0 {
+            json.push(b',');
+        }
+        json.push(b'{');
+        for (position, ((name, kind), value)) in columns.iter().zip(row).enumerate() {
+            if position > 0 {
+                json.push(b',');
+            }
+            json.push(b'"');
+            json.extend_from_slice(name.as_bytes());
+            json.extend_from_slice(b"\":");
+            write_json(&mut json, *kind, value)?;
+        }
+        json.push(b'}');
+    }
+    json.push(b']');
+    let json = String::from_utf8(json)
+        .map_err(|error| StoreError::Corrupt(format!("bulk rows: {error}")))?;
+    let mut sql = String::from("SELECT * FROM json_to_recordset($1::json) AS r(");
+    for (position, (name, kind)) in columns.iter().enumerate() {
+        if position > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "\"{name}\" {}", kind.postgres());
+    }
+    sql.push(')');
+    Ok(RowSource {
+        sql,
+        values: vec![json.into()],
+    })
+}
+
+fn write_json(json: &mut Vec<u8>, kind: SqlType, value: &Value) -> StoreResult<()> {
+    let mismatch = || {
+        StoreError::Corrupt(format!(
+            "a bulk value {value:?} in a {} column",
+            kind.postgres()
+        ))
+    };
+    if SqlType::of(value) != Some(kind) {
+        return Err(mismatch());
+    }
+    let written = match value {
+        Value::String(Some(text)) => serde_json::to_writer(&mut *json, text),
+        Value::BigInt(Some(number)) => serde_json::to_writer(&mut *json, number),
+        Value::Int(Some(number)) => serde_json::to_writer(&mut *json, number),
+        Value::Bool(Some(flag)) => serde_json::to_writer(&mut *json, flag),
+        Value::ChronoDateTimeUtc(Some(time)) => serde_json::to_writer(
+            &mut *json,
+            &time.to_rfc3339_opts(SecondsFormat::Micros, true),
+        ),
+        _ => {
+            json.extend_from_slice(b"null");
+            Ok(())
+        }
+    };
+    written.map_err(|error| StoreError::Corrupt(format!("bulk value: {error}")))
+}
+
+/// `column IN (ids)` with one statement text whatever the count on PostgreSQL
+/// (`column = ANY($1)`, one array parameter); an `IN (…)` list elsewhere. For statements over
+/// one table (the column is not qualified).
+pub(super) fn id_in<C: ColumnTrait>(backend: DbBackend, column: C, ids: Vec<String>) -> SimpleExpr {
+    match backend {
+        DbBackend::Postgres => Expr::cust_with_values(
+            format!("\"{}\" = ANY($1)", column.as_str()),
+            [Value::from(ids)],
+        ),
+        _ => column.is_in(ids),
+    }
+}
+
+/// `rows` rows of `columns` bind parameters each, `(…), (…)`, in the backend's syntax, for a
+/// multi-row `VALUES` whose parameters are bound row by row.
+pub(super) fn values_rows(backend: DbBackend, rows: usize, columns: usize) -> String {
+    let placeholder = |index: usize| match backend {
+        DbBackend::Postgres => format!("${}", index + 1),
+        _ => "?".to_owned(),
+    };
+    (0..rows)
+        .map(|row| {
+            let marks: Vec<String> = (row * columns..(row + 1) * columns)
+                .map(placeholder)
+                .collect();
+            format!("({})", marks.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Inserts `rows` of one entity: on PostgreSQL one fixed statement for all of them, on SQLite
+/// multi-row INSERTs. `conflict`: an optional `ON CONFLICT …` clause. Every row must set the
+/// same columns.
+pub(super) async fn insert_rows<A>(
+    transaction: &DatabaseTransaction,
+    rows: Vec<A>,
+    conflict: Option<&str>,
+) -> StoreResult<()>
+where
+    A: ActiveModelTrait + Send,
+{
+    for (sql, values) in insert_statements(transaction.get_database_backend(), rows, conflict)? {
+        transaction
+            .execute_raw(Statement::from_sql_and_values(
+                transaction.get_database_backend(),
+                sql,
+                values,
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// `insert_rows`, answering the `id`s of the rows inserted (with `ON CONFLICT … DO NOTHING`,
+/// those that were not there yet).
+pub(super) async fn insert_rows_returning_ids<A>(
+    transaction: &DatabaseTransaction,
+    rows: Vec<A>,
+    conflict: Option<&str>,
+) -> StoreResult<HashSet<String>>
+where
+    A: ActiveModelTrait + Send,
+{
+    let backend = transaction.get_database_backend();
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for (sql, values) in insert_statements(backend, rows, conflict)? {
+        let sql = format!("{sql} RETURNING \"id\"");
+        for row in transaction
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+        {
+            inserted.insert(row.try_get::<String>("", "id")?);
+        }
+    }
+    Ok(inserted)
+}
+
+fn insert_statements<A>(
+    backend: DbBackend,
+    rows: Vec<A>,
+    conflict: Option<&str>,
+) -> StoreResult<Vec<(String, Vec<Value>)>>
+where
+    A: ActiveModelTrait,
+{
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let columns: Vec<<A::Entity as EntityTrait>::Column> =
+        <A::Entity as EntityTrait>::Column::iter()
+            .filter(|column| first.get(*column).is_set() || first.get(*column).is_unchanged())
+            .collect();
+    let mut names = Vec::with_capacity(columns.len());
+    for column in &columns {
+        let value = first.get(*column).into_value().unwrap_or(Value::Bool(None));
+        let kind = SqlType::of(&value)
+            .ok_or_else(|| StoreError::Corrupt(format!("no bulk type for {}", column.as_str())))?;
+        names.push((column.as_str(), kind));
+    }
+    let mut values = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut row_values = Vec::with_capacity(columns.len());
+        for column in &columns {
+            let value = row.get(*column).into_value().ok_or_else(|| {
+                StoreError::Corrupt(format!("a bulk row leaves {} unset", column.as_str()))
+            })?;
+            row_values.push(value);
+        }
+        values.push(row_values);
+    }
+    let table = A::Entity::default().table_name().to_owned();
+    let column_list = names
+        .iter()
+        .map(|(name, _)| format!("\"{name}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(insert_sources(backend, &names, values)?
+        .into_iter()
+        .map(|source| {
+            let sql = format!(
+                "INSERT INTO \"{table}\" ({column_list}) {} {}",
+                source.sql,
+                conflict.unwrap_or("")
+            );
+            (sql.trim_end().to_owned(), source.values)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_rows_number_parameters_row_by_row() {
+        assert_eq!(
+            values_rows(DbBackend::Postgres, 2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(values_rows(DbBackend::Sqlite, 2, 2), "(?, ?), (?, ?)");
+    }
+
+    #[test]
+    fn postgres_rows_are_one_json_parameter_with_nulls_and_escapes() {
+        let columns = [
+            ("id", SqlType::Text),
+            ("amount", SqlType::BigInt),
+            ("note", SqlType::Text),
+        ];
+        let rows = vec![
+            vec!["a".into(), 5_i64.into(), Value::String(None)],
+            vec!["b\"".into(), (-7_i64).into(), "x\ny".into()],
+        ];
+        let sources = insert_sources(DbBackend::Postgres, &columns, rows).expect("source");
+        assert_eq!(sources.len(), 1);
+        assert_eq!(
+            sources[0].sql,
+            "SELECT * FROM json_to_recordset($1::json) AS r(\"id\" text, \"amount\" bigint, \"note\" text)"
+        );
+        assert_eq!(
+            sources[0].values,
+            vec![Value::from(
+                r#"[{"id":"a","amount":5,"note":null},{"id":"b\"","amount":-7,"note":"x\ny"}]"#
+            )]
+        );
+    }
+
+    #[test]
+    fn postgres_join_rows_are_one_array_per_column() {
+        let columns = [("id", SqlType::Text), ("version", SqlType::BigInt)];
+        let rows = vec![
+            vec!["a".into(), 1_i64.into()],
+            vec!["b".into(), 2_i64.into()],
+        ];
+        let sources = row_sources(DbBackend::Postgres, &columns, rows).expect("source");
+        assert_eq!(
+            sources[0].sql,
+            "SELECT * FROM unnest($1::text[], $2::bigint[]) AS r(\"id\", \"version\")"
+        );
+        assert_eq!(
+            sources[0].values,
+            vec![
+                Value::from(vec!["a".to_owned(), "b".to_owned()]),
+                Value::from(vec![1_i64, 2]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_or_null_is_refused() {
+        let columns = [("amount", SqlType::BigInt)];
+        assert!(row_sources(DbBackend::Postgres, &columns, vec![vec!["1".into()]]).is_err());
+        assert!(insert_sources(DbBackend::Postgres, &columns, vec![vec!["1".into()]]).is_err());
+        let null = vec![vec![Value::BigInt(None)]];
+        assert!(row_sources(DbBackend::Postgres, &columns, null).is_err());
+    }
+
+    #[test]
+    fn sqlite_rows_are_chunked_values_lists() {
+        let columns = [("id", SqlType::Text)];
+        let rows = (0..SQLITE_ROWS_PER_STATEMENT_MAX + 1)
+            .map(|index| vec![Value::from(index.to_string())])
+            .collect();
+        let sources = row_sources(DbBackend::Sqlite, &columns, rows).expect("sources");
+        assert_eq!(sources.len(), 2);
+        assert_eq!(sources[1].sql, "VALUES (?)");
+        assert_eq!(sources[0].values.len(), SQLITE_ROWS_PER_STATEMENT_MAX);
+    }
+}
