@@ -30,4 +30,5 @@ mod sms;
 mod stripe;
 mod transfers;
 mod users;
+mod verification;
 mod web;

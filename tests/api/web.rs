@@ -8,10 +8,12 @@ use reqwest::StatusCode;
 use std::collections::HashMap;
 
 /// A browser-like client: follows no redirects, keeps its cookies by hand.
-struct WebClient {
+pub(crate) struct WebClient {
     http: reqwest::Client,
     base: String,
     cookies: HashMap<String, String>,
+    /// The CSRF token of the last page that had a form.
+    page_csrf: Option<String>,
 }
 
 struct Page {
@@ -30,6 +32,7 @@ impl WebClient {
                 .expect("client"),
             base: app.address.clone(),
             cookies: HashMap::new(),
+            page_csrf: None,
         }
     }
 
@@ -71,6 +74,10 @@ impl WebClient {
             }
         }
         let html = response.text().await.expect("html");
+        let csrf = hidden_value(&html, "csrf");
+        if !csrf.is_empty() {
+            self.page_csrf = Some(csrf);
+        }
         Page {
             status,
             location,
@@ -89,11 +96,9 @@ impl WebClient {
         self.send(request).await
     }
 
+    /// The CSRF token the last page with a form carried (what a browser would submit).
     fn csrf(&self) -> String {
-        self.cookies
-            .get("walleti_csrf")
-            .cloned()
-            .unwrap_or_default()
+        self.page_csrf.clone().unwrap_or_default()
     }
 
     /// Signs up through the form and returns the session cookie.
