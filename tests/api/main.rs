@@ -14,6 +14,7 @@ mod group_commit;
 mod idempotency;
 mod kill;
 mod ledger_constraints;
+mod low_risks;
 mod merchant_webhooks;
 mod merchants;
 mod notifications;
