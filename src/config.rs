@@ -266,7 +266,11 @@ pub const OPERATOR_TOKEN_LENGTH_MIN: usize = 16;
 /// `name=token,name2=token2`: names unique, not `admin`, tokens long enough and unique.
 fn parse_operators(text: &str, admin_token: &str) -> anyhow::Result<Vec<Operator>> {
     let mut operators: Vec<Operator> = Vec::new();
-    for pair in text.split(',').map(str::trim).filter(|pair| !pair.is_empty()) {
+    for pair in text
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+    {
         let Some((name, token)) = pair.split_once('=') else {
             bail!("WALLETI_OPERATORS: expected name=token pairs, comma-separated");
         };
@@ -526,7 +530,9 @@ impl Settings {
             Some("true") => true,
             Some(other) => bail!("WALLETI_P2P_REQUIRE_VERIFIED={other}: expected true or false"),
         };
-        if let Some(count) = lookup("WALLETI_SIGNUPS_PER_ADDRESS_PER_HOUR").filter(|c| !c.is_empty()) {
+        if let Some(count) =
+            lookup("WALLETI_SIGNUPS_PER_ADDRESS_PER_HOUR").filter(|c| !c.is_empty())
+        {
             let count: u32 = count.parse().ok().filter(|c| *c > 0).with_context(|| {
                 format!("WALLETI_SIGNUPS_PER_ADDRESS_PER_HOUR={count} is not a positive number")
             })?;

@@ -27,7 +27,11 @@ impl MigrationTrait for Migration {
             .alter_table(
                 Table::alter()
                     .table(PaymentIntents::Table)
-                    .add_column(ColumnDef::new(PaymentIntents::LinkToken).string_len(64).null())
+                    .add_column(
+                        ColumnDef::new(PaymentIntents::LinkToken)
+                            .string_len(64)
+                            .null(),
+                    )
                     .to_owned(),
             )
             .await?;

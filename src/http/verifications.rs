@@ -328,7 +328,10 @@ fn code_matches(
     contact: &str,
     code: &str,
 ) -> bool {
-    match (hex::decode(stored_hex), code_mac(id, channel, contact, code)) {
+    match (
+        hex::decode(stored_hex),
+        code_mac(id, channel, contact, code),
+    ) {
         (Ok(stored), Some(mac)) => mac.verify_slice(&stored).is_ok(),
         _ => false,
     }
@@ -368,15 +371,39 @@ mod tests {
         let stored = code_hmac("row-1", ContactChannel::Email, "ada@example.com", &code);
         assert_eq!(stored.len(), 64);
         assert!(!stored.contains(&code), "never the code itself");
-        let matches = |id, channel, contact, code| {
-            code_matches(&stored, id, channel, contact, code)
-        };
-        assert!(matches("row-1", ContactChannel::Email, "ada@example.com", &code));
-        assert!(!matches("row-2", ContactChannel::Email, "ada@example.com", &code));
-        assert!(!matches("row-1", ContactChannel::Phone, "ada@example.com", &code));
-        assert!(!matches("row-1", ContactChannel::Email, "eve@example.com", &code));
+        let matches =
+            |id, channel, contact, code| code_matches(&stored, id, channel, contact, code);
+        assert!(matches(
+            "row-1",
+            ContactChannel::Email,
+            "ada@example.com",
+            &code
+        ));
+        assert!(!matches(
+            "row-2",
+            ContactChannel::Email,
+            "ada@example.com",
+            &code
+        ));
+        assert!(!matches(
+            "row-1",
+            ContactChannel::Phone,
+            "ada@example.com",
+            &code
+        ));
+        assert!(!matches(
+            "row-1",
+            ContactChannel::Email,
+            "eve@example.com",
+            &code
+        ));
         let other = if code == "000000" { "000001" } else { "000000" };
-        assert!(!matches("row-1", ContactChannel::Email, "ada@example.com", other));
+        assert!(!matches(
+            "row-1",
+            ContactChannel::Email,
+            "ada@example.com",
+            other
+        ));
     }
 
     #[test]

@@ -318,7 +318,10 @@ impl Store {
             let merchant = key.merchant_id.parse().map_err(|_| corrupt("merchant"))?;
             let id = key.id.parse().map_err(|_| corrupt("key id"))?;
             let scope = ApiKeyScope::parse(&key.scope).ok_or_else(|| corrupt("key scope"))?;
-            return Ok(Some(((merchant, MerchantCredential::ApiKey(id, scope)), None)));
+            return Ok(Some((
+                (merchant, MerchantCredential::ApiKey(id, scope)),
+                None,
+            )));
         }
         let Some(session) = merchant_sessions::Entity::find()
             .filter(merchant_sessions::Column::TokenHash.eq(token_hash))

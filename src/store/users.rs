@@ -116,7 +116,11 @@ impl Store {
     /// The user a transfer's `to` names (a user id, an email or an E.164 phone), from the
     /// node's cache when it can (a user's id behind an id, email or phone never changes).
     /// With `require_verified`, an email or phone names only a user who verified it.
-    pub async fn resolve_user(&self, to: &str, require_verified: bool) -> StoreResult<Option<UserId>> {
+    pub async fn resolve_user(
+        &self,
+        to: &str,
+        require_verified: bool,
+    ) -> StoreResult<Option<UserId>> {
         use super::cache::CachedRecipient;
         let key = to.to_owned();
         if let Some(cached) = self.caches().users.get(&key)
@@ -132,14 +136,18 @@ impl Store {
                 Ok(phone) => self.find_user_by_phone(&phone).await?,
                 Err(_) => None,
             };
-            let verified = user.as_ref().is_some_and(|user| user.phone_verified_at.is_some());
+            let verified = user
+                .as_ref()
+                .is_some_and(|user| user.phone_verified_at.is_some());
             (user, verified)
         } else {
             let user = match Email::parse(to) {
                 Ok(email) => self.find_user_by_email(&email).await?,
                 Err(_) => None,
             };
-            let verified = user.as_ref().is_some_and(|user| user.email_verified_at.is_some());
+            let verified = user
+                .as_ref()
+                .is_some_and(|user| user.email_verified_at.is_some());
             (user, verified)
         };
         let Some(user) = user else {

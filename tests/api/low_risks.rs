@@ -2,7 +2,9 @@
 //! push tokens that move to their new user without handing over the old record, and merchant
 //! API keys scoped to payments.
 
-use crate::helpers::{ADMIN_TOKEN, Backend, backends, fresh_database, spawn_app_with, test_settings};
+use crate::helpers::{
+    ADMIN_TOKEN, Backend, backends, fresh_database, spawn_app_with, test_settings,
+};
 use reqwest::StatusCode;
 use serde_json::json;
 use walleti::config::Operator;
@@ -60,10 +62,20 @@ async fn adjustments_record_which_operator_made_them() {
         let shared = key();
         let body = json!({"user_id": ada.id, "amount": 1, "currency": "usd", "reason": "same key"});
         let first = app
-            .post("/v1/admin/adjustments", Some(ALICE_TOKEN), Some(&shared), &body)
+            .post(
+                "/v1/admin/adjustments",
+                Some(ALICE_TOKEN),
+                Some(&shared),
+                &body,
+            )
             .await;
         let second = app
-            .post("/v1/admin/adjustments", Some(ADMIN_TOKEN), Some(&shared), &body)
+            .post(
+                "/v1/admin/adjustments",
+                Some(ADMIN_TOKEN),
+                Some(&shared),
+                &body,
+            )
             .await;
         assert_eq!(first.body["operator"], "alice");
         assert_eq!(second.body["operator"], "admin");
@@ -81,7 +93,10 @@ async fn payment_links_open_by_an_unguessable_token_only() {
     assert_eq!(token.len(), 32, "128 bits in hex: {token}");
     assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
     let id = intent["id"].as_str().expect("id");
-    assert!(!token.contains(&id.replace('-', "")[..12]), "not derived from the id");
+    assert!(
+        !token.contains(&id.replace('-', "")[..12]),
+        "not derived from the id"
+    );
     let other = app.intent(&shop, 1_250, false).await;
     assert_ne!(other["payment_link"], intent["payment_link"]);
 
@@ -120,7 +135,12 @@ async fn a_push_token_registered_by_another_user_moves_without_its_old_record() 
             async move { app.post("/v1/devices", Some(&user), None, &body).await }
         };
         let ada_device = register("fcm-token-1", &ada.token).await;
-        assert_eq!(ada_device.status, StatusCode::CREATED, "{}", ada_device.text);
+        assert_eq!(
+            ada_device.status,
+            StatusCode::CREATED,
+            "{}",
+            ada_device.text
+        );
         let ada_id = ada_device.body["id"].as_str().expect("id").to_owned();
         // Ada registering again keeps her record.
         let again = register("fcm-token-1", &ada.token).await;
@@ -128,8 +148,17 @@ async fn a_push_token_registered_by_another_user_moves_without_its_old_record() 
 
         // Eve registers the same token (the phone changed hands): a new record, Ada's is gone.
         let eve_device = register("fcm-token-1", &eve.token).await;
-        assert_eq!(eve_device.status, StatusCode::CREATED, "{}", eve_device.text);
-        assert_ne!(eve_device.body["id"], ada_id.as_str(), "Ada's record is not handed over");
+        assert_eq!(
+            eve_device.status,
+            StatusCode::CREATED,
+            "{}",
+            eve_device.text
+        );
+        assert_ne!(
+            eve_device.body["id"],
+            ada_id.as_str(),
+            "Ada's record is not handed over"
+        );
         let ada_devices = app.get("/v1/devices", &ada.token).await;
         assert_eq!(ada_devices.body["data"].as_array().map(Vec::len), Some(0));
         assert_eq!(
@@ -150,7 +179,13 @@ async fn a_push_token_registered_by_another_user_moves_without_its_old_record() 
         let store = &app.state().store;
         let ada_user = ada.id.parse().expect("user id");
         let eve_user = eve.id.parse().expect("user id");
-        assert!(store.device_tokens(ada_user).await.expect("tokens").is_empty());
+        assert!(
+            store
+                .device_tokens(ada_user)
+                .await
+                .expect("tokens")
+                .is_empty()
+        );
         assert_eq!(
             store.device_tokens(eve_user).await.expect("tokens"),
             vec!["fcm-token-1".to_owned()]

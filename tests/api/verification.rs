@@ -228,7 +228,12 @@ async fn codes_verify_email_and_phone_are_stored_hashed_and_bounded() {
             StatusCode::ACCEPTED
         );
         let limited = ask_code(&app, &bob, "email").await;
-        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text);
+        assert_eq!(
+            limited.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            limited.text
+        );
         assert!(limited.headers.contains_key("retry-after"));
 
         // Bad input.
@@ -247,8 +252,15 @@ async fn transfers_to_unverified_contacts_are_refused_when_verification_is_requi
         app.fund(&ada, 1_000).await;
 
         for to in [&bob.email, &bob.phone] {
-            let refused = app.transfer(&ada, to, json!(100), &format!("unverified-{to}")).await;
-            assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+            let refused = app
+                .transfer(&ada, to, json!(100), &format!("unverified-{to}"))
+                .await;
+            assert_eq!(
+                refused.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{}",
+                refused.text
+            );
             assert_eq!(refused.code(), "recipient_not_found");
         }
         let by_id = app.transfer(&ada, &bob.id, json!(100), "by-id").await;
@@ -264,10 +276,14 @@ async fn transfers_to_unverified_contacts_are_refused_when_verification_is_requi
             confirm(&app, &bob, "email", &code).await.status,
             StatusCode::OK
         );
-        let to_email = app.transfer(&ada, &bob.email, json!(100), "verified-email").await;
+        let to_email = app
+            .transfer(&ada, &bob.email, json!(100), "verified-email")
+            .await;
         assert_eq!(to_email.status, StatusCode::CREATED, "{}", to_email.text);
         assert_eq!(to_email.body["to_user"], bob.id);
-        let to_phone = app.transfer(&ada, &bob.phone, json!(100), "still-unverified").await;
+        let to_phone = app
+            .transfer(&ada, &bob.phone, json!(100), "still-unverified")
+            .await;
         assert_eq!(to_phone.code(), "recipient_not_found");
         assert_eq!(app.balance(&bob).await.0, 200);
     }
@@ -313,7 +329,9 @@ async fn login_notices_never_text_and_sms_are_capped_per_user_per_day_across_nod
     // Three transfers to Bob: two texts, the third delivery fails on the cap.
     app.fund(&ada, 1_000).await;
     for index in 0..3 {
-        let sent = app.transfer(&ada, &bob.id, json!(10), &format!("cap-{index}")).await;
+        let sent = app
+            .transfer(&ada, &bob.id, json!(10), &format!("cap-{index}"))
+            .await;
         assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.text);
     }
     let mut statuses = Vec::new();
@@ -324,7 +342,10 @@ async fn login_notices_never_text_and_sms_are_capped_per_user_per_day_across_nod
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let sent = statuses.iter().filter(|(status, _)| status == "sent").count();
+    let sent = statuses
+        .iter()
+        .filter(|(status, _)| status == "sent")
+        .count();
     let refused: Vec<&(String, String)> = statuses
         .iter()
         .filter(|(status, _)| status == "failed")
@@ -361,7 +382,12 @@ async fn login_notices_never_text_and_sms_are_capped_per_user_per_day_across_nod
         ..bob
     };
     let refused = ask_code(&node, &bob_there, "phone").await;
-    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{}", refused.text);
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.text
+    );
     assert!(refused.headers.contains_key("retry-after"));
     // Email codes do not count.
     assert_eq!(
@@ -408,20 +434,30 @@ async fn sign_ups_are_limited_per_client_address() {
         assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     }
     let limited = app.post("/v1/users", None, None, &user(3)).await;
-    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text);
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.text
+    );
     assert_eq!(limited.code(), "rate_limited");
     assert!(limited.headers.contains_key("retry-after"));
 
     // Merchant sign-ups have their own allowance under the same limit.
-    let merchant = |index: u32| {
-        json!({"name": "Shop", "email": format!("shop-{index}@example.com"), "password": "correct horse battery"})
-    };
+    let merchant = |index: u32| json!({"name": "Shop", "email": format!("shop-{index}@example.com"), "password": "correct horse battery"});
     for index in 0..3 {
-        let created = app.post("/v1/merchants", None, None, &merchant(index)).await;
+        let created = app
+            .post("/v1/merchants", None, None, &merchant(index))
+            .await;
         assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     }
     let limited = app.post("/v1/merchants", None, None, &merchant(3)).await;
-    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text);
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.text
+    );
 
     // Both are documented.
     let openapi = app

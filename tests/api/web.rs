@@ -505,7 +505,9 @@ async fn a_csrf_token_is_bound_to_its_session() {
     ada.get("/app/settings").await;
     let own = ada.csrf();
     assert_ne!(own, eve_token);
-    let out = ada.post("/app/sessions/revoke-all", &[("csrf", &own)]).await;
+    let out = ada
+        .post("/app/sessions/revoke-all", &[("csrf", &own)])
+        .await;
     assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.html);
 }
 
@@ -523,7 +525,10 @@ async fn the_verify_page_sends_and_checks_a_code() {
     ada.sign_up("Ada", "ada-verify@example.com", "+14155550195")
         .await;
     let settings_page = ada.get("/app/settings").await;
-    assert!(settings_page.html.contains("/app/verify"), "linked from settings");
+    assert!(
+        settings_page.html.contains("/app/verify"),
+        "linked from settings"
+    );
     let page = ada.get("/app/verify").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.html.contains("not verified"), "{}", page.html);
@@ -533,15 +538,15 @@ async fn the_verify_page_sends_and_checks_a_code() {
     let csrf = ada.csrf();
     let refused = ada.post("/app/verify/email/send", &[]).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    let sent = ada
-        .post("/app/verify/email/send", &[("csrf", &csrf)])
-        .await;
+    let sent = ada.post("/app/verify/email/send", &[("csrf", &csrf)]).await;
     assert_eq!(sent.status, StatusCode::OK);
-    assert!(sent.html.contains("We sent a code to a•••@example.com"), "{}", sent.html);
+    assert!(
+        sent.html.contains("We sent a code to a•••@example.com"),
+        "{}",
+        sent.html
+    );
     // SMS is not configured here: the page says so instead of failing.
-    let no_sms = ada
-        .post("/app/verify/phone/send", &[("csrf", &csrf)])
-        .await;
+    let no_sms = ada.post("/app/verify/phone/send", &[("csrf", &csrf)]).await;
     assert!(no_sms.html.contains("not configured"), "{}", no_sms.html);
 
     let mut code = None;
@@ -569,6 +574,10 @@ async fn the_verify_page_sends_and_checks_a_code() {
             &[("csrf", &csrf), ("channel", "email"), ("code", &code)],
         )
         .await;
-    assert!(verified.html.contains("Your email is verified."), "{}", verified.html);
+    assert!(
+        verified.html.contains("Your email is verified."),
+        "{}",
+        verified.html
+    );
     assert!(!verified.html.contains("/app/verify/email/send"));
 }

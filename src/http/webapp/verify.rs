@@ -124,8 +124,14 @@ async fn send(
         return refused;
     }
     let Some(channel) = ContactChannel::parse(&path) else {
-        return verify_view(&state, &request, user, Some("Choose email or phone.".into()), None)
-            .await;
+        return verify_view(
+            &state,
+            &request,
+            user,
+            Some("Choose email or phone.".into()),
+            None,
+        )
+        .await;
     };
     match send_code(&state, user, channel).await {
         Ok(sent) => {
@@ -151,8 +157,14 @@ async fn confirm(state: web::Data<AppState>, request: HttpRequest, form: Form) -
         .get("channel")
         .and_then(|channel| ContactChannel::parse(channel.trim()));
     let Some(channel) = channel else {
-        return verify_view(&state, &request, user, Some("Choose email or phone.".into()), None)
-            .await;
+        return verify_view(
+            &state,
+            &request,
+            user,
+            Some("Choose email or phone.".into()),
+            None,
+        )
+        .await;
     };
     let code = form.get("code").cloned().unwrap_or_default();
     match confirm_code(&state, user, channel, &code).await {
