@@ -147,7 +147,7 @@ pub async fn send_code(
             .reserve_sms(caller.user_id, &day, state.limits.sms_per_user_day_max)
             .await?
         {
-            return Err(sms_cap_reached());
+            return Err(sms_cap_reached(now));
         }
     }
     let contact = contact_of(&user, channel).to_owned();
@@ -234,15 +234,14 @@ fn contact_of(user: &users::Model, channel: ContactChannel) -> &str {
     }
 }
 
-/// 429 when the user's SMS for today are spent.
-fn sms_cap_reached() -> ApiError {
+/// 429 when the user's SMS for today are spent: retry after midnight UTC.
+fn sms_cap_reached(now: chrono::DateTime<chrono::Utc>) -> ApiError {
     let mut error = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         ErrorType::RateLimitError,
         "rate_limited",
         "Too many text messages to this phone today; try again tomorrow or verify by email.",
     );
-    let now = chrono::Utc::now();
     let tomorrow = (now + chrono::Duration::days(1))
         .date_naive()
         .and_hms_opt(0, 0, 0)
