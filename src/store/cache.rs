@@ -316,6 +316,44 @@ mod tests {
     }
 
     #[test]
+    fn an_unverified_recipient_is_read_again_after_its_age_bound_when_verification_is_required() {
+        let old = Instant::now()
+            .checked_sub(UNVERIFIED_RECIPIENT_CACHE_AGE_MAX + Duration::from_secs(1))
+            .expect("an instant in the past");
+        let entry = |verified, cached_at| CachedRecipient {
+            user: UserId::generate(),
+            verified,
+            cached_at,
+        };
+        assert!(entry(false, Instant::now()).is_usable(true));
+        assert!(
+            !entry(false, old).is_usable(true),
+            "another node may have verified it"
+        );
+        assert!(entry(false, old).is_usable(false));
+        assert!(
+            entry(true, old).is_usable(true),
+            "verification is never undone"
+        );
+        let caches = Caches::default();
+        let user = UserId::generate();
+        caches
+            .users
+            .insert("ada@example.com".into(), entry(false, Instant::now()));
+        caches.users.insert(
+            "+14155550100".into(),
+            CachedRecipient {
+                user,
+                verified: false,
+                cached_at: Instant::now(),
+            },
+        );
+        caches.evict_user(user);
+        assert!(caches.users.get(&"+14155550100".to_owned()).is_none());
+        assert!(caches.users.get(&"ada@example.com".to_owned()).is_some());
+    }
+
+    #[test]
     fn an_expired_credential_is_not_usable() {
         let now = Utc::now();
         let cached = CachedCredential {
