@@ -450,7 +450,8 @@ impl Application {
             format!("walleti is serving on {base}"),
             format!("  people's wallet app   {base}/app"),
             format!("  merchants' app        {base}/merchant"),
-            format!("  REST API              {base}/v1/…  (reference: {base}/openapi.json)"),
+            format!("  REST API              {base}/v1/…"),
+            format!("  API reference         {base}/docs  (document: {base}/openapi.json)"),
             format!("  metrics               {metrics}"),
             format!("  health / readiness    {base}/health  {base}/ready"),
             format!("  database              {database}"),
@@ -476,6 +477,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The base URL people and providers reach this walleti at.
+    pub fn public_url(&self) -> &str {
+        &self.state.public_url
     }
 
     /// Serves until the server stops (Ctrl-C handling is installed by the binary).

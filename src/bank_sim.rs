@@ -34,7 +34,7 @@ use std::time::Duration;
 pub const FAULT_DUPLICATE_MAX: u32 = 10;
 /// The longest delivery delay the fault API may ask for: 10 minutes.
 pub const FAULT_DELAY_MS_MAX: u64 = 600_000;
-/// Largest amount the simulator takes (API.md: amounts are at most 10^12).
+/// Largest amount the simulator takes (docs/api.md: amounts are at most 10^12).
 pub const AMOUNT_MAX: i64 = 1_000_000_000_000;
 /// Longest reference the simulator takes (walleti's ids are far shorter).
 pub const REFERENCE_LENGTH_MAX: usize = 64;
@@ -725,7 +725,7 @@ fn escape_html(text: &str) -> String {
 
 fn page(title: &str, body: &str) -> HttpResponse {
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title></head>\
          <body><main><h1>{title}</h1>{body}</main></body></html>"
     ))
 }

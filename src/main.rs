@@ -1,5 +1,6 @@
 //! The `walleti` binary: parse the command line, load settings, run.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use walleti::app::Application;
@@ -25,6 +26,10 @@ enum Command {
     /// Run one reconciliation against the database, print the report, and exit (non-zero
     /// when it found discrepancies). Stuck sagas are reported; the server resumes them.
     Reconcile,
+    /// Seed a fresh database (its own SQLite file, `walleti-demo.db`) with demo people, a shop
+    /// and their activity through the API, print the logins, and serve it. With `--url`, seed
+    /// an already running walleti (the docker-compose stack) and exit.
+    Demo(walleti::demo::DemoArgs),
     /// Generate transfer load against a running walleti and verify conservation.
     Loadgen(walleti::loadgen::LoadgenArgs),
     /// Run the bank simulator as its own process.
@@ -72,10 +77,20 @@ async fn main() -> anyhow::Result<()> {
         let public_url = public_url.unwrap_or_else(|| format!("http://{bind}"));
         return run_bank_simulator(bind, public_url, webhook_secret, api_token, callback_url).await;
     }
+    if let Command::Demo(walleti::demo::DemoArgs {
+        url: Some(url),
+        admin_token,
+        ..
+    }) = &command
+    {
+        init_logging(LogFormat::Text);
+        return seed_running(url, admin_token.as_deref()).await;
+    }
     let settings = Settings::from_env()?;
     init_logging(settings.log_format);
     match command {
         Command::Loadgen(_) | Command::BankSim { .. } => Ok(()),
+        Command::Demo(args) => demo(settings, args).await,
         Command::Reconcile => reconcile_once(settings).await,
         Command::Serve => serve(settings).await,
         Command::Migrate => {
@@ -102,6 +117,40 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "walleti listening"
     );
     application.run_until_stopped().await
+}
+
+/// `walleti demo`: serve a database of its own and seed it through the API once it answers.
+async fn demo(mut settings: Settings, args: walleti::demo::DemoArgs) -> anyhow::Result<()> {
+    settings.database_url = args.database_url;
+    let application = Application::build(settings.clone()).await?;
+    println!("{}", application.summary(&settings));
+    let base_url = application.public_url().to_owned();
+    let admin_token = settings.admin_token.value.clone();
+    let seeding = async move {
+        let seeded = walleti::demo::seed(&base_url, &admin_token).await?;
+        println!(
+            "\n{}",
+            walleti::demo::logins(&base_url, &admin_token, &seeded)
+        );
+        anyhow::Ok(())
+    };
+    let serving = application.run_until_stopped();
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return result,
+        seeded = seeding => seeded.context("seed the demo")?,
+    }
+    serving.await
+}
+
+/// `walleti demo --url …`: seed a walleti that is already running, print the logins, exit.
+async fn seed_running(url: &str, admin_token: Option<&str>) -> anyhow::Result<()> {
+    let admin_token = admin_token.context(
+        "seeding a running walleti needs its operator token: --admin-token or WALLETI_ADMIN_TOKEN",
+    )?;
+    let seeded = walleti::demo::seed(url, admin_token).await?;
+    println!("{}", walleti::demo::logins(url, admin_token, &seeded));
+    Ok(())
 }
 
 async fn run_bank_simulator(

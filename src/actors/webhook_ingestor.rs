@@ -62,7 +62,7 @@ pub enum IngestorMsg {
     Process,
 }
 
-/// A bank event as the bank sends it (API.md, On-ramps).
+/// A bank event as the bank sends it (docs/api.md, On-ramps).
 #[derive(Debug, Deserialize)]
 pub struct BankEvent {
     pub id: String,

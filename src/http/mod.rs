@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod docs;
 pub mod error;
 pub mod idempotency;
 pub mod merchants;
@@ -308,6 +309,7 @@ pub fn application(
             }
         })
         .configure(webapp::routes)
+        .configure(docs::routes)
         .default_service(web::to(unmatched))
         .wrap(security_headers(served_over_tls))
         .wrap_fn(move |request, service| {

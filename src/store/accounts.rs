@@ -298,6 +298,25 @@ impl Store {
         fetch_page(select, entries::Column::Id, page, self.reader()).await
     }
 
+    /// The newest `limit` entries of `account` created at or after `since`, oldest first
+    /// (what the web apps' charts are drawn from).
+    pub async fn entries_since(
+        &self,
+        account: AccountId,
+        since: chrono::DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<Vec<entries::Model>> {
+        let mut rows = entries::Entity::find()
+            .filter(entries::Column::AccountId.eq(account.to_string()))
+            .filter(entries::Column::CreatedAt.gte(since))
+            .order_by_desc(entries::Column::Id)
+            .limit(limit)
+            .all(self.reader())
+            .await?;
+        rows.reverse();
+        Ok(rows)
+    }
+
     /// The account's current version, read through the writer.
     pub async fn account_version(&self, id: AccountId) -> StoreResult<Option<i64>> {
         Ok(accounts::Entity::find_by_id(id.to_string())

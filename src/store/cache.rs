@@ -1,4 +1,4 @@
-//! Bounded in-memory caches that keep reads off the request path (DESIGN.md §4): credentials
+//! Bounded in-memory caches that keep reads off the request path (docs/design.md §4): credentials
 //! (session tokens and API keys, by hash), users by id / email / phone, and account ids by
 //! owner and currency.
 //!

@@ -495,6 +495,26 @@ impl Store {
             .transpose()
     }
 
+    /// The holds still held on `accounts`, newest first, at most `limit` (what a wallet's
+    /// locked balance is made of).
+    pub async fn held_holds(
+        &self,
+        accounts: &[AccountId],
+        limit: u64,
+    ) -> StoreResult<Vec<HoldRecord>> {
+        let ids: Vec<String> = accounts.iter().map(ToString::to_string).collect();
+        holds::Entity::find()
+            .filter(holds::Column::AccountId.is_in(ids))
+            .filter(holds::Column::Status.eq(HoldState::Held.as_str()))
+            .order_by_desc(holds::Column::CreatedAt)
+            .limit(limit)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(HoldRecord::try_from)
+            .collect()
+    }
+
     /// Payment authorisations still held whose expiry has passed, oldest first.
     pub async fn expired_holds(
         &self,

@@ -9,6 +9,7 @@ mod bad_input;
 mod batching;
 mod conservation;
 mod crash_safety;
+mod demo;
 mod email;
 mod group_commit;
 mod idempotency;

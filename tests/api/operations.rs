@@ -179,3 +179,63 @@ async fn ready_checks_a_configured_redis() {
         assert_eq!(up.body["redis"], "ok");
     }
 }
+
+/// `/docs` is the interactive API reference, served from the binary with its viewer: the page,
+/// the script it loads and the document it renders all come from walleti, under a policy that
+/// lets scripts and requests reach nothing else.
+#[tokio::test]
+async fn the_api_reference_is_served_with_its_viewer() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let page = app.request(Method::GET, "/docs", None, None, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let header = |name: &str| {
+        page.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(header("content-type").starts_with("text/html"));
+    let policy = header("content-security-policy");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self';",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(directive), "{policy}");
+    }
+    assert!(!policy.contains("unsafe-eval"), "{policy}");
+    assert!(
+        page.text.contains("<rapi-doc spec-url=\"/openapi.json\""),
+        "{}",
+        page.text
+    );
+    // Every script the page loads is served by walleti itself.
+    let scripts: Vec<&str> = page
+        .text
+        .match_indices("src=\"")
+        .map(|(at, _)| {
+            let rest = &page.text[at + 5..];
+            &rest[..rest.find('"').unwrap_or(0)]
+        })
+        .collect();
+    assert_eq!(scripts, vec!["/static/rapidoc-min.js"]);
+    for script in scripts {
+        let viewer = app.request(Method::GET, script, None, None, None).await;
+        assert_eq!(viewer.status, StatusCode::OK);
+        assert!(
+            viewer.headers["content-type"]
+                .to_str()
+                .unwrap_or_default()
+                .starts_with("text/javascript")
+        );
+        assert!(viewer.text.contains("RapiDoc 9.3.8"));
+        assert!(viewer.text.len() > 500_000, "the whole viewer is embedded");
+    }
+    let document = app
+        .request(Method::GET, "/openapi.json", None, None, None)
+        .await;
+    assert_eq!(document.status, StatusCode::OK);
+    assert!(document.text.contains("\"/v1/transfers\""));
+}

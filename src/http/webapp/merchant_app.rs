@@ -505,7 +505,7 @@ async fn dashboard_page(
             match intent.status {
                 crate::domain::PaymentIntentStatus::RequiresCapture => {
                     let mut capture = Action::new(format!("{base}/capture"), "Capture");
-                    capture.input = Some("Amount (default: all)".into());
+                    capture.input = Some("Amount (blank: all)".into());
                     actions.push(capture);
                     actions.push(Action::new(format!("{base}/cancel"), "Cancel"));
                 }
@@ -516,7 +516,7 @@ async fn dashboard_page(
                     if intent.amount_refunded < intent.amount_received =>
                 {
                     let mut refund = Action::new(format!("{base}/refund"), "Refund");
-                    refund.input = Some("Amount (default: the rest)".into());
+                    refund.input = Some("Amount (blank: the rest)".into());
                     actions.push(refund);
                 }
                 _ => {}
@@ -552,8 +552,10 @@ async fn dashboard_page(
     let mut layout = layout("Payments", &csrf, true);
     layout.error = error;
     layout.notice = notice;
+    let charts = volume_chart(state, &accounts).await.into_iter().collect();
     let listing = ListPage {
         layout,
+        charts,
         intro: Vec::new(),
         sections: vec![
             Section {
@@ -562,7 +564,7 @@ async fn dashboard_page(
                 columns: vec![
                     ("Currency".into(), false),
                     ("Available".into(), true),
-                    ("Locked".into(), true),
+                    ("On hold".into(), true),
                 ],
                 rows: balances,
                 previous: None,
@@ -591,6 +593,36 @@ async fn dashboard_page(
         )],
     };
     page(state, &listing, new.then_some(csrf.as_str()))
+}
+
+/// The money payments brought in per day over the last 30 days, in the main account's
+/// currency (the default currency's, else the first).
+async fn volume_chart(
+    state: &AppState,
+    accounts: &[crate::store::accounts::AccountRecord],
+) -> Option<super::chart::Chart> {
+    use super::chart;
+    let account = accounts
+        .iter()
+        .find(|account| account.currency == state.default_currency)
+        .or_else(|| accounts.first())?;
+    let now = state.clock.now();
+    let entries = state
+        .store
+        .entries_since(
+            account.id,
+            chart::window_start(now),
+            chart::CHART_ENTRIES_MAX,
+        )
+        .await
+        .ok()?;
+    let received: Vec<_> = entries
+        .iter()
+        .filter(|entry| matches!(entry.kind.as_str(), "payment_credit" | "capture_credit"))
+        .map(|entry| (entry.created_at, entry.amount))
+        .collect();
+    let totals = chart::daily_totals(now, &received);
+    Some(chart::volume_chart(now, &totals, account.currency.code()))
 }
 
 async fn dashboard(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
@@ -1225,6 +1257,7 @@ async fn webhook_page(
     }
     let listing = ListPage {
         layout,
+        charts: Vec::new(),
         intro: vec![format!(
             "Status: {}. Events: {}.",
             endpoint.status,

@@ -12,6 +12,8 @@
 //! (double submit). Every money-moving form carries an idempotency key, so a double click never
 //! pays twice.
 
+pub mod activity;
+pub mod chart;
 pub mod merchant_app;
 pub mod user_app;
 pub mod verify;
@@ -389,6 +391,8 @@ pub struct ListPage {
     pub layout: Layout,
     pub intro: Vec<String>,
     pub sections: Vec<Section>,
+    /// Charts shown before the last section.
+    pub charts: Vec<chart::Chart>,
     pub links: Vec<(String, String)>,
 }
 

@@ -1,4 +1,5 @@
-//! The user app (`/app`): sign up, log in and out, the dashboard (balances, recent activity),
+//! The user app (`/app`): sign up, log in and out, the dashboard (balances, what is on hold,
+//! a 30-day balance chart, recent activity in plain words),
 //! add money (the bank simulator in embedded mode), send money, history, notifications,
 //! withdraw, payment links (`/pay/{intent}`), and settings (sessions, each with a log-out
 //! button, log out everywhere, change password). Every action goes through the same core as
@@ -6,8 +7,8 @@
 
 use super::{
     Action, Cell, Field, FormPage, Layout, ListPage, Section, StatusFragment, StatusPage,
-    USER_COOKIE, csrf_refusal, csrf_token, form_key, minor_units, money, outcome, page, pages,
-    redirect, safe_next, set_cookie, web_user,
+    USER_COOKIE, activity, chart, csrf_refusal, csrf_token, form_key, minor_units, money, outcome,
+    page, pages, redirect, safe_next, set_cookie, web_user,
 };
 use crate::domain::{OnrampId, TransferId};
 use crate::http::AppState;
@@ -484,26 +485,29 @@ async fn revoke_all_sessions(
 // ---------------------------------------------------------------------------------------------
 // Dashboard and history
 
-fn entry_row(entry: &crate::store::entities::entries::Model, currency: &str) -> Vec<Cell> {
-    let kind = entry.kind.replace('_', " ");
+fn activity_cells(row: activity::ActivityRow) -> Vec<Cell> {
     vec![
-        Cell::time(entry.created_at.to_rfc3339()),
-        Cell::text(kind),
-        Cell::text(entry.bucket.clone()),
-        Cell::amount(money(entry.amount, currency)),
-        Cell::amount(money(entry.balance_after, currency)),
+        Cell::time(row.created_at),
+        Cell::text(row.description),
+        Cell::amount(row.amount),
+        Cell::amount(row.balance_after.unwrap_or_default()),
     ]
 }
 
-fn entry_columns() -> Vec<(String, bool)> {
+fn activity_columns() -> Vec<(String, bool)> {
     vec![
         ("When".into(), false),
         ("What".into(), false),
-        ("Bucket".into(), false),
         ("Amount".into(), true),
         ("Balance after".into(), true),
     ]
 }
+
+/// Activity rows on the dashboard.
+const RECENT_ROWS_MAX: u64 = 10;
+
+/// Holds listed on the dashboard at most (the rest are in the locked total).
+const HOLDS_SHOWN_MAX: u64 = 20;
 
 async fn dashboard(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
     let user = match require_user(&request, &state).await {
@@ -524,15 +528,28 @@ async fn dashboard(state: web::Data<AppState>, request: HttpRequest) -> HttpResp
             ]
         })
         .collect();
-    let (recent, _) = history_rows(
+    let account_ids: Vec<_> = accounts.iter().map(|account| account.id).collect();
+    let holds = state
+        .store
+        .held_holds(&account_ids, HOLDS_SHOWN_MAX)
+        .await
+        .unwrap_or_default();
+    let on_hold = activity::holds_explained(&state, &holds)
+        .await
+        .into_iter()
+        .map(|(what, amount)| vec![Cell::text(what), Cell::amount(amount)])
+        .collect();
+    // Bookkeeping entries show no row: read more entries than the rows shown.
+    let (mut recent, _) = history_rows(
         &state,
         &accounts,
         &PageRequest {
-            limit: 10,
+            limit: 2 * RECENT_ROWS_MAX,
             cursor: None,
         },
     )
     .await;
+    recent.truncate(RECENT_ROWS_MAX as usize);
     let name = state
         .store
         .find_user(user.user_id)
@@ -541,34 +558,78 @@ async fn dashboard(state: web::Data<AppState>, request: HttpRequest) -> HttpResp
         .flatten()
         .map(|user| user.name)
         .unwrap_or_default();
+    let charts = balance_chart(&state, &accounts).await.into_iter().collect();
+    let mut sections = vec![Section {
+        heading: "Balances".into(),
+        empty: "No accounts yet.".into(),
+        columns: vec![
+            ("Currency".into(), false),
+            ("Available".into(), true),
+            ("On hold".into(), true),
+        ],
+        rows: balances,
+        previous: None,
+        next: None,
+    }];
+    if !holds.is_empty() {
+        sections.push(Section {
+            heading: "On hold".into(),
+            empty: String::new(),
+            columns: vec![("Why".into(), false), ("Amount".into(), true)],
+            rows: on_hold,
+            previous: None,
+            next: None,
+        });
+    }
+    sections.push(Section {
+        heading: "Recent activity".into(),
+        empty: "Nothing yet: add money to get started.".into(),
+        columns: activity_columns(),
+        rows: recent,
+        previous: None,
+        next: None,
+    });
     let listing = ListPage {
         layout: layout(&format!("Hello, {name}"), &csrf, true),
+        charts,
         intro: Vec::new(),
-        sections: vec![
-            Section {
-                heading: "Balances".into(),
-                empty: "No accounts yet.".into(),
-                columns: vec![
-                    ("Currency".into(), false),
-                    ("Available".into(), true),
-                    ("Locked".into(), true),
-                ],
-                rows: balances,
-                previous: None,
-                next: None,
-            },
-            Section {
-                heading: "Recent activity".into(),
-                empty: "Nothing yet: add money to get started.".into(),
-                columns: entry_columns(),
-                rows: recent,
-                previous: None,
-                next: None,
-            },
-        ],
+        sections,
         links: vec![("/app/history".into(), "All activity".into())],
     };
     page(&state, &listing, new.then_some(csrf.as_str()))
+}
+
+/// The available balance of the main account (the default currency's, else the first) at the
+/// end of each of the last 30 days.
+async fn balance_chart(
+    state: &AppState,
+    accounts: &[crate::store::accounts::AccountRecord],
+) -> Option<chart::Chart> {
+    let account = accounts
+        .iter()
+        .find(|account| account.currency == state.default_currency)
+        .or_else(|| accounts.first())?;
+    let now = state.clock.now();
+    let entries = state
+        .store
+        .entries_since(
+            account.id,
+            chart::window_start(now),
+            chart::CHART_ENTRIES_MAX,
+        )
+        .await
+        .ok()?;
+    let available: Vec<_> = entries
+        .iter()
+        .filter(|entry| entry.bucket == "available")
+        .map(|entry| (entry.created_at, entry.amount, entry.balance_after))
+        .collect();
+    let balances = chart::daily_balances(now, account.balance.available, &available);
+    Some(chart::balance_chart(
+        now,
+        &balances,
+        account.currency.code(),
+    ))
 }
 
 async fn history_rows(
@@ -589,15 +650,12 @@ async fn history_rows(
         .list_entries(&ids, page_request)
         .await
         .unwrap_or_default();
-    let rows = entries
-        .iter()
-        .map(|entry| {
-            entry_row(
-                entry,
-                currencies.get(&entry.account_id).copied().unwrap_or(""),
-            )
-        })
+    let rows = activity::rows(state, &entries, &currencies)
+        .await
+        .into_iter()
+        .map(activity_cells)
         .collect();
+    // Pages are cut by entry ids, including the bookkeeping entries no row shows.
     let entry_ids = entries.iter().map(|entry| entry.id.clone()).collect();
     (rows, (entry_ids, has_more))
 }
@@ -646,11 +704,12 @@ async fn history(state: web::Data<AppState>, request: HttpRequest, query: Query)
     );
     let listing = ListPage {
         layout: layout("History", &csrf, true),
+        charts: Vec::new(),
         intro: Vec::new(),
         sections: vec![Section {
-            heading: "Ledger entries, newest first".into(),
+            heading: "Activity, newest first".into(),
             empty: "No activity yet.".into(),
-            columns: entry_columns(),
+            columns: activity_columns(),
             rows,
             previous,
             next,
@@ -679,6 +738,7 @@ async fn notifications(state: web::Data<AppState>, request: HttpRequest) -> Http
         .unwrap_or_default();
     let listing = ListPage {
         layout: layout("Notifications", &csrf, true),
+        charts: Vec::new(),
         intro: Vec::new(),
         sections: vec![Section {
             heading: "Newest first".into(),
@@ -1022,8 +1082,31 @@ async fn transfer_page(
     if let Some(code) = transfer.failure_code {
         details.push(code.message().to_owned());
     }
+    let (direction, counterparty) =
+        if transfer.from == crate::store::transfers::Party::User(user.user_id) {
+            ("Sent to", transfer.to)
+        } else {
+            ("Received from", transfer.from)
+        };
+    let name = match counterparty {
+        crate::store::transfers::Party::User(id) => state
+            .store
+            .find_user(id)
+            .await
+            .ok()
+            .flatten()
+            .map(|user| user.name),
+        crate::store::transfers::Party::Merchant(id) => state
+            .store
+            .find_merchant(id)
+            .await
+            .ok()
+            .flatten()
+            .map(|merchant| merchant.name),
+    }
+    .unwrap_or_else(|| "someone".to_owned());
     let status_page = StatusPage {
-        layout: layout("Transfer", &csrf, true),
+        layout: layout(&format!("{direction} {name}"), &csrf, true),
         intro: Vec::new(),
         status: transfer.state.api_status().to_owned(),
         details,
