@@ -14,6 +14,8 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 WORK=$(mktemp -d)
 trap 'kill $PID 2>/dev/null; rm -rf "$WORK"' EXIT
 export WALLETI_ADMIN_TOKEN=bench-events-admin-token WALLETI_BIND=127.0.0.1:$PORT RUST_LOG=warn
+# loadgen signs its users up from one address.
+export WALLETI_SIGNUPS_PER_ADDRESS_PER_HOUR=1000000
 export DATABASE_URL=${BENCH_DATABASE_URL:-sqlite://$WORK/walleti.db?mode=rwc}
 "$WALLETI" > "$WORK/walleti.log" 2>&1 &
 PID=$!

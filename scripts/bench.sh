@@ -40,7 +40,7 @@ baseline() { # database scale clients -> tps
 
 walleti() { # name database_url mode concurrency [pg database url for statistics]
   local name=$1 url=$2 mode=$3 concurrency=$4 statistics=${5:-}
-  DATABASE_URL=$url WALLETI_BIND=127.0.0.1:$port WALLETI_ADMIN_TOKEN=$token \
+  DATABASE_URL=$url WALLETI_BIND=127.0.0.1:$port WALLETI_ADMIN_TOKEN=$token WALLETI_SIGNUPS_PER_ADDRESS_PER_HOUR=1000000 \
     WALLETI_RECONCILE_INTERVAL_SECONDS=0 RUST_LOG=warn "$binary" >"$work/$name.server.log" 2>&1 &
   server=$!
   for _ in $(seq 1 100); do

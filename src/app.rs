@@ -258,19 +258,20 @@ impl Application {
             ),
             None => None,
         };
+        let mailer = match &settings.smtp {
+            Some(smtp) => Some(
+                Mailer::new(&smtp.url, &smtp.from)
+                    .with_context(|| format!("configure SMTP {}", smtp.url))?,
+            ),
+            None => None,
+        };
         let (notifier, _) = Actor::spawn(
             None,
             Notifier,
             NotifierArgs {
                 store: store.clone(),
                 metrics: Arc::clone(&metrics),
-                mailer: match &settings.smtp {
-                    Some(smtp) => Some(
-                        Mailer::new(&smtp.url, &smtp.from)
-                            .with_context(|| format!("configure SMTP {}", smtp.url))?,
-                    ),
-                    None => None,
-                },
+                mailer: mailer.clone(),
                 twilio: twilio.clone(),
                 fcm: match &settings.fcm {
                     Some(fcm) => Some(Arc::new(
@@ -363,6 +364,7 @@ impl Application {
             sagas: sagas.clone(),
             clock: Arc::clone(&clock),
             wait_timeout: settings.limits.transfer_wait_timeout,
+            require_verified_recipients: settings.p2p_require_verified,
         };
         let state = web::Data::new(AppState {
             ledger,
@@ -375,6 +377,7 @@ impl Application {
             metrics,
             clock,
             admin_token: settings.admin_token.value.clone(),
+            operators: settings.operators.clone(),
             default_currency: settings.default_currency,
             limits: settings.limits,
             public_url,
@@ -390,6 +393,7 @@ impl Application {
             stream_consumers,
             notifier: notifier.clone(),
             twilio,
+            mailer,
             outbox_relay: outbox_relay.clone(),
             reconciler: reconciler.clone(),
             bank_webhook_secrets: settings.bank_webhook_secrets.clone(),

@@ -11,7 +11,10 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://walleti.db?mode=rwc";
 
 /// Every `WALLETI_*` variable the application reads (checked by tests against docs/compose).
-pub const KNOWN_WALLETI_VARIABLES: [&str; 18] = [
+pub const KNOWN_WALLETI_VARIABLES: [&str; 21] = [
+    "WALLETI_P2P_REQUIRE_VERIFIED",
+    "WALLETI_OPERATORS",
+    "WALLETI_SIGNUPS_PER_ADDRESS_PER_HOUR",
     "WALLETI_BANK_SIMULATOR",
     "WALLETI_BANK_API_TOKEN",
     "WALLETI_EXTRA_CA_CERTS",
@@ -56,6 +59,12 @@ pub struct Settings {
     pub database_url: String,
     pub default_currency: Currency,
     pub admin_token: AdminToken,
+    /// Named operators (`WALLETI_OPERATORS=name=token,…`); the admin token is operator
+    /// `admin` besides them.
+    pub operators: Vec<Operator>,
+    /// `WALLETI_P2P_REQUIRE_VERIFIED`: a transfer to an email or phone reaches only a user who
+    /// verified that contact (production should set it).
+    pub p2p_require_verified: bool,
     pub redis_url: Option<String>,
     pub log_format: LogFormat,
     pub limits: Limits,
@@ -234,6 +243,69 @@ impl std::fmt::Debug for StripeSettings {
 
 pub const STRIPE_API_BASE_DEFAULT: &str = "https://api.stripe.com/";
 
+/// An operator's name (recorded on what they do, such as adjustments) and bearer token.
+#[derive(Clone)]
+pub struct Operator {
+    pub name: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "Operator({}, ***)", self.name)
+    }
+}
+
+/// The operator name the admin token (`WALLETI_ADMIN_TOKEN`) acts as.
+pub const ADMIN_OPERATOR_NAME: &str = "admin";
+/// Operator names: 1 to this many characters of `a-z`, `0-9`, `.`, `_`, `-`.
+pub const OPERATOR_NAME_LENGTH_MAX: usize = 64;
+/// Operator tokens are at least this long (as the admin token).
+pub const OPERATOR_TOKEN_LENGTH_MIN: usize = 16;
+
+/// `name=token,name2=token2`: names unique, not `admin`, tokens long enough and unique.
+fn parse_operators(text: &str, admin_token: &str) -> anyhow::Result<Vec<Operator>> {
+    let mut operators: Vec<Operator> = Vec::new();
+    for pair in text
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+    {
+        let Some((name, token)) = pair.split_once('=') else {
+            bail!("WALLETI_OPERATORS: expected name=token pairs, comma-separated");
+        };
+        let (name, token) = (name.trim(), token.trim());
+        let name_ok = !name.is_empty()
+            && name.len() <= OPERATOR_NAME_LENGTH_MAX
+            && name.bytes().all(|byte| {
+                byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"._-".contains(&byte)
+            });
+        if !name_ok || name == ADMIN_OPERATOR_NAME {
+            bail!(
+                "WALLETI_OPERATORS: operator name {name:?} must be 1 to {OPERATOR_NAME_LENGTH_MAX} of a-z 0-9 . _ - and not {ADMIN_OPERATOR_NAME}"
+            );
+        }
+        if token.len() < OPERATOR_TOKEN_LENGTH_MIN {
+            bail!(
+                "WALLETI_OPERATORS: the token of {name} must be at least {OPERATOR_TOKEN_LENGTH_MIN} characters"
+            );
+        }
+        check_secret("WALLETI_OPERATORS", token)?;
+        if token == admin_token
+            || operators
+                .iter()
+                .any(|operator| operator.name == name || operator.token == token)
+        {
+            bail!("WALLETI_OPERATORS: operator names and tokens must be unique");
+        }
+        operators.push(Operator {
+            name: name.to_owned(),
+            token: token.to_owned(),
+        });
+    }
+    Ok(operators)
+}
+
 /// The operator token and whether it was generated (then it is printed once at start-up).
 #[derive(Clone)]
 pub struct AdminToken {
@@ -252,6 +324,14 @@ pub enum LogFormat {
     Text,
     Json,
 }
+
+/// Sign-ups per client address per hour unless `WALLETI_SIGNUPS_PER_ADDRESS_PER_HOUR` says.
+pub const SIGNUPS_PER_ADDRESS_PER_HOUR_DEFAULT: u32 = 20;
+/// A verification code works for 10 minutes.
+pub const VERIFICATION_CODE_LIFETIME_SECONDS: u64 = 600;
+/// SMS to one user per UTC day at most: a bound on what scripted logins or code requests can
+/// cost (SMS pumping).
+pub const SMS_PER_USER_PER_DAY_MAX: u32 = 10;
 
 /// Timeouts and sizes, each with its unit in its name.
 #[derive(Debug, Clone, Copy)]
@@ -290,6 +370,14 @@ pub struct Limits {
     pub login_global_quota: Quota,
     /// Money-moving requests (transfers, on-ramps) per user.
     pub money_quota: Quota,
+    /// Sign-ups (users and merchants, each counted apart) per client address.
+    pub signup_address_quota: Quota,
+    /// Verification codes a user may ask for, per channel.
+    pub verification_quota: Quota,
+    /// How long a verification code can be used.
+    pub verification_code_lifetime: Duration,
+    /// SMS sent to one user per UTC day at most (notifications and codes together).
+    pub sms_per_user_day_max: u32,
     pub body_bytes_max: usize,
     /// How long a manual payment intent's authorisation holds the funds before it expires.
     pub hold_lifetime: Duration,
@@ -340,6 +428,19 @@ impl Default for Limits {
                 period: Duration::from_secs(1),
                 burst: 100,
             },
+            signup_address_quota: Quota {
+                requests: SIGNUPS_PER_ADDRESS_PER_HOUR_DEFAULT,
+                period: Duration::from_secs(3600),
+                burst: SIGNUPS_PER_ADDRESS_PER_HOUR_DEFAULT,
+            },
+            // Three codes at once, then one every 12 minutes.
+            verification_quota: Quota {
+                requests: 5,
+                period: Duration::from_secs(3600),
+                burst: 3,
+            },
+            verification_code_lifetime: Duration::from_secs(VERIFICATION_CODE_LIFETIME_SECONDS),
+            sms_per_user_day_max: SMS_PER_USER_PER_DAY_MAX,
             body_bytes_max: 64 * 1024,
             hold_lifetime: Duration::from_secs(7 * 24 * 3600),
             hold_keeper_interval: Duration::from_secs(5),
@@ -363,6 +464,8 @@ impl Settings {
                 value: generate_token("admin"),
                 generated: true,
             },
+            operators: Vec::new(),
+            p2p_require_verified: false,
             redis_url: None,
             log_format: LogFormat::Text,
             limits: Limits::default(),
@@ -417,6 +520,26 @@ impl Settings {
             settings.admin_token = AdminToken {
                 value: token,
                 generated: false,
+            };
+        }
+        if let Some(operators) = lookup("WALLETI_OPERATORS") {
+            settings.operators = parse_operators(&operators, &settings.admin_token.value)?;
+        }
+        settings.p2p_require_verified = match lookup("WALLETI_P2P_REQUIRE_VERIFIED").as_deref() {
+            None | Some("") | Some("false") => false,
+            Some("true") => true,
+            Some(other) => bail!("WALLETI_P2P_REQUIRE_VERIFIED={other}: expected true or false"),
+        };
+        if let Some(count) =
+            lookup("WALLETI_SIGNUPS_PER_ADDRESS_PER_HOUR").filter(|c| !c.is_empty())
+        {
+            let count: u32 = count.parse().ok().filter(|c| *c > 0).with_context(|| {
+                format!("WALLETI_SIGNUPS_PER_ADDRESS_PER_HOUR={count} is not a positive number")
+            })?;
+            settings.limits.signup_address_quota = Quota {
+                requests: count,
+                period: Duration::from_secs(3600),
+                burst: count,
             };
         }
         settings.redis_url = lookup("REDIS_URL").filter(|url| !url.is_empty());
@@ -670,6 +793,36 @@ mod tests {
         assert!(!default.webhook_allow_private_networks);
         assert!(settings(&[("WALLETI_BANK_SIMULATOR", "yes")]).is_err());
         assert!(settings(&[("WALLETI_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "1")]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn operators_parse_and_bad_ones_are_refused() -> anyhow::Result<()> {
+        let parsed = settings(&[(
+            "WALLETI_OPERATORS",
+            "alice=alice-token-0123456789, bob.ops=bob-token-0123456789",
+        )])?;
+        let names: Vec<&str> = parsed.operators.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["alice", "bob.ops"]);
+        assert_eq!(parsed.operators[1].token, "bob-token-0123456789");
+        assert!(!format!("{:?}", parsed.operators).contains("token-0123"));
+        for bad in [
+            "alice",
+            "alice=short",
+            "admin=admin-token-0123456789",
+            "Alice=alice-token-0123456789",
+            "a=same-token-0123456789,b=same-token-0123456789",
+            "a=a-token-0123456789,a=b-token-0123456789",
+            "a=change-me-operator-token",
+        ] {
+            assert!(settings(&[("WALLETI_OPERATORS", bad)]).is_err(), "{bad}");
+        }
+        assert!(settings(&[("WALLETI_P2P_REQUIRE_VERIFIED", "true")])?.p2p_require_verified);
+        assert!(!settings(&[])?.p2p_require_verified);
+        assert!(settings(&[("WALLETI_P2P_REQUIRE_VERIFIED", "yes")]).is_err());
+        let signups = settings(&[("WALLETI_SIGNUPS_PER_ADDRESS_PER_HOUR", "500")])?;
+        assert_eq!(signups.limits.signup_address_quota.requests, 500);
+        assert!(settings(&[("WALLETI_SIGNUPS_PER_ADDRESS_PER_HOUR", "0")]).is_err());
         Ok(())
     }
 

@@ -11,6 +11,8 @@ mod m20261124_000005_delivery_retries;
 mod m20261124_000006_delivery_references;
 mod m20261124_000007_merchants;
 mod m20261124_000008_notification_events;
+mod m20261130_000001_contact_verification;
+mod m20261130_000002_scopes_and_links;
 
 pub struct Migrator;
 
@@ -26,6 +28,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000006_delivery_references::Migration),
             Box::new(m20261124_000007_merchants::Migration),
             Box::new(m20261124_000008_notification_events::Migration),
+            Box::new(m20261130_000001_contact_verification::Migration),
+            Box::new(m20261130_000002_scopes_and_links::Migration),
         ]
     }
 }

@@ -122,6 +122,8 @@ struct Message {
     user: UserId,
     title: String,
     body: String,
+    /// Whether it may go by SMS (the user's preference still decides).
+    sms: bool,
 }
 
 fn money(data: &Value) -> Result<Money, String> {
@@ -153,6 +155,7 @@ fn messages(kind: &str, data: &Value) -> Result<Vec<Message>, String> {
         user,
         title: title.to_owned(),
         body,
+        sms: true,
     };
     Ok(match kind {
         "transfer.completed" => {
@@ -188,13 +191,17 @@ fn messages(kind: &str, data: &Value) -> Result<Vec<Message>, String> {
             "Top-up failed",
             format!("Your top-up of {} failed.", money(data)?),
         )],
-        "session.created" => vec![message(
-            user(data, "user_id")?,
-            "New login",
-            "Someone (hopefully you) just logged in to your walleti account. If it was not you, \
-             log out everywhere and change your password."
-                .to_owned(),
-        )],
+        // By email and push only: a login notice by SMS would let scripted logins pump SMS.
+        "session.created" => vec![Message {
+            sms: false,
+            ..message(
+                user(data, "user_id")?,
+                "New login",
+                "Someone (hopefully you) just logged in to your walleti account. If it was not \
+                 you, log out everywhere and change your password."
+                    .to_owned(),
+            )
+        }],
         "payment_intent.succeeded" => vec![message(
             user(data, "customer")?,
             "Payment made",
@@ -339,7 +346,7 @@ fn notifications_for<'a>(
         };
         for (channel, wanted, status) in [
             ("email", preferences.email, email_status),
-            ("sms", preferences.sms, sms_status),
+            ("sms", preferences.sms && message.sms, sms_status),
             ("push", preferences.push, push_status),
         ] {
             if wanted {
@@ -436,17 +443,23 @@ async fn deliver_due_on(state: &NotifierState, channel: &'static str) {
             Err(_) => None,
         };
         let sent = match &user {
-            Some(user) => send_on(state, channel, user, &item.notification).await,
-            None => Err("user not found".to_owned()),
+            Some(user) => match admit_sms(state, channel, user).await {
+                Ok(()) => send_on(state, channel, user, &item.notification)
+                    .await
+                    .map_err(Refusal::Retry),
+                Err(refusal) => Err(refusal),
+            },
+            None => Err(Refusal::Retry("user not found".to_owned())),
         };
         let now = chrono::Utc::now();
         let attempt = item.delivery.attempts + 1;
         let (status, error, next, reference) = match sent {
             Ok(reference) => ("sent", None, None, reference),
-            Err(error) if attempt >= state.limits.delivery_attempts_max => {
+            Err(Refusal::Final(error)) => ("failed", Some(error), None, None),
+            Err(Refusal::Retry(error)) if attempt >= state.limits.delivery_attempts_max => {
                 ("failed", Some(error), None, None)
             }
-            Err(error) => (
+            Err(Refusal::Retry(error)) => (
                 "pending",
                 Some(error),
                 Some(now + backoff(state.limits.delivery_backoff_base, attempt)),
@@ -467,6 +480,41 @@ async fn deliver_due_on(state: &NotifierState, channel: &'static str) {
         if let Err(error) = recorded {
             tracing::warn!(%error, channel, "record delivery attempt");
         }
+    }
+}
+
+/// Why a delivery was not sent: worth retrying, or not (the user's SMS for today are spent).
+enum Refusal {
+    Retry(String),
+    Final(String),
+}
+
+/// What a delivery refused by the daily SMS cap records.
+pub const SMS_DAILY_CAP_ERROR: &str = "daily SMS limit reached for this user";
+
+/// Counts an SMS against the user's daily cap (in the database, so it holds across restarts and
+/// nodes); other channels pass. A database failure is retried later.
+async fn admit_sms(
+    state: &NotifierState,
+    channel: &str,
+    user: &crate::store::entities::users::Model,
+) -> Result<(), Refusal> {
+    if channel != "sms" {
+        return Ok(());
+    }
+    let user_id: UserId = user
+        .id
+        .parse()
+        .map_err(|_| Refusal::Final("bad user id".to_owned()))?;
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    match state
+        .store
+        .reserve_sms(user_id, &day, state.limits.sms_per_user_day_max)
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Refusal::Final(SMS_DAILY_CAP_ERROR.to_owned())),
+        Err(error) => Err(Refusal::Retry(error.to_string())),
     }
 }
 

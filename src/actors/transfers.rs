@@ -26,6 +26,8 @@ pub struct Transfers {
     pub clock: Arc<dyn Clock>,
     /// How long `send` waits for the saga before answering with the transfer as it stands.
     pub wait_timeout: Duration,
+    /// `WALLETI_P2P_REQUIRE_VERIFIED`: an email or phone names only a user who verified it.
+    pub require_verified_recipients: bool,
 }
 
 /// A validated P2P transfer request.
@@ -71,7 +73,7 @@ impl Transfers {
             return self.wait(SagaStart::Resume(existing), transfer_id).await;
         }
         let recipient = store
-            .resolve_user(&order.to)
+            .resolve_user(&order.to, self.require_verified_recipients)
             .await?
             .ok_or(TransferError::Rejected(Rejection::RecipientNotFound))?;
         if recipient == order.from {

@@ -75,6 +75,31 @@ impl fmt::Display for PhoneNumber {
     }
 }
 
+/// Which of a user's contacts a one-time code verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContactChannel {
+    Email,
+    Phone,
+}
+
+impl ContactChannel {
+    /// `email` or `phone`; anything else is `None`.
+    pub fn parse(text: &str) -> Option<ContactChannel> {
+        match text {
+            "email" => Some(ContactChannel::Email),
+            "phone" => Some(ContactChannel::Phone),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContactChannel::Email => "email",
+            ContactChannel::Phone => "phone",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ pub mod transfer;
 
 pub use balance::{Balance, BalanceOp, Bucket, Hold, HoldState, Posting, Solvency};
 pub use clock::{Clock, SystemClock};
-pub use contact::{Email, PhoneNumber};
+pub use contact::{ContactChannel, Email, PhoneNumber};
 pub use ids::{
     AccountId, AdjustmentId, ApiKeyId, EntryId, HoldId, JournalId, MerchantId, OnrampId, OutboxId,
     PaymentIntentId, PayoutId, RefundId, SessionId, TransferId, UserId, WebhookDeliveryId,

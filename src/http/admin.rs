@@ -87,16 +87,22 @@ pub async fn create_adjustment(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    auth::operator(&request, &state)?;
+    let operator = auth::operator(&request, &state)?;
     let body = read_body(payload, state.limits.body_bytes_max).await?;
     let order = parse_order(&body)?;
+    // Each operator's idempotency keys are their own; the admin keeps the scope it always had.
+    let scope = if operator == crate::config::ADMIN_OPERATOR_NAME {
+        OPERATOR.to_owned()
+    } else {
+        format!("{OPERATOR}:{operator}")
+    };
     run_idempotent(
         &state,
         &request,
-        OPERATOR,
+        &scope,
         &body,
         AdjustmentId::generate(),
-        |id, taken_over| execute_adjustment(&state, order, id, taken_over),
+        |id, taken_over| execute_adjustment(&state, order, operator, id, taken_over),
     )
     .await
 }
@@ -104,6 +110,7 @@ pub async fn create_adjustment(
 async fn execute_adjustment(
     state: &AppState,
     order: AdjustmentOrder,
+    operator: String,
     id: AdjustmentId,
     taken_over: bool,
 ) -> Result<JsonResponse, ApiError> {
@@ -118,7 +125,7 @@ async fn execute_adjustment(
         amount: order.amount,
         currency: order.currency,
         reason: order.reason,
-        operator: OPERATOR.to_owned(),
+        operator,
         journal_id: JournalId::from(id.as_uuid()),
         created_at: state.clock.now(),
     };

@@ -4,7 +4,7 @@
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::{MerchantId, SessionId, UserId};
-use crate::store::merchants::MerchantCredential;
+use crate::store::merchants::{ApiKeyScope, MerchantCredential};
 use crate::store::transfers::Party;
 use actix_web::HttpRequest;
 use argon2::Argon2;
@@ -93,7 +93,7 @@ pub async fn current_merchant(
 ) -> Result<CurrentMerchant, ApiError> {
     let token = bearer_token(request).ok_or_else(ApiError::unauthenticated)?;
     match merchant_credential(token, state).await? {
-        Some(merchant) => Ok(merchant),
+        Some(merchant) => merchant.within_scope(request),
         None if user_session(token, state).await?.is_some() => Err(ApiError::forbidden(
             "This endpoint is for merchants, not users.",
         )),
@@ -111,7 +111,7 @@ pub async fn current_principal(
         return Ok(Principal::User(user));
     }
     match merchant_credential(token, state).await? {
-        Some(merchant) => Ok(Principal::Merchant(merchant)),
+        Some(merchant) => Ok(Principal::Merchant(merchant.within_scope(request)?)),
         None => Err(ApiError::unauthenticated()),
     }
 }
@@ -132,11 +132,43 @@ impl CurrentMerchant {
     pub fn require_session(&self) -> Result<SessionId, ApiError> {
         match self.credential {
             MerchantCredential::Session(session) => Ok(session),
-            MerchantCredential::ApiKey(_) => Err(ApiError::forbidden(
+            MerchantCredential::ApiKey(..) => Err(ApiError::forbidden(
                 "Log in as the merchant to do this; API keys cannot.",
             )),
         }
     }
+
+    /// The merchant, if its credential's scope covers the request's route: a session or a
+    /// `full` key covers every merchant route; a `payments` key only the payment intent
+    /// routes (`PAYMENTS_SCOPE_ROUTE_PREFIX`). Decided here, at authentication, so a route
+    /// added later refuses a `payments` key unless it is a payment intent route.
+    pub fn within_scope(self, request: &HttpRequest) -> Result<CurrentMerchant, ApiError> {
+        let MerchantCredential::ApiKey(_, ApiKeyScope::Payments) = self.credential else {
+            return Ok(self);
+        };
+        let route = request.match_pattern().unwrap_or_default();
+        let covered = route == PAYMENTS_SCOPE_ROUTE_PREFIX
+            || route.starts_with(&format!("{PAYMENTS_SCOPE_ROUTE_PREFIX}/"));
+        if covered {
+            Ok(self)
+        } else {
+            Err(insufficient_scope())
+        }
+    }
+}
+
+/// The routes a `payments` API key may call: payment intents (create, read, list, capture,
+/// cancel; confirming is the paying user's).
+pub const PAYMENTS_SCOPE_ROUTE_PREFIX: &str = "/v1/payment_intents";
+
+/// 403 `insufficient_scope`: an API key whose scope does not cover this route.
+pub fn insufficient_scope() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::FORBIDDEN,
+        super::error::ErrorType::PermissionError,
+        "insufficient_scope",
+        "This API key's scope (payments) covers payment intents only; use a full key or log in.",
+    )
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -190,14 +222,21 @@ async fn user_session(token: &str, state: &AppState) -> Result<Option<CurrentUse
         }))
 }
 
-/// Succeeds only for the operator token.
-pub fn operator(request: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+/// The operator behind an operator token: `admin` for `WALLETI_ADMIN_TOKEN`, or the name a
+/// `WALLETI_OPERATORS` entry gives its token. Every token is compared (in constant time), so
+/// timing does not tell which operator, if any, a token nearly matched.
+pub fn operator(request: &HttpRequest, state: &AppState) -> Result<String, ApiError> {
     let token = bearer_token(request).ok_or_else(ApiError::unauthenticated)?;
+    let mut found = None;
     if constant_time_equal(token.as_bytes(), state.admin_token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthenticated())
+        found = Some(crate::config::ADMIN_OPERATOR_NAME.to_owned());
     }
+    for operator in &state.operators {
+        if constant_time_equal(token.as_bytes(), operator.token.as_bytes()) {
+            found = Some(operator.name.clone());
+        }
+    }
+    found.ok_or_else(ApiError::unauthenticated)
 }
 
 /// Compares without an early exit, so timing does not reveal the matching prefix.

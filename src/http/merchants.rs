@@ -11,7 +11,7 @@ use super::views::{ListView, timestamp};
 use crate::config::generate_token;
 use crate::domain::{ApiKeyId, Email, MerchantId, SessionId};
 use crate::store::entities::{api_keys, merchant_sessions, merchants};
-use crate::store::merchants::NewMerchant;
+use crate::store::merchants::{ApiKeyScope, NewMerchant};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -97,6 +97,8 @@ pub struct ApiKeyView {
     pub last_used_at: Option<String>,
     pub revoked_at: Option<String>,
     pub created_at: String,
+    /// `full`, or `payments`: payment intents only (create, read, list, capture, cancel).
+    pub scope: String,
 }
 
 impl From<&api_keys::Model> for ApiKeyView {
@@ -110,6 +112,7 @@ impl From<&api_keys::Model> for ApiKeyView {
             last_used_at: key.last_used_at.map(timestamp),
             revoked_at: key.revoked_at.map(timestamp),
             created_at: timestamp(key.created_at),
+            scope: key.scope.clone(),
         }
     }
 }
@@ -132,21 +135,36 @@ pub struct CreateMerchantSessionRequest {
 pub struct CreateApiKeyRequest {
     /// A label for the key.
     pub name: Option<String>,
+    /// `full` (the default) or `payments`: a key that can only create, read, list, capture
+    /// and cancel payment intents (403 `insufficient_scope` elsewhere).
+    pub scope: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/merchants", tag = "merchants", request_body = CreateMerchantRequest,
-    responses((status = 201, body = MerchantView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = MerchantView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "Too many sign-ups from this address")))]
 pub async fn create_merchant(
     state: web::Data<AppState>,
+    request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let merchant = register(&state, &body).await?;
+    let client = request.peer_addr().map(|address| address.ip());
+    let merchant = register(&state, client, &body).await?;
     Ok(HttpResponse::Created().json(MerchantView::from(&merchant)))
 }
 
 /// `POST /v1/merchants`: validates and creates the merchant with its first wallet account.
-pub async fn register(state: &AppState, body: &[u8]) -> Result<merchants::Model, ApiError> {
+/// Sign-ups are rate limited per client address (`client`).
+pub async fn register(
+    state: &AppState,
+    client: Option<std::net::IpAddr>,
+    body: &[u8],
+) -> Result<merchants::Model, ApiError> {
+    state
+        .rate_limiter
+        .admit_signup("merchant_signup", client, &state.limits)
+        .await?;
     let object = json_object(body)?;
     let fields = Fields(&object);
     let name = fields.required_str("name")?.trim().to_owned();
@@ -422,7 +440,7 @@ pub async fn merchant_me(
 
 #[utoipa::path(post, path = "/v1/merchants/api_keys", tag = "merchants", security(("bearer" = [])),
     request_body = CreateApiKeyRequest,
-    responses((status = 201, body = ApiKeyView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 201, body = ApiKeyView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn create_api_key(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -440,11 +458,12 @@ pub async fn new_api_key(
     body: &[u8],
 ) -> Result<ApiKeyView, ApiError> {
     merchant.require_session()?;
-    let name = if body.is_empty() {
-        None
+    let (name, scope) = if body.is_empty() {
+        (None, ApiKeyScope::Full)
     } else {
         let object = json_object(body)?;
-        let name = Fields(&object).optional_str("name")?.map(str::to_owned);
+        let fields = Fields(&object);
+        let name = fields.optional_str("name")?.map(str::to_owned);
         if name
             .as_ref()
             .is_some_and(|name| name.chars().count() > NAME_LENGTH_MAX)
@@ -455,7 +474,17 @@ pub async fn new_api_key(
                 "name must be at most 200 characters.",
             ));
         }
-        name
+        let scope = match fields.optional_str("scope")? {
+            None => ApiKeyScope::Full,
+            Some(scope) => ApiKeyScope::parse(scope).ok_or_else(|| {
+                ApiError::invalid_param(
+                    "parameter_invalid",
+                    "scope",
+                    "scope must be full or payments.",
+                )
+            })?,
+        };
+        (name, scope)
     };
     // 256 random bits, hex: `sk_` + 64 characters.
     let secret = generate_token(API_KEY_PREFIX.trim_end_matches('_'));
@@ -468,6 +497,7 @@ pub async fn new_api_key(
             sha256_hex(secret.as_bytes()),
             redacted,
             name,
+            scope,
             state.clock.now(),
         )
         .await?;

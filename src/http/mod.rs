@@ -16,6 +16,7 @@ pub mod rate_limit;
 pub mod request;
 pub mod transfers;
 pub mod users;
+pub mod verifications;
 pub mod views;
 pub mod wallet;
 pub mod webapp;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub admin_token: String,
+    /// Named operators besides the admin (`WALLETI_OPERATORS`).
+    pub operators: Vec<crate::config::Operator>,
     pub default_currency: Currency,
     pub limits: Limits,
     /// Base URL people and providers reach walleti at (webhook callbacks).
@@ -64,8 +67,11 @@ pub struct AppState {
     pub stream_consumers: Vec<ractor::ActorRef<crate::actors::stream_consumer::ConsumerMsg>>,
     pub rate_limiter: rate_limit::RateLimiter,
     pub notifier: ractor::ActorRef<crate::actors::notifier::NotifierMsg>,
-    /// Verifies Twilio's delivery-status callbacks when SMS is configured.
+    /// Verifies Twilio's delivery-status callbacks when SMS is configured; sends phone
+    /// verification codes.
     pub twilio: Option<crate::providers::sms::Twilio>,
+    /// Sends email verification codes when SMTP is configured.
+    pub mailer: Option<crate::providers::email::Mailer>,
     pub outbox_relay: ractor::ActorRef<crate::actors::outbox_relay::RelayMsg>,
     /// Checked by `/ready` when configured.
     pub redis_url: Option<String>,
@@ -106,6 +112,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v1/sessions/{id}", delete().to(users::revoke_session))
         .route("/v1/me", get().to(users::me))
         .route("/v1/me/password", post().to(users::change_password))
+        .route(
+            "/v1/me/verifications",
+            post().to(verifications::request_verification),
+        )
+        .route(
+            "/v1/me/verifications/confirm",
+            post().to(verifications::confirm_verification),
+        )
         .route("/v1/wallet", get().to(wallet::get_wallet))
         .route("/v1/wallet/entries", get().to(wallet::list_entries))
         .route("/v1/transfers", post().to(transfers::create_transfer))

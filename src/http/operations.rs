@@ -23,6 +23,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::users::revoke_session,
         super::users::revoke_all_sessions,
         super::users::change_password,
+        super::verifications::request_verification,
+        super::verifications::confirm_verification,
         super::wallet::get_wallet,
         super::wallet::list_entries,
         super::transfers::create_transfer,
@@ -79,7 +81,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         ready,
         metrics,
     ),
-    components(schemas(ErrorBody, UserView, SessionView, ChangePasswordRequest, WalletView, AccountView, EntryView, TransferView, AdjustmentView, OnrampView, ReconciliationView,
+    components(schemas(ErrorBody, UserView, SessionView, ChangePasswordRequest,
+        super::verifications::RequestVerificationRequest, super::verifications::ConfirmVerificationRequest, super::verifications::VerificationView,
+        WalletView, AccountView, EntryView, TransferView, AdjustmentView, OnrampView, ReconciliationView,
         super::merchants::MerchantView, super::merchants::MerchantSessionView, super::merchants::MerchantSessionSummaryView, super::merchants::ApiKeyView,
         crate::store::payments::PaymentIntentObject, crate::store::payments::RefundObject, crate::store::payments::PayoutObject,
         super::webhook_endpoints::WebhookEndpointView, super::webhook_endpoints::WebhookDeliveryView)),
@@ -96,7 +100,9 @@ struct CommonResponses;
 
 /// Rate-limited routes without an `Idempotency-Key` (every route with one moves money and is
 /// rate limited too).
-const RATE_LIMITED_PATHS: [&str; 5] = [
+const RATE_LIMITED_PATHS: [&str; 7] = [
+    "/v1/users",
+    "/v1/merchants",
     "/v1/sessions",
     "/v1/merchants/sessions",
     "/v1/me/password",

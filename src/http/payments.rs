@@ -170,6 +170,7 @@ pub async fn create_intent(
                 cancellation_reason: None,
                 canceled_at: None,
                 created_at: state.clock.now(),
+                link_token: Some(crate::store::payments::new_link_token()),
             };
             state.store.create_payment_intent(&intent).await?;
             Ok(intent_response(StatusCode::CREATED, &intent))

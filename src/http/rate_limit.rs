@@ -129,6 +129,23 @@ impl RateLimiter {
             .await
     }
 
+    /// One sign-up (`scope`: `signup` or `merchant_signup`) from the client's address (an IPv6
+    /// client by its /64), under `signup_address_quota`, before any password work.
+    pub async fn admit_signup(
+        &self,
+        scope: &str,
+        client: Option<std::net::IpAddr>,
+        limits: &crate::config::Limits,
+    ) -> Result<(), ApiError> {
+        match client {
+            Some(address) => {
+                self.admit(&address_key(scope, address), limits.signup_address_quota)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Whether limits are currently shared through Redis (configured and connected). Until the
     /// client has connected, and while Redis is away, limits are per node.
     pub fn redis_connected(&self) -> bool {

@@ -19,21 +19,30 @@ use std::collections::HashMap;
 const NAME_LENGTH_MAX: usize = 200;
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUserRequest,
-    responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "Too many sign-ups from this address")))]
 pub async fn create_user(
     state: web::Data<AppState>,
+    request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.limits.body_bytes_max).await?;
-    let user = register(&state, &body).await?;
+    let client = request.peer_addr().map(|address| address.ip());
+    let user = register(&state, client, &body).await?;
     Ok(HttpResponse::Created().json(UserView::from(&user)))
 }
 
-/// `POST /v1/users`: validates and creates the user with their first wallet account.
+/// `POST /v1/users`: validates and creates the user with their first wallet account. Sign-ups
+/// are rate limited per client address (`client`).
 pub async fn register(
     state: &AppState,
+    client: Option<std::net::IpAddr>,
     body: &[u8],
 ) -> Result<crate::store::entities::users::Model, ApiError> {
+    state
+        .rate_limiter
+        .admit_signup("signup", client, &state.limits)
+        .await?;
     let object = json_object(body)?;
     let fields = Fields(&object);
     let email = Email::parse(fields.required_str("email")?)
@@ -231,7 +240,7 @@ pub async fn list_users(
     let page = page_request(&query)?;
     // The operator lists every user; a user's list holds only themselves.
     let only = match auth::operator(&request, &state) {
-        Ok(()) => None,
+        Ok(_) => None,
         Err(_) => Some(auth::current_user(&request, &state).await?.user_id),
     };
     let (users, has_more) = state.store.list_users(only, &page).await?;

@@ -22,6 +22,10 @@ pub struct UserView {
     pub phone: String,
     pub name: String,
     pub created_at: String,
+    /// Whether the user proved they receive mail at `email` (`POST /v1/me/verifications`).
+    pub email_verified: bool,
+    /// Whether the user proved they receive texts at `phone`.
+    pub phone_verified: bool,
 }
 
 impl From<&users::Model> for UserView {
@@ -33,6 +37,8 @@ impl From<&users::Model> for UserView {
             phone: user.phone.clone(),
             name: user.name.clone(),
             created_at: timestamp(user.created_at),
+            email_verified: user.email_verified_at.is_some(),
+            phone_verified: user.phone_verified_at.is_some(),
         }
     }
 }

@@ -2,8 +2,10 @@
 //! (session tokens and API keys, by hash), users by id / email / phone, and account ids by
 //! owner and currency.
 //!
-//! Only what cannot go stale silently is cached: account ids and users' ids never change, and
-//! a credential entry is dropped the moment this node revokes it (`Store::revoke_*` evict
+//! Only what cannot go stale silently is cached: account ids and users' ids never change; a
+//! recipient's "not verified yet" is re-read after `UNVERIFIED_RECIPIENT_CACHE_AGE_MAX` (this
+//! node forgets the user at once when a code verifies them; another node within the bound),
+//! while "verified" never goes back; and a credential entry is dropped the moment this node revokes it (`Store::revoke_*` evict
 //! before they return) and, with Redis, when any node announces a revocation. Each credential
 //! entry also carries the credential's own expiry and a bounded age, so nothing is trusted
 //! for longer than `CREDENTIAL_CACHE_AGE_MAX`. Misses are never cached (a user who signs up
@@ -22,6 +24,28 @@ pub const CACHE_ENTRIES_MAX: usize = 100_000;
 /// A cached credential is checked against the database again after this long, so a
 /// revocation that no message reached (another node without Redis) holds within it.
 pub const CREDENTIAL_CACHE_AGE_MAX: Duration = Duration::from_secs(30);
+/// A recipient cached as not verified is read again after this long, so a contact verified
+/// through another node counts here within it.
+pub const UNVERIFIED_RECIPIENT_CACHE_AGE_MAX: Duration = Duration::from_secs(30);
+
+/// The user a transfer's `to` names, and whether that contact is verified (always true for a
+/// user id: naming the id needs no proof of a contact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedRecipient {
+    pub user: UserId,
+    pub verified: bool,
+    pub cached_at: Instant,
+}
+
+impl CachedRecipient {
+    /// Whether the entry can answer for a transfer: a verified one always (verification is
+    /// never undone), an unverified one while it is young or when verification is not asked.
+    pub fn is_usable(&self, require_verified: bool) -> bool {
+        self.verified
+            || !require_verified
+            || self.cached_at.elapsed() < UNVERIFIED_RECIPIENT_CACHE_AGE_MAX
+    }
+}
 
 /// A map with a size bound; eviction drops arbitrary entries (cheap, and good enough for
 /// caches whose misses are one indexed read). `retain` (eviction by a predicate) bumps a
@@ -115,6 +139,7 @@ pub enum CredentialOwner {
     ApiKey {
         merchant: MerchantId,
         key: crate::domain::ApiKeyId,
+        scope: super::merchants::ApiKeyScope,
     },
 }
 
@@ -150,7 +175,7 @@ pub struct Caches {
     /// By SHA-256 of the bearer token.
     pub credentials: BoundedCache<String, CachedCredential>,
     /// By the recipient text a transfer names (`id`, email or E.164 phone) → the user.
-    pub users: BoundedCache<String, UserId>,
+    pub users: BoundedCache<String, CachedRecipient>,
     pub accounts: BoundedCache<(Owner, Currency), AccountId>,
     /// Where revocations go to be announced to other nodes (set with Redis).
     revocations: std::sync::OnceLock<tokio::sync::mpsc::Sender<String>>,
@@ -195,6 +220,11 @@ impl Caches {
                 let _ = announce.try_send(credential_id.clone());
             }
         }
+    }
+
+    /// Forgets every recipient entry of the user (one of their contacts was just verified).
+    pub fn evict_user(&self, user: UserId) {
+        self.users.retain(|_, cached| cached.user != user);
     }
 
     /// Forgets the credential on this node only (another node announced it).
@@ -283,6 +313,44 @@ mod tests {
         assert_eq!(cache.get(&1), None);
         cache.insert_unless_changed(1, 1, cache.generation());
         assert_eq!(cache.get(&1), Some(1));
+    }
+
+    #[test]
+    fn an_unverified_recipient_is_read_again_after_its_age_bound_when_verification_is_required() {
+        let old = Instant::now()
+            .checked_sub(UNVERIFIED_RECIPIENT_CACHE_AGE_MAX + Duration::from_secs(1))
+            .expect("an instant in the past");
+        let entry = |verified, cached_at| CachedRecipient {
+            user: UserId::generate(),
+            verified,
+            cached_at,
+        };
+        assert!(entry(false, Instant::now()).is_usable(true));
+        assert!(
+            !entry(false, old).is_usable(true),
+            "another node may have verified it"
+        );
+        assert!(entry(false, old).is_usable(false));
+        assert!(
+            entry(true, old).is_usable(true),
+            "verification is never undone"
+        );
+        let caches = Caches::default();
+        let user = UserId::generate();
+        caches
+            .users
+            .insert("ada@example.com".into(), entry(false, Instant::now()));
+        caches.users.insert(
+            "+14155550100".into(),
+            CachedRecipient {
+                user,
+                verified: false,
+                cached_at: Instant::now(),
+            },
+        );
+        caches.evict_user(user);
+        assert!(caches.users.get(&"+14155550100".to_owned()).is_none());
+        assert!(caches.users.get(&"ada@example.com".to_owned()).is_some());
     }
 
     #[test]

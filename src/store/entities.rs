@@ -23,6 +23,52 @@ pub mod users {
         pub name: String,
         pub password_hash: String,
         pub created_at: DateTimeUtc,
+        /// When the user proved they receive mail at `email` (a one-time code).
+        pub email_verified_at: Option<DateTimeUtc>,
+        /// When the user proved they receive texts at `phone` (a one-time code).
+        pub phone_verified_at: Option<DateTimeUtc>,
+    }
+
+    no_relations!();
+}
+
+/// One-time codes that verify a user's email or phone: only an HMAC of the code is stored.
+pub mod contact_verifications {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "contact_verifications")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub user_id: String,
+        /// `email` or `phone`.
+        pub channel: String,
+        /// The address the code was sent to.
+        pub contact: String,
+        /// Hex HMAC-SHA256 of the code (keyed by this row's id).
+        pub code_hash: String,
+        pub attempts: i32,
+        pub expires_at: DateTimeUtc,
+        pub consumed_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+
+    no_relations!();
+}
+
+/// SMS sent to each user per UTC day (the daily cap).
+pub mod sms_usage {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sms_usage")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub day: String,
+        pub sent: i32,
     }
 
     no_relations!();
@@ -392,6 +438,8 @@ pub mod api_keys {
         pub created_at: DateTimeUtc,
         pub last_used_at: Option<DateTimeUtc>,
         pub revoked_at: Option<DateTimeUtc>,
+        /// `full`, or `payments` (payment intents only).
+        pub scope: String,
     }
 
     no_relations!();
@@ -423,6 +471,8 @@ pub mod payment_intents {
         pub canceled_at: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// The payment link's token (`/pay/{link_token}`): 128 random bits, hex.
+        pub link_token: Option<String>,
     }
 
     no_relations!();

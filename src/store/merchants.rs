@@ -27,7 +27,34 @@ pub struct NewMerchant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MerchantCredential {
     Session(SessionId),
-    ApiKey(ApiKeyId),
+    ApiKey(ApiKeyId, ApiKeyScope),
+}
+
+/// What a secret API key may do: everything a merchant can do with a key (`full`), or only
+/// payment intents (`payments`: create, read, list, capture, cancel) — the key a checkout
+/// server holds, which cannot refund, pay out, read balances or manage webhook endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiKeyScope {
+    #[default]
+    Full,
+    Payments,
+}
+
+impl ApiKeyScope {
+    pub fn parse(text: &str) -> Option<ApiKeyScope> {
+        match text {
+            "full" => Some(ApiKeyScope::Full),
+            "payments" => Some(ApiKeyScope::Payments),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiKeyScope::Full => "full",
+            ApiKeyScope::Payments => "payments",
+        }
+    }
 }
 
 /// How long an API key's `last_used_at` may lag behind its real last use (saves a write per
@@ -222,9 +249,11 @@ impl Store {
                 CredentialOwner::MerchantSession { merchant, session } => {
                     Some((merchant, MerchantCredential::Session(session)))
                 }
-                CredentialOwner::ApiKey { merchant, key } => {
-                    Some((merchant, MerchantCredential::ApiKey(key)))
-                }
+                CredentialOwner::ApiKey {
+                    merchant,
+                    key,
+                    scope,
+                } => Some((merchant, MerchantCredential::ApiKey(key, scope))),
                 CredentialOwner::UserSession { .. } => None,
             });
         }
@@ -240,9 +269,10 @@ impl Store {
                 merchant: found.0,
                 session,
             },
-            MerchantCredential::ApiKey(key) => CredentialOwner::ApiKey {
+            MerchantCredential::ApiKey(key, scope) => CredentialOwner::ApiKey {
                 merchant: found.0,
                 key,
+                scope,
             },
         };
         credentials.insert_unless_changed(
@@ -287,7 +317,11 @@ impl Store {
             }
             let merchant = key.merchant_id.parse().map_err(|_| corrupt("merchant"))?;
             let id = key.id.parse().map_err(|_| corrupt("key id"))?;
-            return Ok(Some(((merchant, MerchantCredential::ApiKey(id)), None)));
+            let scope = ApiKeyScope::parse(&key.scope).ok_or_else(|| corrupt("key scope"))?;
+            return Ok(Some((
+                (merchant, MerchantCredential::ApiKey(id, scope)),
+                None,
+            )));
         }
         let Some(session) = merchant_sessions::Entity::find()
             .filter(merchant_sessions::Column::TokenHash.eq(token_hash))
@@ -314,6 +348,7 @@ impl Store {
         secret_hash: String,
         redacted: String,
         name: Option<String>,
+        scope: ApiKeyScope,
         now: DateTime<Utc>,
     ) -> StoreResult<api_keys::Model> {
         Ok(api_keys::ActiveModel {
@@ -325,6 +360,7 @@ impl Store {
             created_at: Set(now),
             last_used_at: Set(None),
             revoked_at: Set(None),
+            scope: Set(scope.as_str().to_owned()),
         }
         .insert(self.writer())
         .await?)

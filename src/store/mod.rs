@@ -21,6 +21,7 @@ pub mod payments;
 pub mod reconciliation;
 pub mod transfers;
 pub mod users;
+pub mod verifications;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};

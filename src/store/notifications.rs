@@ -11,12 +11,10 @@ use crate::domain::UserId;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use std::collections::{HashMap, HashSet};
-
-/// Rows per multi-row INSERT or `IN` list, well under both backends' bind-parameter limits.
 
 /// Outbox rows handed to the relay per pass.
 pub const OUTBOX_BATCH_MAX: u64 = 500;
@@ -228,7 +226,11 @@ impl Store {
         Ok(())
     }
 
-    /// Registers a push token for the user (a token moves to whoever registers it last).
+    /// Registers a push token for the user. A token is one app install: registered again by
+    /// its user, it keeps its device record; registered by another user (the phone changed
+    /// hands, or another account logged in on it), the previous user's record is deleted and
+    /// the caller gets a new one, in one transaction. So the previous user's pushes stop going
+    /// to it, and nothing of their record (its id, when it was registered) is handed over.
     pub async fn register_device(
         &self,
         user: UserId,
@@ -236,25 +238,34 @@ impl Store {
         platform: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<devices::Model> {
-        devices::Entity::insert(devices::ActiveModel {
+        let transaction = self.writer().begin().await?;
+        let existing = devices::Entity::find()
+            .filter(devices::Column::Token.eq(token))
+            .one(&transaction)
+            .await?;
+        if let Some(device) = existing {
+            if device.user_id == user.to_string() {
+                let mut device: devices::ActiveModel = device.into();
+                device.platform = Set(platform.to_owned());
+                let device = device.update(&transaction).await?;
+                transaction.commit().await?;
+                return Ok(device);
+            }
+            devices::Entity::delete_by_id(device.id)
+                .exec(&transaction)
+                .await?;
+        }
+        let device = devices::ActiveModel {
             id: Set(uuid::Uuid::now_v7().to_string()),
             user_id: Set(user.to_string()),
             token: Set(token.to_owned()),
             platform: Set(platform.to_owned()),
             created_at: Set(now),
-        })
-        .on_conflict(
-            OnConflict::column(devices::Column::Token)
-                .update_columns([devices::Column::UserId, devices::Column::Platform])
-                .to_owned(),
-        )
-        .exec_without_returning(self.writer())
+        }
+        .insert(&transaction)
         .await?;
-        devices::Entity::find()
-            .filter(devices::Column::Token.eq(token))
-            .one(self.writer())
-            .await?
-            .ok_or_else(|| super::StoreError::Corrupt("device vanished after registering".into()))
+        transaction.commit().await?;
+        Ok(device)
     }
 
     pub async fn find_device(&self, id: &str) -> StoreResult<Option<devices::Model>> {

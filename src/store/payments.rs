@@ -51,6 +51,15 @@ pub struct PaymentIntentRecord {
     pub cancellation_reason: Option<String>,
     pub canceled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The payment link's token: the page at `/pay/{link_token}` (128 random bits, hex).
+    /// `None` for intents created before payment links had their own token.
+    pub link_token: Option<String>,
+}
+
+/// A new payment link token: 128 random bits, hex (the intent's own id is time-ordered, so
+/// partly predictable, and is not what the public page is reached by).
+pub fn new_link_token() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 impl TryFrom<payment_intents::Model> for PaymentIntentRecord {
@@ -92,6 +101,7 @@ impl TryFrom<payment_intents::Model> for PaymentIntentRecord {
             cancellation_reason: row.cancellation_reason,
             canceled_at: row.canceled_at,
             created_at: row.created_at,
+            link_token: row.link_token,
         })
     }
 }
@@ -251,6 +261,9 @@ pub struct PaymentIntentObject {
     pub cancellation_reason: Option<String>,
     pub canceled_at: Option<String>,
     pub created_at: String,
+    /// The payment page to send the customer to, as a path under walleti's public URL
+    /// (`/pay/…`, an unguessable 128-bit token).
+    pub payment_link: Option<String>,
 }
 
 impl From<&PaymentIntentRecord> for PaymentIntentObject {
@@ -276,6 +289,10 @@ impl From<&PaymentIntentRecord> for PaymentIntentObject {
             created_at: intent
                 .created_at
                 .to_rfc3339_opts(SecondsFormat::Millis, true),
+            payment_link: intent
+                .link_token
+                .as_ref()
+                .map(|token| format!("/pay/{token}")),
         }
     }
 }
@@ -384,10 +401,24 @@ impl Store {
             canceled_at: Set(None),
             created_at: Set(intent.created_at),
             updated_at: Set(intent.created_at),
+            link_token: Set(intent.link_token.clone()),
         })
         .exec_without_returning(self.writer())
         .await?;
         Ok(())
+    }
+
+    /// The intent behind a payment link token.
+    pub async fn find_payment_intent_by_link(
+        &self,
+        link_token: &str,
+    ) -> StoreResult<Option<PaymentIntentRecord>> {
+        payment_intents::Entity::find()
+            .filter(payment_intents::Column::LinkToken.eq(link_token))
+            .one(self.reader())
+            .await?
+            .map(PaymentIntentRecord::try_from)
+            .transpose()
     }
 
     /// Through the writer: actions read back what they just committed.

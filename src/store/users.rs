@@ -45,6 +45,8 @@ impl Store {
             name: Set(user.name.clone()),
             password_hash: Set(user.password_hash.clone()),
             created_at: Set(user.created_at),
+            email_verified_at: Set(None),
+            phone_verified_at: Set(None),
         }
         .insert(&transaction)
         .await;
@@ -113,23 +115,40 @@ impl Store {
 
     /// The user a transfer's `to` names (a user id, an email or an E.164 phone), from the
     /// node's cache when it can (a user's id behind an id, email or phone never changes).
-    pub async fn resolve_user(&self, to: &str) -> StoreResult<Option<UserId>> {
+    /// With `require_verified`, an email or phone names only a user who verified it.
+    pub async fn resolve_user(
+        &self,
+        to: &str,
+        require_verified: bool,
+    ) -> StoreResult<Option<UserId>> {
+        use super::cache::CachedRecipient;
         let key = to.to_owned();
-        if let Some(user) = self.caches().users.get(&key) {
-            return Ok(Some(user));
+        if let Some(cached) = self.caches().users.get(&key)
+            && cached.is_usable(require_verified)
+        {
+            return Ok((cached.verified || !require_verified).then_some(cached.user));
         }
-        let user = if let Ok(id) = to.parse::<UserId>() {
-            self.find_user(id).await?
+        let generation = self.caches().users.generation();
+        let (user, verified) = if let Ok(id) = to.parse::<UserId>() {
+            (self.find_user(id).await?, true)
         } else if to.starts_with('+') {
-            match PhoneNumber::parse(to) {
+            let user = match PhoneNumber::parse(to) {
                 Ok(phone) => self.find_user_by_phone(&phone).await?,
                 Err(_) => None,
-            }
+            };
+            let verified = user
+                .as_ref()
+                .is_some_and(|user| user.phone_verified_at.is_some());
+            (user, verified)
         } else {
-            match Email::parse(to) {
+            let user = match Email::parse(to) {
                 Ok(email) => self.find_user_by_email(&email).await?,
                 Err(_) => None,
-            }
+            };
+            let verified = user
+                .as_ref()
+                .is_some_and(|user| user.email_verified_at.is_some());
+            (user, verified)
         };
         let Some(user) = user else {
             return Ok(None);
@@ -138,8 +157,17 @@ impl Store {
             .id
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("user id {}", user.id)))?;
-        self.caches().users.insert(key, id);
-        Ok(Some(id))
+        // Unless a verification evicted the user meanwhile (then this read may be stale).
+        self.caches().users.insert_unless_changed(
+            key,
+            CachedRecipient {
+                user: id,
+                verified,
+                cached_at: std::time::Instant::now(),
+            },
+            generation,
+        );
+        Ok((verified || !require_verified).then_some(id))
     }
 
     /// Creates the session and, in the same transaction, the `session.created` event that

@@ -15,10 +15,10 @@ const SID: &str = "AC0123456789abcdef";
 const TOKEN: &str = "twilio-test-auth-token";
 
 #[derive(Debug, Clone)]
-struct Sent {
-    path: String,
-    authorization: String,
-    form: HashMap<String, String>,
+pub(crate) struct Sent {
+    pub(crate) path: String,
+    pub(crate) authorization: String,
+    pub(crate) form: HashMap<String, String>,
 }
 
 async fn messages(
@@ -45,7 +45,7 @@ async fn messages(
     HttpResponse::Created().json(json!({"sid": format!("SM{}", sent.len()), "status": "queued"}))
 }
 
-async fn fake_twilio() -> (String, Arc<Mutex<Vec<Sent>>>) {
+pub(crate) async fn fake_twilio() -> (String, Arc<Mutex<Vec<Sent>>>) {
     let sent = web::Data::new(Mutex::new(Vec::new()));
     let shared = sent.clone().into_inner();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

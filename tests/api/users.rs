@@ -181,7 +181,7 @@ async fn created_objects_can_be_read_back_and_listed() {
             .await;
         assert_eq!(read.status, StatusCode::OK);
         assert_eq!(read.body["amount"], 500);
-        assert_eq!(read.body["operator"], "operator");
+        assert_eq!(read.body["operator"], "admin");
         let all = app
             .get("/v1/admin/adjustments", crate::helpers::ADMIN_TOKEN)
             .await;

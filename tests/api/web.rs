@@ -8,10 +8,12 @@ use reqwest::StatusCode;
 use std::collections::HashMap;
 
 /// A browser-like client: follows no redirects, keeps its cookies by hand.
-struct WebClient {
+pub(crate) struct WebClient {
     http: reqwest::Client,
     base: String,
     cookies: HashMap<String, String>,
+    /// The CSRF token of the last page that had a form.
+    page_csrf: Option<String>,
 }
 
 struct Page {
@@ -30,6 +32,7 @@ impl WebClient {
                 .expect("client"),
             base: app.address.clone(),
             cookies: HashMap::new(),
+            page_csrf: None,
         }
     }
 
@@ -71,6 +74,10 @@ impl WebClient {
             }
         }
         let html = response.text().await.expect("html");
+        let csrf = hidden_value(&html, "csrf");
+        if !csrf.is_empty() {
+            self.page_csrf = Some(csrf);
+        }
         Page {
             status,
             location,
@@ -89,11 +96,9 @@ impl WebClient {
         self.send(request).await
     }
 
+    /// The CSRF token the last page with a form carried (what a browser would submit).
     fn csrf(&self) -> String {
-        self.cookies
-            .get("walleti_csrf")
-            .cloned()
-            .unwrap_or_default()
+        self.page_csrf.clone().unwrap_or_default()
     }
 
     /// Signs up through the form and returns the session cookie.
@@ -412,6 +417,11 @@ async fn the_merchant_settings_page_kills_sessions_and_changes_the_password() {
     assert!(settings.html.contains("this device"), "{}", settings.html);
     let revoke = format!("/merchant/sessions/{laptop_id}/revoke");
     assert!(settings.html.contains(&revoke), "{}", settings.html);
+    // Logged in, the forms carry the session's own token, not the sign-up page's.
+    assert_ne!(shop.csrf(), csrf);
+    let stale = shop.post(&revoke, &[("csrf", &csrf)]).await;
+    assert_eq!(stale.status, StatusCode::FORBIDDEN);
+    let csrf = shop.csrf();
     let revoked = shop.post(&revoke, &[("csrf", &csrf)]).await;
     assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.html);
     assert_eq!(
@@ -461,4 +471,113 @@ async fn the_merchant_settings_page_kills_sessions_and_changes_the_password() {
             StatusCode::UNAUTHORIZED
         );
     }
+}
+
+#[tokio::test]
+async fn a_csrf_token_is_bound_to_its_session() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut ada = WebClient::new(&app);
+    ada.sign_up("Ada", "ada-csrf@example.com", "+14155550193")
+        .await;
+    let mut eve = WebClient::new(&app);
+    eve.sign_up("Eve", "eve-csrf@example.com", "+14155550194")
+        .await;
+    eve.get("/app/settings").await;
+    let eve_token = eve.csrf();
+
+    // A CSRF cookie planted by another site (a sibling subdomain can set cookies), with the
+    // same value in the form, is no longer enough: the token must be Ada's session's.
+    let planted = "ab".repeat(32);
+    ada.cookies.insert("walleti_csrf".into(), planted.clone());
+    let forged = ada
+        .post("/app/sessions/revoke-all", &[("csrf", &planted)])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    // Another session's token is refused too.
+    let foreign = ada
+        .post("/app/sessions/revoke-all", &[("csrf", &eve_token)])
+        .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    let dashboard = ada.get("/app").await;
+    assert!(dashboard.html.contains("Hello, Ada"), "still logged in");
+
+    // Her own page's token works.
+    ada.get("/app/settings").await;
+    let own = ada.csrf();
+    assert_ne!(own, eve_token);
+    let out = ada
+        .post("/app/sessions/revoke-all", &[("csrf", &own)])
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.html);
+}
+
+#[tokio::test]
+async fn the_verify_page_sends_and_checks_a_code() {
+    let (port, mails, _) = crate::email::smtp_server().await;
+    let mut settings =
+        crate::helpers::test_settings(&crate::helpers::fresh_database(Backend::Sqlite).await);
+    settings.smtp = Some(walleti::config::SmtpSettings {
+        url: format!("smtp://127.0.0.1:{port}"),
+        from: "walleti <no-reply@walleti.test>".into(),
+    });
+    let app = crate::helpers::spawn_app_with(settings).await;
+    let mut ada = WebClient::new(&app);
+    ada.sign_up("Ada", "ada-verify@example.com", "+14155550195")
+        .await;
+    let settings_page = ada.get("/app/settings").await;
+    assert!(
+        settings_page.html.contains("/app/verify"),
+        "linked from settings"
+    );
+    let page = ada.get("/app/verify").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.html.contains("not verified"), "{}", page.html);
+    assert!(page.html.contains("/app/verify/email/send"));
+    assert!(page.html.contains("/app/verify/phone/send"));
+
+    let csrf = ada.csrf();
+    let refused = ada.post("/app/verify/email/send", &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let sent = ada.post("/app/verify/email/send", &[("csrf", &csrf)]).await;
+    assert_eq!(sent.status, StatusCode::OK);
+    assert!(
+        sent.html.contains("We sent a code to a•••@example.com"),
+        "{}",
+        sent.html
+    );
+    // SMS is not configured here: the page says so instead of failing.
+    let no_sms = ada.post("/app/verify/phone/send", &[("csrf", &csrf)]).await;
+    assert!(no_sms.html.contains("not configured"), "{}", no_sms.html);
+
+    let mut code = None;
+    for _ in 0..250 {
+        code = mails.lock().expect("lock").iter().find_map(|mail| {
+            let (_, rest) = mail.data.split_once("code is ")?;
+            Some(rest.chars().take(6).collect::<String>())
+        });
+        if code.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let code = code.expect("a mailed code");
+    let wrong = ada
+        .post(
+            "/app/verify/confirm",
+            &[("csrf", &csrf), ("channel", "email"), ("code", "12345x")],
+        )
+        .await;
+    assert!(wrong.html.contains("no longer valid"), "{}", wrong.html);
+    let verified = ada
+        .post(
+            "/app/verify/confirm",
+            &[("csrf", &csrf), ("channel", "email"), ("code", &code)],
+        )
+        .await;
+    assert!(
+        verified.html.contains("Your email is verified."),
+        "{}",
+        verified.html
+    );
+    assert!(!verified.html.contains("/app/verify/email/send"));
 }

@@ -194,7 +194,9 @@ async fn signup(state: web::Data<AppState>, request: HttpRequest, form: Form) ->
     let password = form.get("password").cloned().unwrap_or_default();
     let body =
         json!({"name": text(&form, "name"), "email": text(&form, "email"), "password": password});
-    if let Err(error) = crate::http::merchants::register(&state, body.to_string().as_bytes()).await
+    let client = request.peer_addr().map(|address| address.ip());
+    if let Err(error) =
+        crate::http::merchants::register(&state, client, body.to_string().as_bytes()).await
     {
         return page(
             &state,
@@ -521,13 +523,21 @@ async fn dashboard_page(
             }
             vec![
                 Cell::time(intent.created_at.to_rfc3339()),
-                Cell::link(
-                    intent
-                        .description
-                        .clone()
-                        .unwrap_or_else(|| "Payment".into()),
-                    format!("/pay/{}", intent.id),
-                ),
+                match &intent.link_token {
+                    Some(token) => Cell::link(
+                        intent
+                            .description
+                            .clone()
+                            .unwrap_or_else(|| "Payment".into()),
+                        format!("/pay/{token}"),
+                    ),
+                    None => Cell::text(
+                        intent
+                            .description
+                            .clone()
+                            .unwrap_or_else(|| "Payment".into()),
+                    ),
+                },
                 Cell::amount(money(intent.amount.minor_units(), code)),
                 Cell::text(intent.status.as_str().replace('_', " ")),
                 Cell::amount(money(intent.amount_received, code)),
@@ -709,8 +719,8 @@ async fn new_link(state: web::Data<AppState>, request: HttpRequest, form: Form) 
         crate::http::payments::create_intent(&state, merchant, body.as_bytes(), &keyed).await,
     ) {
         Ok(intent) => {
-            let id = intent["id"].as_str().unwrap_or_default();
-            let url = format!("{}/pay/{id}", state.public_url);
+            let link = intent["payment_link"].as_str().unwrap_or_default();
+            let url = format!("{}{link}", state.public_url);
             let mut layout = layout("Payment link created", &csrf, true);
             layout.notice = Some(format!(
                 "Send this link to your customer: they pay {} from their walleti.",

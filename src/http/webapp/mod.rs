@@ -6,13 +6,17 @@
 //!
 //! Web sessions are the API's session records: the bearer token lives in an `HttpOnly`,
 //! `SameSite=Lax` cookie (`Secure` when walleti is served over TLS). Every form carries a CSRF
-//! token that must match the `walleti_csrf` cookie (double submit), and every money-moving
-//! form carries an idempotency key, so a double click never pays twice.
+//! token bound to the session: with a session cookie, the token is derived from that session's
+//! secret token (so it is worthless in another session, and a cookie planted by a sibling
+//! site cannot forge it); before logging in, it must match the random `walleti_csrf` cookie
+//! (double submit). Every money-moving form carries an idempotency key, so a double click never
+//! pays twice.
 
 pub mod activity;
 pub mod chart;
 pub mod merchant_app;
 pub mod user_app;
+pub mod verify;
 
 use super::AppState;
 use super::auth::{CurrentMerchant, CurrentUser, constant_time_equal, sha256_hex};
@@ -34,6 +38,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/", web::get().to(|| async { redirect("/app") }))
         .route("/static/htmx.min.js", web::get().to(htmx));
     user_app::routes(config);
+    verify::routes(config);
     merchant_app::routes(config);
 }
 
@@ -67,8 +72,29 @@ pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age_seconds: i6
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}{secure}")
 }
 
-/// The request's CSRF token, and whether it must be set as a cookie (first visit).
+/// The session cookie the forms of the request's app are bound to: the merchant's under
+/// `/merchant`, the user's elsewhere (`/app`, `/pay`).
+fn session_cookie(request: &HttpRequest) -> Option<String> {
+    let name = if request.path().starts_with("/merchant") {
+        MERCHANT_COOKIE
+    } else {
+        USER_COOKIE
+    };
+    cookie(request, name)
+}
+
+/// The CSRF token of a session: derived from its secret bearer token, which only the server
+/// and the browser holding the `HttpOnly` cookie know.
+fn session_csrf(session_token: &str) -> String {
+    sha256_hex(format!("walleti-csrf\n{session_token}").as_bytes())
+}
+
+/// The request's CSRF token, and whether it must be set as a cookie (first visit, before
+/// logging in).
 pub fn csrf_token(request: &HttpRequest) -> (String, bool) {
+    if let Some(session) = session_cookie(request) {
+        return (session_csrf(&session), false);
+    }
     match cookie(request, CSRF_COOKIE) {
         Some(token) if token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()) => {
             (token, false)
@@ -77,11 +103,17 @@ pub fn csrf_token(request: &HttpRequest) -> (String, bool) {
     }
 }
 
-/// `None` when the form's CSRF field matches the cookie; otherwise the refusal to answer.
+/// `None` when the form's CSRF field is the session's token (or, before logging in, matches
+/// the CSRF cookie); otherwise the refusal to answer.
 pub fn csrf_refusal(request: &HttpRequest, form_token: Option<&String>) -> Option<HttpResponse> {
-    let cookie = cookie(request, CSRF_COOKIE);
-    match (cookie, form_token) {
-        (Some(cookie), Some(token)) if constant_time_equal(cookie.as_bytes(), token.as_bytes()) => {
+    let expected = match session_cookie(request) {
+        Some(session) => Some(session_csrf(&session)),
+        None => cookie(request, CSRF_COOKIE),
+    };
+    match (expected, form_token) {
+        (Some(expected), Some(token))
+            if constant_time_equal(expected.as_bytes(), token.as_bytes()) =>
+        {
             None
         }
         _ => Some(

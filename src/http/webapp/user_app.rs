@@ -10,7 +10,7 @@ use super::{
     USER_COOKIE, activity, chart, csrf_refusal, csrf_token, form_key, minor_units, money, outcome,
     page, pages, redirect, safe_next, set_cookie, web_user,
 };
-use crate::domain::{OnrampId, PaymentIntentId, TransferId};
+use crate::domain::{OnrampId, TransferId};
 use crate::http::AppState;
 use crate::http::auth::{CurrentUser, Principal};
 use crate::http::idempotency::Keyed;
@@ -55,7 +55,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/pay/{id}", post().to(pay));
 }
 
-fn layout(title: &str, csrf: &str, signed_in: bool) -> Layout {
+pub(super) fn layout(title: &str, csrf: &str, signed_in: bool) -> Layout {
     let nav = if signed_in {
         [
             ("/app", "Dashboard"),
@@ -88,7 +88,7 @@ fn layout(title: &str, csrf: &str, signed_in: bool) -> Layout {
 }
 
 /// The logged-in user, or a redirect to the login page that comes back here.
-async fn require_user(
+pub(super) async fn require_user(
     request: &HttpRequest,
     state: &AppState,
 ) -> Result<CurrentUser, HttpResponse> {
@@ -185,7 +185,8 @@ async fn signup(state: web::Data<AppState>, request: HttpRequest, form: Form) ->
         "phone": text(&form, "phone"), "password": form.get("password").cloned().unwrap_or_default(),
     })
     .to_string();
-    if let Err(error) = crate::http::users::register(&state, body.as_bytes()).await {
+    let client = request.peer_addr().map(|address| address.ip());
+    if let Err(error) = crate::http::users::register(&state, client, body.as_bytes()).await {
         return page(
             &state,
             &signup_form(&csrf, Some(&form), Some(error.detail.message)),
@@ -362,7 +363,7 @@ async fn settings_view(
                 .hint("At least 10 characters."),
         ],
         submit: "Change password".into(),
-        links: Vec::new(),
+        links: vec![("/app/verify".into(), "Verify your email and phone".into())],
         sections: vec![
             Section {
                 heading: "Sessions".into(),
@@ -1214,11 +1215,7 @@ async fn pay_view(
 ) -> HttpResponse {
     let (csrf, new) = csrf_token(request);
     let user = web_user(request, state).await;
-    let intent = match id.parse::<PaymentIntentId>() {
-        Ok(id) => state.store.find_payment_intent(id).await.ok().flatten(),
-        Err(_) => None,
-    };
-    let Some(intent) = intent else {
+    let Some(intent) = payment_link_intent(state, id).await else {
         return not_found(state, &csrf);
     };
     let merchant = state
@@ -1250,7 +1247,7 @@ async fn pay_view(
             fields.push(Field::hidden("idempotency_key", &form_key()));
         }
         (None, true) => links.push((
-            format!("/app/login?next=/pay/{}", intent.id),
+            format!("/app/login?next=/pay/{id}"),
             "Log in to pay".to_owned(),
         )),
         _ => intro.push(format!("Status: {}.", object.status.replace('_', " "))),
@@ -1262,13 +1259,31 @@ async fn pay_view(
         layout,
         intro,
         secret: None,
-        action: format!("/pay/{}", intent.id),
+        action: format!("/pay/{id}"),
         fields,
         submit: format!("Pay {amount}"),
         links,
         sections: Vec::new(),
     };
     page(state, &form, new.then_some(csrf.as_str()))
+}
+
+/// The payment intent behind a payment link (`/pay/{token}`): by its 128-bit token only,
+/// never by the intent's id.
+async fn payment_link_intent(
+    state: &AppState,
+    token: &str,
+) -> Option<crate::store::payments::PaymentIntentRecord> {
+    let well_formed = token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit());
+    if !well_formed {
+        return None;
+    }
+    state
+        .store
+        .find_payment_intent_by_link(token)
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn pay_page(
@@ -1292,9 +1307,14 @@ async fn pay(
     if let Some(refused) = csrf_refusal(&request, form.get("csrf")) {
         return refused;
     }
-    let path_for_key = format!("/v1/payment_intents/{}/confirm", path.as_str());
+    let Some(intent) = payment_link_intent(&state, &path).await else {
+        let (csrf, _) = csrf_token(&request);
+        return not_found(&state, &csrf);
+    };
+    let intent_id = intent.id.to_string();
+    let path_for_key = format!("/v1/payment_intents/{intent_id}/confirm");
     let keyed = Keyed::internal(&text(&form, "idempotency_key"), &path_for_key, b"");
-    match outcome(crate::http::payments::confirm(&state, user, &path, &keyed).await) {
+    match outcome(crate::http::payments::confirm(&state, user, &intent_id, &keyed).await) {
         Ok(_) => redirect(&format!("/pay/{}", path.as_str())),
         Err(error) => pay_view(&state, &request, &path, Some(error)).await,
     }
