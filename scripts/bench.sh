@@ -20,6 +20,9 @@ cd "$(dirname "$0")/.."
 seconds=${1:-20}
 binary=${2:-target/release/walleti}
 export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
+# Both sides talk to the local server in plain text: walleti does by default on loopback
+# (src/store/mod.rs, plain_on_loopback), and so does pgbench here.
+export PGSSLMODE=${PGSSLMODE:-disable}
 port=${BENCH_PORT:-18181}
 token=bench-operator-token-0123456789
 users=${BENCH_USERS:-100}

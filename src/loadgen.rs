@@ -458,21 +458,38 @@ async fn post(
     key: Option<&str>,
     body: &Value,
 ) -> anyhow::Result<Value> {
-    let mut request = client.post(url).json(body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
+    // A rate-limited set-up call (e.g. a hundred logins from one address) waits as told and
+    // tries again, as a well-behaved client does.
+    const RATE_LIMITED_RETRIES_MAX: u32 = 30;
+    let mut retries = 0;
+    loop {
+        let mut request = client.post(url).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("Retry-After")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS && retries < RATE_LIMITED_RETRIES_MAX {
+            retries += 1;
+            let wait = retry_after.unwrap_or(1).clamp(1, 10);
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            continue;
+        }
+        if !status.is_success() {
+            bail!("POST {url} answered {status}: {body}");
+        }
+        return Ok(body);
     }
-    if let Some(key) = key {
-        request = request.header("Idempotency-Key", key);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("POST {url}"))?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("POST {url} answered {status}: {body}");
-    }
-    Ok(body)
 }
