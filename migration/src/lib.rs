@@ -13,6 +13,7 @@ mod m20261124_000007_merchants;
 mod m20261124_000008_notification_events;
 mod m20261130_000001_contact_verification;
 mod m20261130_000002_scopes_and_links;
+mod m20261130_000003_settled_deliveries;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000008_notification_events::Migration),
             Box::new(m20261130_000001_contact_verification::Migration),
             Box::new(m20261130_000002_scopes_and_links::Migration),
+            Box::new(m20261130_000003_settled_deliveries::Migration),
         ]
     }
 }

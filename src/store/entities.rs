@@ -328,6 +328,9 @@ pub mod notifications {
         pub title: String,
         pub body: String,
         pub created_at: DateTimeUtc,
+        /// Deliveries settled when it was written (`channel=status,…`, e.g. in-app
+        /// `delivered`, `skipped` channels); the others are `notification_deliveries` rows.
+        pub settled_deliveries: Option<String>,
     }
 
     no_relations!();

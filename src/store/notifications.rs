@@ -37,6 +37,42 @@ impl Default for Preferences {
     }
 }
 
+/// The status of a delivery still to be attempted (it gets a `notification_deliveries` row).
+const PENDING: &str = "pending";
+
+/// The deliveries settled at once (not `pending`), as stored on the notification:
+/// `channel=status,…`; `None` if there are none.
+fn settled_deliveries(deliveries: &[(&'static str, &'static str)]) -> Option<String> {
+    let settled: Vec<String> = deliveries
+        .iter()
+        .filter(|(_, status)| *status != PENDING)
+        .map(|(channel, status)| format!("{channel}={status}"))
+        .collect();
+    (!settled.is_empty()).then(|| settled.join(","))
+}
+
+/// The settled deliveries of a notification, shaped like the rows of the others.
+fn settled_delivery_models(
+    notification: &notifications::Model,
+) -> impl Iterator<Item = notification_deliveries::Model> + '_ {
+    notification
+        .settled_deliveries
+        .iter()
+        .flat_map(|settled| settled.split(','))
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(channel, status)| notification_deliveries::Model {
+            id: format!("{}:{channel}", notification.id),
+            notification_id: notification.id.clone(),
+            channel: channel.to_owned(),
+            status: status.to_owned(),
+            attempts: 0,
+            last_error: None,
+            updated_at: notification.created_at,
+            next_attempt_at: None,
+            provider_reference: None,
+        })
+}
+
 /// A notification to store, with the initial status of each channel's delivery.
 #[derive(Debug, Clone)]
 pub struct NewNotification<'a> {
@@ -340,6 +376,7 @@ impl Store {
                 title: Set(notification.title.clone()),
                 body: Set(notification.body.clone()),
                 created_at: Set(now),
+                settled_deliveries: Set(settled_deliveries(&notification.deliveries)),
             });
             ids.push(Some(id));
         }
@@ -358,7 +395,13 @@ impl Store {
                 continue;
             };
             stored.push(true);
-            delivery_rows.extend(notification.deliveries.iter().map(|(channel, status)| {
+            // Only the deliveries still to be worked on get rows; the settled ones are on the
+            // notification (`settled_deliveries`).
+            let pending = notification
+                .deliveries
+                .iter()
+                .filter(|(_, status)| *status == PENDING);
+            delivery_rows.extend(pending.map(|(channel, status)| {
                 notification_deliveries::ActiveModel {
                     id: Set(uuid::Uuid::now_v7().to_string()),
                     notification_id: Set(id.clone()),
@@ -367,7 +410,7 @@ impl Store {
                     attempts: Set(0),
                     last_error: Set(None),
                     updated_at: Set(now),
-                    next_attempt_at: Set((*status == "pending").then_some(now)),
+                    next_attempt_at: Set(Some(now)),
                     provider_reference: Set(None),
                 }
             }));
@@ -403,11 +446,13 @@ impl Store {
         let listed = rows
             .into_iter()
             .map(|row| {
-                let mine = deliveries
+                let mut mine: Vec<notification_deliveries::Model> = deliveries
                     .iter()
                     .filter(|d| d.notification_id == row.id)
                     .cloned()
                     .collect();
+                mine.extend(settled_delivery_models(&row));
+                mine.sort_by(|a, b| a.channel.cmp(&b.channel));
                 (row, mine)
             })
             .collect();
@@ -524,5 +569,42 @@ impl Store {
             .exec(self.writer())
             .await?;
         Ok(updated.rows_affected > 0)
+    }
+}
+
+#[cfg(test)]
+mod settled_tests {
+    use super::*;
+
+    #[test]
+    fn settled_deliveries_live_on_the_notification_and_read_back_as_deliveries() {
+        let deliveries = [
+            ("in_app", "delivered"),
+            ("email", "pending"),
+            ("sms", "skipped"),
+        ];
+        let settled = settled_deliveries(&deliveries);
+        assert_eq!(settled.as_deref(), Some("in_app=delivered,sms=skipped"));
+        assert_eq!(settled_deliveries(&[("email", "pending")]), None);
+        let notification = notifications::Model {
+            id: "n1".into(),
+            user_id: "u".into(),
+            event_id: "e".into(),
+            kind: "transfer.completed".into(),
+            title: "t".into(),
+            body: "b".into(),
+            created_at: Utc::now(),
+            settled_deliveries: settled,
+        };
+        let read: Vec<(String, String)> = settled_delivery_models(&notification)
+            .map(|delivery| (delivery.channel, delivery.status))
+            .collect();
+        assert_eq!(
+            read,
+            vec![
+                ("in_app".to_owned(), "delivered".to_owned()),
+                ("sms".to_owned(), "skipped".to_owned())
+            ]
+        );
     }
 }
