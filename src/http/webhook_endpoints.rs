@@ -294,30 +294,26 @@ pub async fn register(
     let url = parse_url(Fields(&object).required_str("url")?)?;
     check_destination(state, &url)?;
     let events = parse_events(object.get("events"))?;
-    if state
-        .store
-        .count_webhook_endpoints(merchant.merchant_id)
-        .await?
-        >= ENDPOINTS_PER_MERCHANT_MAX
-    {
-        return Err(ApiError::invalid_request(
-            "webhook_endpoints_limit_reached",
-            format!(
-                "A merchant may have at most {ENDPOINTS_PER_MERCHANT_MAX} webhook endpoints; update or disable one instead."
-            ),
-        ));
-    }
     let secret = generate_token("whsec");
-    let endpoint = state
+    let Some(endpoint) = state
         .store
         .create_webhook_endpoint(
             merchant.merchant_id,
             &url,
             &events,
             &secret,
+            ENDPOINTS_PER_MERCHANT_MAX,
             state.clock.now(),
         )
-        .await?;
+        .await?
+    else {
+        return Err(ApiError::invalid_request(
+            "webhook_endpoints_limit_reached",
+            format!(
+                "A merchant may have at most {ENDPOINTS_PER_MERCHANT_MAX} webhook endpoints; update or disable one instead."
+            ),
+        ));
+    };
     Ok(WebhookEndpointView {
         secret: Some(secret),
         ..WebhookEndpointView::from(&endpoint)

@@ -66,15 +66,34 @@ pub struct AttemptRecord {
 }
 
 impl Store {
+    /// Creates the endpoint unless the merchant already has `endpoints_max` (then `None`). The
+    /// count and the insert are one transaction that holds the merchant's row lock on
+    /// PostgreSQL (SQLite has one writer), so concurrent creations cannot pass the cap.
     pub async fn create_webhook_endpoint(
         &self,
         merchant: MerchantId,
         url: &str,
         events: &[String],
         secret: &str,
+        endpoints_max: u64,
         now: DateTime<Utc>,
-    ) -> StoreResult<webhook_endpoints::Model> {
-        Ok(webhook_endpoints::ActiveModel {
+    ) -> StoreResult<Option<webhook_endpoints::Model>> {
+        use sea_orm::{PaginatorTrait, QuerySelect, TransactionTrait};
+        let transaction = self.writer().begin().await?;
+        if self.backend() == sea_orm::DbBackend::Postgres {
+            super::entities::merchants::Entity::find_by_id(merchant.to_string())
+                .lock_exclusive()
+                .one(&transaction)
+                .await?;
+        }
+        let existing = webhook_endpoints::Entity::find()
+            .filter(webhook_endpoints::Column::MerchantId.eq(merchant.to_string()))
+            .count(&transaction)
+            .await?;
+        if existing >= endpoints_max {
+            return Ok(None);
+        }
+        let created = webhook_endpoints::ActiveModel {
             id: Set(WebhookEndpointId::generate().to_string()),
             merchant_id: Set(merchant.to_string()),
             url: Set(url.to_owned()),
@@ -85,8 +104,10 @@ impl Store {
             created_at: Set(now),
             updated_at: Set(now),
         }
-        .insert(self.writer())
-        .await?)
+        .insert(&transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(Some(created))
     }
 
     pub async fn find_webhook_endpoint(
@@ -99,14 +120,6 @@ impl Store {
     }
 
     /// How many endpoints the merchant has (enabled or not).
-    pub async fn count_webhook_endpoints(&self, merchant: MerchantId) -> StoreResult<u64> {
-        use sea_orm::PaginatorTrait;
-        Ok(webhook_endpoints::Entity::find()
-            .filter(webhook_endpoints::Column::MerchantId.eq(merchant.to_string()))
-            .count(self.writer())
-            .await?)
-    }
-
     pub async fn list_webhook_endpoints(
         &self,
         merchant: MerchantId,

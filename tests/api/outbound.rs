@@ -339,21 +339,30 @@ async fn a_slow_merchant_holds_a_few_slots_and_delays_nobody_else() {
         (1..=walleti::actors::webhook_dispatcher::ENDPOINT_ATTEMPTS_IN_FLIGHT_MAX).contains(&held),
         "the slow endpoint holds {held} attempts at once"
     );
-    // A merchant's endpoints are bounded.
+    // A merchant's endpoints are bounded, also when the creations race (one exists already).
     let limit = walleti::http::webhook_endpoints::ENDPOINTS_PER_MERCHANT_MAX;
-    let mut last = None;
-    for _ in 1..=limit {
-        last = Some(
-            app.post(
-                "/v1/webhook_endpoints",
-                Some(&fast.key),
-                None,
-                &json!({"url": fast_url, "events": ["*"]}),
-            )
-            .await,
-        );
-    }
-    let last = last.expect("a reply");
-    assert_eq!(last.status, StatusCode::BAD_REQUEST, "{}", last.text);
-    assert_eq!(last.code(), "webhook_endpoints_limit_reached");
+    let endpoint_body = json!({"url": fast_url, "events": ["*"]});
+    let creations = (0..limit + 4).map(|_| {
+        app.post(
+            "/v1/webhook_endpoints",
+            Some(&fast.key),
+            None,
+            &endpoint_body,
+        )
+    });
+    let answers = futures_util::future::join_all(creations).await;
+    let created = answers
+        .iter()
+        .filter(|answer| answer.status == StatusCode::CREATED)
+        .count() as u64;
+    assert_eq!(created, limit - 1, "one endpoint existed before");
+    let refused = answers
+        .iter()
+        .find(|answer| answer.status != StatusCode::CREATED)
+        .expect("a refusal");
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    assert_eq!(refused.code(), "webhook_endpoints_limit_reached");
+    let listed = app.get("/v1/webhook_endpoints?limit=100", &fast.key).await;
+    let listed = listed.body["data"].as_array().expect("endpoints").len() as u64;
+    assert_eq!(listed, limit);
 }
