@@ -91,14 +91,13 @@ async fn seed_empty(api: &Api) -> anyhow::Result<Seeded> {
     api.top_up(bob, 8_000, "bob-1").await?;
     api.top_up(chloe, 6_000, "chloe-1").await?;
 
-    api.transfer(ada, "bob@example.com", 1_250, "lunch", "t1")
+    // To user ids: they need no verified contact, so the demo also seeds a walleti that
+    // requires one (`WALLETI_P2P_REQUIRE_VERIFIED=true`).
+    api.transfer(ada, &bob.id, 1_250, "lunch", "t1").await?;
+    api.transfer(bob, &chloe.id, 2_000, "concert tickets", "t2")
         .await?;
-    api.transfer(bob, "chloe@example.com", 2_000, "concert tickets", "t2")
-        .await?;
-    api.transfer(chloe, "ada@example.com", 4_500, "rent", "t3")
-        .await?;
-    api.transfer(ada, "chloe@example.com", 800, "coffee", "t4")
-        .await?;
+    api.transfer(chloe, &ada.id, 4_500, "rent", "t3").await?;
+    api.transfer(ada, &chloe.id, 800, "coffee", "t4").await?;
 
     let shop_api_key = api.open_shop().await?;
     api.shop_payments(&shop_api_key, ada, bob, chloe).await?;
@@ -140,6 +139,7 @@ pub fn logins(base_url: &str, admin_token: &str, seeded: &Seeded) -> String {
 /// A demo person or the shop, logged in.
 struct Party {
     token: String,
+    id: String,
 }
 
 struct Api {
@@ -517,11 +517,17 @@ impl Api {
     }
 }
 
+/// A session's bearer token and whose it is (a user's or a merchant's id).
 fn token(session: &Value) -> anyhow::Result<Party> {
-    session["token"]
+    let token = session["token"]
         .as_str()
-        .map(|token| Party {
-            token: token.to_owned(),
-        })
-        .context("the session has no token")
+        .context("the session has no token")?;
+    let id = session["user"]["id"]
+        .as_str()
+        .or_else(|| session["merchant"]["id"].as_str())
+        .unwrap_or_default();
+    Ok(Party {
+        token: token.to_owned(),
+        id: id.to_owned(),
+    })
 }

@@ -306,6 +306,18 @@ impl Browser {
     /// Looks at the page on a desktop (1280×900) and on a phone (390 px wide): saves a
     /// screenshot of each and fails on anything clipped or sticking out.
     async fn look(&self, name: &str) {
+        // The web apps' style sheet is a file of walleti's own (the pages' policy forbids
+        // inline style): where a page links it, it must have loaded and applied.
+        let header = self
+            .script(
+                "if (!document.querySelector('link[href=\"/static/app.css\"]')) return null; \
+                 return getComputedStyle(document.querySelector('header')).backgroundColor;",
+            )
+            .await;
+        assert!(
+            header.is_null() || header == json!("rgb(20, 33, 61)"),
+            "{name}: /static/app.css applied: {header}"
+        );
         for (label, width, height, mobile) in
             [("desktop", 1280, 900, false), ("phone", 390, 844, true)]
         {

@@ -14,6 +14,7 @@ mod m20261124_000008_notification_events;
 mod m20261130_000001_contact_verification;
 mod m20261130_000002_scopes_and_links;
 mod m20261130_000003_settled_deliveries;
+mod m20261201_000001_outbox_consumers;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000001_contact_verification::Migration),
             Box::new(m20261130_000002_scopes_and_links::Migration),
             Box::new(m20261130_000003_settled_deliveries::Migration),
+            Box::new(m20261201_000001_outbox_consumers::Migration),
         ]
     }
 }

@@ -9,7 +9,7 @@
 
 use super::notifier::NotifierMsg;
 use super::webhook_dispatcher::DispatcherMsg;
-use crate::bus::{EventBus, Publish, PublishFuture};
+use crate::bus::{EventBus, Handled, Publish, PublishFuture};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::entities::outbox;
@@ -106,7 +106,21 @@ async fn relay(state: &RelayState) -> anyhow::Result<usize> {
     let results = state.bus.publish(&events).await;
     let now = chrono::Utc::now();
     let mut published = Vec::with_capacity(events.len());
+    let (mut notified, mut dispatched) = (Vec::new(), Vec::new());
     for (event, result) in events.iter().zip(results) {
+        // Consumers that handled the event while another did not are recorded either way.
+        let result = match result {
+            Publish::Partly(handled, rest) => {
+                if handled.notifier {
+                    notified.push(event.id.clone());
+                }
+                if handled.dispatcher {
+                    dispatched.push(event.id.clone());
+                }
+                *rest
+            }
+            other => other,
+        };
         match result {
             Publish::Delivered => {
                 published.push(event.id.clone());
@@ -134,8 +148,16 @@ async fn relay(state: &RelayState) -> anyhow::Result<usize> {
                 // The bus cannot take events now: they wait, in order, for the next pass.
                 tracing::debug!(event_id = %event.id, %error, "event not published yet");
             }
+            // The bus never nests its answers.
+            Publish::Partly(_, rest) => {
+                tracing::debug!(event_id = %event.id, ?rest, "event not published yet");
+            }
         }
     }
+    state
+        .store
+        .mark_outbox_handled(&notified, &dispatched, now)
+        .await?;
     // One statement for the whole batch.
     state.store.mark_outbox_published(&published, now).await?;
     let count = published.len();
@@ -151,10 +173,71 @@ async fn relay(state: &RelayState) -> anyhow::Result<usize> {
     Ok(count)
 }
 
-/// Without Redis: hands each event to every consumer and waits for them.
+/// Without Redis: hands each event to every consumer that has not handled it yet, and waits
+/// for their answers. Each consumer is acknowledged on its own (`Publish::Partly`): one that
+/// refuses an event, or does not answer within `HANDLE_TIMEOUT`, is asked again later, alone,
+/// while the other's work on it is done and recorded.
 pub struct InProcessBus {
     pub notifier: ActorRef<NotifierMsg>,
     pub dispatcher: ActorRef<DispatcherMsg>,
+}
+
+/// What one consumer did with one event in this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    /// Handled before this pass (recorded in the outbox row).
+    Before,
+    Handled,
+    Refused(String),
+    Unanswered,
+}
+
+/// One consumer's answers for `events`, `None` for the events it was not asked about; all
+/// `Unanswered` when it did not answer in time.
+fn outcomes(
+    asked: &[bool],
+    answer: Result<CallResult<Vec<Result<(), String>>>, ractor::MessagingErr<impl Sized>>,
+) -> Vec<Outcome> {
+    let mut answers = match answer {
+        Ok(CallResult::Success(answers)) => Some(answers.into_iter()),
+        _ => None,
+    };
+    asked
+        .iter()
+        .map(|&asked| {
+            if !asked {
+                return Outcome::Before;
+            }
+            match answers.as_mut().and_then(Iterator::next) {
+                Some(Ok(())) => Outcome::Handled,
+                Some(Err(error)) => Outcome::Refused(error),
+                None => Outcome::Unanswered,
+            }
+        })
+        .collect()
+}
+
+/// One event's result from its two consumers' outcomes.
+fn combine(notifier: Outcome, dispatcher: Outcome) -> Publish {
+    let done = |outcome: &Outcome| matches!(outcome, Outcome::Before | Outcome::Handled);
+    if done(&notifier) && done(&dispatcher) {
+        return Publish::Delivered;
+    }
+    let rest = match (&notifier, &dispatcher) {
+        (Outcome::Refused(error), _) | (_, Outcome::Refused(error)) => {
+            Publish::Failed(error.clone())
+        }
+        _ => Publish::Unavailable("a consumer did not answer in time".into()),
+    };
+    let handled = Handled {
+        notifier: notifier == Outcome::Handled,
+        dispatcher: dispatcher == Outcome::Handled,
+    };
+    if handled == Handled::default() {
+        rest
+    } else {
+        Publish::Partly(handled, Box::new(rest))
+    }
 }
 
 impl EventBus for InProcessBus {
@@ -163,37 +246,255 @@ impl EventBus for InProcessBus {
             if events.is_empty() {
                 return Vec::new();
             }
-            // Both consumers are idempotent per event, so a retry after a partial failure
-            // (the notifier handled it, the dispatcher did not) is safe. They are asked at the
-            // same time, so one slow consumer does not add its delay to the other's.
-            let (notified, dispatched) = tokio::join!(
-                self.notifier.call(
-                    |reply| NotifierMsg::Handle(events.to_vec(), reply),
-                    Some(HANDLE_TIMEOUT),
-                ),
-                self.dispatcher.call(
-                    |reply| DispatcherMsg::Handle(events.to_vec(), reply),
-                    Some(HANDLE_TIMEOUT),
-                )
-            );
-            let (Ok(CallResult::Success(notified)), Ok(CallResult::Success(dispatched))) =
-                (notified, dispatched)
-            else {
-                let busy = Publish::Unavailable("a consumer did not answer in time".into());
-                return vec![busy; events.len()];
+            let to_notify: Vec<bool> = events.iter().map(|e| e.notified_at.is_none()).collect();
+            let to_dispatch: Vec<bool> = events.iter().map(|e| e.dispatched_at.is_none()).collect();
+            let pick = |asked: &[bool]| -> Vec<outbox::Model> {
+                events
+                    .iter()
+                    .zip(asked)
+                    .filter(|(_, asked)| **asked)
+                    .map(|(event, _)| event.clone())
+                    .collect()
             };
-            notified
+            let (for_notifier, for_dispatcher) = (pick(&to_notify), pick(&to_dispatch));
+            // Both consumers are idempotent per event and are asked at the same time, so one
+            // slow consumer does not add its delay to the other's; a consumer with nothing to
+            // do is not asked.
+            let (notified, dispatched) = tokio::join!(
+                async {
+                    if for_notifier.is_empty() {
+                        return Ok(CallResult::Success(Vec::new()));
+                    }
+                    self.notifier
+                        .call(
+                            |reply| NotifierMsg::Handle(for_notifier, reply),
+                            Some(HANDLE_TIMEOUT),
+                        )
+                        .await
+                },
+                async {
+                    if for_dispatcher.is_empty() {
+                        return Ok(CallResult::Success(Vec::new()));
+                    }
+                    self.dispatcher
+                        .call(
+                            |reply| DispatcherMsg::Handle(for_dispatcher, reply),
+                            Some(HANDLE_TIMEOUT),
+                        )
+                        .await
+                }
+            );
+            outcomes(&to_notify, notified)
                 .into_iter()
-                .zip(dispatched)
-                .map(|results| match results {
-                    (Ok(()), Ok(())) => Publish::Delivered,
-                    (Err(error), _) | (_, Err(error)) => Publish::Failed(error),
-                })
+                .zip(outcomes(&to_dispatch, dispatched))
+                .map(|(notifier, dispatcher)| combine(notifier, dispatcher))
                 .collect()
         })
     }
 
     fn is_in_process(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    #[test]
+    fn each_consumer_is_acknowledged_on_its_own() {
+        use Outcome::*;
+        let refused = || Refused("no".into());
+        let notifier_only = crate::bus::Handled {
+            notifier: true,
+            dispatcher: false,
+        };
+        assert_eq!(combine(Handled, Handled), Publish::Delivered);
+        assert_eq!(combine(Before, Handled), Publish::Delivered);
+        assert_eq!(
+            combine(Handled, refused()),
+            Publish::Partly(notifier_only, Box::new(Publish::Failed("no".into())))
+        );
+        assert!(matches!(
+            combine(Handled, Unanswered),
+            Publish::Partly(handled, rest)
+                if handled == notifier_only && matches!(*rest, Publish::Unavailable(_))
+        ));
+        assert_eq!(combine(Before, refused()), Publish::Failed("no".into()));
+        assert!(matches!(
+            combine(Unanswered, Before),
+            Publish::Unavailable(_)
+        ));
+        assert_eq!(combine(refused(), Unanswered), Publish::Failed("no".into()));
+    }
+
+    /// Counts how often each event reached it; refuses the events in `refuse`.
+    struct FakeNotifier;
+    struct Seen {
+        counts: Arc<Mutex<HashMap<String, usize>>>,
+        refuse: &'static [&'static str],
+    }
+
+    fn answer(seen: &Seen, events: &[outbox::Model]) -> Vec<Result<(), String>> {
+        let mut counts = seen.counts.lock().expect("counts");
+        events
+            .iter()
+            .map(|event| {
+                *counts.entry(event.id.clone()).or_default() += 1;
+                if seen.refuse.contains(&event.id.as_str()) {
+                    Err("refused".to_owned())
+                } else {
+                    Ok(())
+                }
+            })
+            .collect()
+    }
+
+    impl Actor for FakeNotifier {
+        type Msg = NotifierMsg;
+        type State = Seen;
+        type Arguments = Seen;
+        async fn pre_start(
+            &self,
+            _: ActorRef<NotifierMsg>,
+            seen: Seen,
+        ) -> Result<Seen, ActorProcessingErr> {
+            Ok(seen)
+        }
+        async fn handle(
+            &self,
+            _: ActorRef<NotifierMsg>,
+            message: NotifierMsg,
+            seen: &mut Seen,
+        ) -> Result<(), ActorProcessingErr> {
+            if let NotifierMsg::Handle(events, reply) = message {
+                let _ = reply.send(answer(seen, &events));
+            }
+            Ok(())
+        }
+    }
+
+    struct FakeDispatcher;
+    impl Actor for FakeDispatcher {
+        type Msg = DispatcherMsg;
+        type State = Seen;
+        type Arguments = Seen;
+        async fn pre_start(
+            &self,
+            _: ActorRef<DispatcherMsg>,
+            seen: Seen,
+        ) -> Result<Seen, ActorProcessingErr> {
+            Ok(seen)
+        }
+        async fn handle(
+            &self,
+            _: ActorRef<DispatcherMsg>,
+            message: DispatcherMsg,
+            seen: &mut Seen,
+        ) -> Result<(), ActorProcessingErr> {
+            if let DispatcherMsg::Handle(events, reply) = message {
+                let _ = reply.send(answer(seen, &events));
+            }
+            Ok(())
+        }
+    }
+
+    fn event(id: &str) -> outbox::ActiveModel {
+        outbox::ActiveModel {
+            id: Set(id.to_owned()),
+            event_type: Set("transfer.completed".into()),
+            aggregate_type: Set("transfer".into()),
+            aggregate_id: Set(id.to_owned()),
+            payload: Set("{}".into()),
+            created_at: Set(chrono::Utc::now()),
+            published_at: Set(None),
+            attempts: Set(0),
+            last_error: Set(None),
+            dead_lettered_at: Set(None),
+            notified_at: Set(None),
+            dispatched_at: Set(None),
+        }
+    }
+
+    /// The dispatcher refuses one event every time: it is retried with the dispatcher alone
+    /// until it is dead-lettered, and the notifier, which handled it the first time, is never
+    /// asked again.
+    #[tokio::test]
+    async fn a_consumer_that_refuses_an_event_is_retried_alone() {
+        let path = std::env::temp_dir().join(format!(
+            "walleti-relay-{}.db",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let store = Store::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .expect("store");
+        store.migrate().await.expect("migrate");
+        outbox::Entity::insert_many([event("a"), event("b")])
+            .exec(store.writer())
+            .await
+            .expect("events");
+        let (notified, dispatched) = (Arc::default(), Arc::default());
+        let (notifier, _) = Actor::spawn(
+            None,
+            FakeNotifier,
+            Seen {
+                counts: Arc::clone(&notified),
+                refuse: &[],
+            },
+        )
+        .await
+        .expect("notifier");
+        let (dispatcher, _) = Actor::spawn(
+            None,
+            FakeDispatcher,
+            Seen {
+                counts: Arc::clone(&dispatched),
+                refuse: &["b"],
+            },
+        )
+        .await
+        .expect("dispatcher");
+        let state = RelayState {
+            store: store.clone(),
+            metrics: Metrics::new(),
+            bus: Arc::new(InProcessBus {
+                notifier: notifier.clone(),
+                dispatcher: dispatcher.clone(),
+            }),
+            timer: None,
+        };
+        for pass in 0..DELIVERY_ATTEMPTS_MAX + 2 {
+            let published = relay(&state).await.expect("pass");
+            assert_eq!(published, usize::from(pass == 0), "pass {pass}");
+        }
+        let count = |counts: &Arc<Mutex<HashMap<String, usize>>>, id: &str| {
+            counts.lock().expect("counts").get(id).copied().unwrap_or(0)
+        };
+        assert_eq!(count(&notified, "a"), 1);
+        assert_eq!(count(&dispatched, "a"), 1);
+        assert_eq!(count(&notified, "b"), 1, "the notifier handled it once");
+        assert_eq!(
+            count(&dispatched, "b"),
+            DELIVERY_ATTEMPTS_MAX as usize,
+            "the dispatcher was asked until the event was dead-lettered"
+        );
+        let rows = outbox::Entity::find()
+            .all(store.reader())
+            .await
+            .expect("rows");
+        let row = |id: &str| rows.iter().find(|row| row.id == id).expect("row").clone();
+        assert!(row("a").published_at.is_some());
+        let b = row("b");
+        assert!(b.published_at.is_none());
+        assert!(b.notified_at.is_some(), "the notifier's part is recorded");
+        assert!(b.dispatched_at.is_none());
+        assert!(b.dead_lettered_at.is_some());
+        assert_eq!(b.attempts, DELIVERY_ATTEMPTS_MAX);
+        notifier.stop(None);
+        dispatcher.stop(None);
+        let _ = std::fs::remove_file(path);
     }
 }

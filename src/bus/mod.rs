@@ -30,6 +30,17 @@ pub enum Publish {
     /// The bus could not take it now (Redis down, a consumer busy): try again later; this
     /// does not count against the event.
     Unavailable(String),
+    /// In-process only: some consumers handled the event now, the others did not (the inner
+    /// `Failed` or `Unavailable` says why). The relay records the ones that did, so a retry
+    /// asks only the others.
+    Partly(Handled, Box<Publish>),
+}
+
+/// Which in-process consumers have handled an event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Handled {
+    pub notifier: bool,
+    pub dispatcher: bool,
 }
 
 /// One `Publish` per event, in order.

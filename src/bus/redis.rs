@@ -392,6 +392,8 @@ mod tests {
             attempts: 0,
             last_error: None,
             dead_lettered_at: None,
+            notified_at: None,
+            dispatched_at: None,
         };
         let fields: HashMap<String, String> = entry_fields(&event)
             .into_iter()

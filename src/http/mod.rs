@@ -349,13 +349,21 @@ pub fn application(
         })
 }
 
-/// Headers on every answer: no page of walleti may be framed by another site (a payment
-/// confirmation under someone else's overlay), no content type is guessed, and no URL leaks
-/// to other sites through `Referer`; served over TLS, browsers are told to keep to it. A
-/// handler's own header wins.
+/// The policy of every page walleti serves (the API reference at `/docs` has its own): scripts
+/// and style sheets only from walleti's own `/static/` files — no inline script or style, no
+/// `eval` — so markup an attacker slips into a page (a merchant's name, a note) cannot run
+/// or restyle anything; requests only to walleti; no plugins; never framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+     frame-ancestors 'none'";
+
+/// Headers on every answer: a strict content policy (`CONTENT_SECURITY_POLICY`), no page of
+/// walleti may be framed by another site (a payment confirmation under someone else's
+/// overlay), no content type is guessed, and no URL leaks to other sites through `Referer`;
+/// served over TLS, browsers are told to keep to it. A handler's own header wins.
 fn security_headers(served_over_tls: bool) -> actix_web::middleware::DefaultHeaders {
     let headers = actix_web::middleware::DefaultHeaders::new()
-        .add(("Content-Security-Policy", "frame-ancestors 'none'"))
+        .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
         .add(("X-Frame-Options", "DENY"))
         .add(("X-Content-Type-Options", "nosniff"))
         .add(("Referrer-Policy", "same-origin"));

@@ -240,6 +240,10 @@ pub mod outbox {
         pub attempts: i32,
         pub last_error: Option<String>,
         pub dead_lettered_at: Option<DateTimeUtc>,
+        /// In-process bus: the notifier handled it (set only while the dispatcher has not).
+        pub notified_at: Option<DateTimeUtc>,
+        /// In-process bus: the dispatcher handled it (set only while the notifier has not).
+        pub dispatched_at: Option<DateTimeUtc>,
     }
 
     no_relations!();

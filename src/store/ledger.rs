@@ -723,5 +723,7 @@ pub(super) fn event_row(
         attempts: Set(0),
         last_error: Set(None),
         dead_lettered_at: Set(None),
+        notified_at: Set(None),
+        dispatched_at: Set(None),
     }
 }

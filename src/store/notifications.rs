@@ -140,6 +140,30 @@ impl Store {
         Ok(())
     }
 
+    /// Records the in-process consumers that handled events the others have not handled yet
+    /// (one statement per consumer with any).
+    pub async fn mark_outbox_handled(
+        &self,
+        notified: &[String],
+        dispatched: &[String],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        for (column, ids) in [
+            (outbox::Column::NotifiedAt, notified),
+            (outbox::Column::DispatchedAt, dispatched),
+        ] {
+            if ids.is_empty() {
+                continue;
+            }
+            outbox::Entity::update_many()
+                .col_expr(column, Expr::value(now))
+                .filter(id_in(self.backend(), outbox::Column::Id, ids.to_vec()))
+                .exec(self.writer())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Counts a failed delivery; with `dead_letter` the row leaves the queue for good.
     pub async fn record_outbox_failure(
         &self,

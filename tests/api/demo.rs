@@ -2,7 +2,10 @@
 //! works, the people's and the shop's dashboards show the activity in plain words, the money
 //! adds up, seeding again adds nothing, and a database holding anything else is refused.
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, backends, spawn_app};
+use crate::helpers::{
+    ADMIN_TOKEN, Backend, TestApp, backends, fresh_database, spawn_app, spawn_app_with,
+    test_settings,
+};
 use reqwest::StatusCode;
 use serde_json::json;
 use walleti::demo::{DEMO_PASSWORD, PEOPLE, SHOP, Seeded, seed};
@@ -192,6 +195,36 @@ async fn the_demo_seeds_a_fresh_walleti_that_people_can_log_into() {
         assert_eq!(users_before.body["data"], users_after.body["data"]);
         assert_eq!(users_after.body["data"].as_array().map(Vec::len), Some(3));
     }
+}
+
+#[tokio::test]
+async fn the_demo_seeds_a_walleti_that_pays_only_verified_contacts() {
+    let mut settings = test_settings(&fresh_database(Backend::Sqlite).await);
+    settings.p2p_require_verified = true;
+    let app = spawn_app_with(settings).await;
+    let seeded = seed(&app.address, ADMIN_TOKEN)
+        .await
+        .expect("seed the demo");
+    assert!(matches!(seeded, Seeded::Fresh { .. }));
+    let ada = app
+        .post(
+            "/v1/sessions",
+            None,
+            None,
+            &json!({"login": PEOPLE[0].1, "password": DEMO_PASSWORD}),
+        )
+        .await;
+    let transfers = app
+        .get(
+            "/v1/transfers?limit=10",
+            ada.body["token"].as_str().expect("token"),
+        )
+        .await;
+    assert!(
+        transfers.body["data"].as_array().map(Vec::len) >= Some(3),
+        "{}",
+        transfers.text
+    );
 }
 
 #[tokio::test]

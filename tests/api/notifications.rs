@@ -209,6 +209,8 @@ async fn a_redelivered_event_notifies_once_and_a_poison_event_is_dead_lettered()
             attempts: Set(0),
             last_error: Set(None),
             dead_lettered_at: Set(None),
+            notified_at: Set(None),
+            dispatched_at: Set(None),
         })
         .exec(&database)
         .await

@@ -414,6 +414,7 @@ async fn a_poison_event_is_dead_lettered_after_the_bound_and_blocks_nothing() {
         attempts: sea_orm::ActiveValue::Set(0),
         last_error: sea_orm::ActiveValue::Set(None),
         dead_lettered_at: sea_orm::ActiveValue::Set(None),
+        ..Default::default()
     })
     .exec(&database)
     .await

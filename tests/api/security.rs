@@ -459,6 +459,72 @@ async fn a_bank_event_naming_another_bank_payout_settles_nothing() {
 }
 
 #[tokio::test]
+async fn web_pages_run_no_inline_script_or_style() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let ada = app.user("ada").await;
+    let login = app
+        .request(reqwest::Method::GET, "/app/login", None, None, None)
+        .await;
+    let policy = login
+        .headers
+        .get("content-security-policy")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self';",
+        "style-src 'self';",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(directive), "{policy}");
+    }
+    assert!(!policy.contains("unsafe"), "{policy}");
+    // The signed-in dashboard too (its chart is inline SVG, which needs no style attribute).
+    let dashboard = app
+        .client
+        .get(format!("{}/app", app.address))
+        .header("Cookie", format!("walleti_user={}", ada.token))
+        .send()
+        .await
+        .expect("dashboard")
+        .text()
+        .await
+        .expect("body");
+    assert!(dashboard.contains("Balance"), "{dashboard}");
+    for page in [&login.text, &dashboard] {
+        assert!(!page.contains("<style"), "{page}");
+        assert!(!page.contains(" style="), "{page}");
+        for script in page.split("<script").skip(1) {
+            let tag = &script[..script.find('>').expect("tag end")];
+            assert!(
+                tag.contains(" src=\"/static/"),
+                "an inline script: <script{tag}>"
+            );
+        }
+    }
+    // What the pages link is served, with the right types.
+    for (path, kind) in [
+        ("/static/app.css", "text/css"),
+        ("/static/app.js", "text/javascript"),
+        ("/static/htmx.min.js", "text/javascript"),
+    ] {
+        let file = app
+            .request(reqwest::Method::GET, path, None, None, None)
+            .await;
+        assert_eq!(file.status, StatusCode::OK, "{path}");
+        let content_type = file
+            .headers
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert!(login.text.contains(path), "the page links {path}");
+    }
+}
+
+#[tokio::test]
 async fn pages_cannot_be_framed_by_other_sites() {
     let app = spawn_app(Backend::Sqlite).await;
     for path in ["/app/login", "/merchant", "/v1/me"] {

@@ -31,12 +31,16 @@ pub const USER_COOKIE: &str = "walleti_user";
 pub const MERCHANT_COOKIE: &str = "walleti_merchant";
 pub const CSRF_COOKIE: &str = "walleti_csrf";
 const HTMX: &str = include_str!("../../../static/vendor/htmx/htmx.min.js");
+const APP_CSS: &str = include_str!("../../../static/app.css");
+const APP_JS: &str = include_str!("../../../static/app.js");
 
 /// The web routes.
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/", web::get().to(|| async { redirect("/app") }))
-        .route("/static/htmx.min.js", web::get().to(htmx));
+        .route("/static/htmx.min.js", web::get().to(htmx))
+        .route("/static/app.css", web::get().to(app_css))
+        .route("/static/app.js", web::get().to(app_js));
     user_app::routes(config);
     verify::routes(config);
     merchant_app::routes(config);
@@ -47,6 +51,20 @@ async fn htmx() -> HttpResponse {
         .content_type("text/javascript; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
         .body(HTMX)
+}
+
+async fn app_css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(APP_CSS)
+}
+
+async fn app_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(APP_JS)
 }
 
 /// A cookie's value from the request.
