@@ -239,8 +239,13 @@ async fn reconcile_once(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `info`, except ractor's own spans: at `info` it opens one for every actor's lifetime (an entry
+/// in the tracing registry per wallet actor) and its start-up, which walleti's logs never show.
+const DEFAULT_LOG_FILTER: &str = "info,ractor=warn";
+
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
