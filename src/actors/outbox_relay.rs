@@ -102,7 +102,30 @@ impl Actor for OutboxRelay {
 
 /// One pass; returns how many events were published.
 async fn relay(state: &RelayState) -> anyhow::Result<usize> {
-    let events = state.store.unpublished_outbox().await?;
+    let mut events = state.store.unpublished_outbox().await?;
+    if state.bus.is_in_process() && events.len() >= OUTBOX_BATCH_MAX as usize {
+        // A full batch that one consumer has already handled entirely (the other keeps
+        // failing or timing out on it) would keep that consumer from newer events: it gets
+        // its own oldest waiting events too.
+        for (consumer, handled) in [
+            (
+                outbox::Column::NotifiedAt,
+                events.iter().all(|event| event.notified_at.is_some()),
+            ),
+            (
+                outbox::Column::DispatchedAt,
+                events.iter().all(|event| event.dispatched_at.is_some()),
+            ),
+        ] {
+            if handled {
+                for event in state.store.outbox_waiting_for(consumer).await? {
+                    if !events.iter().any(|known| known.id == event.id) {
+                        events.push(event);
+                    }
+                }
+            }
+        }
+    }
     let results = state.bus.publish(&events).await;
     let now = chrono::Utc::now();
     let mut published = Vec::with_capacity(events.len());
@@ -344,7 +367,9 @@ mod tests {
             .iter()
             .map(|event| {
                 *counts.entry(event.id.clone()).or_default() += 1;
-                if seen.refuse.contains(&event.id.as_str()) {
+                if seen.refuse.contains(&event.id.as_str())
+                    || seen.refuse.contains(&event.aggregate_id.as_str())
+                {
                     Err("refused".to_owned())
                 } else {
                     Ok(())
@@ -419,11 +444,13 @@ mod tests {
         }
     }
 
-    /// The dispatcher refuses one event every time: it is retried with the dispatcher alone
-    /// until it is dead-lettered, and the notifier, which handled it the first time, is never
-    /// asked again.
-    #[tokio::test]
-    async fn a_consumer_that_refuses_an_event_is_retried_alone() {
+    async fn relay_with_fakes(
+        refused_by_dispatcher: &'static [&'static str],
+    ) -> (
+        RelayState,
+        std::path::PathBuf,
+        [Arc<Mutex<HashMap<String, usize>>>; 2],
+    ) {
         let path = std::env::temp_dir().join(format!(
             "walleti-relay-{}.db",
             uuid::Uuid::now_v7().simple()
@@ -432,10 +459,6 @@ mod tests {
             .await
             .expect("store");
         store.migrate().await.expect("migrate");
-        outbox::Entity::insert_many([event("a"), event("b")])
-            .exec(store.writer())
-            .await
-            .expect("events");
         let (notified, dispatched) = (Arc::default(), Arc::default());
         let (notifier, _) = Actor::spawn(
             None,
@@ -452,20 +475,67 @@ mod tests {
             FakeDispatcher,
             Seen {
                 counts: Arc::clone(&dispatched),
-                refuse: &["b"],
+                refuse: refused_by_dispatcher,
             },
         )
         .await
         .expect("dispatcher");
         let state = RelayState {
-            store: store.clone(),
+            store,
             metrics: Metrics::new(),
             bus: Arc::new(InProcessBus {
-                notifier: notifier.clone(),
-                dispatcher: dispatcher.clone(),
+                notifier,
+                dispatcher,
             }),
             timer: None,
         };
+        (state, path, [notified, dispatched])
+    }
+
+    /// A full batch of events the notifier has handled and the dispatcher keeps refusing does
+    /// not keep a newer event from the notifier.
+    #[tokio::test]
+    async fn a_stuck_batch_of_one_consumer_does_not_starve_the_other() {
+        const STUCK: &[&str] = &["stuck"];
+        let (state, path, [notified, _]) = relay_with_fakes(STUCK).await;
+        let stuck: Vec<outbox::ActiveModel> = (0..OUTBOX_BATCH_MAX)
+            .map(|index| {
+                let mut event = event(&format!("a{index:04}"));
+                event.aggregate_id = Set("stuck".into());
+                event.notified_at = Set(Some(chrono::Utc::now()));
+                event
+            })
+            .collect();
+        outbox::Entity::insert_many(stuck)
+            .exec(state.store.writer())
+            .await
+            .expect("stuck events");
+        outbox::Entity::insert(event("b-new"))
+            .exec(state.store.writer())
+            .await
+            .expect("new event");
+        relay(&state).await.expect("pass");
+        let seen = notified.lock().expect("counts").clone();
+        assert_eq!(
+            seen.get("b-new"),
+            Some(&1),
+            "the new event reached the notifier"
+        );
+        assert_eq!(seen.len(), 1, "and nothing it had handled before");
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// The dispatcher refuses one event every time: it is retried with the dispatcher alone
+    /// until it is dead-lettered, and the notifier, which handled it the first time, is never
+    /// asked again.
+    #[tokio::test]
+    async fn a_consumer_that_refuses_an_event_is_retried_alone() {
+        let (state, path, [notified, dispatched]) = relay_with_fakes(&["b"]).await;
+        let store = state.store.clone();
+        outbox::Entity::insert_many([event("a"), event("b")])
+            .exec(store.writer())
+            .await
+            .expect("events");
         for pass in 0..DELIVERY_ATTEMPTS_MAX + 2 {
             let published = relay(&state).await.expect("pass");
             assert_eq!(published, usize::from(pass == 0), "pass {pass}");
@@ -493,8 +563,6 @@ mod tests {
         assert!(b.dispatched_at.is_none());
         assert!(b.dead_lettered_at.is_some());
         assert_eq!(b.attempts, DELIVERY_ATTEMPTS_MAX);
-        notifier.stop(None);
-        dispatcher.stop(None);
         let _ = std::fs::remove_file(path);
     }
 }

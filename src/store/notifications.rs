@@ -95,6 +95,22 @@ impl Store {
             .await?)
     }
 
+    /// The oldest unpublished events one in-process consumer has not handled yet
+    /// (`outbox::Column::NotifiedAt` or `DispatchedAt`).
+    pub async fn outbox_waiting_for(
+        &self,
+        consumer: outbox::Column,
+    ) -> StoreResult<Vec<outbox::Model>> {
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::PublishedAt.is_null())
+            .filter(outbox::Column::DeadLetteredAt.is_null())
+            .filter(consumer.is_null())
+            .order_by_asc(outbox::Column::Id)
+            .limit(OUTBOX_BATCH_MAX)
+            .all(self.writer())
+            .await?)
+    }
+
     /// The outbox events with these ids (those that exist), as the database holds them.
     pub async fn outbox_events(&self, ids: &[String]) -> StoreResult<Vec<outbox::Model>> {
         if ids.is_empty() {
