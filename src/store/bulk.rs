@@ -372,9 +372,118 @@ where
         .collect())
 }
 
+/// Statements whose answers nobody reads, each on a different table: on PostgreSQL they go to
+/// the server as ONE statement of data-modifying CTEs (one round trip instead of one each; the
+/// group commit's writer spent about half its time waiting on those round trips), elsewhere
+/// one after the other. Every sub-statement runs to completion; foreign keys between them are
+/// checked at the end of the statement, so a row may reference one inserted beside it.
+#[derive(Default)]
+pub(super) struct Writes {
+    statements: Vec<(String, Vec<Value>)>,
+}
+
+impl Writes {
+    /// `rows` inserted as `insert_rows` would.
+    pub(super) fn insert<A>(
+        &mut self,
+        backend: DbBackend,
+        rows: Vec<A>,
+        conflict: Option<&str>,
+    ) -> StoreResult<()>
+    where
+        A: ActiveModelTrait,
+    {
+        self.statements
+            .extend(insert_statements(backend, rows, conflict)?);
+        Ok(())
+    }
+
+    pub(super) fn push(&mut self, sql: String, values: Vec<Value>) {
+        self.statements.push((sql, values));
+    }
+
+    pub(super) async fn execute(self, transaction: &DatabaseTransaction) -> StoreResult<()> {
+        let backend = transaction.get_database_backend();
+        if backend != DbBackend::Postgres || self.statements.len() < 2 {
+            for (sql, values) in self.statements {
+                transaction
+                    .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                    .await?;
+            }
+            return Ok(());
+        }
+        let (sql, values) = combined(self.statements);
+        transaction
+            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        Ok(())
+    }
+}
+
+/// `WITH w0 AS (…), w1 AS (…) SELECT 1`, each statement's parameters renumbered after the
+/// ones before it.
+fn combined(statements: Vec<(String, Vec<Value>)>) -> (String, Vec<Value>) {
+    let mut sql = String::from("WITH ");
+    let mut values = Vec::new();
+    for (index, (statement, statement_values)) in statements.into_iter().enumerate() {
+        if index > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "w{index} AS (");
+        renumber(&mut sql, &statement, values.len());
+        sql.push(')');
+        values.extend(statement_values);
+    }
+    sql.push_str(" SELECT 1");
+    (sql, values)
+}
+
+/// Appends `statement` with every `$n` parameter shifted by `offset`. The statements are
+/// walleti's own texts: values travel as parameters, so a `$` followed by digits is always one.
+fn renumber(out: &mut String, statement: &str, offset: usize) {
+    let mut chars = statement.char_indices().peekable();
+    while let Some((_, character)) = chars.next() {
+        out.push(character);
+        if character != '$' {
+            continue;
+        }
+        let mut number = String::new();
+        while let Some((_, digit)) = chars.peek().filter(|(_, next)| next.is_ascii_digit()) {
+            number.push(*digit);
+            chars.next();
+        }
+        match number.parse::<usize>() {
+            Ok(position) => {
+                let _ = write!(out, "{}", position + offset);
+            }
+            Err(_) => out.push_str(&number),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn combined_writes_renumber_each_statement_after_the_ones_before() {
+        let (sql, values) = combined(vec![
+            (
+                "INSERT INTO a (x) SELECT * FROM json_to_recordset($1::json) AS r(x text)".into(),
+                vec![Value::from("[]")],
+            ),
+            (
+                "UPDATE b SET y = $2 WHERE z = $1 AND w = $10".into(),
+                (0..10).map(Value::from).collect(),
+            ),
+        ]);
+        assert_eq!(
+            sql,
+            "WITH w0 AS (INSERT INTO a (x) SELECT * FROM json_to_recordset($1::json) AS r(x text)), \
+             w1 AS (UPDATE b SET y = $3 WHERE z = $2 AND w = $11) SELECT 1"
+        );
+        assert_eq!(values.len(), 11);
+    }
 
     #[test]
     fn values_rows_number_parameters_row_by_row() {

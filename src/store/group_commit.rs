@@ -9,11 +9,11 @@
 //! saga guard that matched nothing) rolls the combined transaction back and the group is
 //! committed again with one savepoint per batch, so that only the offending batch fails.
 
-use super::bulk::{SqlType, id_in, row_sources};
+use super::bulk::{SqlType, Writes, id_in, row_sources};
 use super::entities::transfers;
-use super::idempotency::{ClaimRow, CompletionRow, complete_claims, insert_claims};
+use super::idempotency::{ClaimRow, CompletionRow, completion_statements, insert_claims};
 use super::ledger::{
-    AccountWrite, AppliedMovement, Effect, entry_rows, event_row, insert_journals, insert_rows,
+    AccountWrite, AppliedMovement, Effect, JOURNALS_CONFLICT, entry_rows, event_row, journal_rows,
     transfer_event, write_batch, write_counterparts, write_effect,
 };
 use super::{Store, StoreError, StoreResult};
@@ -301,14 +301,21 @@ async fn write_rows(
     live: &[&PlannedBatch],
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
+    let backend = transaction.get_database_backend();
     let movements = || live.iter().flat_map(|batch| batch.movements.iter());
-    insert_journals(transaction, movements(), now).await?;
-    let entries = live
+    // The plain inserts and the idempotency completions need no answer: one round trip on
+    // PostgreSQL (`bulk::Writes`).
+    let mut writes = Writes::default();
+    writes.insert(
+        backend,
+        journal_rows(movements(), now),
+        Some(JOURNALS_CONFLICT),
+    )?;
+    let entries: Vec<_> = live
         .iter()
         .flat_map(|batch| entry_rows(batch.account.account, &batch.movements, now))
         .collect();
-    insert_rows(transaction, entries).await?;
-    write_counterparts(transaction, movements(), now).await?;
+    writes.insert(backend, entries, None)?;
 
     let mut opened = Vec::new();
     let mut completed = Vec::new();
@@ -333,16 +340,21 @@ async fn write_rows(
             other => others.push(other),
         }
     }
-    insert_rows(transaction, opened).await?;
+    writes.insert(backend, opened, None)?;
+    writes.insert(backend, events, None)?;
+    let completions: Vec<&CompletionRow> = movements()
+        .filter_map(|movement| movement.idempotency.completion())
+        .collect();
+    for (sql, values) in completion_statements(backend, &completions)? {
+        writes.push(sql, values);
+    }
+    writes.execute(transaction).await?;
+    // What reads or checks its answer, after the rows it may refer to.
+    write_counterparts(transaction, movements(), now).await?;
     complete_transfers(transaction, &completed, now).await?;
     for effect in others {
         write_effect(transaction, effect, now).await?;
     }
-    insert_rows(transaction, events).await?;
-    let completions: Vec<&CompletionRow> = movements()
-        .filter_map(|movement| movement.idempotency.completion())
-        .collect();
-    complete_claims(transaction, &completions).await?;
     Ok(())
 }
 

@@ -9,8 +9,8 @@ use super::{Store, StoreResult};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    QueryFilter, Statement, TryInsertResult,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
+    EntityTrait, QueryFilter, Statement, TryInsertResult,
 };
 use std::collections::HashSet;
 
@@ -306,6 +306,19 @@ pub(super) async fn complete_claims(
     completions: &[&CompletionRow],
 ) -> StoreResult<()> {
     let backend = transaction.get_database_backend();
+    for (sql, values) in completion_statements(backend, completions)? {
+        transaction
+            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The statements of `complete_claims`.
+pub(super) fn completion_statements(
+    backend: DbBackend,
+    completions: &[&CompletionRow],
+) -> StoreResult<Vec<(String, Vec<sea_orm::Value>)>> {
     let rows = completions
         .iter()
         .map(|completion| {
@@ -323,20 +336,20 @@ pub(super) async fn complete_claims(
         ("status", SqlType::Int),
         ("body", SqlType::Text),
     ];
-    for source in row_sources(backend, &columns, rows)? {
-        let sql = format!(
-            "WITH done (caller, \"key\", status, body) AS ({}) \
-             UPDATE idempotency_keys SET response_status = done.status, response_body = done.body, \
-             locked_at = NULL, claim_token = NULL FROM done \
-             WHERE idempotency_keys.caller = done.caller AND idempotency_keys.\"key\" = done.\"key\" \
-             AND idempotency_keys.response_status IS NULL",
-            source.sql
-        );
-        transaction
-            .execute_raw(Statement::from_sql_and_values(backend, sql, source.values))
-            .await?;
-    }
-    Ok(())
+    Ok(row_sources(backend, &columns, rows)?
+        .into_iter()
+        .map(|source| {
+            let sql = format!(
+                "WITH done (caller, \"key\", status, body) AS ({}) \
+                 UPDATE idempotency_keys SET response_status = done.status, response_body = done.body, \
+                 locked_at = NULL, claim_token = NULL FROM done \
+                 WHERE idempotency_keys.caller = done.caller AND idempotency_keys.\"key\" = done.\"key\" \
+                 AND idempotency_keys.response_status IS NULL",
+                source.sql
+            );
+            (sql, source.values)
+        })
+        .collect())
 }
 
 impl Store {

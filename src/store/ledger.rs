@@ -286,7 +286,19 @@ pub(super) async fn insert_journals<'a>(
     movements: impl Iterator<Item = &'a AppliedMovement>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let rows: Vec<journals::ActiveModel> = movements
+    let rows = journal_rows(movements, now);
+    super::bulk::insert_rows(transaction, rows, Some(JOURNALS_CONFLICT)).await
+}
+
+/// A journal shared by several movements (a transfer's legs) is inserted by the first.
+pub(super) const JOURNALS_CONFLICT: &str = "ON CONFLICT (\"id\") DO NOTHING";
+
+/// The journals the movements open.
+pub(super) fn journal_rows<'a>(
+    movements: impl Iterator<Item = &'a AppliedMovement>,
+    now: DateTime<Utc>,
+) -> Vec<journals::ActiveModel> {
+    movements
         .filter(|movement| movement.journal.is_new)
         .map(|movement| journals::ActiveModel {
             id: Set(movement.journal.id.to_string()),
@@ -295,8 +307,7 @@ pub(super) async fn insert_journals<'a>(
             reference_id: Set(movement.reference.id.clone()),
             created_at: Set(now),
         })
-        .collect();
-    super::bulk::insert_rows(transaction, rows, Some("ON CONFLICT (\"id\") DO NOTHING")).await
+        .collect()
 }
 
 /// Ids per `IN (…)` list on SQLite.
