@@ -2,9 +2,10 @@
 //! multi-row statements (the `LedgerWriter` actor decides what goes into a group).
 //!
 //! The combined path writes every batch at once: the wallets' balances with one version-checked
-//! `UPDATE … FROM (VALUES …) RETURNING`, then journals, entries, P2P transfers and outbox events
-//! with multi-row INSERTs, P2P completions with one guarded UPDATE, system counterparts once per
-//! system account. A batch whose account version is stale is left out of the group (only it
+//! `UPDATE … FROM (VALUES …) RETURNING`, then journals, entries, P2P transfers, outbox events and
+//! the stored idempotency responses with multi-row statements sent as one (`bulk::Writes`: one
+//! round trip on PostgreSQL), system counterparts once per system account, P2P completions with
+//! one guarded UPDATE. A batch whose account version is stale is left out of the group (only it
 //! fails). Any other failure (a unique op key hit by a replay that was not marked as one, a
 //! saga guard that matched nothing) rolls the combined transaction back and the group is
 //! committed again with one savepoint per batch, so that only the offending batch fails.
