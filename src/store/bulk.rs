@@ -380,6 +380,9 @@ where
 #[derive(Default)]
 pub(super) struct Writes {
     statements: Vec<(String, Vec<Value>)>,
+    /// Statements (by index) that must return exactly this many rows, and what it means when
+    /// they do not.
+    checked: Vec<(usize, usize, String)>,
 }
 
 impl Writes {
@@ -402,9 +405,25 @@ impl Writes {
         self.statements.push((sql, values));
     }
 
+    /// A statement with a `RETURNING` clause that must return exactly `expected` rows: a
+    /// `Conflict` with `meaning` otherwise (PostgreSQL only: the count comes back in the same
+    /// round trip).
+    pub(super) fn push_checked(
+        &mut self,
+        sql: String,
+        values: Vec<Value>,
+        expected: usize,
+        meaning: String,
+    ) {
+        self.checked
+            .push((self.statements.len(), expected, meaning));
+        self.statements.push((sql, values));
+    }
+
     pub(super) async fn execute(self, transaction: &DatabaseTransaction) -> StoreResult<()> {
         let backend = transaction.get_database_backend();
-        if backend != DbBackend::Postgres || self.statements.len() < 2 {
+        if backend != DbBackend::Postgres {
+            debug_assert!(self.checked.is_empty(), "checked writes are PostgreSQL's");
             for (sql, values) in self.statements {
                 transaction
                     .execute_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -412,17 +431,31 @@ impl Writes {
             }
             return Ok(());
         }
-        let (sql, values) = combined(self.statements);
-        transaction
-            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?;
+        if self.statements.is_empty() {
+            return Ok(());
+        }
+        let counted: Vec<usize> = self.checked.iter().map(|(index, _, _)| *index).collect();
+        let (sql, values) = combined(self.statements, &counted);
+        let row = transaction
+            .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a combined write answered no row".into()))?;
+        for (position, (_, expected, meaning)) in self.checked.iter().enumerate() {
+            let returned: i64 = row.try_get_by_index(position)?;
+            if usize::try_from(returned).ok() != Some(*expected) {
+                return Err(StoreError::Conflict(format!(
+                    "{meaning} ({returned} of {expected})"
+                )));
+            }
+        }
         Ok(())
     }
 }
 
-/// `WITH w0 AS (…), w1 AS (…) SELECT 1`, each statement's parameters renumbered after the
-/// ones before it.
-fn combined(statements: Vec<(String, Vec<Value>)>) -> (String, Vec<Value>) {
+/// `WITH w0 AS (…), w1 AS (…) SELECT 1` (or `SELECT (SELECT count(*) FROM wN), …` for the
+/// `counted` statements, in order), each statement's parameters renumbered after the ones
+/// before it.
+fn combined(statements: Vec<(String, Vec<Value>)>, counted: &[usize]) -> (String, Vec<Value>) {
     let mut sql = String::from("WITH ");
     let mut values = Vec::new();
     for (index, (statement, statement_values)) in statements.into_iter().enumerate() {
@@ -434,7 +467,15 @@ fn combined(statements: Vec<(String, Vec<Value>)>) -> (String, Vec<Value>) {
         sql.push(')');
         values.extend(statement_values);
     }
-    sql.push_str(" SELECT 1");
+    if counted.is_empty() {
+        sql.push_str(" SELECT 1");
+    } else {
+        let counts: Vec<String> = counted
+            .iter()
+            .map(|index| format!("(SELECT count(*) FROM w{index})"))
+            .collect();
+        let _ = write!(sql, " SELECT {}", counts.join(", "));
+    }
     (sql, values)
 }
 
@@ -467,22 +508,41 @@ mod tests {
 
     #[test]
     fn combined_writes_renumber_each_statement_after_the_ones_before() {
-        let (sql, values) = combined(vec![
-            (
-                "INSERT INTO a (x) SELECT * FROM json_to_recordset($1::json) AS r(x text)".into(),
-                vec![Value::from("[]")],
-            ),
-            (
-                "UPDATE b SET y = $2 WHERE z = $1 AND w = $10".into(),
-                (0..10).map(Value::from).collect(),
-            ),
-        ]);
+        let (sql, values) = combined(
+            vec![
+                (
+                    "INSERT INTO a (x) SELECT * FROM json_to_recordset($1::json) AS r(x text)"
+                        .into(),
+                    vec![Value::from("[]")],
+                ),
+                (
+                    "UPDATE b SET y = $2 WHERE z = $1 AND w = $10".into(),
+                    (0..10).map(Value::from).collect(),
+                ),
+            ],
+            &[],
+        );
         assert_eq!(
             sql,
             "WITH w0 AS (INSERT INTO a (x) SELECT * FROM json_to_recordset($1::json) AS r(x text)), \
              w1 AS (UPDATE b SET y = $3 WHERE z = $2 AND w = $11) SELECT 1"
         );
         assert_eq!(values.len(), 11);
+        let (counted, _) = combined(
+            vec![
+                ("INSERT INTO a (x) VALUES ($1)".into(), vec![Value::from(1)]),
+                (
+                    "UPDATE b SET y = $1 RETURNING 1".into(),
+                    vec![Value::from(2)],
+                ),
+            ],
+            &[1],
+        );
+        assert_eq!(
+            counted,
+            "WITH w0 AS (INSERT INTO a (x) VALUES ($1)), w1 AS (UPDATE b SET y = $2 RETURNING 1) \
+             SELECT (SELECT count(*) FROM w1)"
+        );
     }
 
     #[test]

@@ -349,14 +349,43 @@ async fn write_rows(
     for (sql, values) in completion_statements(backend, &completions)? {
         writes.push(sql, values);
     }
+    if backend == DbBackend::Postgres && !completed.is_empty() {
+        // Checked in the same round trip: every one of them must still be `debited`.
+        let (sql, values) = completion_update(backend, &completed, now);
+        let count = completed.len();
+        writes.push_checked(sql, values, count, "transfers are no longer debited".into());
+    } else {
+        complete_transfers(transaction, &completed, now).await?;
+    }
     writes.execute(transaction).await?;
-    // What reads or checks its answer, after the rows it may refer to.
+    // What reads its answer, after the rows it may refer to.
     write_counterparts(transaction, movements(), now).await?;
-    complete_transfers(transaction, &completed, now).await?;
     for effect in others {
         write_effect(transaction, effect, now).await?;
     }
     Ok(())
+}
+
+/// `complete_transfers` as one statement returning a row per transfer it completed.
+fn completion_update(
+    backend: DbBackend,
+    ids: &[String],
+    now: DateTime<Utc>,
+) -> (String, Vec<sea_orm::Value>) {
+    let statement = sea_orm::sea_query::Query::update()
+        .table(transfers::Entity)
+        .value(transfers::Column::State, TransferState::Completed.as_str())
+        .value(transfers::Column::FailureCode, None::<String>)
+        .value(transfers::Column::UpdatedAt, now)
+        .and_where(id_in(backend, transfers::Column::Id, ids.to_vec()))
+        .and_where(transfers::Column::State.eq(TransferState::Debited.as_str()))
+        .returning_col(transfers::Column::Id)
+        .to_owned();
+    let built = backend.build(&statement);
+    (
+        built.sql,
+        built.values.map(|values| values.0).unwrap_or_default(),
+    )
 }
 
 /// `debited` → `completed` for every given transfer; all of them must still be `debited`.

@@ -169,6 +169,44 @@ async fn a_duplicate_op_key_fails_only_its_own_batch() {
     }
 }
 
+/// A P2P completion whose transfer is no longer `debited` (the saga guard matches nothing)
+/// fails only its own batch; on PostgreSQL the guard's count comes back with the group's
+/// combined statement.
+#[tokio::test]
+async fn a_completion_whose_transfer_is_not_debited_fails_only_its_own_batch() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let users = funded_users(&app, 3).await;
+        let sent = app
+            .transfer(&users[0].0, &users[1].0.email, json!(100), "guard-1")
+            .await;
+        assert_eq!(sent.body["status"], "completed", "{}", sent.text);
+        let id = sent.body["id"].as_str().expect("transfer id");
+        let completed = app
+            .state()
+            .store
+            .find_transfer(id.parse().expect("id"))
+            .await
+            .expect("read")
+            .expect("transfer");
+        // Completing it again, as a confused saga would.
+        let mut stale = credit_batch(&app, &users[1].1, "group-test:complete-again").await;
+        stale.movements[0].effect = Effect::CompleteTransfer(Box::new(completed));
+        let other = credit_batch(&app, &users[2].1, "group-test:bystander").await;
+        let outcome = app
+            .state()
+            .store
+            .commit_group(&[stale, other], chrono::Utc::now())
+            .await;
+        assert_eq!(outcome.path, GroupPath::Isolated, "{backend:?}");
+        assert!(outcome.results[0].is_err(), "the completion must fail");
+        assert!(outcome.results[1].is_ok(), "{:?}", outcome.results[1]);
+        assert_eq!(app.balance(&users[1].0).await, (1_000 + 100, 0));
+        assert_eq!(app.balance(&users[2].0).await, (1_000 + CREDIT, 0));
+        assert_eq!(reconcile(&app).await["status"], "clean", "{backend:?}");
+    }
+}
+
 #[tokio::test]
 async fn concurrent_transfers_between_many_wallets_share_commits() {
     const USERS: usize = 24;
