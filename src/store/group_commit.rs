@@ -20,10 +20,8 @@ use super::ledger::{
 use super::{Store, StoreError, StoreResult};
 use crate::domain::{TransferKind, TransferState};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait,
 };
 use std::collections::HashSet;
 
@@ -351,9 +349,15 @@ async fn write_rows(
     }
     if backend == DbBackend::Postgres && !completed.is_empty() {
         // Checked in the same round trip: every one of them must still be `debited`.
-        let (sql, values) = completion_update(backend, &completed, now);
-        let count = completed.len();
-        writes.push_checked(sql, values, count, "transfers are no longer debited".into());
+        let built = backend.build(
+            completion_update(backend, &completed, now).returning_col(transfers::Column::Id),
+        );
+        writes.push_checked(
+            built.sql,
+            built.values.map(|values| values.0).unwrap_or_default(),
+            completed.len(),
+            "transfers are no longer debited".into(),
+        );
     } else {
         complete_transfers(transaction, &completed, now).await?;
     }
@@ -366,26 +370,20 @@ async fn write_rows(
     Ok(())
 }
 
-/// `complete_transfers` as one statement returning a row per transfer it completed.
+/// `debited` → `completed` for these transfers (the guard: only those still `debited`).
 fn completion_update(
     backend: DbBackend,
     ids: &[String],
     now: DateTime<Utc>,
-) -> (String, Vec<sea_orm::Value>) {
-    let statement = sea_orm::sea_query::Query::update()
+) -> sea_orm::sea_query::UpdateStatement {
+    sea_orm::sea_query::Query::update()
         .table(transfers::Entity)
         .value(transfers::Column::State, TransferState::Completed.as_str())
         .value(transfers::Column::FailureCode, None::<String>)
         .value(transfers::Column::UpdatedAt, now)
         .and_where(id_in(backend, transfers::Column::Id, ids.to_vec()))
         .and_where(transfers::Column::State.eq(TransferState::Debited.as_str()))
-        .returning_col(transfers::Column::Id)
-        .to_owned();
-    let built = backend.build(&statement);
-    (
-        built.sql,
-        built.values.map(|values| values.0).unwrap_or_default(),
-    )
+        .to_owned()
 }
 
 /// `debited` → `completed` for every given transfer; all of them must still be `debited`.
@@ -404,22 +402,13 @@ async fn complete_transfers(
         _ => super::ledger::ROWS_PER_STATEMENT_MAX,
     };
     for chunk in ids.chunks(chunk_length) {
-        let selected = id_in(backend, transfers::Column::Id, chunk.to_vec());
-        let updated = transfers::Entity::update_many()
-            .col_expr(
-                transfers::Column::State,
-                Expr::value(TransferState::Completed.as_str()),
-            )
-            .col_expr(transfers::Column::FailureCode, Expr::value(None::<String>))
-            .col_expr(transfers::Column::UpdatedAt, Expr::value(now))
-            .filter(selected)
-            .filter(transfers::Column::State.eq(TransferState::Debited.as_str()))
-            .exec(transaction)
+        let updated = transaction
+            .execute(&completion_update(backend, chunk, now))
             .await?;
-        if updated.rows_affected != chunk.len() as u64 {
+        if updated.rows_affected() != chunk.len() as u64 {
             return Err(StoreError::Conflict(format!(
                 "{} of {} transfers are no longer debited",
-                chunk.len() as u64 - updated.rows_affected,
+                chunk.len() as u64 - updated.rows_affected(),
                 chunk.len()
             )));
         }
