@@ -20,9 +20,8 @@ use super::ledger::{
 use super::{Store, StoreError, StoreResult};
 use crate::domain::{TransferKind, TransferState};
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait,
-};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait};
 use std::collections::HashSet;
 
 /// One wallet actor's planned batch: its account's new state and the movements to write.
@@ -371,7 +370,15 @@ async fn write_rows(
 }
 
 /// `debited` → `completed` for these transfers (the guard: only those still `debited`).
-fn completion_update(
+///
+/// The guard is written `(state = 'debited') IS TRUE` (the same for a NOT NULL column) so that
+/// it cannot be an index condition: the rows are found by primary key, whatever the planner
+/// believes of `state`. With a plain `state = 'debited'` PostgreSQL took the `transfers_state`
+/// index (statistics say few transfers are `debited`) and walked every `debited` entry it
+/// still holds, live or dead: each P2P transfer leaves one behind until vacuum, so the
+/// statement grew with the table (2.2 of 3.1 ms of a group's combined statement after 20,000
+/// transfers, `auto_explain`).
+pub fn completion_update(
     backend: DbBackend,
     ids: &[String],
     now: DateTime<Utc>,
@@ -382,7 +389,10 @@ fn completion_update(
         .value(transfers::Column::FailureCode, None::<String>)
         .value(transfers::Column::UpdatedAt, now)
         .and_where(id_in(backend, transfers::Column::Id, ids.to_vec()))
-        .and_where(transfers::Column::State.eq(TransferState::Debited.as_str()))
+        .and_where(Expr::cust(format!(
+            "(\"state\" = '{}') IS TRUE",
+            TransferState::Debited.as_str()
+        )))
         .to_owned()
 }
 

@@ -2,15 +2,16 @@
 //! in one batch failing only that batch.
 
 use crate::crash_safety::usd_account;
-use crate::helpers::{ADMIN_TOKEN, TestApp, TestUser, backends, spawn_app};
+use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, TestUser, backends, spawn_app};
 use crate::reconciliation::reconcile;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
-use sea_orm::ConnectionTrait;
+use sea_orm::sea_query::PostgresQueryBuilder;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::json;
 use walleti::domain::{AccountId, Bucket, Currency, JournalId, Posting};
 use walleti::store::accounts::{Owner, SystemAccount};
-use walleti::store::group_commit::{GroupPath, PlannedBatch};
+use walleti::store::group_commit::{GroupPath, PlannedBatch, completion_update};
 use walleti::store::ledger::{AccountWrite, AppliedMovement, Effect, JournalSpec, Reference};
 
 const CREDIT: i64 = 10;
@@ -207,6 +208,64 @@ async fn a_completion_whose_transfer_is_not_debited_fails_only_its_own_batch() {
     }
 }
 
+/// The guarded P2P completion finds its transfers by primary key, whatever PostgreSQL's
+/// statistics say: with `state = 'debited'` as an index condition it walked every `debited`
+/// entry of `transfers_state`, live or dead (each completed transfer leaves one until vacuum),
+/// because statistics say few transfers are `debited`.
+#[tokio::test]
+async fn the_p2p_completion_looks_its_transfers_up_by_primary_key() {
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let app = spawn_app(Backend::Postgres).await;
+    let db = app.state().store.writer();
+    // 5,000 transfers that were debited and then completed, as a busy ledger has them.
+    for statement in [
+        "INSERT INTO transfers (id, from_user, to_user, source_account, target_account, amount, \
+         currency, state, created_at, updated_at, kind) \
+         SELECT 't' || n, 'u1', 'u2', 'a1', 'a2', 1, 'usd', 'debited', now(), now(), 'p2p' \
+         FROM generate_series(1, 5000) AS n",
+        "UPDATE transfers SET state = 'completed'",
+        "INSERT INTO transfers (id, from_user, to_user, source_account, target_account, amount, \
+         currency, state, created_at, updated_at, kind) \
+         SELECT 'd' || n, 'u1', 'u2', 'a1', 'a2', 1, 'usd', 'debited', now(), now(), 'p2p' \
+         FROM generate_series(1, 3) AS n",
+        "ANALYZE transfers",
+    ] {
+        db.execute_unprepared(statement).await.expect(statement);
+    }
+    let ids: Vec<String> = (1..=3).map(|n| format!("d{n}")).collect();
+    let update = completion_update(DbBackend::Postgres, &ids, chrono::Utc::now())
+        .to_string(PostgresQueryBuilder);
+    let plan: Vec<String> = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("EXPLAIN {update}"),
+        ))
+        .await
+        .expect("explain")
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0).expect("plan line"))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("transfers_pkey"), "{plan}");
+    assert!(!plan.contains("transfers_state"), "{plan}");
+    // And it still is a guard: only the `debited` ones move.
+    let updated = db
+        .execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            completion_update(
+                DbBackend::Postgres,
+                &["d1".to_owned(), "t1".to_owned()],
+                chrono::Utc::now(),
+            )
+            .to_string(PostgresQueryBuilder),
+        ))
+        .await
+        .expect("update");
+    assert_eq!(updated.rows_affected(), 1);
+}
+
 #[tokio::test]
 async fn concurrent_transfers_between_many_wallets_share_commits() {
     const USERS: usize = 24;
@@ -220,6 +279,7 @@ async fn concurrent_transfers_between_many_wallets_share_commits() {
             (histogram.get_sample_count(), histogram.get_sample_sum())
         };
         let (combined_before, batches_before) = groups("combined");
+        let (isolated_before, _) = groups("isolated");
 
         let users_ref = &users;
         let replies = join_all((0..TRANSFERS).map(|index| {
@@ -245,6 +305,13 @@ async fn concurrent_transfers_between_many_wallets_share_commits() {
         assert!(
             combined > 0 && batches > combined as f64,
             "no transaction carried more than one wallet's batch ({backend:?})"
+        );
+        // Nothing here conflicts: a group that fell back to one savepoint per batch means the
+        // combined statements failed (the fallback would hide e.g. SQL the database refuses).
+        assert_eq!(
+            groups("isolated").0,
+            isolated_before,
+            "a group commit fell back to savepoints ({backend:?})"
         );
         let mut total = 0;
         for (user, _) in &users {
