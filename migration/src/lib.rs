@@ -15,6 +15,7 @@ mod m20261130_000001_contact_verification;
 mod m20261130_000002_scopes_and_links;
 mod m20261130_000003_settled_deliveries;
 mod m20261201_000001_outbox_consumers;
+mod m20261201_000002_lean_indexes;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000002_scopes_and_links::Migration),
             Box::new(m20261130_000003_settled_deliveries::Migration),
             Box::new(m20261201_000001_outbox_consumers::Migration),
+            Box::new(m20261201_000002_lean_indexes::Migration),
         ]
     }
 }

@@ -1,0 +1,55 @@
+//! Fewer index entries per transfer (every index entry is written in the money transaction or
+//! right after it):
+//! - `transfers_kind` served no query (transfers are listed by `from_user` / `to_user`);
+//! - `transfers_state (state, id)` took an entry for every transfer, and another when its saga
+//!   moved on; what reads by state only looks for sagas still `debited` (the resume pass, the
+//!   reconciler), so `transfers_debited` holds just those;
+//! - `outbox_unpublished (published_at, id)` took an entry per event and another when it was
+//!   published; the relay and the backlog only look for events still waiting, so
+//!   `outbox_waiting` holds just those.
+//!
+//! SQLite and PostgreSQL both have partial indexes, with the same syntax.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+const UP: [&str; 5] = [
+    "DROP INDEX transfers_kind",
+    "DROP INDEX transfers_state",
+    "CREATE INDEX transfers_debited ON transfers (id) WHERE state = 'debited'",
+    "DROP INDEX outbox_unpublished",
+    "CREATE INDEX outbox_waiting ON outbox (id) WHERE published_at IS NULL AND dead_lettered_at IS NULL",
+];
+
+const DOWN: [&str; 5] = [
+    "DROP INDEX outbox_waiting",
+    "CREATE INDEX outbox_unpublished ON outbox (published_at, id)",
+    "DROP INDEX transfers_debited",
+    "CREATE INDEX transfers_state ON transfers (state, id)",
+    "CREATE INDEX transfers_kind ON transfers (kind)",
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for statement in UP {
+            manager
+                .get_connection()
+                .execute_unprepared(statement)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for statement in DOWN {
+            manager
+                .get_connection()
+                .execute_unprepared(statement)
+                .await?;
+        }
+        Ok(())
+    }
+}
