@@ -318,8 +318,8 @@ pub fn application(
                 .unwrap_or_else(|| "unmatched".to_owned());
             let method = method_label(request.method()).to_owned();
             let request_id = request_id(&request);
-            // Actor messages sent while handling carry this span (ractor propagates the
-            // sender's span), so wallet and saga logs show the request id too.
+            // The handler's own logs carry this span. Actor messages do not (ractor's span
+            // propagation is off, Cargo.toml): wallet and saga logs name accounts and transfers.
             let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
             let started = Instant::now();
             let metrics = Arc::clone(&metrics);
