@@ -372,11 +372,14 @@ where
         .collect())
 }
 
-/// Statements whose answers nobody reads, each on a different table: on PostgreSQL they go to
+/// Statements whose answers nobody reads (at most their row count): on PostgreSQL they go to
 /// the server as ONE statement of data-modifying CTEs (one round trip instead of one each; the
 /// group commit's writer spent about half its time waiting on those round trips), elsewhere
-/// one after the other. Every sub-statement runs to completion; foreign keys between them are
-/// checked at the end of the statement, so a row may reference one inserted beside it.
+/// one after the other. Every sub-statement runs to completion and sees the database as it was
+/// before the statement: an UPDATE does not see rows inserted beside it (a guarded one then
+/// matches fewer rows, which its count check reports), and no row may be written twice.
+/// Foreign keys are checked at the end of the statement, so a row may reference one inserted
+/// beside it.
 #[derive(Default)]
 pub(super) struct Writes {
     statements: Vec<(String, Vec<Value>)>,

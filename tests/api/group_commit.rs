@@ -77,6 +77,24 @@ async fn funded_users(app: &TestApp, count: usize) -> Vec<(TestUser, String)> {
     users
 }
 
+/// Commits `offending` in one group with `bystander` (another wallet's batch): the combined
+/// attempt fails, the group is written with one savepoint per batch, and only `offending` fails.
+async fn commit_beside_bystander(
+    app: &TestApp,
+    offending: PlannedBatch,
+    bystander: PlannedBatch,
+    backend: Backend,
+) {
+    let outcome = app
+        .state()
+        .store
+        .commit_group(&[offending, bystander], chrono::Utc::now())
+        .await;
+    assert_eq!(outcome.path, GroupPath::Isolated, "{backend:?}");
+    assert!(outcome.results[0].is_err(), "the offending batch must fail");
+    assert!(outcome.results[1].is_ok(), "{:?}", outcome.results[1]);
+}
+
 #[tokio::test]
 async fn a_stale_account_fails_only_its_own_batch_and_its_wallet_recovers() {
     for backend in backends() {
@@ -151,15 +169,7 @@ async fn a_duplicate_op_key_fails_only_its_own_batch() {
         // The same op again (a retry not marked as a replay), grouped with another wallet's.
         let again = credit_batch(&app, &users[0].1, "group-test:dup").await;
         let other = credit_batch(&app, &users[1].1, "group-test:other").await;
-        let outcome = app
-            .state()
-            .store
-            .commit_group(&[again, other], chrono::Utc::now())
-            .await;
-
-        assert_eq!(outcome.path, GroupPath::Isolated, "{backend:?}");
-        assert!(outcome.results[0].is_err(), "the duplicate must fail");
-        assert!(outcome.results[1].is_ok(), "{:?}", outcome.results[1]);
+        commit_beside_bystander(&app, again, other, backend).await;
         assert_eq!(
             app.balance(&users[0].0).await,
             (1_000 + CREDIT, 0),
@@ -194,14 +204,7 @@ async fn a_completion_whose_transfer_is_not_debited_fails_only_its_own_batch() {
         let mut stale = credit_batch(&app, &users[1].1, "group-test:complete-again").await;
         stale.movements[0].effect = Effect::CompleteTransfer(Box::new(completed));
         let other = credit_batch(&app, &users[2].1, "group-test:bystander").await;
-        let outcome = app
-            .state()
-            .store
-            .commit_group(&[stale, other], chrono::Utc::now())
-            .await;
-        assert_eq!(outcome.path, GroupPath::Isolated, "{backend:?}");
-        assert!(outcome.results[0].is_err(), "the completion must fail");
-        assert!(outcome.results[1].is_ok(), "{:?}", outcome.results[1]);
+        commit_beside_bystander(&app, stale, other, backend).await;
         assert_eq!(app.balance(&users[1].0).await, (1_000 + 100, 0));
         assert_eq!(app.balance(&users[2].0).await, (1_000 + CREDIT, 0));
         assert_eq!(reconcile(&app).await["status"], "clean", "{backend:?}");
