@@ -1,4 +1,4 @@
-//! Group commit: the planned batches of many wallet actors committed as ONE transaction of
+//! Group commit: the planned batches of many wallets committed as ONE transaction of
 //! multi-row statements (the `LedgerWriter` actor decides what goes into a group).
 //!
 //! The combined path writes every batch at once: the wallets' balances with one version-checked
@@ -6,7 +6,8 @@
 //! the stored idempotency responses with multi-row statements sent as one (`bulk::Writes`: one
 //! round trip on PostgreSQL), system counterparts once per system account, P2P completions with
 //! one guarded UPDATE. A batch whose account version is stale is left out of the group (only it
-//! fails). Any other failure (a unique op key hit by a replay that was not marked as one, a
+//! fails; if it won an idempotency claim, the group goes the savepoint way below so that the
+//! claim goes with it). Any other failure (a unique op key hit by a replay that was not marked as one, a
 //! saga guard that matched nothing) rolls the combined transaction back and the group is
 //! committed again with one savepoint per batch, so that only the offending batch fails.
 
@@ -24,7 +25,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait};
 use std::collections::HashSet;
 
-/// One wallet actor's planned batch: its account's new state and the movements to write.
+/// One wallet's planned batch: its account's new state and the movements to write.
 #[derive(Debug, Clone)]
 pub struct PlannedBatch {
     pub account: AccountWrite,
@@ -175,6 +176,23 @@ impl Store {
         let updated = update_accounts(&transaction, &contenders)
             .await
             .map_err(before)?;
+        // A stale batch that won a claim must not leave it behind: the claim would say the
+        // request's first money step committed when nothing of it did, and every retry of the
+        // request would then lose its own claim. Rare (another node wrote the account), so the
+        // group goes the savepoint way, where a batch's claim and balance stand or fall together.
+        let stale_claimant = batches
+            .iter()
+            .zip(&claim_failed)
+            .any(|(batch, lost_claim)| {
+                !lost_claim
+                    && batch.claims().next().is_some()
+                    && !updated.contains(&batch.account.account.to_string())
+            });
+        if stale_claimant {
+            return Err(before(StoreError::Conflict(
+                "a stale batch won an idempotency claim".into(),
+            )));
+        }
         let mut results = Vec::with_capacity(batches.len());
         let mut live = Vec::with_capacity(batches.len());
         for (batch, lost_claim) in batches.iter().zip(claim_failed) {

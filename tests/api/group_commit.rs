@@ -12,6 +12,7 @@ use serde_json::json;
 use walleti::domain::{AccountId, Bucket, Currency, JournalId, Posting};
 use walleti::store::accounts::{Owner, SystemAccount};
 use walleti::store::group_commit::{GroupPath, PlannedBatch, completion_update};
+use walleti::store::idempotency::{ClaimRow, IdempotencyWrite};
 use walleti::store::ledger::{AccountWrite, AppliedMovement, Effect, JournalSpec, Reference};
 
 const CREDIT: i64 = 10;
@@ -177,6 +178,55 @@ async fn a_duplicate_op_key_fails_only_its_own_batch() {
         );
         assert_eq!(app.balance(&users[1].0).await, (1_000 + CREDIT, 0));
         assert_eq!(reconcile(&app).await["status"], "clean", "{backend:?}");
+    }
+}
+
+/// A stale batch that carries its request's idempotency claim fails together with the claim:
+/// a claim left behind would say the request's first money step committed when none of it did,
+/// and every retry of the request would lose its own claim to it.
+#[tokio::test]
+async fn a_stale_batch_leaves_no_idempotency_claim_behind() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let users = funded_users(&app, 2).await;
+        let mut stale = credit_batch(&app, &users[0].1, "group-test:stale-claim").await;
+        stale.movements[0].idempotency = IdempotencyWrite::Claim(Box::new(ClaimRow {
+            caller: format!("user:{}", users[0].0.id),
+            key: "stale-claim".into(),
+            fingerprint: "0".repeat(64),
+            resource_id: "stale-claim-resource".into(),
+            claim_token: "stale-claim-token".into(),
+            now: chrono::Utc::now(),
+        }));
+        let other = credit_batch(&app, &users[1].1, "group-test:beside-stale").await;
+        // Another writer (another node) moves the account on after the batch was planned.
+        let database = app.state().store.writer();
+        database
+            .execute_unprepared(&format!(
+                "UPDATE accounts SET version = version + 1 WHERE id = '{}'",
+                users[0].1
+            ))
+            .await
+            .expect("bump version");
+
+        commit_beside_bystander(&app, stale, other, backend).await;
+        let left = database
+            .query_one_raw(Statement::from_string(
+                database.get_database_backend(),
+                "SELECT COUNT(*) FROM idempotency_keys WHERE key = 'stale-claim'",
+            ))
+            .await
+            .expect("count")
+            .expect("row")
+            .try_get_by_index::<i64>(0)
+            .expect("count");
+        assert_eq!(left, 0, "the stale batch's claim stayed ({backend:?})");
+        assert_eq!(
+            app.balance(&users[0].0).await,
+            (1_000, 0),
+            "nothing written"
+        );
+        assert_eq!(app.balance(&users[1].0).await, (1_000 + CREDIT, 0));
     }
 }
 
