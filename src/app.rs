@@ -11,7 +11,7 @@ use crate::actors::stream_consumer::{ConsumerArgs, ConsumerMsg, Handler, StreamC
 use crate::actors::transfer_saga::{self, SagaContext};
 use crate::actors::transfers::Transfers;
 use crate::actors::wallet_supervisor::{
-    SupervisorArgs, SupervisorMsg, WalletRegistry, WalletSupervisor, Wallets,
+    SupervisorArgs, SupervisorMsg, WalletShards, WalletSupervisor, Wallets,
 };
 use crate::actors::webhook_dispatcher::{DispatcherArgs, WebhookDispatcher};
 use crate::actors::webhook_ingestor::{IngestorArgs, IngestorMsg, WebhookIngestor};
@@ -131,12 +131,12 @@ impl Application {
             Arc::clone(&metrics),
             settings.limits.call_timeout,
         );
-        let registry = WalletRegistry::default();
+        let shards = WalletShards::default();
         let (supervisor, _) = Actor::spawn(
             None,
             WalletSupervisor,
             SupervisorArgs {
-                registry: registry.clone(),
+                shards: shards.clone(),
                 store: store.clone(),
                 ledger: ledger.clone(),
                 metrics: Arc::clone(&metrics),
@@ -147,7 +147,7 @@ impl Application {
         .context("start wallet supervisor")?;
         let wallets = Wallets::new(
             supervisor.clone(),
-            registry,
+            shards,
             settings.limits.call_timeout,
             Arc::clone(&metrics),
         );

@@ -605,6 +605,16 @@ impl Settings {
             })?;
             settings.limits.wallet.idle_timeout = Duration::from_secs(seconds);
         }
+        if let Some(shards) = lookup("WALLETI_WALLET_SHARDS") {
+            let shards: usize = shards
+                .parse()
+                .ok()
+                .filter(|s| (1..=65_536).contains(s))
+                .with_context(|| {
+                    format!("WALLETI_WALLET_SHARDS={shards} is not a number from 1 to 65536")
+                })?;
+            settings.limits.wallet.shards = shards;
+        }
         if let Some(seconds) = lookup("WALLETI_HOLD_EXPIRY_SECONDS") {
             let seconds: u64 = seconds.parse().ok().filter(|s| *s > 0).with_context(|| {
                 format!("WALLETI_HOLD_EXPIRY_SECONDS={seconds} is not a positive number of seconds")

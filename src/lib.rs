@@ -4,7 +4,7 @@
 //!   machine, rejection codes). No I/O.
 //! - [`store`]: SeaORM persistence for SQLite and PostgreSQL; `store::ledger` is the one place
 //!   money is written, one transaction per wallet batch.
-//! - [`actors`]: ractor actors. `WalletSupervisor` and `WalletActor` serialise and batch each
+//! - [`actors`]: ractor actors. `WalletSupervisor` and its `WalletShard`s serialise and batch each
 //!   wallet's balance mutations; `TransferSaga` moves money between two wallets in steps.
 //! - [`http`]: actix-web: routes, auth, idempotency, Stripe-like errors and pagination; the web
 //!   apps (`http::webapp`) and the API reference at `/docs` (`http::docs`).

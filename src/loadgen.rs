@@ -26,7 +26,7 @@ pub enum Mode {
     Uniform,
     Hot,
     /// One operator credit to each account of `--accounts-file` (one id per line): opens as
-    /// many wallet actors as there are accounts, to measure the server's memory with them.
+    /// many wallets as there are accounts, to measure the server's memory with them.
     Credit,
 }
 
@@ -204,7 +204,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
 }
 
 /// `--mode credit`: one operator credit per listed account, `concurrency` at a time; then the
-/// server's RSS and live wallet actors.
+/// server's RSS and live wallets.
 async fn run_credits(args: LoadgenArgs) -> anyhow::Result<()> {
     use futures_util::StreamExt;
     let path = args

@@ -240,7 +240,7 @@ async fn reconcile_once(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// `info`, except ractor's own spans: at `info` it opens one for every actor's lifetime (an entry
-/// in the tracing registry per wallet actor) and its start-up, which walleti's logs never show.
+/// in the tracing registry per actor, and sagas are one actor per transfer) and its start-up, which walleti's logs never show.
 const DEFAULT_LOG_FILTER: &str = "info,ractor=warn";
 
 fn init_logging(format: LogFormat) {

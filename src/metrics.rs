@@ -134,7 +134,10 @@ impl Metrics {
             actors_live: register(
                 &registry,
                 IntGaugeVec::new(
-                    Opts::new("actors_live", "Actors currently running, by kind."),
+                    Opts::new(
+                        "actors_live",
+                        "Actors currently running, by kind (wallet: wallets loaded in memory).",
+                    ),
                     &["kind"],
                 ),
             ),

@@ -1,9 +1,9 @@
-//! `LedgerWriter`: group commit, one per node and database. Wallet actors plan their batches in
+//! `LedgerWriter`: group commit, one per node and database. Wallets plan their batches in
 //! memory and hand them here; the writer commits everything that arrived while its previous
 //! transaction was in flight as ONE transaction of multi-row statements
 //! (`Store::commit_group`), then answers each wallet with its own batch's result.
 //!
-//! Grouping uses the same self-sent `Flush` as the wallet actor: a batch is buffered and, if no
+//! Grouping uses the same self-sent `Flush` as the wallet: a batch is buffered and, if no
 //! flush is pending, the writer sends itself `Flush`; every batch queued before that `Flush`
 //! joins the group. At low load a group is one batch with no added wait; under load the batches
 //! that queued up during one commit all ride the next. A group is bounded by
@@ -191,7 +191,7 @@ fn group_length(
     buffer.len()
 }
 
-/// The handle wallet actors commit through.
+/// The handle wallets commit through.
 #[derive(Clone)]
 pub struct Ledger {
     writer: ActorRef<LedgerWriterMsg>,

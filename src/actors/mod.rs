@@ -1,11 +1,11 @@
 //! ractor actors: the only place that mutates balances.
 //!
-//! - `wallet`: `WalletActor`, one per live account, the single writer of its balance, with
-//!   batching (one transaction per flush).
+//! - `wallet`: `WalletShard`, which hosts the wallets whose account ids hash to it; each
+//!   wallet is the single writer of its balance, with batching (one batch per wallet per flush).
 //! - `ledger_writer`: `LedgerWriter`, one per node: group commit of many wallets' batches as
 //!   one transaction of multi-row statements; `Ledger` is the handle wallets commit through.
-//! - `wallet_supervisor`: `WalletSupervisor` (lazy spawn, restart-and-reload, idle
-//!   passivation) and `Wallets`, the handle everyone else calls wallets through.
+//! - `wallet_supervisor`: `WalletSupervisor` (starts and restarts the shards, asks them to
+//!   passivate idle wallets) and `Wallets`, the handle everyone else calls wallets through.
 //! - `webhook_ingestor`: `WebhookIngestor`, one per provider, turns stored webhook events into
 //!   on-ramp credits and failures.
 //! - `outbox_relay` and `notifier`: the in-process bus delivering outbox events, at least once,

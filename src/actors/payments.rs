@@ -1,6 +1,6 @@
 //! Merchant payments as wallet ops and sagas: confirm (pay or authorise), capture, cancel,
 //! expire, refund, pay out and settle a payout. Each function builds the ops, sends them to
-//! the wallet actor that owns the money (so every decision about one wallet's holds is taken
+//! the wallet that owns the money (so every decision about one wallet's holds is taken
 //! by that wallet's single writer), and reports the outcome. Holds follow the two-phase shape:
 //! a hold resolves exactly once, whichever of capture, cancel and expiry gets to the wallet
 //! actor first; the others are refused with `hold_already_resolved`.

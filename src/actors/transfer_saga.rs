@@ -1,4 +1,4 @@
-//! `TransferSaga`: one actor per transfer in flight. It moves money between two wallet actors
+//! `TransferSaga`: one actor per transfer in flight. It moves money between two wallets
 //! in steps, each step one atomic transaction that also records the saga's state:
 //! debit source (transfer becomes `debited`) → credit target (`completed`), or, if the credit
 //! is refused, refund source (`failed`). Steps carry op keys, so re-sending a step that was

@@ -4,7 +4,7 @@
 //! (`transfer_saga::start_and_wait`).
 //!
 //! Nothing on the common path reads the database: recipients and account ids come from the
-//! store's caches, and the source's wallet actor decides whether it can pay. Only a transfer
+//! store's caches, and the source's wallet decides whether it can pay. Only a transfer
 //! that must open the recipient's account first asks the source's actor for its balance, so
 //! that a transfer refused for lack of money leaves no new account behind.
 

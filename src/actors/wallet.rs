@@ -1,19 +1,29 @@
-//! `WalletActor`: the single writer of one account's balance. It validates each op against its
-//! in-memory balance in arrival order and persists through `store::ledger`.
+//! Wallets: each account's balance has a single writer, which validates each op against the
+//! in-memory balance in arrival order and persists through the node's `LedgerWriter`.
 //!
-//! Batching: an op is buffered and, if no flush is pending, the actor sends itself `Flush`.
-//! Every op that arrives before that `Flush` is dequeued joins the buffer, so when `Flush` runs
-//! the whole buffer is planned against the in-memory balance and handed, as one batch, to the
-//! node's `LedgerWriter`, which commits it together with other wallets' batches (group commit);
-//! then every caller is answered. At low load a batch is one op with no added wait; under load
-//! a hot wallet commits many ops per batch and many wallets' batches share one transaction.
+//! A wallet is hosted by one `WalletShard`, a supervised actor that owns the wallets whose
+//! account ids hash to it (`WALLETI_WALLET_SHARDS` of them per node). The shard's mailbox is the
+//! wallet's: every op for an account goes through the same shard, in arrival order, so the
+//! wallet is still the only writer of its balance. A shard rather than one actor per wallet
+//! because an idle ractor actor costs ~7.2 KiB (`examples/actor_memory`) and a hosted wallet
+//! a few hundred bytes: 100,000 live wallets fit in a small server.
 //!
-//! Business rejections go back in the reply. Infrastructure failures (database errors, a
-//! failed version check because another writer touched the account) return `Err`, which kills
-//! the actor without answering: its callers retry (ops are idempotent by op key) and the
-//! supervisor restarts the actor, which reloads the account from the database.
+//! Batching: an op is buffered on its wallet and, if no flush is pending, the shard sends
+//! itself `Flush`. Every op that arrives before that `Flush` is dequeued joins its wallet's
+//! buffer, so when `Flush` runs every wallet with buffered ops plans them against its
+//! in-memory balance and hands them, as one batch per wallet, to the `LedgerWriter`, which
+//! commits them together with other shards' batches (group commit); then every caller is
+//! answered. At low load a batch is one op with no added wait; under load a hot wallet commits
+//! many ops per batch and many wallets' batches share one transaction.
+//!
+//! Business rejections go back in the reply. An infrastructure failure of one wallet (a
+//! database error, a failed version check because another writer touched the account) drops
+//! that wallet's state and its batch without answering, as if its actor had died: the callers
+//! retry (ops are idempotent by op key) and the next op reloads the account from the database.
+//! The failure is counted as a wallet restart. The shard and its other wallets go on.
 
 use super::ledger_writer::Ledger;
+use super::wallet_supervisor::WalletError;
 use crate::domain::{
     AccountId, Balance, BalanceOp, Bucket, HoldId, HoldState, IntentSnapshot, OnrampId,
     OnrampStatus, PaymentIntentId, Posting, Rejection, TransferId, TransferState,
@@ -29,17 +39,21 @@ use crate::store::ledger::{
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const KIND: &str = "wallet";
 
-/// Limits of one wallet actor.
+/// Limits of wallets and their shards.
 #[derive(Debug, Clone, Copy)]
 pub struct WalletLimits {
-    /// Ops committed in one transaction at most; a full buffer flushes at once.
+    /// Ops of one wallet committed in one batch at most; a full buffer flushes at once.
     pub flush_batch_max: usize,
-    /// An actor with no op for this long stops; the next op respawns it from the database.
+    /// A wallet with no op for this long is dropped from memory (passivated); the next op
+    /// loads it from the database again.
     pub idle_timeout: Duration,
+    /// Shard actors hosting this node's wallets (`WALLETI_WALLET_SHARDS`).
+    pub shards: usize,
 }
 
 impl Default for WalletLimits {
@@ -47,27 +61,65 @@ impl Default for WalletLimits {
         WalletLimits {
             flush_batch_max: 512,
             idle_timeout: Duration::from_secs(300),
+            shards: 1024,
         }
     }
 }
 
-pub struct WalletArgs {
-    pub account: AccountId,
+/// Live (loaded) wallets per shard, shared with the supervisor so that the live-wallet gauge
+/// can be corrected when a shard dies with its wallets.
+pub type LiveWallets = Arc<[AtomicUsize]>;
+
+pub struct ShardArgs {
+    pub index: usize,
     pub store: Store,
     pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
     pub limits: WalletLimits,
+    pub live: LiveWallets,
 }
 
-pub struct WalletState {
-    account: AccountRecord,
+/// What every wallet of a shard uses.
+struct Shared {
+    index: usize,
     store: Store,
     ledger: Ledger,
     metrics: Arc<Metrics>,
     limits: WalletLimits,
-    buffer: Vec<(WalletOp, RpcReplyPort<OpOutcome>)>,
+    live: LiveWallets,
+}
+
+pub struct ShardState {
+    shared: Shared,
+    wallets: HashMap<AccountId, Wallet>,
     flush_pending: bool,
+}
+
+type OpReply = RpcReplyPort<Result<OpOutcome, WalletError>>;
+type BalanceReply = RpcReplyPort<Result<Balance, WalletError>>;
+
+/// One hosted wallet: its account as last committed, and what waits for the next flush.
+struct Wallet {
+    /// `None` until the next flush loads it.
+    account: Option<AccountRecord>,
+    buffer: Vec<(WalletOp, OpReply)>,
+    balance_waiters: Vec<BalanceReply>,
     last_activity: Instant,
+}
+
+impl Wallet {
+    fn new() -> Wallet {
+        Wallet {
+            account: None,
+            buffer: Vec::new(),
+            balance_waiters: Vec::new(),
+            last_activity: Instant::now(),
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        !self.buffer.is_empty() || !self.balance_waiters.is_empty()
+    }
 }
 
 /// One balance change requested of a wallet, with everything its commit must write.
@@ -86,7 +138,7 @@ pub struct WalletOp {
     /// The op may have been committed before (a retry, a resumed saga): look its op key and
     /// saga state up before applying it. A first attempt skips those reads; if it was not a
     /// first attempt after all, the unique op key or the saga's guarded update makes the
-    /// commit fail, the actor restarts, and the retry (marked `replay`) sees the truth.
+    /// commit fail, the wallet reloads, and the retry (marked `replay`) sees the truth.
     pub replay: bool,
     /// The request's idempotency claim (written with this op) or response (stored with it).
     pub idempotency: IdempotencyWrite,
@@ -103,47 +155,38 @@ pub enum OpOutcome {
 }
 
 pub enum WalletMsg {
-    Apply(Box<WalletOp>, RpcReplyPort<OpOutcome>, MailboxTicket),
-    /// The committed balance as this actor holds it (advisory: ops in flight may change it).
-    Balance(RpcReplyPort<Balance>),
+    Apply(AccountId, Box<WalletOp>, OpReply, MailboxTicket),
+    /// The committed balance as the wallet holds it (advisory: ops in flight may change it).
+    Balance(AccountId, BalanceReply),
     Flush,
-    /// Sent by the supervisor every half idle timeout: an actor idle that long stops.
+    /// Sent by the supervisor every half idle timeout: wallets idle that long are dropped.
     IdleCheck,
 }
 
-/// The account to start does not exist.
-#[derive(Debug, thiserror::Error)]
-#[error("account {0} not found")]
-pub struct AccountMissing(pub AccountId);
+/// Hosts the wallets whose account ids hash to it (see the module's documentation).
+pub struct WalletShard;
 
-pub struct WalletActor;
-
-impl Actor for WalletActor {
+impl Actor for WalletShard {
     type Msg = WalletMsg;
-    type State = WalletState;
-    type Arguments = WalletArgs;
+    type State = ShardState;
+    type Arguments = ShardArgs;
 
     async fn pre_start(
         &self,
-        myself: ActorRef<WalletMsg>,
-        args: WalletArgs,
-    ) -> Result<WalletState, ActorProcessingErr> {
-        // Boxed: an actor's task keeps room for its largest future for as long as it lives, and
-        // a wallet actor is mostly idle; the database futures are allocated only while used.
-        let account = Box::pin(args.store.load_account(args.account))
-            .await?
-            .ok_or(AccountMissing(args.account))?;
-        assert_loaded_invariants(&account);
-        let _ = myself;
-        Ok(WalletState {
-            account,
-            store: args.store,
-            ledger: args.ledger,
-            metrics: args.metrics,
-            limits: args.limits,
-            buffer: Vec::new(),
+        _myself: ActorRef<WalletMsg>,
+        args: ShardArgs,
+    ) -> Result<ShardState, ActorProcessingErr> {
+        Ok(ShardState {
+            shared: Shared {
+                index: args.index,
+                store: args.store,
+                ledger: args.ledger,
+                metrics: args.metrics,
+                limits: args.limits,
+                live: args.live,
+            },
+            wallets: HashMap::new(),
             flush_pending: false,
-            last_activity: Instant::now(),
         })
     }
 
@@ -151,78 +194,208 @@ impl Actor for WalletActor {
         &self,
         myself: ActorRef<WalletMsg>,
         message: WalletMsg,
-        state: &mut WalletState,
+        state: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
-        let metrics = Arc::clone(&state.metrics);
+        let metrics = Arc::clone(&state.shared.metrics);
         let _timer = metrics.actor_message(KIND);
         match message {
-            WalletMsg::Apply(op, reply, ticket) => {
+            WalletMsg::Apply(account, op, reply, ticket) => {
                 drop(ticket);
-                state.last_activity = Instant::now();
-                state.buffer.push((*op, reply));
-                if state.buffer.len() >= state.limits.flush_batch_max {
-                    return Box::pin(flush(state)).await;
+                let wallet = state.wallets.entry(account).or_insert_with(Wallet::new);
+                wallet.last_activity = Instant::now();
+                wallet.buffer.push((*op, reply));
+                if wallet.buffer.len() >= state.shared.limits.flush_batch_max {
+                    Box::pin(flush_shard(state)).await;
+                } else {
+                    request_flush(&myself, state)?;
                 }
-                if !state.flush_pending {
-                    state.flush_pending = true;
-                    myself.send_message(WalletMsg::Flush)?;
-                }
-                Ok(())
             }
             WalletMsg::Flush => {
                 state.flush_pending = false;
-                Box::pin(flush(state)).await
+                Box::pin(flush_shard(state)).await;
             }
-            WalletMsg::Balance(reply) => {
-                let _ = reply.send(state.account.balance);
-                Ok(())
+            WalletMsg::Balance(account, reply) => {
+                let wallet = state.wallets.entry(account).or_insert_with(Wallet::new);
+                match &wallet.account {
+                    Some(loaded) => {
+                        let _ = reply.send(Ok(loaded.balance));
+                    }
+                    None => {
+                        wallet.balance_waiters.push(reply);
+                        request_flush(&myself, state)?;
+                    }
+                }
             }
             WalletMsg::IdleCheck => {
-                if state.buffer.is_empty()
-                    && state.last_activity.elapsed() >= state.limits.idle_timeout
-                {
-                    myself.stop(Some("idle".into()));
+                let idle_timeout = state.shared.limits.idle_timeout;
+                let before = state.wallets.len();
+                state.wallets.retain(|_, wallet| {
+                    wallet.has_work() || wallet.last_activity.elapsed() < idle_timeout
+                });
+                let dropped = before - state.wallets.len();
+                if dropped > 0 {
+                    // Wallets with no work are loaded ones (an unloaded wallet has work).
+                    state.shared.unload(dropped);
                 }
-                Ok(())
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<WalletMsg>,
+        state: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        let loaded = state
+            .wallets
+            .values()
+            .filter(|wallet| wallet.account.is_some())
+            .count();
+        state.shared.unload(loaded);
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn loaded(&self) {
+        self.live[self.index].fetch_add(1, Ordering::Relaxed);
+        self.metrics.actors_live.with_label_values(&[KIND]).inc();
+    }
+
+    fn unload(&self, wallets: usize) {
+        self.live[self.index].fetch_sub(wallets, Ordering::Relaxed);
+        self.metrics
+            .actors_live
+            .with_label_values(&[KIND])
+            .sub(wallets as i64);
+    }
+}
+
+fn request_flush(
+    myself: &ActorRef<WalletMsg>,
+    state: &mut ShardState,
+) -> Result<(), ActorProcessingErr> {
+    if !state.flush_pending {
+        state.flush_pending = true;
+        myself.send_message(WalletMsg::Flush)?;
+    }
+    Ok(())
+}
+
+/// Flushes every wallet of the shard that has work, all at once (their batches join the same
+/// group commits). A wallet that fails is dropped, its callers left unanswered (they retry).
+async fn flush_shard(state: &mut ShardState) {
+    let ShardState {
+        shared, wallets, ..
+    } = state;
+    let shared: &Shared = shared;
+    let flushes = wallets
+        .iter_mut()
+        .filter(|(_, wallet)| wallet.has_work())
+        .map(|(account, wallet)| async move { (*account, flush(shared, *account, wallet).await) });
+    let results = futures_util::future::join_all(flushes).await;
+    for (account, result) in results {
+        match result {
+            Ok(Flushed::Done) => {}
+            Ok(Flushed::Missing) => {
+                wallets.remove(&account);
+            }
+            Err(error) => {
+                let was_loaded = wallets
+                    .remove(&account)
+                    .is_some_and(|wallet| wallet.account.is_some());
+                if !was_loaded {
+                    tracing::warn!(account_id = %account, %error, "wallet load failed");
+                    continue;
+                }
+                shared.unload(1);
+                tracing::warn!(account_id = %account, %error, "wallet failed; it reloads on its next op");
+                shared
+                    .metrics
+                    .actor_restarts_total
+                    .with_label_values(&[KIND])
+                    .inc();
+                shared
+                    .metrics
+                    .record_actor_error(KIND, format!("account {account}: {error}"));
             }
         }
     }
 }
 
-/// Validates and commits every buffered op in one transaction, then answers their callers.
-async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
-    if state.buffer.is_empty() {
-        return Ok(());
+enum Flushed {
+    Done,
+    /// The account does not exist; its callers were told.
+    Missing,
+}
+
+/// Loads the wallet if needed, then validates and commits every buffered op in one batch and
+/// answers the callers.
+async fn flush(
+    shared: &Shared,
+    account_id: AccountId,
+    wallet: &mut Wallet,
+) -> Result<Flushed, ActorProcessingErr> {
+    if wallet.account.is_none() {
+        // Boxed: the shard's task keeps room for its largest future while it lives.
+        match Box::pin(shared.store.load_account(account_id)).await? {
+            Some(account) => {
+                assert_loaded_invariants(&account);
+                wallet.account = Some(account);
+                shared.loaded();
+            }
+            None => {
+                for (_, reply) in wallet.buffer.drain(..) {
+                    let _ = reply.send(Err(WalletError::AccountNotFound));
+                }
+                for reply in wallet.balance_waiters.drain(..) {
+                    let _ = reply.send(Err(WalletError::AccountNotFound));
+                }
+                return Ok(Flushed::Missing);
+            }
+        }
     }
-    let batch = std::mem::take(&mut state.buffer);
+    let Some(account) = wallet.account.as_mut() else {
+        return Ok(Flushed::Done);
+    };
+    if !wallet.buffer.is_empty() {
+        let batch = std::mem::take(&mut wallet.buffer);
+        commit_batch(shared, account, batch).await?;
+    }
+    for reply in wallet.balance_waiters.drain(..) {
+        let _ = reply.send(Ok(account.balance));
+    }
+    Ok(Flushed::Done)
+}
+
+/// Validates and commits one wallet's buffered ops in one batch, then answers their callers.
+async fn commit_batch(
+    shared: &Shared,
+    account: &mut AccountRecord,
+    batch: Vec<(WalletOp, OpReply)>,
+) -> Result<(), ActorProcessingErr> {
+    let store = &shared.store;
     let op_keys: Vec<&str> = batch
         .iter()
         .filter(|(op, _)| op.replay)
         .map(|(op, _)| op.op_key.as_str())
         .collect();
-    let existing = state
-        .store
-        .existing_op_keys(state.account.id, &op_keys)
-        .await?;
+    let existing = store.existing_op_keys(account.id, &op_keys).await?;
     let guarded: Vec<TransferId> = batch
         .iter()
         .filter(|(op, _)| op.replay)
         .filter_map(|(op, _)| op.effect.guarded_transfer())
         .collect();
-    let transfer_states: HashMap<TransferId, TransferState> = state
-        .store
-        .transfer_states(&guarded)
-        .await?
-        .into_iter()
-        .collect();
+    let transfer_states: HashMap<TransferId, TransferState> =
+        store.transfer_states(&guarded).await?.into_iter().collect();
 
     let guarded_onramps: Vec<OnrampId> = batch
         .iter()
         .filter(|(op, _)| op.replay)
         .filter_map(|(op, _)| op.effect.guarded_onramp())
         .collect();
-    let onramp_states: HashMap<OnrampId, OnrampStatus> = state
-        .store
+    let onramp_states: HashMap<OnrampId, OnrampStatus> = store
         .onramp_states(&guarded_onramps)
         .await?
         .into_iter()
@@ -234,12 +407,12 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
         .iter()
         .filter_map(|(op, _)| op.effect.guarded_hold())
         .collect();
-    let holds = state.store.hold_states(&hold_ids).await?;
+    let holds = store.hold_states(&hold_ids).await?;
     let intent_ids: Vec<PaymentIntentId> = batch
         .iter()
         .filter_map(|(op, _)| op.effect.intent_action().map(|(intent, _)| intent))
         .collect();
-    let intents = state.store.intent_snapshots(&intent_ids).await?;
+    let intents = store.intent_snapshots(&intent_ids).await?;
     // A replayed op whose request's idempotency key another request holds is refused (its
     // first attempt lost the claim in the commit: the key belongs to someone else).
     let replayed_claims: Vec<&ClaimRow> = batch
@@ -247,7 +420,7 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
         .filter(|(op, _)| op.replay)
         .filter_map(|(op, _)| op.idempotency.claim())
         .collect();
-    let claims_taken = state.store.claims_taken_by_others(&replayed_claims).await?;
+    let claims_taken = store.claims_taken_by_others(&replayed_claims).await?;
     let guards = Guards {
         claims_taken: &claims_taken,
         existing: &existing,
@@ -256,41 +429,41 @@ async fn flush(state: &mut WalletState) -> Result<(), ActorProcessingErr> {
         holds: &holds,
         intents: &intents,
     };
-    let plan = plan_batch(&state.account, &batch, &guards);
+    let plan = plan_batch(account, &batch, &guards);
     if !plan.movements.is_empty() {
         let write = AccountWrite {
-            account: state.account.id,
-            expected_version: state.account.version,
+            account: account.id,
+            expected_version: account.version,
             available: plan.balance.available,
             locked: plan.balance.locked,
         };
         let ops = plan.movements.len();
-        state
+        shared
             .ledger
             .commit(PlannedBatch {
                 account: write,
                 movements: plan.movements,
             })
             .await?;
-        state.account.balance = plan.balance;
-        state.account.version += 1;
-        state
+        account.balance = plan.balance;
+        account.version += 1;
+        shared
             .metrics
             .wallet_batch_size
             .with_label_values(&["committed"])
             .observe(ops as f64);
-        tracing::debug!(account_id = %state.account.id, ops, version = state.account.version, "wallet batch committed");
+        tracing::debug!(account_id = %account.id, ops, version = account.version, "wallet batch committed");
     } else if plan.refused_for_balance {
         // Nothing was written, so no version check ran: before refusing for lack of funds,
         // make sure no other writer (another node) changed the account since we loaded it.
-        let current = state.store.account_version(state.account.id).await?;
-        if current != Some(state.account.version) {
-            return Err(Box::new(StaleAccount(state.account.id)));
+        let current = store.account_version(account.id).await?;
+        if current != Some(account.version) {
+            return Err(Box::new(StaleAccount(account.id)));
         }
     }
     for ((_, reply), outcome) in batch.into_iter().zip(plan.outcomes) {
         // A caller that timed out is gone; its op is committed and a retry will see that.
-        let _ = reply.send(outcome);
+        let _ = reply.send(Ok(outcome));
     }
     Ok(())
 }
@@ -314,15 +487,15 @@ struct BatchPlan {
     refused_for_balance: bool,
 }
 
-/// Another writer changed the account: the actor must reload (its supervisor restarts it).
+/// Another writer changed the account: the wallet must reload.
 #[derive(Debug, thiserror::Error)]
-#[error("account {0} changed under its wallet actor")]
+#[error("account {0} changed under its wallet")]
 pub struct StaleAccount(pub AccountId);
 
 /// Pure: applies the ops in order to the in-memory balance.
 fn plan_batch(
     account: &AccountRecord,
-    batch: &[(WalletOp, RpcReplyPort<OpOutcome>)],
+    batch: &[(WalletOp, OpReply)],
     guards: &Guards<'_>,
 ) -> BatchPlan {
     let mut balance = account.balance;

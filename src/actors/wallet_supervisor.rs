@@ -1,37 +1,50 @@
-//! `WalletSupervisor`: owns the registry `AccountId -> ActorRef<WalletMsg>`, spawns wallet
-//! actors lazily and linked, restarts a failed one (its state reloads from the database), and
-//! forgets the ones that stopped because they were idle.
+//! `WalletSupervisor`: starts the node's wallet shards (`wallet::WalletShard`, linked) and
+//! restarts a failed one (its wallets reload from the database on their next op), and asks
+//! them every half idle timeout to drop their idle wallets.
 //!
-//! `Wallets` is the handle the rest of the crate uses: it finds (or starts) the wallet's actor
-//! and calls it with a timeout, retrying when the actor died before answering (safe: every op
-//! carries an op key and is applied at most once).
+//! `Wallets` is the handle the rest of the crate uses: it sends an op to the shard that hosts
+//! the account and waits with a timeout, retrying when the wallet failed before answering
+//! (safe: every op carries an op key and is applied at most once).
 
 use super::wallet::{
-    AccountMissing, OpOutcome, WalletActor, WalletArgs, WalletLimits, WalletMsg, WalletOp,
+    KIND as WALLET, LiveWallets, OpOutcome, ShardArgs, WalletLimits, WalletMsg, WalletOp,
+    WalletShard,
 };
 use crate::domain::AccountId;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use ractor::rpc::CallResult;
-use ractor::{
-    Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
-};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub const KIND: &str = "wallet_supervisor";
 
-/// Times a call is retried after the wallet actor died before answering.
+/// Times a call is retried after the wallet failed before answering.
 const APPLY_ATTEMPTS_MAX: u32 = 20;
 const APPLY_RETRY_DELAY_MS: u64 = 5;
 
-/// The live wallet actors by account: written only by the supervisor (on spawn and when an
-/// actor stops), read by `Wallets` without a trip through the supervisor's mailbox.
-pub type WalletRegistry = Arc<std::sync::Mutex<HashMap<AccountId, ActorRef<WalletMsg>>>>;
+/// The running shard of each index: written only by the supervisor (at start and when it
+/// restarts a shard), read by `Wallets` without a trip through the supervisor's mailbox.
+#[derive(Clone, Default)]
+pub struct WalletShards(Arc<RwLock<Vec<ActorRef<WalletMsg>>>>);
+
+impl WalletShards {
+    /// The shard hosting `account` (`None` only before the supervisor has started).
+    fn of(&self, account: AccountId) -> Option<ActorRef<WalletMsg>> {
+        let shards = self.0.read().ok()?;
+        if shards.is_empty() {
+            return None;
+        }
+        let index = (account.as_uuid().as_u128() % shards.len() as u128) as usize;
+        shards.get(index).cloned()
+    }
+}
 
 pub struct SupervisorArgs {
-    pub registry: WalletRegistry,
+    pub shards: WalletShards,
     pub store: Store,
     pub ledger: super::ledger_writer::Ledger,
     pub metrics: Arc<Metrics>,
@@ -43,20 +56,13 @@ pub struct SupervisorState {
     ledger: super::ledger_writer::Ledger,
     metrics: Arc<Metrics>,
     limits: WalletLimits,
-    wallets: WalletRegistry,
-    accounts_by_actor: HashMap<ActorId, AccountId>,
+    shards: WalletShards,
+    live: LiveWallets,
+    index_by_actor: HashMap<ActorId, usize>,
 }
 
 pub enum SupervisorMsg {
-    /// The running actor of this account, started if needed.
-    Lookup(
-        AccountId,
-        RpcReplyPort<Result<ActorRef<WalletMsg>, WalletError>>,
-    ),
-    /// Number of live wallet actors.
-    LiveCount(RpcReplyPort<usize>),
-    /// Asks every live wallet whether it has been idle long enough to stop (one timer here
-    /// instead of one per wallet actor).
+    /// Asks every shard to drop its idle wallets (one timer here instead of one per wallet).
     SweepIdle,
 }
 
@@ -83,48 +89,47 @@ impl Actor for WalletSupervisor {
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         args.metrics.actors_live.with_label_values(&[KIND]).inc();
-        let sweep_period = (args.limits.idle_timeout / 2).max(Duration::from_millis(10));
-        myself.send_interval(sweep_period, || SupervisorMsg::SweepIdle);
-        Ok(SupervisorState {
+        let count = args.limits.shards.max(1);
+        let mut state = SupervisorState {
             store: args.store,
             ledger: args.ledger,
             metrics: args.metrics,
             limits: args.limits,
-            wallets: args.registry,
-            accounts_by_actor: HashMap::new(),
-        })
+            shards: args.shards,
+            live: (0..count).map(|_| AtomicUsize::new(0)).collect(),
+            index_by_actor: HashMap::new(),
+        };
+        let mut shards = Vec::with_capacity(count);
+        for index in 0..count {
+            shards.push(spawn_shard(&myself, &mut state, index).await?);
+        }
+        if let Ok(mut registry) = state.shards.0.write() {
+            *registry = shards;
+        }
+        let sweep_period = (state.limits.idle_timeout / 2).max(Duration::from_millis(10));
+        myself.send_interval(sweep_period, || SupervisorMsg::SweepIdle);
+        Ok(state)
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<SupervisorMsg>,
+        _myself: ActorRef<SupervisorMsg>,
         message: SupervisorMsg,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         let metrics = Arc::clone(&state.metrics);
         let _timer = metrics.actor_message(KIND);
         match message {
-            SupervisorMsg::Lookup(account, reply) => {
-                let known = registered(&state.wallets, account);
-                let result = match known {
-                    Some(wallet) => Ok(wallet),
-                    None => spawn_wallet(&myself, state, account).await,
-                };
-                let _ = reply.send(result);
-            }
             SupervisorMsg::SweepIdle => {
-                let wallets: Vec<ActorRef<WalletMsg>> = state
-                    .wallets
-                    .lock()
-                    .map(|wallets| wallets.values().cloned().collect())
+                let shards = state
+                    .shards
+                    .0
+                    .read()
+                    .map(|shards| shards.clone())
                     .unwrap_or_default();
-                for wallet in wallets {
-                    let _ = wallet.send_message(WalletMsg::IdleCheck);
+                for shard in shards {
+                    let _ = shard.send_message(WalletMsg::IdleCheck);
                 }
-            }
-            SupervisorMsg::LiveCount(reply) => {
-                let live = state.wallets.lock().map_or(0, |wallets| wallets.len());
-                let _ = reply.send(live);
             }
         }
         Ok(())
@@ -145,104 +150,68 @@ impl Actor for WalletSupervisor {
         event: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorFailed(cell, error) => {
-                let Some(account) = forget(state, cell.get_id()) else {
-                    return Ok(());
-                };
-                tracing::warn!(account_id = %account, error = %error, "wallet actor failed; restarting");
-                state
-                    .metrics
-                    .actor_restarts_total
-                    .with_label_values(&[super::wallet::KIND])
-                    .inc();
-                state
-                    .metrics
-                    .record_actor_error(super::wallet::KIND, format!("account {account}: {error}"));
-                // Restart now so the reload happens before the next op arrives. If the database
-                // is down the restart fails and the next lookup tries again.
-                if let Err(error) = spawn_wallet(&myself, state, account).await {
-                    tracing::warn!(account_id = %account, %error, "wallet restart failed");
+        if let SupervisionEvent::ActorFailed(cell, error) = event {
+            let Some(index) = state.index_by_actor.remove(&cell.get_id()) else {
+                return Ok(());
+            };
+            // The shard died with its wallets (a panic: wallet failures do not kill it).
+            let lost = state.live[index].swap(0, Ordering::Relaxed);
+            state
+                .metrics
+                .actors_live
+                .with_label_values(&[WALLET])
+                .sub(lost as i64);
+            tracing::warn!(shard = index, wallets = lost, error = %error, "wallet shard failed; restarting");
+            state
+                .metrics
+                .actor_restarts_total
+                .with_label_values(&[WALLET])
+                .inc();
+            state
+                .metrics
+                .record_actor_error(WALLET, format!("wallet shard {index}: {error}"));
+            match spawn_shard(&myself, state, index).await {
+                Ok(shard) => {
+                    if let Ok(mut shards) = state.shards.0.write()
+                        && let Some(slot) = shards.get_mut(index)
+                    {
+                        *slot = shard;
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(shard = index, %error, "wallet shard restart failed");
                 }
             }
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if let Some(account) = forget(state, cell.get_id()) {
-                    tracing::debug!(account_id = %account, reason = ?reason, "wallet actor stopped");
-                }
-            }
-            _ => {}
         }
         // Never stop because a child failed: that is exactly what supervision is for.
         Ok(())
     }
 }
 
-fn registered(wallets: &WalletRegistry, account: AccountId) -> Option<ActorRef<WalletMsg>> {
-    wallets.lock().ok()?.get(&account).cloned()
-}
-
-fn forget(state: &mut SupervisorState, actor: ActorId) -> Option<AccountId> {
-    let account = state.accounts_by_actor.remove(&actor)?;
-    // Only forget the registry entry if it still points at this actor.
-    let removed = state.wallets.lock().is_ok_and(|mut wallets| {
-        let current = wallets
-            .get(&account)
-            .is_some_and(|wallet| wallet.get_id() == actor);
-        if current {
-            wallets.remove(&account);
-        }
-        current
-    });
-    if removed {
-        state
-            .metrics
-            .actors_live
-            .with_label_values(&[super::wallet::KIND])
-            .dec();
-    }
-    Some(account)
-}
-
-async fn spawn_wallet(
+async fn spawn_shard(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
-    account: AccountId,
-) -> Result<ActorRef<WalletMsg>, WalletError> {
-    let args = WalletArgs {
-        account,
+    index: usize,
+) -> Result<ActorRef<WalletMsg>, ActorProcessingErr> {
+    let args = ShardArgs {
+        index,
         store: state.store.clone(),
         ledger: state.ledger.clone(),
         metrics: Arc::clone(&state.metrics),
         limits: state.limits,
+        live: Arc::clone(&state.live),
     };
-    match Actor::spawn_linked(None, WalletActor, args, myself.get_cell()).await {
-        Ok((wallet, _join)) => {
-            state.accounts_by_actor.insert(wallet.get_id(), account);
-            if let Ok(mut wallets) = state.wallets.lock() {
-                wallets.insert(account, wallet.clone());
-            }
-            state
-                .metrics
-                .actors_live
-                .with_label_values(&[super::wallet::KIND])
-                .inc();
-            Ok(wallet)
-        }
-        Err(SpawnErr::StartupFailed(error)) if error.downcast_ref::<AccountMissing>().is_some() => {
-            Err(WalletError::AccountNotFound)
-        }
-        Err(error) => Err(WalletError::Unavailable(error.to_string())),
-    }
+    let (shard, _) = Actor::spawn_linked(None, WalletShard, args, myself.get_cell()).await?;
+    state.index_by_actor.insert(shard.get_id(), index);
+    Ok(shard)
 }
 
-/// The handle through which HTTP handlers and sagas reach wallet actors. An op for a live
-/// wallet goes straight to its actor, found in the supervisor's registry, rather than through
-/// the supervisor's mailbox (one actor every op would otherwise queue behind); only a wallet
-/// that is not live is asked of the supervisor, which starts it.
+/// The handle through which HTTP handlers and sagas reach wallets: an op goes straight to the
+/// shard hosting the account, found in the supervisor's registry.
 #[derive(Clone)]
 pub struct Wallets {
     supervisor: ActorRef<SupervisorMsg>,
-    registry: WalletRegistry,
+    shards: WalletShards,
     call_timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -250,13 +219,13 @@ pub struct Wallets {
 impl Wallets {
     pub fn new(
         supervisor: ActorRef<SupervisorMsg>,
-        registry: WalletRegistry,
+        shards: WalletShards,
         call_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Wallets {
         Wallets {
             supervisor,
-            registry,
+            shards,
             call_timeout,
             metrics,
         }
@@ -266,7 +235,7 @@ impl Wallets {
         &self.supervisor
     }
 
-    /// Sends `op` to the account's wallet actor and waits for its outcome.
+    /// Sends `op` to the account's wallet and waits for its outcome.
     pub async fn apply(&self, account: AccountId, op: WalletOp) -> Result<OpOutcome, WalletError> {
         let mut last_error = String::new();
         for attempt in 0..APPLY_ATTEMPTS_MAX {
@@ -276,93 +245,68 @@ impl Wallets {
                 ))
                 .await;
             }
-            let wallet = match self.lookup(account).await {
-                Ok(wallet) => wallet,
-                Err(WalletError::Unavailable(error)) => {
-                    last_error = error;
-                    continue;
-                }
-                Err(other) => return Err(other),
-            };
+            let shard = self.shard(account)?;
             // After a failed attempt the op may have been committed: look before applying.
             let op = Box::new(WalletOp {
                 replay: op.replay || attempt > 0,
                 ..op.clone()
             });
-            let ticket = self.metrics.mailbox_ticket(super::wallet::KIND);
-            match wallet
+            let ticket = self.metrics.mailbox_ticket(WALLET);
+            match shard
                 .call(
-                    |reply| WalletMsg::Apply(op, reply, ticket),
+                    |reply| WalletMsg::Apply(account, op, reply, ticket),
                     Some(self.call_timeout),
                 )
                 .await
             {
-                Ok(CallResult::Success(outcome)) => return Ok(outcome),
+                Ok(CallResult::Success(outcome)) => return outcome,
                 Ok(CallResult::Timeout) => return Err(WalletError::Timeout),
-                // The actor died (and is being restarted) before answering: try again.
-                Ok(CallResult::SenderError) => {
-                    last_error = "wallet actor stopped before answering".into()
-                }
+                // The wallet failed (it reloads) or its shard died (it is being restarted)
+                // before answering: try again.
+                Ok(CallResult::SenderError) => last_error = "wallet failed before answering".into(),
                 Err(error) => last_error = error.to_string(),
             }
         }
         Err(WalletError::Unavailable(last_error))
     }
 
-    /// The account's balance as its wallet actor holds it, without a database read (the
-    /// actor is started if it is not live). Advisory: the actor still decides each op.
+    /// The account's balance as its wallet holds it, without a database read once the wallet
+    /// is live (it is loaded if it is not). Advisory: the wallet still decides each op.
     pub async fn balance(&self, account: AccountId) -> Result<crate::domain::Balance, WalletError> {
-        let wallet = self.lookup(account).await?;
-        match wallet
-            .call(WalletMsg::Balance, Some(self.call_timeout))
-            .await
-        {
-            Ok(CallResult::Success(balance)) => Ok(balance),
-            Ok(CallResult::Timeout) => Err(WalletError::Timeout),
-            _ => Err(WalletError::Unavailable(
-                "wallet actor stopped before answering".into(),
-            )),
-        }
-    }
-
-    pub async fn live_count(&self) -> Result<usize, WalletError> {
-        match self
-            .supervisor
-            .call(SupervisorMsg::LiveCount, Some(self.call_timeout))
-            .await
-        {
-            Ok(CallResult::Success(count)) => Ok(count),
-            Ok(CallResult::Timeout) => Err(WalletError::Timeout),
-            _ => Err(WalletError::Unavailable("wallet supervisor stopped".into())),
-        }
-    }
-
-    async fn lookup(&self, account: AccountId) -> Result<ActorRef<WalletMsg>, WalletError> {
-        if let Some(wallet) = registered(&self.registry, account)
-            && wallet.get_status() == ractor::ActorStatus::Running
-        {
-            return Ok(wallet);
-        }
-        self.lookup_through_supervisor(account).await
-    }
-
-    async fn lookup_through_supervisor(
-        &self,
-        account: AccountId,
-    ) -> Result<ActorRef<WalletMsg>, WalletError> {
-        match self
-            .supervisor
-            .call(
-                |reply| SupervisorMsg::Lookup(account, reply),
-                Some(self.call_timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(result)) => result,
-            Ok(CallResult::Timeout) => Err(WalletError::Timeout),
-            Ok(CallResult::SenderError) | Err(_) => {
-                Err(WalletError::Unavailable("wallet supervisor stopped".into()))
+        let mut last_error = String::new();
+        for attempt in 0..APPLY_ATTEMPTS_MAX {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(
+                    APPLY_RETRY_DELAY_MS * u64::from(attempt),
+                ))
+                .await;
+            }
+            let shard = self.shard(account)?;
+            match shard
+                .call(
+                    |reply| WalletMsg::Balance(account, reply),
+                    Some(self.call_timeout),
+                )
+                .await
+            {
+                Ok(CallResult::Success(balance)) => return balance,
+                Ok(CallResult::Timeout) => return Err(WalletError::Timeout),
+                Ok(CallResult::SenderError) => last_error = "wallet failed before answering".into(),
+                Err(error) => last_error = error.to_string(),
             }
         }
+        Err(WalletError::Unavailable(last_error))
+    }
+
+    /// Wallets loaded in memory on this node.
+    pub async fn live_count(&self) -> Result<usize, WalletError> {
+        let live = self.metrics.actors_live.with_label_values(&[WALLET]).get();
+        Ok(usize::try_from(live).unwrap_or(0))
+    }
+
+    fn shard(&self, account: AccountId) -> Result<ActorRef<WalletMsg>, WalletError> {
+        self.shards
+            .of(account)
+            .ok_or_else(|| WalletError::Unavailable("wallet supervisor not started".into()))
     }
 }

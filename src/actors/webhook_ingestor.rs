@@ -2,7 +2,7 @@
 //! the webhook inbox. The HTTP handler only verifies, stores and acknowledges; this actor
 //! (nudged after each store, and on a timer so nothing stored before a crash is forgotten)
 //! turns each unprocessed event into its effect. Bank: `payment.succeeded` credits the
-//! on-ramp's wallet from `bank_clearing` through its wallet actor (on-ramp → `succeeded` in the
+//! on-ramp's wallet from `bank_clearing` through its wallet (on-ramp → `succeeded` in the
 //! same transaction); `payment.failed` fails the on-ramp. Stripe: on
 //! `checkout.session.completed` / `async_payment_succeeded` the session is retrieved from the
 //! Stripe API and what Stripe says is credited from `stripe_clearing` (only when `paid`);

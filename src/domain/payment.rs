@@ -121,7 +121,7 @@ impl TransferKind {
     }
 }
 
-/// What a wallet actor knows about a payment intent while it plans a batch: enough to refuse
+/// What a wallet knows about a payment intent while it plans a batch: enough to refuse
 /// an action the intent's state does not allow, and to keep the refunds of a batch within
 /// what the intent received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

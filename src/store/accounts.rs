@@ -1,4 +1,4 @@
-//! Ledger accounts and their entries: loading an account for its wallet actor, opening a
+//! Ledger accounts and their entries: loading an account for its wallet, opening a
 //! user's account in a currency on first use, the per-currency system accounts, and the
 //! newest-first pages of entries shown to users.
 
@@ -74,7 +74,7 @@ impl Owner {
     }
 }
 
-/// An account as its wallet actor sees it.
+/// An account as its wallet sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRecord {
     pub id: AccountId,
@@ -177,7 +177,7 @@ fn select_account(owner: &Owner, currency: Currency) -> Select<accounts::Entity>
 
 impl Store {
     pub async fn load_account(&self, id: AccountId) -> StoreResult<Option<AccountRecord>> {
-        // Read through the writer: a wallet actor must see its own last commit.
+        // Read through the writer: a wallet must see its own last commit.
         accounts::Entity::find_by_id(id.to_string())
             .one(self.writer())
             .await?

@@ -206,7 +206,7 @@ fn scope_filter(scope: IdempotencyScope<'_>) -> Condition {
 // Idempotency inside the money transaction (P2P transfers): the claim is written with the
 // transfer's debit and the stored response with its last step, instead of two transactions of
 // their own. A claim that loses to an existing row fails only its own batch (the group commit
-// isolates it), and the wallet actor turns the retry into `Rejection::IdempotencyKeyClaimed`.
+// isolates it), and the wallet turns the retry into `Rejection::IdempotencyKeyClaimed`.
 
 /// A claim to insert with the first money step of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,7 +354,7 @@ pub(super) fn completion_statements(
 
 impl Store {
     /// Of these claims, the ones whose key is held by another request (another claim token,
-    /// or already answered). Read through the writer, for the wallet actor's replays.
+    /// or already answered). Read through the writer, for the wallet's replays.
     pub async fn claims_taken_by_others(
         &self,
         claims: &[&ClaimRow],

@@ -1,4 +1,4 @@
-//! The one place money is written. `commit_batch` persists a wallet actor's batch of movements
+//! The one place money is written. `commit_batch` persists a wallet's batch of movements
 //! in ONE transaction: the optimistic version check on the account, the entries, the journals,
 //! the counterpart entries on system accounts, the saga/adjustment rows the movements carry,
 //! and the outbox events — all or nothing.
@@ -129,14 +129,14 @@ impl Effect {
     }
 }
 
-/// What a movement does to a payment intent, checked by the wallet actor before it commits.
+/// What a movement does to a payment intent, checked by the wallet before it commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntentAction {
     Confirm { manual: bool },
     Refund(i64),
 }
 
-/// A movement the wallet actor accepted, with the balance after each of its postings.
+/// A movement the wallet accepted, with the balance after each of its postings.
 #[derive(Debug, Clone)]
 pub struct AppliedMovement {
     pub op_key: String,

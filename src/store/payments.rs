@@ -563,7 +563,7 @@ impl Store {
             .await?)
     }
 
-    /// The holds' current states, read through the writer (the wallet actor's guard).
+    /// The holds' current states, read through the writer (the wallet's guard).
     pub async fn hold_states(&self, ids: &[HoldId]) -> StoreResult<HashMap<HoldId, HoldState>> {
         if ids.is_empty() {
             return Ok(HashMap::new());
@@ -582,7 +582,7 @@ impl Store {
             .collect()
     }
 
-    /// What the wallet actor needs to know of these intents, read through the writer.
+    /// What the wallet needs to know of these intents, read through the writer.
     pub async fn intent_snapshots(
         &self,
         ids: &[PaymentIntentId],

@@ -52,3 +52,63 @@ async fn idle_wallet_actors_stop_and_come_back_on_the_next_op() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_failed_wallet_reloads_while_the_wallets_beside_it_in_its_shard_go_on() {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
+    use walleti::store::entities::accounts;
+
+    for backend in backends() {
+        let mut settings = test_settings(&fresh_database(backend).await);
+        // Every wallet in one shard: ada's failure must not disturb bob's or cy's.
+        settings.limits.wallet.shards = 1;
+        let app = spawn_app_with(settings).await;
+        let (ada, bob, cy) = (
+            app.user("ada").await,
+            app.user("bob").await,
+            app.user("cy").await,
+        );
+        app.fund(&ada, 1_000).await;
+        app.fund(&bob, 1_000).await;
+        let live_before = live_wallets(&app).await;
+        let restarts = || {
+            app.state()
+                .metrics
+                .actor_restarts_total
+                .with_label_values(&["wallet"])
+                .get()
+        };
+        assert_eq!(restarts(), 0);
+
+        // Another writer moves ada's account on behind her (live) wallet's back.
+        let ada_account = crate::crash_safety::usd_account(&app, &ada.token).await;
+        let database = Database::connect(app.database_url.as_str())
+            .await
+            .expect("connect");
+        accounts::Entity::update_many()
+            .col_expr(
+                accounts::Column::Version,
+                Expr::col(accounts::Column::Version).add(3),
+            )
+            .filter(accounts::Column::Id.eq(ada_account.as_str()))
+            .exec(&database)
+            .await
+            .expect("tamper version");
+
+        let (from_ada, from_bob) = tokio::join!(
+            app.transfer(&ada, &cy.email, json!(400), "ada-after-tamper"),
+            app.transfer(&bob, &cy.email, json!(300), "bob-beside-ada"),
+        );
+        assert_eq!(from_ada.body["status"], "completed", "{}", from_ada.text);
+        assert_eq!(from_bob.body["status"], "completed", "{}", from_bob.text);
+        assert_eq!(restarts(), 1, "only ada's wallet failed, once");
+        assert_eq!(app.balance(&ada).await, (600, 0));
+        assert_eq!(app.balance(&bob).await, (700, 0));
+        assert_eq!(app.balance(&cy).await, (700, 0));
+        assert!(
+            live_wallets(&app).await > live_before,
+            "ada's wallet reloaded and cy's loaded; none was lost"
+        );
+    }
+}
