@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Memory with many wallet actors alive, and their passivation. Seeds N accounts straight into a
+# Memory with many live wallets, and their passivation. Seeds N accounts straight into a
 # fresh PostgreSQL database (signing up N users through the API would mostly measure argon2),
-# credits each once through the API (`walleti loadgen --mode credit`: one wallet actor per
-# account), prints the server's RSS and live wallet actors, then waits for the idle actors to
+# credits each once through the API (`walleti loadgen --mode credit`: one live wallet per
+# account), prints the server's RSS and live wallets, then waits for the idle wallets to
 # stop and prints both again.
 #
 #   scripts/bench-wallets.sh [accounts] [walleti binary]     (default 100000, target/release/walleti)
@@ -40,7 +40,7 @@ for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
   sleep 0.1
 done
-# Accounts owned by (nonexistent) users: what the wallet actors need is the account row.
+# Accounts owned by (nonexistent) users: what the wallets need is the account row.
 psql -qtAc "INSERT INTO accounts (id, owner_type, owner_id, currency, available, locked, version, created_at)
   SELECT gen_random_uuid()::text, 'user', gen_random_uuid()::text, 'usd', 0, 0, 0, now()
   FROM generate_series(1, $accounts)" "$database" >/dev/null
@@ -49,7 +49,7 @@ metric() { curl -fsS "http://127.0.0.1:$port/metrics" | grep -E "^$1" | awk '{pr
 echo "server rss before: $(( $(metric process_resident_memory_bytes) / 1048576 )) MiB"
 "$binary" loadgen --url "http://127.0.0.1:$port" --admin-token "$token" --mode credit \
   --accounts-file "$work/accounts" --concurrency 64
-echo "server rss with $(metric 'walleti_actors_live\{kind="wallet"\}') wallet actors: $(( $(metric process_resident_memory_bytes) / 1048576 )) MiB"
+echo "server rss with $(metric 'walleti_actors_live\{kind="wallet"\}') live wallets: $(( $(metric process_resident_memory_bytes) / 1048576 )) MiB"
 [ "$idle_seconds" -gt 300 ] && exit 0
 sleep $(( idle_seconds * 2 + 5 ))
-echo "after ${idle_seconds}s idle: $(metric 'walleti_actors_live\{kind="wallet"\}') wallet actors, rss $(( $(metric process_resident_memory_bytes) / 1048576 )) MiB"
+echo "after ${idle_seconds}s idle: $(metric 'walleti_actors_live\{kind="wallet"\}') live wallets, rss $(( $(metric process_resident_memory_bytes) / 1048576 )) MiB"
