@@ -16,6 +16,7 @@ mod m20261130_000002_scopes_and_links;
 mod m20261130_000003_settled_deliveries;
 mod m20261201_000001_outbox_consumers;
 mod m20261201_000002_lean_indexes;
+mod m20261202_000001_update_room;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000003_settled_deliveries::Migration),
             Box::new(m20261201_000001_outbox_consumers::Migration),
             Box::new(m20261201_000002_lean_indexes::Migration),
+            Box::new(m20261202_000001_update_room::Migration),
         ]
     }
 }

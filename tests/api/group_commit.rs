@@ -321,6 +321,45 @@ async fn the_p2p_completion_looks_its_transfers_up_by_primary_key() {
     assert_eq!(updated.rows_affected(), 1);
 }
 
+/// On PostgreSQL the rows a transfer inserts and then updates moments later have room for the
+/// new version on their page (migration `update_room`), and the migration goes down and up.
+#[tokio::test]
+async fn the_rows_a_transfer_updates_have_room_on_their_page() {
+    use migration::{Migrator, MigratorTrait};
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let app = spawn_app(Backend::Postgres).await;
+    let db = app.state().store.writer();
+    let options = async || -> Vec<String> {
+        let mut found = Vec::new();
+        for table in ["idempotency_keys", "transfers"] {
+            let row = db
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!(
+                        "SELECT COALESCE(array_to_string(reloptions, ','), '') FROM pg_class \
+                         WHERE relname = '{table}'"
+                    ),
+                ))
+                .await
+                .expect("reloptions")
+                .expect("table");
+            found.push(format!(
+                "{table}:{}",
+                row.try_get_by_index::<String>(0).expect("text")
+            ));
+        }
+        found
+    };
+    let room = ["idempotency_keys:fillfactor=70", "transfers:fillfactor=70"];
+    assert_eq!(options().await, room);
+    Migrator::down(db, Some(1)).await.expect("down");
+    assert_eq!(options().await, ["idempotency_keys:", "transfers:"]);
+    Migrator::up(db, None).await.expect("up");
+    assert_eq!(options().await, room);
+}
+
 #[tokio::test]
 async fn concurrent_transfers_between_many_wallets_share_commits() {
     const USERS: usize = 24;
