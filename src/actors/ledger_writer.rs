@@ -12,8 +12,8 @@
 //! Only one ledger transaction is in flight per node, so a wallet account is never written by
 //! two transactions of this node at once. On SQLite the writer is the user of the single writer
 //! connection for money. Each batch's result goes back to its wallet: a conflict (stale version,
-//! failed guard) fails only that batch; the wallet returns `Err` and is restarted, and its
-//! callers retry as replays.
+//! failed guard) fails only that batch; the wallet is dropped and reloads from the database,
+//! and its callers retry as replays.
 
 use crate::metrics::{MailboxTicket, Metrics};
 use crate::store::group_commit::PlannedBatch;
