@@ -507,6 +507,12 @@ impl Metrics {
         }
     }
 
+    /// An actor of `kind` (or a wallet) failed and is being restarted (reloaded) after `error`.
+    pub fn record_restart(&self, kind: &'static str, error: String) {
+        self.actor_restarts_total.with_label_values(&[kind]).inc();
+        self.record_actor_error(kind, error);
+    }
+
     pub fn record_actor_error(&self, kind: &'static str, error: String) {
         if let Ok(mut errors) = self.last_errors.lock() {
             errors.insert(kind, (error, chrono::Utc::now()));

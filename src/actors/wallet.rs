@@ -313,12 +313,7 @@ async fn flush_shard(state: &mut ShardState) {
                 tracing::warn!(account_id = %account, %error, "wallet failed; it reloads on its next op");
                 shared
                     .metrics
-                    .actor_restarts_total
-                    .with_label_values(&[KIND])
-                    .inc();
-                shared
-                    .metrics
-                    .record_actor_error(KIND, format!("account {account}: {error}"));
+                    .record_restart(KIND, format!("account {account}: {error}"));
             }
         }
     }

@@ -14,7 +14,7 @@ use crate::domain::AccountId;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 pub const KIND: &str = "wallet_supervisor";
 
-/// Times a call is retried after the wallet failed before answering.
+/// Times a wallet call is tried while the wallet fails before answering.
 const APPLY_ATTEMPTS_MAX: u32 = 20;
 const APPLY_RETRY_DELAY_MS: u64 = 5;
 
@@ -164,12 +164,7 @@ impl Actor for WalletSupervisor {
             tracing::warn!(shard = index, wallets = lost, error = %error, "wallet shard failed; restarting");
             state
                 .metrics
-                .actor_restarts_total
-                .with_label_values(&[WALLET])
-                .inc();
-            state
-                .metrics
-                .record_actor_error(WALLET, format!("wallet shard {index}: {error}"));
+                .record_restart(WALLET, format!("wallet shard {index}: {error}"));
             match spawn_shard(&myself, state, index).await {
                 Ok(shard) => {
                     if let Ok(mut shards) = state.shards.0.write()
@@ -237,42 +232,31 @@ impl Wallets {
 
     /// Sends `op` to the account's wallet and waits for its outcome.
     pub async fn apply(&self, account: AccountId, op: WalletOp) -> Result<OpOutcome, WalletError> {
-        let mut last_error = String::new();
-        for attempt in 0..APPLY_ATTEMPTS_MAX {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(
-                    APPLY_RETRY_DELAY_MS * u64::from(attempt),
-                ))
-                .await;
-            }
-            let shard = self.shard(account)?;
+        self.call(account, |attempt, reply| {
             // After a failed attempt the op may have been committed: look before applying.
             let op = Box::new(WalletOp {
                 replay: op.replay || attempt > 0,
                 ..op.clone()
             });
-            let ticket = self.metrics.mailbox_ticket(WALLET);
-            match shard
-                .call(
-                    |reply| WalletMsg::Apply(account, op, reply, ticket),
-                    Some(self.call_timeout),
-                )
-                .await
-            {
-                Ok(CallResult::Success(outcome)) => return outcome,
-                Ok(CallResult::Timeout) => return Err(WalletError::Timeout),
-                // The wallet failed (it reloads) or its shard died (it is being restarted)
-                // before answering: try again.
-                Ok(CallResult::SenderError) => last_error = "wallet failed before answering".into(),
-                Err(error) => last_error = error.to_string(),
-            }
-        }
-        Err(WalletError::Unavailable(last_error))
+            WalletMsg::Apply(account, op, reply, self.metrics.mailbox_ticket(WALLET))
+        })
+        .await
     }
 
     /// The account's balance as its wallet holds it, without a database read once the wallet
     /// is live (it is loaded if it is not). Advisory: the wallet still decides each op.
     pub async fn balance(&self, account: AccountId) -> Result<crate::domain::Balance, WalletError> {
+        self.call(account, |_, reply| WalletMsg::Balance(account, reply))
+            .await
+    }
+
+    /// Calls the shard hosting `account` with the message `message(attempt, reply)` builds,
+    /// again (after a growing pause) while the wallet failed or its shard died before answering.
+    async fn call<T: Send + 'static>(
+        &self,
+        account: AccountId,
+        message: impl Fn(u32, RpcReplyPort<Result<T, WalletError>>) -> WalletMsg,
+    ) -> Result<T, WalletError> {
         let mut last_error = String::new();
         for attempt in 0..APPLY_ATTEMPTS_MAX {
             if attempt > 0 {
@@ -283,14 +267,12 @@ impl Wallets {
             }
             let shard = self.shard(account)?;
             match shard
-                .call(
-                    |reply| WalletMsg::Balance(account, reply),
-                    Some(self.call_timeout),
-                )
+                .call(|reply| message(attempt, reply), Some(self.call_timeout))
                 .await
             {
-                Ok(CallResult::Success(balance)) => return balance,
+                Ok(CallResult::Success(answer)) => return answer,
                 Ok(CallResult::Timeout) => return Err(WalletError::Timeout),
+                // The wallet failed (it reloads) or its shard died (it is being restarted).
                 Ok(CallResult::SenderError) => last_error = "wallet failed before answering".into(),
                 Err(error) => last_error = error.to_string(),
             }

@@ -55,10 +55,6 @@ async fn idle_wallet_actors_stop_and_come_back_on_the_next_op() {
 
 #[tokio::test]
 async fn a_failed_wallet_reloads_while_the_wallets_beside_it_in_its_shard_go_on() {
-    use sea_orm::sea_query::{Expr, ExprTrait};
-    use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
-    use walleti::store::entities::accounts;
-
     for backend in backends() {
         let mut settings = test_settings(&fresh_database(backend).await);
         // Every wallet in one shard: ada's failure must not disturb bob's or cy's.
@@ -83,18 +79,7 @@ async fn a_failed_wallet_reloads_while_the_wallets_beside_it_in_its_shard_go_on(
 
         // Another writer moves ada's account on behind her (live) wallet's back.
         let ada_account = crate::crash_safety::usd_account(&app, &ada.token).await;
-        let database = Database::connect(app.database_url.as_str())
-            .await
-            .expect("connect");
-        accounts::Entity::update_many()
-            .col_expr(
-                accounts::Column::Version,
-                Expr::col(accounts::Column::Version).add(3),
-            )
-            .filter(accounts::Column::Id.eq(ada_account.as_str()))
-            .exec(&database)
-            .await
-            .expect("tamper version");
+        crate::crash_safety::bump_version(&app, &ada_account, 3).await;
 
         let (from_ada, from_bob) = tokio::join!(
             app.transfer(&ada, &cy.email, json!(400), "ada-after-tamper"),

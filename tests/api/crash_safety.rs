@@ -3,11 +3,24 @@ use chrono::Utc;
 use reqwest::StatusCode;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Database, DatabaseConnection, EntityTrait, QueryFilter,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
+    QueryFilter,
 };
 use serde_json::json;
 use std::time::Duration;
 use walleti::store::entities::{accounts, entries, journals, transfers};
+
+/// Another writer (another node) moves `account` on by `by` versions behind its wallet's back.
+pub(crate) async fn bump_version(app: &TestApp, account: &str, by: i64) {
+    app.state()
+        .store
+        .writer()
+        .execute_unprepared(&format!(
+            "UPDATE accounts SET version = version + {by} WHERE id = '{account}'"
+        ))
+        .await
+        .expect("bump version");
+}
 
 pub(crate) async fn usd_account(app: &TestApp, token: &str) -> String {
     let wallet = app.get("/v1/wallet", token).await;
@@ -181,18 +194,7 @@ async fn a_failed_wallet_actor_is_restarted_and_its_next_op_succeeds() {
         // Another writer bumps the version behind the actor's back: its next commit must be
         // rejected by the database, the actor must die, be restarted with fresh state, and the
         // op retried on the new actor must succeed.
-        let database = Database::connect(app.database_url.as_str())
-            .await
-            .expect("connect");
-        accounts::Entity::update_many()
-            .col_expr(
-                accounts::Column::Version,
-                Expr::col(accounts::Column::Version).add(5),
-            )
-            .filter(accounts::Column::Id.eq(ada_account.as_str()))
-            .exec(&database)
-            .await
-            .expect("tamper version");
+        bump_version(&app, &ada_account, 5).await;
 
         let sent = app
             .transfer(&ada, &bob.email, json!(400), "after-crash")

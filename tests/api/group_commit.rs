@@ -1,7 +1,7 @@
 //! Group commit (the `LedgerWriter`): many wallets' batches in one transaction, and a conflict
 //! in one batch failing only that batch.
 
-use crate::crash_safety::usd_account;
+use crate::crash_safety::{bump_version, usd_account};
 use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, TestUser, backends, spawn_app};
 use crate::reconciliation::reconcile;
 use futures_util::future::join_all;
@@ -106,14 +106,7 @@ async fn a_stale_account_fails_only_its_own_batch_and_its_wallet_recovers() {
             batches.push(credit_batch(&app, account, &format!("group-test:{index}")).await);
         }
         // Another writer (another node) moves the second account on after it was planned.
-        let database = app.state().store.writer();
-        database
-            .execute_unprepared(&format!(
-                "UPDATE accounts SET version = version + 1 WHERE id = '{}'",
-                users[1].1
-            ))
-            .await
-            .expect("bump version");
+        bump_version(&app, &users[1].1, 1).await;
 
         let outcome = app
             .state()
@@ -200,16 +193,10 @@ async fn a_stale_batch_leaves_no_idempotency_claim_behind() {
         }));
         let other = credit_batch(&app, &users[1].1, "group-test:beside-stale").await;
         // Another writer (another node) moves the account on after the batch was planned.
-        let database = app.state().store.writer();
-        database
-            .execute_unprepared(&format!(
-                "UPDATE accounts SET version = version + 1 WHERE id = '{}'",
-                users[0].1
-            ))
-            .await
-            .expect("bump version");
+        bump_version(&app, &users[0].1, 1).await;
 
         commit_beside_bystander(&app, stale, other, backend).await;
+        let database = app.state().store.writer();
         let left = database
             .query_one_raw(Statement::from_string(
                 database.get_database_backend(),
