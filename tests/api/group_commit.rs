@@ -406,6 +406,56 @@ async fn concurrent_transfers_between_many_wallets_share_commits() {
     }
 }
 
+/// Rows travel to PostgreSQL as typed arrays, a nullable column beside its NULL flags: in one
+/// group, transfers with a note, with an empty note and with none each keep theirs.
+#[tokio::test]
+async fn nullable_columns_keep_null_and_empty_apart_in_one_group() {
+    const TRANSFERS: usize = 30;
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let users = funded_users(&app, 6).await;
+        let note = |index: usize| match index % 3 {
+            0 => json!(format!("note {index}")),
+            1 => json!(""),
+            _ => serde_json::Value::Null,
+        };
+        let users_ref = &users;
+        let replies = join_all((0..TRANSFERS).map(|index| {
+            let (from, to) = (&users_ref[index % 6].0, &users_ref[(index + 1) % 6].0);
+            let app = &app;
+            let mut body = json!({"to": to.id, "amount": 1, "currency": "usd"});
+            if index % 3 != 2 {
+                body["note"] = note(index);
+            }
+            async move {
+                app.post(
+                    "/v1/transfers",
+                    Some(&from.token),
+                    Some(&format!("notes-{index}")),
+                    &body,
+                )
+                .await
+            }
+        }))
+        .await;
+        for (index, reply) in replies.iter().enumerate() {
+            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+            let id = reply.body["id"].as_str().expect("id");
+            let stored = app
+                .get(&format!("/v1/transfers/{id}"), &users[index % 6].0.token)
+                .await;
+            assert_eq!(stored.status, StatusCode::OK, "{}", stored.text);
+            assert_eq!(
+                stored.body["note"],
+                note(index),
+                "{backend:?} transfer {index}"
+            );
+            assert_eq!(stored.body["failure_code"], serde_json::Value::Null);
+            assert_eq!(stored.body["status"], "completed");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_revoked_credential_is_refused_on_the_next_request() {
     for backend in backends() {
