@@ -1,19 +1,24 @@
 //! Group commit: the planned batches of many wallets committed as ONE transaction of
 //! multi-row statements (the `LedgerWriter` actor decides what goes into a group).
 //!
-//! The combined path writes every batch at once: the wallets' balances with one version-checked
-//! `UPDATE … FROM (VALUES …) RETURNING`, then journals, entries, P2P transfers, outbox events and
-//! the stored idempotency responses with multi-row statements sent as one (`bulk::Writes`: one
-//! round trip on PostgreSQL), system counterparts once per system account, P2P completions with
-//! one guarded UPDATE. A batch whose account version is stale is left out of the group (only it
-//! fails; if it won an idempotency claim, the group goes the savepoint way below so that the
-//! claim goes with it). Any other failure (a unique op key hit by a replay that was not marked as one, a
-//! saga guard that matched nothing) rolls the combined transaction back and the group is
-//! committed again with one savepoint per batch, so that only the offending batch fails.
+//! The combined path writes every batch at once. On PostgreSQL it is ONE statement of
+//! data-modifying CTEs (`commit_in_one_statement`: the idempotency claims, the wallets' balances
+//! with one version-checked `UPDATE … FROM (unnest …) RETURNING`, journals, entries, P2P
+//! transfers, outbox events, the stored idempotency responses and the guarded P2P completions,
+//! each counted), then the system counterparts; a claim held by another request or a stale
+//! account fails a count and the group goes the savepoint way below. On SQLite the statements go
+//! one after the other: claims first, then balances; a batch whose claim was lost or whose
+//! account version is stale is left out of the group (only it fails; if it won an idempotency
+//! claim, the group goes the savepoint way so that the claim goes with it). Any other failure (a
+//! unique op key hit by a replay that was not marked as one, a saga guard that matched nothing)
+//! rolls the combined transaction back and the group is committed again with one savepoint per
+//! batch, so that only the offending batch fails.
 
 use super::bulk::{SqlType, Writes, id_in, row_sources};
 use super::entities::transfers;
-use super::idempotency::{ClaimRow, CompletionRow, completion_statements, insert_claims};
+use super::idempotency::{
+    ClaimRow, CompletionRow, claim_statements, completion_statements, insert_claims,
+};
 use super::ledger::{
     AccountWrite, AppliedMovement, Effect, JOURNALS_CONFLICT, entry_rows, event_row, journal_rows,
     transfer_event, write_batch, write_counterparts, write_effect,
@@ -149,6 +154,9 @@ impl Store {
             .begin()
             .await
             .map_err(|error| before(error.into()))?;
+        if self.backend() == DbBackend::Postgres {
+            return commit_in_one_statement(transaction, batches, now).await;
+        }
         // Claims first: a batch whose request lost its idempotency key to another request is
         // left out like a stale account (unless it also won a claim, which must not stay).
         let claims: Vec<&ClaimRow> = batches.iter().flat_map(PlannedBatch::claims).collect();
@@ -210,14 +218,63 @@ impl Store {
                 ))));
             }
         }
-        write_rows(&transaction, &live, now).await.map_err(before)?;
+        write_rows(&transaction, &live, now, Writes::default())
+            .await
+            .map_err(before)?;
         transaction
             .commit()
             .await
             .map_err(|error| CombinedFailure::AtCommit(error.into()))?;
         Ok(results)
     }
+}
 
+/// PostgreSQL: the claims, the balances and every row of every batch as ONE statement of
+/// data-modifying CTEs (`bulk::Writes`), so a group is BEGIN, that statement, COMMIT: three round
+/// trips instead of five, on the writer that every transfer waits for. The statement counts
+/// what it did: a claim another request holds, or an account no longer at its planned version
+/// (both rare: a duplicate request on another node, another node writing the account), fails
+/// the count, the transaction is rolled back, and the group goes the savepoint way, where only
+/// the batch concerned fails. A claim and its completion never share a group (a request's next
+/// step is planned once its previous one has committed), so no row is written twice.
+async fn commit_in_one_statement(
+    transaction: DatabaseTransaction,
+    batches: &[PlannedBatch],
+    now: DateTime<Utc>,
+) -> Result<Vec<StoreResult<()>>, CombinedFailure> {
+    let before = CombinedFailure::BeforeCommit;
+    let backend = DbBackend::Postgres;
+    let mut writes = Writes::default();
+    let claims: Vec<&ClaimRow> = batches.iter().flat_map(PlannedBatch::claims).collect();
+    for (sql, values) in claim_statements(backend, &claims).map_err(before)? {
+        writes.push_checked(
+            sql,
+            values,
+            claims.len(),
+            "idempotency keys of this group are claimed by other requests".into(),
+        );
+    }
+    let accounts: Vec<AccountWrite> = batches.iter().map(|batch| batch.account).collect();
+    for (sql, values) in account_statements(backend, &accounts).map_err(before)? {
+        writes.push_checked(
+            sql,
+            values,
+            accounts.len(),
+            "accounts of this group are no longer at their planned versions".into(),
+        );
+    }
+    let all: Vec<&PlannedBatch> = batches.iter().collect();
+    write_rows(&transaction, &all, now, writes)
+        .await
+        .map_err(before)?;
+    transaction
+        .commit()
+        .await
+        .map_err(|error| CombinedFailure::AtCommit(error.into()))?;
+    Ok(batches.iter().map(|_| Ok(())).collect())
+}
+
+impl Store {
     async fn commit_isolated(
         &self,
         batches: &[PlannedBatch],
@@ -272,6 +329,25 @@ async fn update_accounts(
     writes: &[AccountWrite],
 ) -> StoreResult<HashSet<String>> {
     let backend = transaction.get_database_backend();
+    let mut updated = HashSet::with_capacity(writes.len());
+    for (sql, values) in account_statements(backend, writes)? {
+        let returned = transaction
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        for row in returned {
+            let id: String = row.try_get("", "id")?;
+            updated.insert(id);
+        }
+    }
+    Ok(updated)
+}
+
+/// The statements of `update_accounts` (one on PostgreSQL): each returns the ids of the
+/// accounts it moved.
+fn account_statements(
+    backend: DbBackend,
+    writes: &[AccountWrite],
+) -> StoreResult<Vec<(String, Vec<sea_orm::Value>)>> {
     let rows = writes
         .iter()
         .map(|write| {
@@ -290,25 +366,20 @@ async fn update_accounts(
         ("locked", SqlType::BigInt),
         ("version", SqlType::BigInt),
     ];
-    let mut updated = HashSet::with_capacity(writes.len());
-    for source in row_sources(backend, &columns, rows)? {
-        let sql = format!(
-            "WITH planned (id, available, locked, version) AS ({}) \
-             UPDATE accounts SET available = planned.available, locked = planned.locked, \
-             version = planned.version + 1 FROM planned \
-             WHERE accounts.id = planned.id AND accounts.version = planned.version \
-             RETURNING accounts.id",
-            source.sql
-        );
-        let returned = transaction
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, source.values))
-            .await?;
-        for row in returned {
-            let id: String = row.try_get("", "id")?;
-            updated.insert(id);
-        }
-    }
-    Ok(updated)
+    Ok(row_sources(backend, &columns, rows)?
+        .into_iter()
+        .map(|source| {
+            let sql = format!(
+                "WITH planned (id, available, locked, version) AS ({}) \
+                 UPDATE accounts SET available = planned.available, locked = planned.locked, \
+                 version = planned.version + 1 FROM planned \
+                 WHERE accounts.id = planned.id AND accounts.version = planned.version \
+                 RETURNING accounts.id",
+                source.sql
+            );
+            (sql, source.values)
+        })
+        .collect())
 }
 
 /// Everything but the wallet balances, for every live batch, with multi-row statements.
@@ -316,12 +387,12 @@ async fn write_rows(
     transaction: &DatabaseTransaction,
     live: &[&PlannedBatch],
     now: DateTime<Utc>,
+    mut writes: Writes,
 ) -> StoreResult<()> {
     let backend = transaction.get_database_backend();
     let movements = || live.iter().flat_map(|batch| batch.movements.iter());
     // The plain inserts and the idempotency completions need no answer: one round trip on
-    // PostgreSQL (`bulk::Writes`).
-    let mut writes = Writes::default();
+    // PostgreSQL (`bulk::Writes`, after whatever `writes` holds already).
     writes.insert(
         backend,
         journal_rows(movements(), now),

@@ -260,6 +260,24 @@ pub(super) async fn insert_claims(
     claims: &[&ClaimRow],
 ) -> StoreResult<HashSet<(String, String)>> {
     let backend = transaction.get_database_backend();
+    let mut inserted = HashSet::with_capacity(claims.len());
+    for (sql, values) in claim_statements(backend, claims)? {
+        for row in transaction
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+        {
+            inserted.insert((row.try_get("", "caller")?, row.try_get("", "key")?));
+        }
+    }
+    Ok(inserted)
+}
+
+/// The statements of `insert_claims` (one on PostgreSQL): each returns the (caller, key) of
+/// the claims it inserted.
+pub(super) fn claim_statements(
+    backend: DbBackend,
+    claims: &[&ClaimRow],
+) -> StoreResult<Vec<(String, Vec<sea_orm::Value>)>> {
     let rows = claims
         .iter()
         .map(|claim| {
@@ -283,21 +301,17 @@ pub(super) async fn insert_claims(
         ("created_at", SqlType::Timestamp),
         ("claim_token", SqlType::Text),
     ];
-    let mut inserted = HashSet::with_capacity(claims.len());
-    for source in row_sources(backend, &columns, rows)? {
-        let sql = format!(
-            "INSERT INTO idempotency_keys (caller, \"key\", fingerprint, resource_id, locked_at, created_at, claim_token) \
-             {} ON CONFLICT (caller, \"key\") DO NOTHING RETURNING caller, \"key\"",
-            source.sql
-        );
-        for row in transaction
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, source.values))
-            .await?
-        {
-            inserted.insert((row.try_get("", "caller")?, row.try_get("", "key")?));
-        }
-    }
-    Ok(inserted)
+    Ok(row_sources(backend, &columns, rows)?
+        .into_iter()
+        .map(|source| {
+            let sql = format!(
+                "INSERT INTO idempotency_keys (caller, \"key\", fingerprint, resource_id, locked_at, created_at, claim_token) \
+                 {} ON CONFLICT (caller, \"key\") DO NOTHING RETURNING caller, \"key\"",
+                source.sql
+            );
+            (sql, source.values)
+        })
+        .collect())
 }
 
 /// Stores each response unless one is stored already, with one statement (per chunk).
