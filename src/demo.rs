@@ -54,7 +54,8 @@ pub enum Seeded {
 }
 
 /// Seeds the walleti at `base_url` (operator token `admin_token`). Refuses a database that
-/// holds anything but the demo; a database that already holds the demo is left as it is.
+/// holds anything but the demo, or a demo whose seeding was cut short; a database that already
+/// holds the whole demo is left as it is.
 pub async fn seed(base_url: &str, admin_token: &str) -> anyhow::Result<Seeded> {
     let api = Api::new(base_url, admin_token)?;
     api.wait_until_ready().await?;
@@ -62,6 +63,21 @@ pub async fn seed(base_url: &str, admin_token: &str) -> anyhow::Result<Seeded> {
     let empty = users["data"].as_array().is_none_or(Vec::is_empty);
     if !empty {
         if api.log_in_person(PEOPLE[0].1).await.is_ok() {
+            // The demo's last money step is Bob's payout: without it an earlier seeding was cut
+            // short, and the database holds only part of the demo.
+            let bob = api.log_in_person(PEOPLE[1].1).await;
+            let payouts = match &bob {
+                Ok(bob) => api.get("/v1/payouts?limit=1", &bob.token).await.ok(),
+                Err(_) => None,
+            };
+            let finished = payouts
+                .and_then(|list| list["data"].as_array().cloned())
+                .is_some_and(|data| !data.is_empty());
+            ensure!(
+                finished,
+                "the database at {base_url} holds a demo whose seeding did not finish; \
+                 delete walleti-demo.db (or pass another --database-url) and run again"
+            );
             return Ok(Seeded::Already);
         }
         bail!(

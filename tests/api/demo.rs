@@ -227,6 +227,32 @@ async fn the_demo_seeds_a_walleti_that_pays_only_verified_contacts() {
     );
 }
 
+/// A seeding cut short (here: stopped after Ada signed up) is not taken for the demo: seeding
+/// again says so instead of "already seeded" over half a demo.
+#[tokio::test]
+async fn the_demo_refuses_a_demo_whose_seeding_did_not_finish() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let (name, email, phone) = PEOPLE[0];
+        let created = app
+            .post(
+                "/v1/users",
+                None,
+                None,
+                &json!({"name": name, "email": email, "phone": phone, "password": DEMO_PASSWORD}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+        let refused = seed(&app.address, ADMIN_TOKEN)
+            .await
+            .expect_err("half a demo is not the demo");
+        assert!(
+            refused.to_string().contains("did not finish"),
+            "{refused:#}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_demo_refuses_a_database_with_other_people_in_it() {
     for backend in backends() {
