@@ -157,7 +157,7 @@ impl Metrics {
                 HistogramVec::new(
                     HistogramOpts::new(
                         "ledger_group_batches",
-                        "Wallet batches committed per ledger transaction (group commit), by path: single, combined (multi-row statements) or isolated (one savepoint per batch after a conflict).",
+                        "Wallet batches committed per ledger transaction (group commit), by path: combined (multi-row statements) or isolated (one savepoint per batch after a conflict).",
                     )
                     .buckets(BATCH_SIZE_BUCKETS.to_vec()),
                     &["path"],
@@ -440,7 +440,7 @@ impl Metrics {
             metrics.actor_messages_total.with_label_values(&[kind]);
             metrics.actor_restarts_total.with_label_values(&[kind]);
         }
-        for path in ["single", "combined", "isolated"] {
+        for path in ["combined", "isolated"] {
             metrics.ledger_group_batches.with_label_values(&[path]);
             metrics.ledger_commit_seconds.with_label_values(&[path]);
         }

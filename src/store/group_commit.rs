@@ -71,8 +71,6 @@ impl PlannedBatch {
 /// How a group reached the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupPath {
-    /// One batch: its own transaction.
-    Single,
     /// Every batch in one transaction of multi-row statements.
     Combined,
     /// The combined attempt failed: one savepoint per batch, still one transaction.
@@ -82,7 +80,6 @@ pub enum GroupPath {
 impl GroupPath {
     pub fn as_str(self) -> &'static str {
         match self {
-            GroupPath::Single => "single",
             GroupPath::Combined => "combined",
             GroupPath::Isolated => "isolated",
         }
@@ -106,15 +103,8 @@ impl Store {
     /// Commits the batches as one transaction; each batch gets its own result: a stale account
     /// version or a failed guard fails only the batch that caused it.
     pub async fn commit_group(&self, batches: &[PlannedBatch], now: DateTime<Utc>) -> GroupOutcome {
-        if let [batch] = batches {
-            return GroupOutcome {
-                results: vec![
-                    self.commit_batch(batch.account, &batch.movements, now)
-                        .await,
-                ],
-                path: GroupPath::Single,
-            };
-        }
+        // One batch too: its movements' rows still go in multi-row statements (a hot wallet's
+        // batch carries many; one statement per movement made such a group the slowest).
         match self.commit_combined(batches, now).await {
             Ok(results) => GroupOutcome {
                 results,

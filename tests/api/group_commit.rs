@@ -180,6 +180,43 @@ async fn a_duplicate_op_key_fails_only_its_own_batch() {
     }
 }
 
+/// A group of one batch goes the same way as a larger one (its movements in multi-row
+/// statements): committed when its account is where it was planned, failed and nothing written
+/// when another writer moved the account on.
+#[tokio::test]
+async fn a_group_of_one_batch_is_written_like_any_group() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let users = funded_users(&app, 1).await;
+        let batch = credit_batch(&app, &users[0].1, "group-test:alone").await;
+        let outcome = app
+            .state()
+            .store
+            .commit_group(&[batch], chrono::Utc::now())
+            .await;
+        assert_eq!(outcome.path, GroupPath::Combined, "{backend:?}");
+        assert!(outcome.results[0].is_ok(), "{:?}", outcome.results[0]);
+        assert_eq!(app.balance(&users[0].0).await, (1_000 + CREDIT, 0));
+
+        let stale = credit_batch(&app, &users[0].1, "group-test:alone-stale").await;
+        bump_version(&app, &users[0].1, 1).await;
+        let outcome = app
+            .state()
+            .store
+            .commit_group(&[stale], chrono::Utc::now())
+            .await;
+        assert!(
+            outcome.results[0].is_err(),
+            "the stale batch must fail ({backend:?})"
+        );
+        assert_eq!(
+            app.balance(&users[0].0).await,
+            (1_000 + CREDIT, 0),
+            "nothing written ({backend:?})"
+        );
+    }
+}
+
 /// A stale batch that carries its request's idempotency claim fails together with the claim:
 /// a claim left behind would say the request's first money step committed when none of it did,
 /// and every retry of the request would lose its own claim to it.
