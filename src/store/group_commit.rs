@@ -208,15 +208,25 @@ impl Store {
                 ))));
             }
         }
-        write_rows(&transaction, &live, now, Writes::default())
-            .await
-            .map_err(before)?;
-        transaction
-            .commit()
-            .await
-            .map_err(|error| CombinedFailure::AtCommit(error.into()))?;
+        write_and_commit(transaction, &live, now, Writes::default()).await?;
         Ok(results)
     }
+}
+
+/// Writes the batches' rows after whatever `writes` holds, then commits.
+async fn write_and_commit(
+    transaction: DatabaseTransaction,
+    batches: &[&PlannedBatch],
+    now: DateTime<Utc>,
+    writes: Writes,
+) -> Result<(), CombinedFailure> {
+    write_rows(&transaction, batches, now, writes)
+        .await
+        .map_err(CombinedFailure::BeforeCommit)?;
+    transaction
+        .commit()
+        .await
+        .map_err(|error| CombinedFailure::AtCommit(error.into()))
 }
 
 /// PostgreSQL: the claims, the balances and every row of every batch as ONE statement of
@@ -254,13 +264,7 @@ async fn commit_in_one_statement(
         );
     }
     let all: Vec<&PlannedBatch> = batches.iter().collect();
-    write_rows(&transaction, &all, now, writes)
-        .await
-        .map_err(before)?;
-    transaction
-        .commit()
-        .await
-        .map_err(|error| CombinedFailure::AtCommit(error.into()))?;
+    write_and_commit(transaction, &all, now, writes).await?;
     Ok(batches.iter().map(|_| Ok(())).collect())
 }
 

@@ -1,5 +1,6 @@
-//! The one place money is written. `commit_batch` persists a wallet's batch of movements
-//! in ONE transaction: the optimistic version check on the account, the entries, the journals,
+//! The one place money is written. `write_batch` writes a wallet's batch of movements inside
+//! ONE transaction (`group_commit` writes many batches at once with the same pieces): the
+//! optimistic version check on the account, the entries, the journals,
 //! the counterpart entries on system accounts, the saga/adjustment rows the movements carry,
 //! and the outbox events — all or nothing.
 
@@ -19,7 +20,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
-    EntityTrait, QueryFilter, TransactionTrait,
+    EntityTrait, QueryFilter,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -162,20 +163,6 @@ pub struct AccountWrite {
 }
 
 impl Store {
-    /// Persists the batch atomically. `Err(StoreError::Conflict)` means another writer changed
-    /// the account or a saga moved on: nothing was written and the caller must reload.
-    pub async fn commit_batch(
-        &self,
-        account: AccountWrite,
-        movements: &[AppliedMovement],
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        let transaction = self.writer().begin().await?;
-        write_batch(&transaction, account, movements, now).await?;
-        transaction.commit().await?;
-        Ok(())
-    }
-
     pub async fn find_adjustment(
         &self,
         id: AdjustmentId,

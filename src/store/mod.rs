@@ -1,6 +1,6 @@
 //! Persistence through SeaORM, one schema for SQLite (embedded default) and PostgreSQL.
 //! Each submodule owns the queries of one part of the model; every money movement is written
-//! by `ledger::commit_batch`, in one transaction together with its saga state and outbox rows.
+//! by the ledger (`ledger`, `group_commit`), in one transaction together with its saga state and outbox rows.
 //!
 //! SQLite allows one writer at a time, so on SQLite all writes go through a pool of exactly one
 //! connection (WAL mode, busy timeout) while reads use a separate pool; on PostgreSQL both

@@ -1,7 +1,7 @@
 //! Payment intents, holds, refunds and payouts: typed records, the API objects (which are also
 //! the `data` of their outbox events, so a webhook shows exactly what the API shows), reads,
-//! and the guarded state changes that `ledger::commit_batch` makes in the same transaction as
-//! the money movements they belong to.
+//! and the guarded state changes that the ledger (`ledger::write_effect`) makes in the same
+//! transaction as the money movements they belong to.
 //!
 //! Every state change here is an `UPDATE … WHERE status = <expected>`: if the row moved on,
 //! no row matches and the transaction fails with `StoreError::Conflict`, so two writers can
@@ -737,7 +737,7 @@ fn party_columns(party: Party) -> (&'static str, String) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Guarded changes made inside `commit_batch`
+// Guarded changes made inside the ledger's transaction (`ledger::write_effect`)
 
 fn conflict(what: String) -> StoreError {
     StoreError::Conflict(what)
