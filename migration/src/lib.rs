@@ -17,6 +17,7 @@ mod m20261130_000003_settled_deliveries;
 mod m20261201_000001_outbox_consumers;
 mod m20261201_000002_lean_indexes;
 mod m20261202_000001_update_room;
+mod m20261203_000001_entries_keyed_by_account;
 
 pub struct Migrator;
 
@@ -38,6 +39,21 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_outbox_consumers::Migration),
             Box::new(m20261201_000002_lean_indexes::Migration),
             Box::new(m20261202_000001_update_room::Migration),
+            Box::new(m20261203_000001_entries_keyed_by_account::Migration),
         ]
     }
+}
+
+/// Runs statements that sea-query's schema builder cannot say, in order.
+pub(crate) async fn execute_all(
+    manager: &SchemaManager<'_>,
+    statements: &[&str],
+) -> Result<(), DbErr> {
+    for statement in statements {
+        manager
+            .get_connection()
+            .execute_unprepared(statement)
+            .await?;
+    }
+    Ok(())
 }

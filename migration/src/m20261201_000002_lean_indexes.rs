@@ -13,6 +13,7 @@
 //!
 //! SQLite and PostgreSQL both have partial indexes, with the same syntax.
 
+use crate::execute_all;
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -45,14 +46,4 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         execute_all(manager, &DOWN).await
     }
-}
-
-async fn execute_all(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
-    for statement in statements {
-        manager
-            .get_connection()
-            .execute_unprepared(statement)
-            .await?;
-    }
-    Ok(())
 }
