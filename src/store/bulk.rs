@@ -448,9 +448,10 @@ impl Writes {
         self.statements.push((sql, values));
     }
 
-    /// A statement with a `RETURNING` clause that must return exactly `expected` rows: a
-    /// `Conflict` with `meaning` otherwise (PostgreSQL only: the count comes back in the same
-    /// round trip).
+    /// A statement with a `RETURNING` clause that must return exactly `expected` rows; otherwise
+    /// the whole statement fails (nothing of it is written) with an error naming `meaning` and
+    /// the count (PostgreSQL only: the check runs in the same statement, so the statement can
+    /// run on its own, as its own transaction).
     pub(super) fn push_checked(
         &mut self,
         sql: String,
@@ -474,31 +475,40 @@ impl Writes {
             }
             return Ok(());
         }
+        self.execute_alone(transaction).await
+    }
+
+    /// PostgreSQL: every statement as ONE statement (one round trip) on `connection`; outside a
+    /// transaction it is a transaction of its own, committed by the server when it succeeds, and
+    /// a failed count check fails all of it.
+    pub(super) async fn execute_alone(self, connection: &impl ConnectionTrait) -> StoreResult<()> {
+        debug_assert_eq!(connection.get_database_backend(), DbBackend::Postgres);
         if self.statements.is_empty() {
             return Ok(());
         }
-        let counted: Vec<usize> = self.checked.iter().map(|(index, _, _)| *index).collect();
-        let (sql, values) = combined(self.statements, &counted);
-        let row = transaction
-            .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("a combined write answered no row".into()))?;
-        for (position, (_, expected, meaning)) in self.checked.iter().enumerate() {
-            let returned: i64 = row.try_get_by_index(position)?;
-            if usize::try_from(returned).ok() != Some(*expected) {
-                return Err(StoreError::Conflict(format!(
-                    "{meaning} ({returned} of {expected})"
-                )));
-            }
-        }
+        let (sql, values) = combined(self.statements, self.checked);
+        connection
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await?;
         Ok(())
     }
 }
 
-/// `WITH w0 AS (…), w1 AS (…) SELECT 1` (or `SELECT (SELECT count(*) FROM wN), …` for the
-/// `counted` statements, in order), each statement's parameters renumbered after the ones
-/// before it.
-fn combined(statements: Vec<(String, Vec<Value>)>, counted: &[usize]) -> (String, Vec<Value>) {
+/// `WITH w0 AS (…), w1 AS (…) SELECT 1`, each statement's parameters renumbered after the
+/// ones before it. With `checked` statements (index, expected rows, meaning) the final `SELECT`
+/// counts each one's rows and, where a count differs, casts a text naming the check to an
+/// integer: the statement fails at run time (the text is not a constant, so the planner cannot
+/// fail it ahead of time), and with it everything the statement wrote. Expected counts and
+/// meanings travel as parameters, so the text stays the same from group to group (one prepared
+/// statement).
+fn combined(
+    statements: Vec<(String, Vec<Value>)>,
+    checked: Vec<(usize, usize, String)>,
+) -> (String, Vec<Value>) {
     let mut sql = String::from("WITH ");
     let mut values = Vec::new();
     for (index, (statement, statement_values)) in statements.into_iter().enumerate() {
@@ -510,15 +520,23 @@ fn combined(statements: Vec<(String, Vec<Value>)>, counted: &[usize]) -> (String
         sql.push(')');
         values.extend(statement_values);
     }
-    if counted.is_empty() {
+    if checked.is_empty() {
         sql.push_str(" SELECT 1");
-    } else {
-        let counts: Vec<String> = counted
-            .iter()
-            .map(|index| format!("(SELECT count(*) FROM w{index})"))
-            .collect();
-        let _ = write!(sql, " SELECT {}", counts.join(", "));
+        return (sql, values);
     }
+    let mut checks = Vec::with_capacity(checked.len());
+    for (index, expected, meaning) in checked {
+        let expected_at = values.len() + 1;
+        let meaning_at = values.len() + 2;
+        values.push(Value::from(i64::try_from(expected).unwrap_or(i64::MAX)));
+        values.push(Value::from(meaning));
+        checks.push(format!(
+            "CASE WHEN (SELECT count(*) FROM w{index}) = ${expected_at}::bigint THEN 0 \
+             ELSE CAST(${meaning_at}::text || ' (' || (SELECT count(*) FROM w{index}) || ' of ' \
+             || ${expected_at}::bigint || ')' AS integer) END"
+        ));
+    }
+    let _ = write!(sql, " SELECT {}", checks.join(", "));
     (sql, values)
 }
 
@@ -563,7 +581,7 @@ mod tests {
                     (0..10).map(Value::from).collect(),
                 ),
             ],
-            &[],
+            Vec::new(),
         );
         assert_eq!(
             sql,
@@ -571,7 +589,7 @@ mod tests {
              w1 AS (UPDATE b SET y = $3 WHERE z = $2 AND w = $11) SELECT 1"
         );
         assert_eq!(values.len(), 11);
-        let (counted, _) = combined(
+        let (counted, values) = combined(
             vec![
                 ("INSERT INTO a (x) VALUES ($1)".into(), vec![Value::from(1)]),
                 (
@@ -579,12 +597,23 @@ mod tests {
                     vec![Value::from(2)],
                 ),
             ],
-            &[1],
+            vec![(1, 3, "stale".into())],
         );
         assert_eq!(
             counted,
             "WITH w0 AS (INSERT INTO a (x) VALUES ($1)), w1 AS (UPDATE b SET y = $2 RETURNING 1) \
-             SELECT (SELECT count(*) FROM w1)"
+             SELECT CASE WHEN (SELECT count(*) FROM w1) = $3::bigint THEN 0 \
+             ELSE CAST($4::text || ' (' || (SELECT count(*) FROM w1) || ' of ' || $3::bigint || ')' \
+             AS integer) END"
+        );
+        assert_eq!(
+            values,
+            vec![
+                Value::from(1),
+                Value::from(2),
+                Value::from(3_i64),
+                Value::from("stale".to_owned())
+            ]
         );
     }
 

@@ -139,14 +139,14 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<StoreResult<()>>, CombinedFailure> {
         let before = CombinedFailure::BeforeCommit;
+        if self.backend() == DbBackend::Postgres {
+            return commit_in_one_statement(self, batches, now).await;
+        }
         let transaction = self
             .writer()
             .begin()
             .await
             .map_err(|error| before(error.into()))?;
-        if self.backend() == DbBackend::Postgres {
-            return commit_in_one_statement(transaction, batches, now).await;
-        }
         // Claims first: a batch whose request lost its idempotency key to another request is
         // left out like a stale account (unless it also won a claim, which must not stay).
         let claims: Vec<&ClaimRow> = batches.iter().flat_map(PlannedBatch::claims).collect();
@@ -230,15 +230,20 @@ async fn write_and_commit(
 }
 
 /// PostgreSQL: the claims, the balances and every row of every batch as ONE statement of
-/// data-modifying CTEs (`bulk::Writes`), so a group is BEGIN, that statement, COMMIT: three round
-/// trips instead of five, on the writer that every transfer waits for. The statement counts
-/// what it did: a claim another request holds, or an account no longer at its planned version
-/// (both rare: a duplicate request on another node, another node writing the account), fails
-/// the count, the transaction is rolled back, and the group goes the savepoint way, where only
-/// the batch concerned fails. A claim and its completion never share a group (a request's next
-/// step is planned once its previous one has committed), so no row is written twice.
+/// data-modifying CTEs (`bulk::Writes`). The statement checks what it did: a claim another
+/// request holds, an account no longer at its planned version or a transfer no longer `debited`
+/// (all rare: a duplicate request on another node, another node writing the account) fails a
+/// count, the whole statement fails, and the group goes the savepoint way, where only the batch
+/// concerned fails. A claim and its completion never share a group (a request's next step is
+/// planned once its previous one has committed), so no row is written twice.
+///
+/// When that statement is all the group writes (P2P transfers: no system account's side, no
+/// hold, payment or on-ramp to move), it runs on its own, as its own transaction: one round trip
+/// on the writer every transfer waits for, instead of BEGIN, statement, COMMIT. An error the
+/// server answered means it rolled the statement back (nothing written); any other failure
+/// (the connection lost on the way) leaves the outcome unknown, as a failed COMMIT does.
 async fn commit_in_one_statement(
-    transaction: DatabaseTransaction,
+    store: &Store,
     batches: &[PlannedBatch],
     now: DateTime<Utc>,
 ) -> Result<Vec<StoreResult<()>>, CombinedFailure> {
@@ -264,8 +269,57 @@ async fn commit_in_one_statement(
         );
     }
     let all: Vec<&PlannedBatch> = batches.iter().collect();
-    write_and_commit(transaction, &all, now, writes).await?;
+    let simple = batches.iter().all(|batch| {
+        batch.movements.iter().all(|movement| {
+            movement.counterpart.is_none()
+                && match &movement.effect {
+                    Effect::None => true,
+                    Effect::OpenTransfer(transfer) | Effect::CompleteTransfer(transfer) => {
+                        transfer.kind == TransferKind::P2p
+                    }
+                    _ => false,
+                }
+        })
+    });
+    if simple {
+        let rest = add_rows(backend, &all, now, &mut writes).map_err(before)?;
+        debug_assert!(
+            rest.is_empty(),
+            "a simple group leaves nothing for a transaction"
+        );
+        writes
+            .execute_alone(store.writer())
+            .await
+            .map_err(|error| {
+                if server_answered(&error) {
+                    CombinedFailure::BeforeCommit(error)
+                } else {
+                    CombinedFailure::AtCommit(error)
+                }
+            })?;
+    } else {
+        let transaction = store
+            .writer()
+            .begin()
+            .await
+            .map_err(|error| before(error.into()))?;
+        write_and_commit(transaction, &all, now, writes).await?;
+    }
     Ok(batches.iter().map(|_| Ok(())).collect())
+}
+
+/// The database server answered the statement with an error (so it rolled the statement back),
+/// rather than the statement's fate being unknown (the connection failed).
+fn server_answered(error: &StoreError) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    match error {
+        StoreError::Database(DbErr::Exec(RuntimeErr::SqlxError(error)))
+        | StoreError::Database(DbErr::Query(RuntimeErr::SqlxError(error))) => {
+            error.as_database_error().is_some()
+        }
+        StoreError::Conflict(_) | StoreError::Corrupt(_) => true,
+        StoreError::Database(_) => false,
+    }
 }
 
 impl Store {
@@ -384,9 +438,46 @@ async fn write_rows(
     mut writes: Writes,
 ) -> StoreResult<()> {
     let backend = transaction.get_database_backend();
+    let rest = add_rows(backend, live, now, &mut writes)?;
+    if !rest.completed.is_empty() {
+        complete_transfers(transaction, &rest.completed, now).await?;
+    }
+    writes.execute(transaction).await?;
+    // What reads its answer, after the rows it may refer to.
+    let movements = live.iter().flat_map(|batch| batch.movements.iter());
+    write_counterparts(transaction, movements, now).await?;
+    for effect in rest.others {
+        write_effect(transaction, effect, now).await?;
+    }
+    Ok(())
+}
+
+/// What `add_rows` left for statements of their own, whose answers are read.
+struct Rest<'a> {
+    /// Transfers to move `debited` → `completed` (SQLite: PostgreSQL checks them in `Writes`).
+    completed: Vec<String>,
+    /// Some movement takes a system account's opposite side (`write_counterparts`).
+    counterparts: bool,
+    /// Effects beyond opening and completing P2P transfers (`write_effect`).
+    others: Vec<&'a Effect>,
+}
+
+impl Rest<'_> {
+    fn is_empty(&self) -> bool {
+        self.completed.is_empty() && !self.counterparts && self.others.is_empty()
+    }
+}
+
+/// Adds the rows that need no answer to `writes` (after what it holds): journals, entries,
+/// opened P2P transfers, their events, the idempotency completions and, on PostgreSQL, the
+/// checked P2P completions.
+fn add_rows<'a>(
+    backend: DbBackend,
+    live: &[&'a PlannedBatch],
+    now: DateTime<Utc>,
+    writes: &mut Writes,
+) -> StoreResult<Rest<'a>> {
     let movements = || live.iter().flat_map(|batch| batch.movements.iter());
-    // The plain inserts and the idempotency completions need no answer: one round trip on
-    // PostgreSQL (`bulk::Writes`, after whatever `writes` holds already).
     writes.insert(
         backend,
         journal_rows(movements(), now),
@@ -430,7 +521,7 @@ async fn write_rows(
         writes.push(sql, values);
     }
     if backend == DbBackend::Postgres && !completed.is_empty() {
-        // Checked in the same round trip: every one of them must still be `debited`.
+        // Checked in the same statement: every one of them must still be `debited`.
         let built = backend.build(
             completion_update(backend, &completed, now).returning_col(transfers::Column::Id),
         );
@@ -440,16 +531,13 @@ async fn write_rows(
             completed.len(),
             "transfers are no longer debited".into(),
         );
-    } else {
-        complete_transfers(transaction, &completed, now).await?;
+        completed.clear();
     }
-    writes.execute(transaction).await?;
-    // What reads its answer, after the rows it may refer to.
-    write_counterparts(transaction, movements(), now).await?;
-    for effect in others {
-        write_effect(transaction, effect, now).await?;
-    }
-    Ok(())
+    Ok(Rest {
+        completed,
+        counterparts: movements().any(|movement| movement.counterpart.is_some()),
+        others,
+    })
 }
 
 /// `debited` → `completed` for these transfers (the guard: only those still `debited`).

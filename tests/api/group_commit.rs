@@ -351,6 +351,89 @@ async fn a_completion_whose_transfer_is_not_debited_fails_only_its_own_batch() {
     }
 }
 
+/// One leg of a P2P move: `amount` (negative: a debit) on `account` with no system account on
+/// the other side, as a transfer saga's steps are (the other leg is another wallet's batch).
+/// The legs of one move share `journal`; the debit opens it.
+async fn p2p_leg(
+    app: &TestApp,
+    account: &str,
+    op_key: &str,
+    amount: i64,
+    journal: JournalId,
+) -> PlannedBatch {
+    let mut batch = credit_batch(app, account, op_key).await;
+    batch.movements[0].journal.id = journal;
+    batch.movements[0].journal.is_new = amount < 0;
+    let after = batch.account.available - CREDIT + amount;
+    batch.account.available = after;
+    let movement = &mut batch.movements[0];
+    movement.counterpart = None;
+    movement.kind = "transfer_debit";
+    movement.postings = vec![(
+        Posting {
+            bucket: Bucket::Available,
+            amount,
+        },
+        after,
+    )];
+    batch
+}
+
+/// A group of P2P legs only (no system account's side, no other effect) is written as one
+/// statement that is its own transaction (on PostgreSQL: no BEGIN, no COMMIT). One stale
+/// account in it fails that statement as a whole (nothing of it stays) and the group goes the
+/// savepoint way: only the stale batch fails, the move beside it commits, money is conserved.
+#[tokio::test]
+async fn a_group_of_p2p_legs_commits_alone_and_a_stale_leg_fails_only_itself() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let users = funded_users(&app, 4).await;
+        // A move of 30 from the first user to the second, in one group.
+        let journal = JournalId::generate();
+        let debit = p2p_leg(&app, &users[0].1, "p2p-leg:debit", -30, journal).await;
+        let credit = p2p_leg(&app, &users[1].1, "p2p-leg:credit", 30, journal).await;
+        let outcome = app
+            .state()
+            .store
+            .commit_group(&[debit, credit], chrono::Utc::now())
+            .await;
+        assert_eq!(outcome.path, GroupPath::Combined, "{backend:?}");
+        assert!(outcome.results.iter().all(Result::is_ok), "{outcome:?}");
+
+        // Another move (third → fourth) beside a stale debit of the first user.
+        let stale = p2p_leg(
+            &app,
+            &users[0].1,
+            "p2p-leg:stale",
+            -5,
+            JournalId::generate(),
+        )
+        .await;
+        bump_version(&app, &users[0].1, 1).await;
+        let journal = JournalId::generate();
+        let debit = p2p_leg(&app, &users[2].1, "p2p-leg:debit-2", -40, journal).await;
+        let credit = p2p_leg(&app, &users[3].1, "p2p-leg:credit-2", 40, journal).await;
+        let outcome = app
+            .state()
+            .store
+            .commit_group(&[debit, stale, credit], chrono::Utc::now())
+            .await;
+        let expected = match backend {
+            Backend::Sqlite => GroupPath::Combined,
+            Backend::Postgres => GroupPath::Isolated,
+        };
+        assert_eq!(outcome.path, expected, "{backend:?}");
+        assert!(outcome.results[0].is_ok(), "{:?}", outcome.results[0]);
+        assert!(outcome.results[1].is_err(), "the stale leg must fail");
+        assert!(outcome.results[2].is_ok(), "{:?}", outcome.results[2]);
+        assert_eq!(app.balance(&users[0].0).await, (1_000 - 30, 0));
+        assert_eq!(app.balance(&users[1].0).await, (1_000 + 30, 0));
+        assert_eq!(app.balance(&users[2].0).await, (1_000 - 40, 0));
+        assert_eq!(app.balance(&users[3].0).await, (1_000 + 40, 0));
+        assert_eq!(reconcile(&app).await["status"], "clean", "{backend:?}");
+    }
+}
+
 /// The guarded P2P completion finds its transfers by id, whatever PostgreSQL's statistics say:
 /// with `state = 'debited'` as an index condition it walked every `debited` entry of the index
 /// on state, live or dead (each completed transfer leaves one until vacuum), because
