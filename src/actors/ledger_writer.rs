@@ -18,7 +18,6 @@
 use crate::metrics::{MailboxTicket, Metrics};
 use crate::store::group_commit::PlannedBatch;
 use crate::store::{Store, StoreError, StoreResult};
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -215,21 +214,34 @@ impl Ledger {
     /// Commits the batch with whatever else is ready; `Err` if it was not committed (or its
     /// outcome is unknown: a timeout).
     pub async fn commit(&self, batch: PlannedBatch) -> StoreResult<()> {
+        self.submit(batch).await
+    }
+
+    /// Hands the batch to the writer now (a batch handed over later joins this one's group or
+    /// a later one, never an earlier one) and returns what waits for its commit.
+    pub fn submit(
+        &self,
+        batch: PlannedBatch,
+    ) -> impl std::future::Future<Output = StoreResult<()>> + use<> {
         let ticket = self.metrics.mailbox_ticket(KIND);
-        match self
-            .writer
-            .call(
-                |reply| LedgerWriterMsg::Commit(Box::new(batch), reply, ticket),
-                Some(self.call_timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(result)) => result,
-            Ok(CallResult::Timeout) => Err(StoreError::Conflict(
-                "the ledger writer did not answer in time".into(),
-            )),
-            Ok(CallResult::SenderError) | Err(_) => {
-                Err(StoreError::Conflict("the ledger writer stopped".into()))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = self.writer.send_message(LedgerWriterMsg::Commit(
+            Box::new(batch),
+            RpcReplyPort::from(reply),
+            ticket,
+        ));
+        let call_timeout = self.call_timeout;
+        async move {
+            let stopped = || StoreError::Conflict("the ledger writer stopped".into());
+            if sent.is_err() {
+                return Err(stopped());
+            }
+            match tokio::time::timeout(call_timeout, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(stopped()),
+                Err(_) => Err(StoreError::Conflict(
+                    "the ledger writer did not answer in time".into(),
+                )),
             }
         }
     }

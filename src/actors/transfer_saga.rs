@@ -5,7 +5,7 @@
 //! already committed changes nothing: a saga resumed after a crash just re-sends its step.
 //! Unfinished sagas are found and resumed at start-up and periodically (`resume_unfinished`).
 
-use super::wallet::{OpOutcome, WalletOp};
+use super::wallet::{Chained, OpOutcome, WalletOp};
 use super::wallet_supervisor::{WalletError, Wallets};
 use crate::domain::{Amount, BalanceOp, HoldId, Rejection, TransferKind, TransferState};
 use crate::metrics::Metrics;
@@ -286,44 +286,66 @@ pub async fn resume(
 
 async fn run(context: &SagaContext, start: SagaStart) -> SagaOutcome {
     let mut keyed_request = None;
+    let mut chained_credit = None;
     let (transfer, replay) = match start {
         SagaStart::New {
             transfer,
             replay,
             opening,
             keyed,
-        } => match context
-            .wallets
-            .apply(transfer.source_account, {
-                let claim = match &keyed {
-                    Some(keyed) => IdempotencyWrite::Claim(Box::new(keyed.claim.clone())),
-                    None => IdempotencyWrite::None,
-                };
-                keyed_request = keyed;
-                debit_op(&transfer, opening, replay, claim)
-            })
-            .await
-        {
-            Ok(OpOutcome::Applied { .. }) => (transfer, replay),
-            // Debited by an earlier attempt, which may have gone further: continue from the
-            // stored transfer, not from this attempt's copy of it.
-            Ok(OpOutcome::AlreadyApplied) => match context.store.find_transfer(transfer.id).await {
-                Ok(Some(stored)) => (stored, true),
-                Ok(None) => {
-                    return SagaOutcome::Unavailable(format!("transfer {} vanished", transfer.id));
+        } => {
+            // A first P2P attempt sends its credit along with its debit: the source's wallet
+            // passes it on once the debit is planned, so both usually share one group commit.
+            let then = (!replay && opening == Opening::Debit && transfer.kind == TransferKind::P2p)
+                .then(|| {
+                    let (credit, reply) = ChainedCredit::new(&transfer, keyed.as_deref());
+                    chained_credit = Some(credit);
+                    reply
+                });
+            let claim = match &keyed {
+                Some(keyed) => IdempotencyWrite::Claim(Box::new(keyed.claim.clone())),
+                None => IdempotencyWrite::None,
+            };
+            keyed_request = keyed;
+            let debit = debit_op(&transfer, opening, replay, claim);
+            match context
+                .wallets
+                .apply_chained(transfer.source_account, debit, then)
+                .await
+            {
+                Ok(OpOutcome::Applied { .. }) => (transfer, replay),
+                // Debited by an earlier attempt, which may have gone further: continue from the
+                // stored transfer, not from this attempt's copy of it.
+                Ok(OpOutcome::AlreadyApplied) => {
+                    match context.store.find_transfer(transfer.id).await {
+                        Ok(Some(stored)) => (stored, true),
+                        Ok(None) => {
+                            return SagaOutcome::Unavailable(format!(
+                                "transfer {} vanished",
+                                transfer.id
+                            ));
+                        }
+                        Err(error) => return SagaOutcome::Unavailable(error.to_string()),
+                    }
+                }
+                Ok(OpOutcome::Rejected(rejection)) => return SagaOutcome::Rejected(rejection),
+                Err(WalletError::AccountNotFound) => {
+                    return SagaOutcome::Rejected(Rejection::AccountNotFound);
                 }
                 Err(error) => return SagaOutcome::Unavailable(error.to_string()),
-            },
-            Ok(OpOutcome::Rejected(rejection)) => return SagaOutcome::Rejected(rejection),
-            Err(WalletError::AccountNotFound) => {
-                return SagaOutcome::Rejected(Rejection::AccountNotFound);
             }
-            Err(error) => return SagaOutcome::Unavailable(error.to_string()),
-        },
+        }
         SagaStart::Resume(transfer) => (transfer, true),
     };
     if transfer.state == TransferState::Debited
-        && let Some(settled) = finish(context, &transfer, replay, keyed_request.as_deref()).await
+        && let Some(settled) = finish(
+            context,
+            &transfer,
+            replay,
+            keyed_request.as_deref(),
+            chained_credit,
+        )
+        .await
     {
         return SagaOutcome::Settled(settled);
     }
@@ -339,25 +361,63 @@ async fn run(context: &SagaContext, start: SagaStart) -> SagaOutcome {
     }
 }
 
-/// Credits the target; if the credit is refused, refunds the source. Returns the transfer as
-/// this run left it when this run's own step decided it; infrastructure errors leave the saga
-/// `debited` for the resumer.
+/// A P2P credit sent along with its debit (`wallet::Chained`), and where its outcome arrives.
+struct ChainedCredit {
+    /// The transfer as the credit completes it (the stored response renders this record).
+    completed: TransferRecord,
+    outcome: oneshot::Receiver<Result<OpOutcome, WalletError>>,
+}
+
+impl ChainedCredit {
+    fn new(transfer: &TransferRecord, keyed: Option<&SagaKeyed>) -> (ChainedCredit, Chained) {
+        let completed = settled(transfer, TransferState::Completed, None);
+        let response = keyed.map_or(IdempotencyWrite::None, |keyed| keyed.completion(&completed));
+        let (reply, outcome) = oneshot::channel();
+        let then = Chained {
+            account: transfer.target_account,
+            op: credit_op(transfer, false, response),
+            reply: reply.into(),
+        };
+        (ChainedCredit { completed, outcome }, then)
+    }
+}
+
+/// Credits the target (or takes the outcome of the credit sent along with the debit); if the
+/// credit is refused, refunds the source. Returns the transfer as this run left it when this
+/// run's own step decided it; infrastructure errors leave the saga `debited` for the resumer.
 async fn finish(
     context: &SagaContext,
     transfer: &TransferRecord,
     replay: bool,
     keyed: Option<&SagaKeyed>,
+    chained: Option<ChainedCredit>,
 ) -> Option<TransferRecord> {
-    let completed = settled(transfer, TransferState::Completed, None);
-    let response = keyed.map_or(IdempotencyWrite::None, |keyed| keyed.completion(&completed));
-    let refusal = match context
-        .wallets
-        .apply(
-            transfer.target_account,
-            credit_op(transfer, replay, response),
-        )
-        .await
-    {
+    let (completed, sent_along) = match chained {
+        Some(chained) => {
+            let outcome = tokio::time::timeout(context.wallets.call_timeout(), chained.outcome);
+            (chained.completed, Some(outcome.await))
+        }
+        None => (settled(transfer, TransferState::Completed, None), None),
+    };
+    let credited = match sent_along {
+        Some(Ok(Ok(Ok(outcome)))) => Ok(outcome),
+        Some(Ok(Ok(Err(WalletError::AccountNotFound)))) => Err(WalletError::AccountNotFound),
+        // Not sent (the debit's wallet failed before passing it on), its wallet failed, or no
+        // answer in time: credit the ordinary way, as a replay (it may have committed).
+        sent_along => {
+            let response =
+                keyed.map_or(IdempotencyWrite::None, |keyed| keyed.completion(&completed));
+            let replay = replay || sent_along.is_some();
+            context
+                .wallets
+                .apply(
+                    transfer.target_account,
+                    credit_op(transfer, replay, response),
+                )
+                .await
+        }
+    };
+    let refusal = match credited {
         Ok(OpOutcome::Applied { .. }) => return Some(completed),
         // Already completed or refunded by another run of this saga.
         Ok(OpOutcome::AlreadyApplied | OpOutcome::Rejected(Rejection::InvalidTransition)) => {

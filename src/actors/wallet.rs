@@ -23,7 +23,7 @@
 //! The failure is counted as a wallet restart. The shard and its other wallets go on.
 
 use super::ledger_writer::Ledger;
-use super::wallet_supervisor::WalletError;
+use super::wallet_supervisor::{WalletError, WalletShards};
 use crate::domain::{
     AccountId, Balance, BalanceOp, Bucket, HoldId, HoldState, IntentSnapshot, OnrampId,
     OnrampStatus, PaymentIntentId, Posting, Rejection, TransferId, TransferState,
@@ -77,6 +77,8 @@ pub struct ShardArgs {
     pub metrics: Arc<Metrics>,
     pub limits: WalletLimits,
     pub live: LiveWallets,
+    /// Every shard of the node, for the ops a planned op sends on (`Chained`).
+    pub shards: WalletShards,
 }
 
 /// What every wallet of a shard uses.
@@ -87,6 +89,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     limits: WalletLimits,
     live: LiveWallets,
+    shards: WalletShards,
 }
 
 pub struct ShardState {
@@ -95,14 +98,47 @@ pub struct ShardState {
     flush_pending: bool,
 }
 
-type OpReply = RpcReplyPort<Result<OpOutcome, WalletError>>;
+pub type OpReply = RpcReplyPort<Result<OpOutcome, WalletError>>;
 type BalanceReply = RpcReplyPort<Result<Balance, WalletError>>;
+
+/// An op for another wallet, sent on by the wallet that plans the op it is chained to, as soon
+/// as that op is applied to the in-memory balance and its batch is handed to the ledger writer:
+/// a P2P transfer's credit, which then usually joins its debit's group commit instead of
+/// waiting a whole commit for it (`group_commit::add_rows` writes the pair as one completed
+/// transfer). Dropped, unsent, when the op it is chained to is not applied (refused, already
+/// applied, or its wallet failed): its requester learns that from the dropped reply.
+///
+/// Safe whatever happens to the debit: the credit of a P2P transfer is a guarded completion
+/// (its transfer must be `debited`, or be opened in the same group), and the writer takes
+/// batches in the order they were handed to it, the debit's first. If the debit's batch fails,
+/// the credit's fails with it and both wallets reload.
+pub struct Chained {
+    pub account: AccountId,
+    pub op: WalletOp,
+    pub reply: OpReply,
+}
+
+/// How an op is linked to another wallet's op.
+pub enum Chain {
+    None,
+    /// Send this op on once this one is applied and handed to the ledger writer.
+    Then(Box<Chained>),
+    /// This op was sent on by the wallet of the op it is chained to.
+    SentOn,
+}
+
+/// An op waiting in its wallet's buffer.
+struct Pending {
+    op: WalletOp,
+    reply: OpReply,
+    chain: Chain,
+}
 
 /// One hosted wallet: its account as last committed, and what waits for the next flush.
 struct Wallet {
     /// `None` until the next flush loads it.
     account: Option<AccountRecord>,
-    buffer: Vec<(WalletOp, OpReply)>,
+    buffer: Vec<Pending>,
     balance_waiters: Vec<BalanceReply>,
     last_activity: Instant,
 }
@@ -155,7 +191,8 @@ pub enum OpOutcome {
 }
 
 pub enum WalletMsg {
-    Apply(AccountId, Box<WalletOp>, OpReply, MailboxTicket),
+    /// Apply the op; once it is applied and handed to the ledger writer, send `Chained` on.
+    Apply(AccountId, Box<WalletOp>, OpReply, MailboxTicket, Chain),
     /// The committed balance as the wallet holds it (advisory: ops in flight may change it).
     Balance(AccountId, BalanceReply),
     Flush,
@@ -184,6 +221,7 @@ impl Actor for WalletShard {
                 metrics: args.metrics,
                 limits: args.limits,
                 live: args.live,
+                shards: args.shards,
             },
             wallets: HashMap::new(),
             flush_pending: false,
@@ -199,20 +237,26 @@ impl Actor for WalletShard {
         let metrics = Arc::clone(&state.shared.metrics);
         let _timer = metrics.actor_message(KIND);
         match message {
-            WalletMsg::Apply(account, op, reply, ticket) => {
+            WalletMsg::Apply(account, op, reply, ticket, chain) => {
                 drop(ticket);
                 let wallet = state.wallets.entry(account).or_insert_with(Wallet::new);
                 wallet.last_activity = Instant::now();
-                wallet.buffer.push((*op, reply));
-                if wallet.buffer.len() >= state.shared.limits.flush_batch_max {
-                    Box::pin(flush_shard(state)).await;
-                } else {
+                wallet.buffer.push(Pending {
+                    op: *op,
+                    reply,
+                    chain,
+                });
+                if wallet.buffer.len() < state.shared.limits.flush_batch_max
+                    || Box::pin(flush_shard(state)).await
+                {
                     request_flush(&myself, state)?;
                 }
             }
             WalletMsg::Flush => {
                 state.flush_pending = false;
-                Box::pin(flush_shard(state)).await;
+                if Box::pin(flush_shard(state)).await {
+                    request_flush(&myself, state)?;
+                }
             }
             WalletMsg::Balance(account, reply) => {
                 let wallet = state.wallets.entry(account).or_insert_with(Wallet::new);
@@ -258,6 +302,22 @@ impl Actor for WalletShard {
 }
 
 impl Shared {
+    /// Sends a chained op to its wallet's shard; if it cannot be sent, its reply is dropped
+    /// and its requester goes the ordinary way.
+    fn send_on(&self, then: Chained) {
+        let Chained { account, op, reply } = then;
+        if let Some(shard) = self.shards.of(account) {
+            let ticket = self.metrics.mailbox_ticket(KIND);
+            let _ = shard.send_message(WalletMsg::Apply(
+                account,
+                Box::new(op),
+                reply,
+                ticket,
+                Chain::SentOn,
+            ));
+        }
+    }
+
     fn loaded(&self) {
         self.live[self.index].fetch_add(1, Ordering::Relaxed);
         self.metrics.actors_live.with_label_values(&[KIND]).inc();
@@ -285,7 +345,8 @@ fn request_flush(
 
 /// Flushes every wallet of the shard that has work, all at once (their batches join the same
 /// group commits). A wallet that fails is dropped, its callers left unanswered (they retry).
-async fn flush_shard(state: &mut ShardState) {
+/// True if some wallet has ops to plan again (another flush is due).
+async fn flush_shard(state: &mut ShardState) -> bool {
     let ShardState {
         shared, wallets, ..
     } = state;
@@ -295,9 +356,11 @@ async fn flush_shard(state: &mut ShardState) {
         .filter(|(_, wallet)| wallet.has_work())
         .map(|(account, wallet)| async move { (*account, flush(shared, *account, wallet).await) });
     let results = futures_util::future::join_all(flushes).await;
+    let mut again = false;
     for (account, result) in results {
         match result {
             Ok(Flushed::Done) => {}
+            Ok(Flushed::Again) => again = true,
             Ok(Flushed::Missing) => {
                 wallets.remove(&account);
             }
@@ -317,10 +380,13 @@ async fn flush_shard(state: &mut ShardState) {
             }
         }
     }
+    again
 }
 
 enum Flushed {
     Done,
+    /// Ops to plan again in the next flush (`retry_without_sent_on`).
+    Again,
     /// The account does not exist; its callers were told.
     Missing,
 }
@@ -341,8 +407,8 @@ async fn flush(
                 shared.loaded();
             }
             None => {
-                for (_, reply) in wallet.buffer.drain(..) {
-                    let _ = reply.send(Err(WalletError::AccountNotFound));
+                for pending in wallet.buffer.drain(..) {
+                    let _ = pending.reply.send(Err(WalletError::AccountNotFound));
                 }
                 for reply in wallet.balance_waiters.drain(..) {
                     let _ = reply.send(Err(WalletError::AccountNotFound));
@@ -356,7 +422,11 @@ async fn flush(
     };
     if !wallet.buffer.is_empty() {
         let batch = std::mem::take(&mut wallet.buffer);
-        commit_batch(shared, account, batch).await?;
+        let again = commit_batch(shared, account, batch).await?;
+        if !again.is_empty() {
+            wallet.buffer = again;
+            return Ok(Flushed::Again);
+        }
     }
     for reply in wallet.balance_waiters.drain(..) {
         let _ = reply.send(Ok(account.balance));
@@ -368,27 +438,25 @@ async fn flush(
 async fn commit_batch(
     shared: &Shared,
     account: &mut AccountRecord,
-    batch: Vec<(WalletOp, OpReply)>,
-) -> Result<(), ActorProcessingErr> {
+    mut batch: Vec<Pending>,
+) -> Result<Vec<Pending>, ActorProcessingErr> {
     let store = &shared.store;
-    let op_keys: Vec<&str> = batch
-        .iter()
-        .filter(|(op, _)| op.replay)
-        .map(|(op, _)| op.op_key.as_str())
+    let ops = || batch.iter().map(|pending| &pending.op);
+    let op_keys: Vec<&str> = ops()
+        .filter(|op| op.replay)
+        .map(|op| op.op_key.as_str())
         .collect();
     let existing = store.existing_op_keys(account.id, &op_keys).await?;
-    let guarded: Vec<TransferId> = batch
-        .iter()
-        .filter(|(op, _)| op.replay)
-        .filter_map(|(op, _)| op.effect.guarded_transfer())
+    let guarded: Vec<TransferId> = ops()
+        .filter(|op| op.replay)
+        .filter_map(|op| op.effect.guarded_transfer())
         .collect();
     let transfer_states: HashMap<TransferId, TransferState> =
         store.transfer_states(&guarded).await?.into_iter().collect();
 
-    let guarded_onramps: Vec<OnrampId> = batch
-        .iter()
-        .filter(|(op, _)| op.replay)
-        .filter_map(|(op, _)| op.effect.guarded_onramp())
+    let guarded_onramps: Vec<OnrampId> = ops()
+        .filter(|op| op.replay)
+        .filter_map(|op| op.effect.guarded_onramp())
         .collect();
     let onramp_states: HashMap<OnrampId, OnrampStatus> = store
         .onramp_states(&guarded_onramps)
@@ -398,22 +466,17 @@ async fn commit_batch(
     // Holds and payment intents are read for every op that touches them, first attempt or
     // not: races on them (capture against cancel against expiry, two users confirming one
     // intent) are normal, and the version check on this account makes the read safe.
-    let hold_ids: Vec<HoldId> = batch
-        .iter()
-        .filter_map(|(op, _)| op.effect.guarded_hold())
-        .collect();
+    let hold_ids: Vec<HoldId> = ops().filter_map(|op| op.effect.guarded_hold()).collect();
     let holds = store.hold_states(&hold_ids).await?;
-    let intent_ids: Vec<PaymentIntentId> = batch
-        .iter()
-        .filter_map(|(op, _)| op.effect.intent_action().map(|(intent, _)| intent))
+    let intent_ids: Vec<PaymentIntentId> = ops()
+        .filter_map(|op| op.effect.intent_action().map(|(intent, _)| intent))
         .collect();
     let intents = store.intent_snapshots(&intent_ids).await?;
     // A replayed op whose request's idempotency key another request holds is refused (its
     // first attempt lost the claim in the commit: the key belongs to someone else).
-    let replayed_claims: Vec<&ClaimRow> = batch
-        .iter()
-        .filter(|(op, _)| op.replay)
-        .filter_map(|(op, _)| op.idempotency.claim())
+    let replayed_claims: Vec<&ClaimRow> = ops()
+        .filter(|op| op.replay)
+        .filter_map(|op| op.idempotency.claim())
         .collect();
     let claims_taken = store.claims_taken_by_others(&replayed_claims).await?;
     let guards = Guards {
@@ -424,7 +487,22 @@ async fn commit_batch(
         holds: &holds,
         intents: &intents,
     };
-    let plan = plan_batch(account, &batch, &guards);
+    let plan = plan_batch(account, ops(), &guards);
+    // The ops to send on: those chained to an applied op (the others are dropped below).
+    let chained: Vec<Box<Chained>> = batch
+        .iter_mut()
+        .zip(&plan.outcomes)
+        .filter(|(_, outcome)| matches!(outcome, OpOutcome::Applied { .. }))
+        .filter_map(
+            |(pending, _)| match std::mem::replace(&mut pending.chain, Chain::None) {
+                Chain::Then(then) => Some(then),
+                other => {
+                    pending.chain = other;
+                    None
+                }
+            },
+        )
+        .collect();
     if !plan.movements.is_empty() {
         let write = AccountWrite {
             account: account.id,
@@ -433,13 +511,17 @@ async fn commit_batch(
             locked: plan.balance.locked,
         };
         let ops = plan.movements.len();
-        shared
-            .ledger
-            .commit(PlannedBatch {
-                account: write,
-                movements: plan.movements,
-            })
-            .await?;
+        let committed = shared.ledger.submit(PlannedBatch {
+            account: write,
+            movements: plan.movements,
+        });
+        // Handed to the writer first: a chained op's batch always queues behind this one.
+        for then in chained {
+            shared.send_on(*then);
+        }
+        if let Err(error) = committed.await {
+            return retry_without_sent_on(shared, account, batch, error).await;
+        }
         account.balance = plan.balance;
         account.version += 1;
         shared
@@ -456,11 +538,41 @@ async fn commit_batch(
             return Err(Box::new(StaleAccount(account.id)));
         }
     }
-    for ((_, reply), outcome) in batch.into_iter().zip(plan.outcomes) {
+    for (pending, outcome) in batch.into_iter().zip(plan.outcomes) {
         // A caller that timed out is gone; its op is committed and a retry will see that.
-        let _ = reply.send(Ok(outcome));
+        let _ = pending.reply.send(Ok(outcome));
     }
-    Ok(())
+    Ok(Vec::new())
+}
+
+/// The batch did not commit. If it holds ops sent on by other wallets (P2P credits chained to
+/// their debits), the likeliest cause is one of those debits failing in the same group, which
+/// fails the credit's guarded completion and with it this innocent batch. When the account is
+/// still at the version this wallet holds, nothing of the batch committed and the wallet's
+/// state is right: the sent-on ops are dropped (their sagas credit again the ordinary way,
+/// once their debits stand) and the others are planned again, as replays, in the next flush.
+/// Otherwise (or on a second failure, with no sent-on op left) the wallet fails as before.
+async fn retry_without_sent_on(
+    shared: &Shared,
+    account: &AccountRecord,
+    batch: Vec<Pending>,
+    error: crate::store::StoreError,
+) -> Result<Vec<Pending>, ActorProcessingErr> {
+    let sent_on = batch
+        .iter()
+        .any(|pending| matches!(pending.chain, Chain::SentOn));
+    if !sent_on || shared.store.account_version(account.id).await? != Some(account.version) {
+        return Err(error.into());
+    }
+    tracing::debug!(account_id = %account.id, %error, "batch with sent-on credits failed; planning the rest again");
+    Ok(batch
+        .into_iter()
+        .filter(|pending| !matches!(pending.chain, Chain::SentOn))
+        .map(|mut pending| {
+            pending.op.replay = true;
+            pending
+        })
+        .collect())
 }
 
 /// What was read before applying a batch: op keys already committed, and the states of the
@@ -488,9 +600,9 @@ struct BatchPlan {
 pub struct StaleAccount(pub AccountId);
 
 /// Pure: applies the ops in order to the in-memory balance.
-fn plan_batch(
+fn plan_batch<'a>(
     account: &AccountRecord,
-    batch: &[(WalletOp, OpReply)],
+    batch: impl ExactSizeIterator<Item = &'a WalletOp>,
     guards: &Guards<'_>,
 ) -> BatchPlan {
     let mut balance = account.balance;
@@ -502,7 +614,7 @@ fn plan_batch(
     let mut holds = guards.holds.clone();
     let mut intents = guards.intents.clone();
     let mut refused_for_balance = false;
-    for (index, (op, _)) in batch.iter().enumerate() {
+    for (index, op) in batch.enumerate() {
         if guards.existing.contains(&op.op_key) {
             outcomes.push(OpOutcome::AlreadyApplied);
             continue;

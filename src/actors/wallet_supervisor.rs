@@ -7,8 +7,8 @@
 //! (safe: every op carries an op key and is applied at most once).
 
 use super::wallet::{
-    KIND as WALLET, LiveWallets, OpOutcome, ShardArgs, WalletLimits, WalletMsg, WalletOp,
-    WalletShard,
+    Chain, Chained, KIND as WALLET, LiveWallets, OpOutcome, ShardArgs, WalletLimits, WalletMsg,
+    WalletOp, WalletShard,
 };
 use crate::domain::AccountId;
 use crate::metrics::Metrics;
@@ -33,7 +33,7 @@ pub struct WalletShards(Arc<RwLock<Vec<ActorRef<WalletMsg>>>>);
 
 impl WalletShards {
     /// The shard hosting `account` (`None` only before the supervisor has started).
-    fn of(&self, account: AccountId) -> Option<ActorRef<WalletMsg>> {
+    pub(super) fn of(&self, account: AccountId) -> Option<ActorRef<WalletMsg>> {
         let shards = self.0.read().ok()?;
         if shards.is_empty() {
             return None;
@@ -195,6 +195,7 @@ async fn spawn_shard(
         metrics: Arc::clone(&state.metrics),
         limits: state.limits,
         live: Arc::clone(&state.live),
+        shards: state.shards.clone(),
     };
     let (shard, _) = Actor::spawn_linked(None, WalletShard, args, myself.get_cell()).await?;
     state.index_by_actor.insert(shard.get_id(), index);
@@ -232,15 +233,42 @@ impl Wallets {
 
     /// Sends `op` to the account's wallet and waits for its outcome.
     pub async fn apply(&self, account: AccountId, op: WalletOp) -> Result<OpOutcome, WalletError> {
+        self.apply_chained(account, op, None).await
+    }
+
+    /// `apply`; once the op is applied and handed to the ledger writer, its wallet sends `then`
+    /// on (with the first attempt only: a retry goes without it, and `then`'s reply is dropped).
+    pub async fn apply_chained(
+        &self,
+        account: AccountId,
+        op: WalletOp,
+        then: Option<Chained>,
+    ) -> Result<OpOutcome, WalletError> {
+        let then = std::sync::Mutex::new(then.map(Box::new));
         self.call(account, |attempt, reply| {
             // After a failed attempt the op may have been committed: look before applying.
             let op = Box::new(WalletOp {
                 replay: op.replay || attempt > 0,
                 ..op.clone()
             });
-            WalletMsg::Apply(account, op, reply, self.metrics.mailbox_ticket(WALLET))
+            let chain = match then.lock().ok().and_then(|mut then| then.take()) {
+                Some(then) => Chain::Then(then),
+                None => Chain::None,
+            };
+            WalletMsg::Apply(
+                account,
+                op,
+                reply,
+                self.metrics.mailbox_ticket(WALLET),
+                chain,
+            )
         })
         .await
+    }
+
+    /// How long one wallet call waits for its answer.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
     }
 
     /// The account's balance as its wallet holds it, without a database read once the wallet

@@ -17,18 +17,19 @@
 use super::bulk::{SqlType, Writes, id_in, row_sources};
 use super::entities::transfers;
 use super::idempotency::{
-    ClaimRow, CompletionRow, claim_statements, completion_statements, insert_claims,
+    AnsweredClaim, ClaimRow, CompletionRow, claim_statements, completion_statements, insert_claims,
 };
 use super::ledger::{
     AccountWrite, AppliedMovement, Effect, JOURNALS_CONFLICT, entry_rows, event_row, journal_rows,
     transfer_event, write_batch, write_counterparts, write_effect,
 };
+use super::transfers::TransferRecord;
 use super::{Store, StoreError, StoreResult};
-use crate::domain::{TransferKind, TransferState};
+use crate::domain::{TransferId, TransferKind, TransferState};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// One wallet's planned batch: its account's new state and the movements to write.
 #[derive(Debug, Clone)]
@@ -220,7 +221,7 @@ async fn write_and_commit(
     now: DateTime<Utc>,
     writes: Writes,
 ) -> Result<(), CombinedFailure> {
-    write_rows(&transaction, batches, now, writes)
+    write_rows(&transaction, batches, now, &HashSet::new(), writes)
         .await
         .map_err(CombinedFailure::BeforeCommit)?;
     transaction
@@ -234,8 +235,9 @@ async fn write_and_commit(
 /// request holds, an account no longer at its planned version or a transfer no longer `debited`
 /// (all rare: a duplicate request on another node, another node writing the account) fails a
 /// count, the whole statement fails, and the group goes the savepoint way, where only the batch
-/// concerned fails. A claim and its completion never share a group (a request's next step is
-/// planned once its previous one has committed), so no row is written twice.
+/// concerned fails. A P2P transfer's debit and credit may share a group (the credit is planned
+/// while the debit's group forms, `wallet::Chained`): then the transfer is inserted `completed`
+/// and its request's key inserted answered (`add_rows`), so no row is written twice.
 ///
 /// When that statement is all the group writes (P2P transfers: no system account's side, no
 /// hold, payment or on-ramp to move), it runs on its own, as its own transaction: one round trip
@@ -251,6 +253,32 @@ async fn commit_in_one_statement(
     let backend = DbBackend::Postgres;
     let mut writes = Writes::default();
     let claims: Vec<&ClaimRow> = batches.iter().flat_map(PlannedBatch::claims).collect();
+    // A request whose claim and response are both in this group (its transfer's credit joined
+    // its debit's group) gets its key inserted answered: in one statement the response's
+    // UPDATE would not see the claim's INSERT.
+    let responses: HashMap<(&str, &str), &CompletionRow> = batches
+        .iter()
+        .flat_map(|batch| batch.movements.iter())
+        .filter_map(|movement| movement.idempotency.completion())
+        .map(|completion| {
+            (
+                (completion.caller.as_str(), completion.key.as_str()),
+                completion,
+            )
+        })
+        .collect();
+    let claims: Vec<AnsweredClaim<'_>> = claims
+        .into_iter()
+        .map(|claim| {
+            let answer = responses.get(&(claim.caller.as_str(), claim.key.as_str()));
+            (claim, answer.copied())
+        })
+        .collect();
+    let answered: HashSet<(&str, &str)> = claims
+        .iter()
+        .filter(|(_, answer)| answer.is_some())
+        .map(|(claim, _)| (claim.caller.as_str(), claim.key.as_str()))
+        .collect();
     for (sql, values) in claim_statements(backend, &claims).map_err(before)? {
         writes.push_checked(
             sql,
@@ -282,7 +310,7 @@ async fn commit_in_one_statement(
         })
     });
     if simple {
-        let rest = add_rows(backend, &all, now, &mut writes).map_err(before)?;
+        let rest = add_rows(backend, &all, now, &answered, &mut writes).map_err(before)?;
         debug_assert!(
             rest.is_empty(),
             "a simple group leaves nothing for a transaction"
@@ -303,7 +331,13 @@ async fn commit_in_one_statement(
             .begin()
             .await
             .map_err(|error| before(error.into()))?;
-        write_and_commit(transaction, &all, now, writes).await?;
+        write_rows(&transaction, &all, now, &answered, writes)
+            .await
+            .map_err(before)?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| CombinedFailure::AtCommit(error.into()))?;
     }
     Ok(batches.iter().map(|_| Ok(())).collect())
 }
@@ -435,10 +469,11 @@ async fn write_rows(
     transaction: &DatabaseTransaction,
     live: &[&PlannedBatch],
     now: DateTime<Utc>,
+    answered: &HashSet<(&str, &str)>,
     mut writes: Writes,
 ) -> StoreResult<()> {
     let backend = transaction.get_database_backend();
-    let rest = add_rows(backend, live, now, &mut writes)?;
+    let rest = add_rows(backend, live, now, answered, &mut writes)?;
     if !rest.completed.is_empty() {
         complete_transfers(transaction, &rest.completed, now).await?;
     }
@@ -469,12 +504,19 @@ impl Rest<'_> {
 }
 
 /// Adds the rows that need no answer to `writes` (after what it holds): journals, entries,
-/// opened P2P transfers, their events, the idempotency completions and, on PostgreSQL, the
-/// checked P2P completions.
+/// opened P2P transfers, their events, the idempotency completions (but those of `answered`,
+/// which the claims carry) and, on PostgreSQL, the checked P2P completions.
+///
+/// A P2P transfer whose debit and credit are both in the group (the credit was planned while
+/// the debit's group was still forming, see `wallet::Chained`) is inserted `completed`: no
+/// `debited` row to update in the same breath, no completion to check. Both batches then stand
+/// or fall together: a failure of either fails the statement, and the savepoint way writes
+/// the debit first, so the credit's guarded completion still finds it.
 fn add_rows<'a>(
     backend: DbBackend,
     live: &[&'a PlannedBatch],
     now: DateTime<Utc>,
+    answered: &HashSet<(&str, &str)>,
     writes: &mut Writes,
 ) -> StoreResult<Rest<'a>> {
     let movements = || live.iter().flat_map(|batch| batch.movements.iter());
@@ -489,6 +531,19 @@ fn add_rows<'a>(
         .collect();
     writes.insert(backend, entries, None)?;
 
+    let p2p = |transfer: &TransferRecord| transfer.kind == TransferKind::P2p;
+    let opening: HashSet<TransferId> = movements()
+        .filter_map(|movement| match &movement.effect {
+            Effect::OpenTransfer(transfer) if p2p(transfer) => Some(transfer.id),
+            _ => None,
+        })
+        .collect();
+    let completing: HashSet<TransferId> = movements()
+        .filter_map(|movement| match &movement.effect {
+            Effect::CompleteTransfer(transfer) if p2p(transfer) => Some(transfer.id),
+            _ => None,
+        })
+        .collect();
     let mut opened = Vec::new();
     let mut completed = Vec::new();
     let mut events = Vec::new();
@@ -496,11 +551,23 @@ fn add_rows<'a>(
     for movement in movements() {
         match &movement.effect {
             Effect::None => {}
-            Effect::OpenTransfer(transfer) if transfer.kind == TransferKind::P2p => {
-                opened.push(transfer.to_active_model());
+            Effect::OpenTransfer(transfer) if p2p(transfer) => {
+                if completing.contains(&transfer.id) {
+                    let settled = TransferRecord {
+                        state: TransferState::Completed,
+                        failure_code: None,
+                        updated_at: now,
+                        ..(**transfer).clone()
+                    };
+                    opened.push(settled.to_active_model());
+                } else {
+                    opened.push(transfer.to_active_model());
+                }
             }
-            Effect::CompleteTransfer(transfer) if transfer.kind == TransferKind::P2p => {
-                completed.push(transfer.id.to_string());
+            Effect::CompleteTransfer(transfer) if p2p(transfer) => {
+                if !opening.contains(&transfer.id) {
+                    completed.push(transfer.id.to_string());
+                }
                 events.push(event_row(
                     "transfer.completed",
                     "transfer",
@@ -516,6 +583,9 @@ fn add_rows<'a>(
     writes.insert(backend, events, None)?;
     let completions: Vec<&CompletionRow> = movements()
         .filter_map(|movement| movement.idempotency.completion())
+        .filter(|completion| {
+            !answered.contains(&(completion.caller.as_str(), completion.key.as_str()))
+        })
         .collect();
     for (sql, values) in completion_statements(backend, &completions)? {
         writes.push(sql, values);

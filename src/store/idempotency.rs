@@ -261,7 +261,8 @@ pub(super) async fn insert_claims(
 ) -> StoreResult<HashSet<(String, String)>> {
     let backend = transaction.get_database_backend();
     let mut inserted = HashSet::with_capacity(claims.len());
-    for (sql, values) in claim_statements(backend, claims)? {
+    let unanswered: Vec<AnsweredClaim<'_>> = claims.iter().map(|claim| (*claim, None)).collect();
+    for (sql, values) in claim_statements(backend, &unanswered)? {
         for row in transaction
             .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?
@@ -272,23 +273,33 @@ pub(super) async fn insert_claims(
     Ok(inserted)
 }
 
+/// A claim to insert, with the response its request's last step stores when that step is
+/// written in the same statement (a P2P transfer whose credit joined its debit's group): the
+/// key is then inserted already answered.
+pub(super) type AnsweredClaim<'a> = (&'a ClaimRow, Option<&'a CompletionRow>);
+
 /// The statements of `insert_claims` (one on PostgreSQL): each returns the (caller, key) of
 /// the claims it inserted.
 pub(super) fn claim_statements(
     backend: DbBackend,
-    claims: &[&ClaimRow],
+    claims: &[AnsweredClaim<'_>],
 ) -> StoreResult<Vec<(String, Vec<sea_orm::Value>)>> {
     let rows = claims
         .iter()
-        .map(|claim| {
+        .map(|(claim, answer)| {
+            // Status 0: not answered yet (a response's status is never 0).
+            let (status, body) = answer.map_or((0, String::new()), |answer| {
+                (i32::from(answer.status), answer.body.clone())
+            });
             vec![
                 claim.caller.clone().into(),
                 claim.key.clone().into(),
                 claim.fingerprint.clone().into(),
                 claim.resource_id.clone().into(),
                 claim.now.into(),
-                claim.now.into(),
                 claim.claim_token.clone().into(),
+                status.into(),
+                body.into(),
             ]
         })
         .collect();
@@ -297,16 +308,22 @@ pub(super) fn claim_statements(
         ("key", SqlType::Text),
         ("fingerprint", SqlType::Text),
         ("resource_id", SqlType::Text),
-        ("locked_at", SqlType::Timestamp),
-        ("created_at", SqlType::Timestamp),
+        ("now", SqlType::Timestamp),
         ("claim_token", SqlType::Text),
+        ("status", SqlType::Int),
+        ("body", SqlType::Text),
     ];
     Ok(row_sources(backend, &columns, rows)?
         .into_iter()
         .map(|source| {
+            // `WHERE true`: SQLite reads an INSERT … SELECT's ON CONFLICT only after a WHERE.
             let sql = format!(
-                "INSERT INTO idempotency_keys (caller, \"key\", fingerprint, resource_id, locked_at, created_at, claim_token) \
-                 {} ON CONFLICT (caller, \"key\") DO NOTHING RETURNING caller, \"key\"",
+                "WITH c (caller, \"key\", fingerprint, resource_id, \"now\", claim_token, status, body) AS ({}) \
+                 INSERT INTO idempotency_keys (caller, \"key\", fingerprint, resource_id, locked_at, created_at, claim_token, response_status, response_body) \
+                 SELECT caller, \"key\", fingerprint, resource_id, \
+                 CASE WHEN status = 0 THEN \"now\" END, \"now\", CASE WHEN status = 0 THEN claim_token END, \
+                 NULLIF(status, 0), CASE WHEN status <> 0 THEN body END FROM c WHERE true \
+                 ON CONFLICT (caller, \"key\") DO NOTHING RETURNING caller, \"key\"",
                 source.sql
             );
             (sql, source.values)

@@ -9,11 +9,15 @@ use reqwest::StatusCode;
 use sea_orm::sea_query::PostgresQueryBuilder;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::json;
-use walleti::domain::{AccountId, Bucket, Currency, JournalId, Posting};
+use walleti::domain::{
+    AccountId, Amount, Bucket, Currency, JournalId, Posting, TransferId, TransferKind,
+    TransferState,
+};
 use walleti::store::accounts::{Owner, SystemAccount};
 use walleti::store::group_commit::{GroupPath, PlannedBatch, completion_update};
-use walleti::store::idempotency::{ClaimRow, IdempotencyWrite};
+use walleti::store::idempotency::{ClaimRow, CompletionRow, IdempotencyWrite};
 use walleti::store::ledger::{AccountWrite, AppliedMovement, Effect, JournalSpec, Reference};
+use walleti::store::transfers::{Party, TransferRecord};
 
 const CREDIT: i64 = 10;
 
@@ -434,6 +438,166 @@ async fn a_group_of_p2p_legs_commits_alone_and_a_stale_leg_fails_only_itself() {
     }
 }
 
+/// A P2P transfer's two legs as its saga sends them: the debit opens the transfer and claims the
+/// request's idempotency key, the credit completes it and stores the response.
+async fn transfer_legs(
+    app: &TestApp,
+    from: &(TestUser, String),
+    to: &(TestUser, String),
+    amount: i64,
+    key: &str,
+) -> (PlannedBatch, PlannedBatch, TransferId) {
+    let id = TransferId::generate();
+    let journal = JournalId::from(id.as_uuid());
+    let now = chrono::Utc::now();
+    let record = TransferRecord {
+        id,
+        journal_id: journal,
+        from: Party::User(from.0.id.parse().expect("user id")),
+        to: Party::User(to.0.id.parse().expect("user id")),
+        kind: TransferKind::P2p,
+        reference_id: None,
+        source_account: from.1.parse().expect("account id"),
+        target_account: to.1.parse().expect("account id"),
+        amount: Amount::new(amount).expect("amount"),
+        currency: Currency::parse("usd").expect("usd"),
+        note: None,
+        state: TransferState::Debited,
+        failure_code: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let caller = format!("user:{}", from.0.id);
+    let mut debit = p2p_leg(
+        app,
+        &from.1,
+        &format!("transfer:{id}:debit"),
+        -amount,
+        journal,
+    )
+    .await;
+    debit.movements[0].effect = Effect::OpenTransfer(Box::new(record.clone()));
+    debit.movements[0].idempotency = IdempotencyWrite::Claim(Box::new(ClaimRow {
+        caller: caller.clone(),
+        key: key.into(),
+        fingerprint: "0".repeat(64),
+        resource_id: id.to_string(),
+        claim_token: format!("{key}-token"),
+        now,
+    }));
+    let mut credit = p2p_leg(
+        app,
+        &to.1,
+        &format!("transfer:{id}:credit"),
+        amount,
+        journal,
+    )
+    .await;
+    credit.movements[0].kind = "transfer_credit";
+    credit.movements[0].effect = Effect::CompleteTransfer(Box::new(record));
+    credit.movements[0].idempotency = IdempotencyWrite::Complete(Box::new(CompletionRow {
+        caller,
+        key: key.into(),
+        status: 201,
+        body: format!("{{\"id\":\"{id}\"}}"),
+    }));
+    (debit, credit, id)
+}
+
+/// The idempotency row of `key`: (response status, response body, claim token, locked).
+async fn idempotency_row(
+    app: &TestApp,
+    key: &str,
+) -> Option<(Option<i32>, Option<String>, Option<String>, bool)> {
+    let database = app.state().store.writer();
+    let row = database
+        .query_one_raw(Statement::from_string(
+            database.get_database_backend(),
+            format!(
+                "SELECT response_status, response_body, claim_token, locked_at IS NOT NULL \
+                 FROM idempotency_keys WHERE key = '{key}'"
+            ),
+        ))
+        .await
+        .expect("read")?;
+    Some((
+        row.try_get_by_index(0).expect("status"),
+        row.try_get_by_index(1).expect("body"),
+        row.try_get_by_index(2).expect("token"),
+        row.try_get_by_index(3).expect("locked"),
+    ))
+}
+
+/// A transfer's credit can join its debit's group (the source's wallet sends it on as soon as
+/// the debit is planned). The pair is then written as one completed transfer in the combined
+/// way: the transfer inserted `completed` and the request's key inserted with its response
+/// (in PostgreSQL's one statement the completion's UPDATE could not see the debit's INSERT).
+#[tokio::test]
+async fn a_transfer_whose_legs_share_a_group_is_written_completed_at_once() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let users = funded_users(&app, 2).await;
+        let (debit, credit, id) = transfer_legs(&app, &users[0], &users[1], 30, "legs-1").await;
+        let outcome = app
+            .state()
+            .store
+            .commit_group(&[debit, credit], chrono::Utc::now())
+            .await;
+        assert_eq!(outcome.path, GroupPath::Combined, "{backend:?}");
+        assert!(outcome.results.iter().all(Result::is_ok), "{outcome:?}");
+        let stored = app
+            .state()
+            .store
+            .find_transfer(id)
+            .await
+            .expect("read")
+            .expect("transfer");
+        assert_eq!(stored.state, TransferState::Completed, "{backend:?}");
+        let (status, body, token, locked) =
+            idempotency_row(&app, "legs-1").await.expect("key stored");
+        assert_eq!(status, Some(201), "{backend:?}");
+        assert_eq!(body, Some(format!("{{\"id\":\"{id}\"}}")));
+        assert_eq!(
+            (token, locked),
+            (None, false),
+            "the key is answered, not held"
+        );
+        assert_eq!(app.balance(&users[0].0).await, (1_000 - 30, 0));
+        assert_eq!(app.balance(&users[1].0).await, (1_000 + 30, 0));
+        assert_eq!(reconcile(&app).await["status"], "clean", "{backend:?}");
+    }
+}
+
+/// A debit that fails (its account moved on: another node wrote it) takes the credit chained
+/// to it in the same group down with it, and nothing else: no transfer, no claimed key, no
+/// money moved, and the batch beside them commits.
+#[tokio::test]
+async fn a_failed_debit_fails_the_credit_in_its_group_and_nothing_else() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let users = funded_users(&app, 3).await;
+        let (debit, credit, id) = transfer_legs(&app, &users[0], &users[1], 30, "legs-2").await;
+        bump_version(&app, &users[0].1, 1).await;
+        let bystander = credit_batch(&app, &users[2].1, "group-test:beside-legs").await;
+        let outcome = app
+            .state()
+            .store
+            .commit_group(&[debit, credit, bystander], chrono::Utc::now())
+            .await;
+        assert_eq!(outcome.path, GroupPath::Isolated, "{backend:?}");
+        assert!(outcome.results[0].is_err(), "the stale debit must fail");
+        assert!(outcome.results[1].is_err(), "its credit must fail with it");
+        assert!(outcome.results[2].is_ok(), "{:?}", outcome.results[2]);
+        let stored = app.state().store.find_transfer(id).await.expect("read");
+        assert!(stored.is_none(), "{backend:?}: {stored:?}");
+        assert_eq!(idempotency_row(&app, "legs-2").await, None, "{backend:?}");
+        assert_eq!(app.balance(&users[0].0).await, (1_000, 0));
+        assert_eq!(app.balance(&users[1].0).await, (1_000, 0));
+        assert_eq!(app.balance(&users[2].0).await, (1_000 + CREDIT, 0));
+        assert_eq!(reconcile(&app).await["status"], "clean", "{backend:?}");
+    }
+}
+
 /// The guarded P2P completion finds its transfers by id, whatever PostgreSQL's statistics say:
 /// with `state = 'debited'` as an index condition it walked every `debited` entry of the index
 /// on state, live or dead (each completed transfer leaves one until vacuum), because
@@ -647,6 +811,29 @@ async fn concurrent_transfers_between_many_wallets_share_commits() {
         println!(
             "{backend:?}: {TRANSFERS} transfers, {combined} combined commits carried {batches} wallet batches"
         );
+        if backend == Backend::Postgres {
+            // Each credit is sent on with its debit: under this load most pairs share a group
+            // (the transfer row was inserted by the debit's transaction, never updated).
+            let database = app.state().store.writer();
+            let settled_at_once = database
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT COUNT(*) FROM transfers t JOIN entries e \
+                     ON e.reference_type = 'transfer' AND e.reference_id = t.id \
+                     AND e.kind = 'transfer_debit' \
+                     WHERE t.xmin = e.xmin AND t.state = 'completed'",
+                ))
+                .await
+                .expect("count")
+                .expect("row")
+                .try_get_by_index::<i64>(0)
+                .expect("count");
+            println!("{settled_at_once} of {TRANSFERS} transfers settled in their debit's commit");
+            assert!(
+                settled_at_once > 0,
+                "no transfer's credit joined its debit's group commit"
+            );
+        }
     }
 }
 
