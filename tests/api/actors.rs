@@ -97,3 +97,76 @@ async fn a_failed_wallet_reloads_while_the_wallets_beside_it_in_its_shard_go_on(
         );
     }
 }
+
+/// A transfer's credit travels with its debit (the source's wallet sends it on once the debit
+/// is planned). When the target's wallet refuses it (here: no such account), the saga learns
+/// it from that credit's answer and refunds the source, exactly as with a credit sent after
+/// the debit.
+#[tokio::test]
+async fn a_credit_sent_on_with_its_debit_and_refused_is_refunded() {
+    use walleti::actors::transfer_saga::{Opening, SagaStart, start_and_wait};
+    use walleti::domain::{
+        AccountId, Amount, Currency, JournalId, Rejection, TransferId, TransferKind,
+        TransferState,
+    };
+    use walleti::store::transfers::{Party, TransferRecord};
+    for backend in backends() {
+        let app = spawn_app_with(test_settings(&fresh_database(backend).await)).await;
+        let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+        app.fund(&ada, 1_000).await;
+        let ada_account = crate::crash_safety::usd_account(&app, &ada.token).await;
+        let id = TransferId::generate();
+        let now = chrono::Utc::now();
+        let transfer = TransferRecord {
+            id,
+            journal_id: JournalId::from(id.as_uuid()),
+            from: Party::User(ada.id.parse().expect("user id")),
+            to: Party::User(bob.id.parse().expect("user id")),
+            kind: TransferKind::P2p,
+            reference_id: None,
+            source_account: ada_account.parse().expect("account id"),
+            // Not an account: the credit is refused.
+            target_account: AccountId::generate(),
+            amount: Amount::new(250).expect("amount"),
+            currency: Currency::parse("usd").expect("usd"),
+            note: None,
+            state: TransferState::Debited,
+            failure_code: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let start = SagaStart::New {
+            transfer,
+            replay: false,
+            opening: Opening::Debit,
+            keyed: None,
+        };
+        let settled = start_and_wait(&app.state().sagas, start, Duration::from_secs(10))
+            .await
+            .expect("the debit stands")
+            .expect("settled in time");
+        assert_eq!(settled.state, TransferState::Failed, "{backend:?}");
+        assert_eq!(settled.failure_code, Some(Rejection::AccountNotFound));
+        let stored = app
+            .state()
+            .store
+            .find_transfer(id)
+            .await
+            .expect("read")
+            .expect("transfer");
+        assert_eq!(stored.state, TransferState::Failed, "{backend:?}");
+        assert_eq!(app.balance(&ada).await, (1_000, 0), "refunded");
+        let kinds: Vec<String> = app
+            .all_entries(&ada)
+            .await
+            .iter()
+            .map(|entry| entry["kind"].as_str().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(kinds, ["transfer_refund", "transfer_debit", "adjustment"]);
+        assert_eq!(
+            crate::reconciliation::reconcile(&app).await["status"],
+            "clean",
+            "{backend:?}"
+        );
+    }
+}
