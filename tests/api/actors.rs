@@ -106,8 +106,7 @@ async fn a_failed_wallet_reloads_while_the_wallets_beside_it_in_its_shard_go_on(
 async fn a_credit_sent_on_with_its_debit_and_refused_is_refunded() {
     use walleti::actors::transfer_saga::{Opening, SagaStart, start_and_wait};
     use walleti::domain::{
-        AccountId, Amount, Currency, JournalId, Rejection, TransferId, TransferKind,
-        TransferState,
+        AccountId, Amount, Currency, JournalId, Rejection, TransferId, TransferKind, TransferState,
     };
     use walleti::store::transfers::{Party, TransferRecord};
     for backend in backends() {
