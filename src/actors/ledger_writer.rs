@@ -45,6 +45,9 @@ impl Default for LedgerLimits {
     }
 }
 
+/// How many times the writer yields to the runtime after a group before forming the next.
+const YIELDS_AFTER_GROUP: usize = 3;
+
 pub struct LedgerWriterArgs {
     pub store: Store,
     pub metrics: Arc<Metrics>,
@@ -120,6 +123,13 @@ impl Actor for LedgerWriter {
             LedgerWriterMsg::Flush => {
                 state.flush_pending = false;
                 commit_next_group(state).await;
+                // Let the wallets just answered run before the next group is formed: a busy
+                // wallet (a hot account) plans its next batch as soon as its last one is
+                // answered, and would otherwise miss the group that starts right away and
+                // wait for the one after it.
+                for _ in 0..YIELDS_AFTER_GROUP {
+                    tokio::task::yield_now().await;
+                }
                 // What did not fit goes next, after whatever queued meanwhile has joined it.
                 if !state.buffer.is_empty() {
                     state.flush_pending = true;
