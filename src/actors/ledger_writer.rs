@@ -221,14 +221,9 @@ impl Ledger {
         }
     }
 
-    /// Commits the batch with whatever else is ready; `Err` if it was not committed (or its
-    /// outcome is unknown: a timeout).
-    pub async fn commit(&self, batch: PlannedBatch) -> StoreResult<()> {
-        self.submit(batch).await
-    }
-
     /// Hands the batch to the writer now (a batch handed over later joins this one's group or
-    /// a later one, never an earlier one) and returns what waits for its commit.
+    /// a later one, never an earlier one) and returns what waits for its commit, with whatever
+    /// else is ready: `Err` if it was not committed (or its outcome is unknown: a timeout).
     pub fn submit(
         &self,
         batch: PlannedBatch,

@@ -105,35 +105,17 @@ async fn a_failed_wallet_reloads_while_the_wallets_beside_it_in_its_shard_go_on(
 #[tokio::test]
 async fn a_credit_sent_on_with_its_debit_and_refused_is_refunded() {
     use walleti::actors::transfer_saga::{Opening, SagaStart, start_and_wait};
-    use walleti::domain::{
-        AccountId, Amount, Currency, JournalId, Rejection, TransferId, TransferKind, TransferState,
-    };
-    use walleti::store::transfers::{Party, TransferRecord};
+    use walleti::domain::{AccountId, Rejection, TransferState};
     for backend in backends() {
         let app = spawn_app_with(test_settings(&fresh_database(backend).await)).await;
         let (ada, bob) = (app.user("ada").await, app.user("bob").await);
         app.fund(&ada, 1_000).await;
         let ada_account = crate::crash_safety::usd_account(&app, &ada.token).await;
-        let id = TransferId::generate();
-        let now = chrono::Utc::now();
-        let transfer = TransferRecord {
-            id,
-            journal_id: JournalId::from(id.as_uuid()),
-            from: Party::User(ada.id.parse().expect("user id")),
-            to: Party::User(bob.id.parse().expect("user id")),
-            kind: TransferKind::P2p,
-            reference_id: None,
-            source_account: ada_account.parse().expect("account id"),
-            // Not an account: the credit is refused.
-            target_account: AccountId::generate(),
-            amount: Amount::new(250).expect("amount"),
-            currency: Currency::parse("usd").expect("usd"),
-            note: None,
-            state: TransferState::Debited,
-            failure_code: None,
-            created_at: now,
-            updated_at: now,
-        };
+        // Not an account: the credit is refused.
+        let missing = AccountId::generate().to_string();
+        let transfer =
+            crate::helpers::p2p_transfer((&ada.id, &ada_account), (&bob.id, &missing), 250);
+        let id = transfer.id;
         let start = SagaStart::New {
             transfer,
             replay: false,

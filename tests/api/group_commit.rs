@@ -9,15 +9,11 @@ use reqwest::StatusCode;
 use sea_orm::sea_query::PostgresQueryBuilder;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::json;
-use walleti::domain::{
-    AccountId, Amount, Bucket, Currency, JournalId, Posting, TransferId, TransferKind,
-    TransferState,
-};
+use walleti::domain::{AccountId, Bucket, Currency, JournalId, Posting, TransferId, TransferState};
 use walleti::store::accounts::{Owner, SystemAccount};
 use walleti::store::group_commit::{GroupPath, PlannedBatch, completion_update};
 use walleti::store::idempotency::{ClaimRow, CompletionRow, IdempotencyWrite};
 use walleti::store::ledger::{AccountWrite, AppliedMovement, Effect, JournalSpec, Reference};
-use walleti::store::transfers::{Party, TransferRecord};
 
 const CREDIT: i64 = 10;
 
@@ -447,26 +443,8 @@ async fn transfer_legs(
     amount: i64,
     key: &str,
 ) -> (PlannedBatch, PlannedBatch, TransferId) {
-    let id = TransferId::generate();
-    let journal = JournalId::from(id.as_uuid());
-    let now = chrono::Utc::now();
-    let record = TransferRecord {
-        id,
-        journal_id: journal,
-        from: Party::User(from.0.id.parse().expect("user id")),
-        to: Party::User(to.0.id.parse().expect("user id")),
-        kind: TransferKind::P2p,
-        reference_id: None,
-        source_account: from.1.parse().expect("account id"),
-        target_account: to.1.parse().expect("account id"),
-        amount: Amount::new(amount).expect("amount"),
-        currency: Currency::parse("usd").expect("usd"),
-        note: None,
-        state: TransferState::Debited,
-        failure_code: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let record = crate::helpers::p2p_transfer((&from.0.id, &from.1), (&to.0.id, &to.1), amount);
+    let (id, journal, now) = (record.id, record.journal_id, record.created_at);
     let caller = format!("user:{}", from.0.id);
     let mut debit = p2p_leg(
         app,

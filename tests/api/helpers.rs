@@ -327,3 +327,33 @@ pub fn percent_decode(text: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A new P2P transfer of `amount` usd from one user's account to another's, as its saga opens
+/// it (`debited`, its journal id its own id).
+pub fn p2p_transfer(
+    (from_user, source): (&str, &str),
+    (to_user, target): (&str, &str),
+    amount: i64,
+) -> walleti::store::transfers::TransferRecord {
+    use walleti::domain::{Amount, Currency, JournalId, TransferId, TransferKind, TransferState};
+    use walleti::store::transfers::{Party, TransferRecord};
+    let id = TransferId::generate();
+    let now = chrono::Utc::now();
+    TransferRecord {
+        id,
+        journal_id: JournalId::from(id.as_uuid()),
+        from: Party::User(from_user.parse().expect("user id")),
+        to: Party::User(to_user.parse().expect("user id")),
+        kind: TransferKind::P2p,
+        reference_id: None,
+        source_account: source.parse().expect("account id"),
+        target_account: target.parse().expect("account id"),
+        amount: Amount::new(amount).expect("amount"),
+        currency: Currency::parse("usd").expect("usd"),
+        note: None,
+        state: TransferState::Debited,
+        failure_code: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
