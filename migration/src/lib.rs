@@ -18,6 +18,7 @@ mod m20261201_000001_outbox_consumers;
 mod m20261201_000002_lean_indexes;
 mod m20261202_000001_update_room;
 mod m20261203_000001_entries_keyed_by_account;
+mod m20261204_000001_notifications_keyed_by_event;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000002_lean_indexes::Migration),
             Box::new(m20261202_000001_update_room::Migration),
             Box::new(m20261203_000001_entries_keyed_by_account::Migration),
+            Box::new(m20261204_000001_notifications_keyed_by_event::Migration),
         ]
     }
 }

@@ -393,8 +393,9 @@ impl Store {
             return Ok(Vec::new());
         }
         // A notification already stored (a redelivered event, another node) is left alone:
-        // the insert skips it on the unique (user, event) key and returns what it did insert;
-        // only those get deliveries. One transaction, multi-row statements, no read first.
+        // its id is derived from its user and event (`notification_id`), so the insert skips it
+        // on the primary key and returns what it did insert; only those get deliveries. One
+        // transaction, multi-row statements, no read first.
         let mut seen: HashSet<(String, String)> = HashSet::new();
         let mut rows = Vec::with_capacity(notifications.len());
         let mut ids: Vec<Option<String>> = Vec::with_capacity(notifications.len());
@@ -407,7 +408,7 @@ impl Store {
                 ids.push(None);
                 continue;
             }
-            let id = uuid::Uuid::now_v7().to_string();
+            let id = notification_id(notification.event_id, &notification.user.to_string());
             rows.push(notifications::ActiveModel {
                 id: Set(id.clone()),
                 user_id: Set(notification.user.to_string()),
@@ -421,12 +422,9 @@ impl Store {
             ids.push(Some(id));
         }
         let transaction = self.writer().begin().await?;
-        let inserted = insert_rows_returning_ids(
-            &transaction,
-            rows,
-            Some("ON CONFLICT (\"user_id\", \"event_id\") DO NOTHING"),
-        )
-        .await?;
+        let inserted =
+            insert_rows_returning_ids(&transaction, rows, Some("ON CONFLICT (\"id\") DO NOTHING"))
+                .await?;
         let mut stored = Vec::with_capacity(notifications.len());
         let mut delivery_rows = Vec::new();
         for (notification, id) in notifications.iter().zip(&ids) {
@@ -498,6 +496,30 @@ impl Store {
             .collect();
         Ok((listed, has_more))
     }
+}
+
+/// The id of the notification of `event` to `user`: the same on every node and every
+/// delivery of the event, so the primary key keeps one notification per user and event (no
+/// index of its own for that). A UUID v7 in form: the event's time when its id is a UUID v7
+/// (outbox events' are), so notifications list in the order of their events, then a SHA-256
+/// of the event and the user.
+pub fn notification_id(event: &str, user: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(event.as_bytes())
+        .chain_update([0])
+        .chain_update(user.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    if let Ok(event) = uuid::Uuid::parse_str(event)
+        && event.get_version_num() == 7
+    {
+        bytes[..6].copy_from_slice(&event.as_bytes()[..6]);
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x70;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    uuid::Uuid::from_bytes(bytes).to_string()
 }
 
 /// A pending delivery that is due, with what sending it needs.
@@ -645,6 +667,40 @@ mod settled_tests {
                 ("in_app".to_owned(), "delivered".to_owned()),
                 ("sms".to_owned(), "skipped".to_owned())
             ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::notification_id;
+
+    #[test]
+    fn a_notification_id_is_one_per_user_and_event_and_keeps_the_event_s_time() {
+        let event = uuid::Uuid::now_v7().to_string();
+        let ada = notification_id(&event, "ada");
+        assert_eq!(
+            ada,
+            notification_id(&event, "ada"),
+            "the same on every delivery"
+        );
+        assert_ne!(ada, notification_id(&event, "bob"));
+        let later = uuid::Uuid::now_v7().to_string();
+        assert_ne!(ada, notification_id(&later, "ada"));
+        let parsed = uuid::Uuid::parse_str(&ada).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 7);
+        assert_eq!(
+            parsed.as_bytes()[..6],
+            uuid::Uuid::parse_str(&event).expect("uuid").as_bytes()[..6]
+        );
+        // Any event id (a provider's, say) still gives one id per user and event.
+        assert_eq!(
+            notification_id("evt_123", "ada"),
+            notification_id("evt_123", "ada")
+        );
+        assert_ne!(
+            notification_id("evt_123", "ada"),
+            notification_id("evt_124", "ada")
         );
     }
 }
