@@ -669,8 +669,9 @@ async fn the_rows_a_transfer_updates_have_room_on_their_page() {
     };
     let room = ["idempotency_keys:fillfactor=70", "transfers:fillfactor=70"];
     assert_eq!(options().await, room);
-    // `update_room` and the one migration after it (`entries_keyed_by_account`).
-    Migrator::down(db, Some(2)).await.expect("down");
+    // `update_room` and the migrations after it (`entries_keyed_by_account`,
+    // `notifications_keyed_by_event`).
+    Migrator::down(db, Some(3)).await.expect("down");
     assert_eq!(options().await, ["idempotency_keys:", "transfers:"]);
     Migrator::up(db, None).await.expect("up");
     assert_eq!(options().await, room);
@@ -726,7 +727,8 @@ async fn a_ledger_entry_takes_two_index_entries() {
                 .collect()
         };
         assert_eq!(indexes().await, expected, "{backend:?}");
-        Migrator::down(db, Some(1)).await.expect("down");
+        // `entries_keyed_by_account` and the one after it (`notifications_keyed_by_event`).
+        Migrator::down(db, Some(2)).await.expect("down");
         assert_eq!(indexes().await, before, "{backend:?}");
         Migrator::up(db, None).await.expect("up");
         assert_eq!(indexes().await, expected, "{backend:?}");

@@ -259,3 +259,43 @@ async fn a_redelivered_event_notifies_once_and_a_poison_event_is_dead_lettered()
         notifications_of(&app, &bob, 2).await;
     }
 }
+
+/// One notification per user and event is kept by the primary key (the id is derived from
+/// both), not by an index of its own: a notification takes two index entries, its key and
+/// `(user_id, id)` for listing. The migration goes down and up.
+#[tokio::test]
+async fn a_notification_takes_two_index_entries() {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let db = app.state().store.writer();
+        let sql = match db.get_database_backend() {
+            DbBackend::Postgres => {
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'notifications' ORDER BY indexname"
+            }
+            _ => {
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'notifications' \
+                 ORDER BY name"
+            }
+        };
+        let indexes = async || -> Vec<String> {
+            db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+                .await
+                .expect("indexes")
+                .iter()
+                .map(|row| row.try_get_by_index::<String>(0).expect("text"))
+                .filter(|name| name != "notifications_pkey" && !name.starts_with("sqlite_"))
+                .collect()
+        };
+        assert_eq!(indexes().await, ["notifications_user_id"], "{backend:?}");
+        Migrator::down(db, Some(1)).await.expect("down");
+        assert_eq!(
+            indexes().await,
+            ["notifications_user_event", "notifications_user_id"],
+            "{backend:?}"
+        );
+        Migrator::up(db, None).await.expect("up");
+        assert_eq!(indexes().await, ["notifications_user_id"], "{backend:?}");
+    }
+}
