@@ -718,14 +718,7 @@ async fn a_ledger_entry_takes_two_index_entries() {
                 ],
             ),
         };
-        let indexes = async || -> Vec<String> {
-            db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
-                .await
-                .expect("indexes")
-                .iter()
-                .map(|row| row.try_get_by_index::<String>(0).expect("text"))
-                .collect()
-        };
+        let indexes = async || -> Vec<String> { crate::helpers::text_column(db, sql).await };
         assert_eq!(indexes().await, expected, "{backend:?}");
         // `entries_keyed_by_account` and the one after it (`notifications_keyed_by_event`).
         Migrator::down(db, Some(2)).await.expect("down");

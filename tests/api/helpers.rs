@@ -357,3 +357,16 @@ pub fn p2p_transfer(
         updated_at: now,
     }
 }
+
+/// The first column, as text, of every row `sql` returns (e.g. a table's index names).
+pub async fn text_column(db: &sea_orm::DatabaseConnection, sql: &str) -> Vec<String> {
+    db.query_all_raw(sea_orm::Statement::from_string(
+        db.get_database_backend(),
+        sql,
+    ))
+    .await
+    .expect("query")
+    .iter()
+    .map(|row| row.try_get_by_index::<String>(0).expect("text"))
+    .collect()
+}

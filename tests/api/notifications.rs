@@ -266,7 +266,7 @@ async fn a_redelivered_event_notifies_once_and_a_poison_event_is_dead_lettered()
 #[tokio::test]
 async fn a_notification_takes_two_index_entries() {
     use migration::{Migrator, MigratorTrait};
-    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    use sea_orm::DbBackend;
     for backend in backends() {
         let app = spawn_app(backend).await;
         let db = app.state().store.writer();
@@ -280,11 +280,9 @@ async fn a_notification_takes_two_index_entries() {
             }
         };
         let indexes = async || -> Vec<String> {
-            db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+            crate::helpers::text_column(db, sql)
                 .await
-                .expect("indexes")
-                .iter()
-                .map(|row| row.try_get_by_index::<String>(0).expect("text"))
+                .into_iter()
                 .filter(|name| name != "notifications_pkey" && !name.starts_with("sqlite_"))
                 .collect()
         };
