@@ -19,6 +19,7 @@ mod m20261201_000002_lean_indexes;
 mod m20261202_000001_update_room;
 mod m20261203_000001_entries_keyed_by_account;
 mod m20261204_000001_notifications_keyed_by_event;
+mod m20261205_000001_entries_op_key_first;
 
 pub struct Migrator;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_update_room::Migration),
             Box::new(m20261203_000001_entries_keyed_by_account::Migration),
             Box::new(m20261204_000001_notifications_keyed_by_event::Migration),
+            Box::new(m20261205_000001_entries_op_key_first::Migration),
         ]
     }
 }

@@ -670,8 +670,8 @@ async fn the_rows_a_transfer_updates_have_room_on_their_page() {
     let room = ["idempotency_keys:fillfactor=70", "transfers:fillfactor=70"];
     assert_eq!(options().await, room);
     // `update_room` and the migrations after it (`entries_keyed_by_account`,
-    // `notifications_keyed_by_event`).
-    Migrator::down(db, Some(3)).await.expect("down");
+    // `notifications_keyed_by_event`, `entries_op_key_first`).
+    Migrator::down(db, Some(4)).await.expect("down");
     assert_eq!(options().await, ["idempotency_keys:", "transfers:"]);
     Migrator::up(db, None).await.expect("up");
     assert_eq!(options().await, room);
@@ -679,48 +679,59 @@ async fn the_rows_a_transfer_updates_have_room_on_their_page() {
 
 /// Each ledger entry takes two index entries (migration `entries_keyed_by_account`): on
 /// PostgreSQL its key is `(account_id, id)` and the unique op key per account; on SQLite the
-/// key on `id` stays beside `(account_id, id)`. Nothing indexes entries by journal. The
-/// migration goes down and up. (`a_duplicate_op_key_fails_only_its_own_batch` shows the op key
-/// still unique per account.)
+/// key on `id` stays beside `(account_id, id)`. Nothing indexes entries by journal. The op key
+/// is indexed op key first (migration `entries_op_key_first`), so new entries land at the end
+/// of their operation's range, not of their account's. Both migrations go down and up.
+/// (`a_duplicate_op_key_fails_only_its_own_batch` shows the op key still unique per account.)
 #[tokio::test]
 async fn a_ledger_entry_takes_two_index_entries() {
     use migration::{Migrator, MigratorTrait};
     for backend in backends() {
         let app = spawn_app(backend).await;
         let db = app.state().store.writer();
-        let (sql, expected, before): (&str, &[&str], &[&str]) = match backend {
-            Backend::Postgres => (
-                "SELECT indexdef FROM pg_indexes WHERE tablename = 'entries' ORDER BY indexname",
-                &[
-                    "CREATE UNIQUE INDEX entries_account_op_key ON public.entries USING btree (account_id, op_key)",
-                    "CREATE UNIQUE INDEX entries_pkey ON public.entries USING btree (account_id, id)",
-                ],
-                &[
-                    "CREATE INDEX entries_account_id ON public.entries USING btree (account_id, id)",
-                    "CREATE UNIQUE INDEX entries_account_op_key ON public.entries USING btree (account_id, op_key)",
-                    "CREATE INDEX entries_journal ON public.entries USING btree (journal_id)",
-                    "CREATE UNIQUE INDEX entries_pkey ON public.entries USING btree (id)",
-                ],
-            ),
-            Backend::Sqlite => (
-                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'entries' \
-                 ORDER BY name",
-                &[
-                    "entries_account_id",
-                    "entries_account_op_key",
-                    "sqlite_autoindex_entries_1",
-                ],
-                &[
-                    "entries_account_id",
-                    "entries_account_op_key",
-                    "entries_journal",
-                    "sqlite_autoindex_entries_1",
-                ],
-            ),
-        };
+        let (sql, expected, account_first, before): (&str, &[&str], &[&str], &[&str]) =
+            match backend {
+                Backend::Postgres => (
+                    "SELECT indexdef FROM pg_indexes WHERE tablename = 'entries' ORDER BY indexname",
+                    &[
+                        "CREATE UNIQUE INDEX entries_op_key_account ON public.entries USING btree (op_key, account_id)",
+                        "CREATE UNIQUE INDEX entries_pkey ON public.entries USING btree (account_id, id)",
+                    ],
+                    &[
+                        "CREATE UNIQUE INDEX entries_account_op_key ON public.entries USING btree (account_id, op_key)",
+                        "CREATE UNIQUE INDEX entries_pkey ON public.entries USING btree (account_id, id)",
+                    ],
+                    &[
+                        "CREATE INDEX entries_account_id ON public.entries USING btree (account_id, id)",
+                        "CREATE UNIQUE INDEX entries_account_op_key ON public.entries USING btree (account_id, op_key)",
+                        "CREATE INDEX entries_journal ON public.entries USING btree (journal_id)",
+                        "CREATE UNIQUE INDEX entries_pkey ON public.entries USING btree (id)",
+                    ],
+                ),
+                Backend::Sqlite => (
+                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'entries' \
+                     AND sql IS NOT NULL ORDER BY name",
+                    &[
+                        r#"CREATE INDEX "entries_account_id" ON "entries" ("account_id", "id")"#,
+                        "CREATE UNIQUE INDEX entries_op_key_account ON entries (op_key, account_id)",
+                    ],
+                    &[
+                        r#"CREATE INDEX "entries_account_id" ON "entries" ("account_id", "id")"#,
+                        "CREATE UNIQUE INDEX entries_account_op_key ON entries (account_id, op_key)",
+                    ],
+                    &[
+                        r#"CREATE INDEX "entries_account_id" ON "entries" ("account_id", "id")"#,
+                        "CREATE UNIQUE INDEX entries_account_op_key ON entries (account_id, op_key)",
+                        "CREATE INDEX entries_journal ON entries (journal_id)",
+                    ],
+                ),
+            };
         let indexes = async || -> Vec<String> { crate::helpers::text_column(db, sql).await };
         assert_eq!(indexes().await, expected, "{backend:?}");
-        // `entries_keyed_by_account` and the one after it (`notifications_keyed_by_event`).
+        // `entries_op_key_first` only.
+        Migrator::down(db, Some(1)).await.expect("down");
+        assert_eq!(indexes().await, account_first, "{backend:?}");
+        // And `entries_keyed_by_account`, `notifications_keyed_by_event` after it.
         Migrator::down(db, Some(2)).await.expect("down");
         assert_eq!(indexes().await, before, "{backend:?}");
         Migrator::up(db, None).await.expect("up");
