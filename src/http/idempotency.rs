@@ -278,6 +278,45 @@ where
     .await
 }
 
+/// Admits a money-moving request under its owner's money quota (`quota_key`, e.g.
+/// `money:<user id>`). A request the quota refuses may be a retry of one already answered:
+/// its key's stored answer is what it gets (`Some`), like any replay — a client honouring
+/// the contract (same key, same body, same answer) is not told 429 for work that was done —
+/// and a different body with that key gets 409 `idempotency_key_reused`. Anything else
+/// (a new key, a first request still in flight) keeps the 429. The record is read only
+/// when the quota refuses, so admitted requests pay nothing for this.
+pub async fn admit_money(
+    state: &AppState,
+    quota_key: &str,
+    caller: &str,
+    keyed: &Keyed,
+) -> Result<Option<(JsonResponse, bool)>, ApiError> {
+    let Err(limited) = state
+        .rate_limiter
+        .admit(quota_key, state.limits.money_quota)
+        .await
+    else {
+        return Ok(None);
+    };
+    let scope = IdempotencyScope {
+        caller,
+        key: &keyed.key,
+    };
+    match state.store.idempotency_record(scope).await {
+        Ok(Some((fingerprint, Some((status, body))))) if fingerprint == keyed.fingerprint => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            Ok(Some((JsonResponse { status, body }, true)))
+        }
+        Ok(Some((fingerprint, _))) if fingerprint != keyed.fingerprint => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorType::IdempotencyError,
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used with a different request.",
+        )),
+        _ => Err(limited),
+    }
+}
+
 /// The HTTP answer for an idempotent outcome.
 pub fn respond((response, replayed): (JsonResponse, bool)) -> HttpResponse {
     response.into_response(replayed)

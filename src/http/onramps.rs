@@ -4,7 +4,7 @@
 use super::AppState;
 use super::auth::{self, CurrentUser};
 use super::error::{ApiError, ErrorBody, ErrorType};
-use super::idempotency::{JsonResponse, Keyed, respond, run_keyed};
+use super::idempotency::{JsonResponse, Keyed, admit_money, respond, run_keyed};
 use super::request::{Fields, json_object, page_request, read_body};
 use super::views::{CreateOnrampRequest, ListView, OnrampView};
 use crate::domain::{Amount, Currency, OnrampId, OnrampProvider, OnrampStatus};
@@ -61,10 +61,10 @@ pub async fn top_up(
     body: &[u8],
     keyed: &Keyed,
 ) -> Result<(JsonResponse, bool), ApiError> {
-    state
-        .rate_limiter
-        .admit(&format!("money:{}", user.user_id), state.limits.money_quota)
-        .await?;
+    let quota = format!("money:{}", user.user_id);
+    if let Some(replay) = admit_money(state, &quota, &user.caller(), keyed).await? {
+        return Ok(replay);
+    }
     let order = parse_order(body)?;
     if order.provider == OnrampProvider::Stripe && state.stripe.is_none() {
         return Err(provider_not_configured("Stripe").with_param("provider"));

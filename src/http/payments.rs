@@ -5,7 +5,7 @@
 use super::AppState;
 use super::auth;
 use super::error::{ApiError, ErrorBody};
-use super::idempotency::{JsonResponse, Keyed, respond, run_keyed};
+use super::idempotency::{JsonResponse, Keyed, admit_money, respond, run_keyed};
 use super::request::{Fields, json_object, page_request, read_body};
 use super::views::ListView;
 use crate::actors::payments::{PaymentError, visible_to};
@@ -238,10 +238,10 @@ pub async fn confirm(
     intent_id: &str,
     keyed: &Keyed,
 ) -> Result<(JsonResponse, bool), ApiError> {
-    state
-        .rate_limiter
-        .admit(&format!("money:{}", user.user_id), state.limits.money_quota)
-        .await?;
+    let quota = format!("money:{}", user.user_id);
+    if let Some(replay) = admit_money(state, &quota, &user.caller(), keyed).await? {
+        return Ok(replay);
+    }
     // Anyone holding the intent's id (its payment link) may pay it.
     let id: PaymentIntentId = intent_id
         .parse()
@@ -405,13 +405,10 @@ pub async fn refund(
     body: &[u8],
     keyed: &Keyed,
 ) -> Result<(JsonResponse, bool), ApiError> {
-    state
-        .rate_limiter
-        .admit(
-            &format!("money:{}", merchant.merchant_id),
-            state.limits.money_quota,
-        )
-        .await?;
+    let quota = format!("money:{}", merchant.merchant_id);
+    if let Some(replay) = admit_money(state, &quota, &merchant.caller(), keyed).await? {
+        return Ok(replay);
+    }
     let object = json_object(body)?;
     let fields = Fields(&object);
     let intent_id = fields.required_str("payment_intent")?.to_owned();
@@ -512,10 +509,11 @@ pub async fn pay_out(
     keyed: &Keyed,
 ) -> Result<(JsonResponse, bool), ApiError> {
     let owner = principal.party();
-    state
-        .rate_limiter
-        .admit(&format!("money:{owner}"), state.limits.money_quota)
-        .await?;
+    if let Some(replay) =
+        admit_money(state, &format!("money:{owner}"), &principal.caller(), keyed).await?
+    {
+        return Ok(replay);
+    }
     if state.bank.is_none() {
         return Err(super::onramps::provider_not_configured("The bank"));
     }

@@ -4,7 +4,7 @@
 use super::AppState;
 use super::auth::{self, CurrentUser};
 use super::error::{ApiError, ErrorBody};
-use super::idempotency::{JsonResponse, Keyed, respond, run_keyed};
+use super::idempotency::{JsonResponse, Keyed, admit_money, respond, run_keyed};
 use super::request::{Fields, json_object, page_request, read_body};
 use super::views::{CreateTransferRequest, ListView, TransferView};
 use crate::actors::transfer_saga::SagaKeyed;
@@ -92,12 +92,12 @@ pub async fn send(
     body: &[u8],
     keyed: &Keyed,
 ) -> Result<(JsonResponse, bool), ApiError> {
-    state
-        .rate_limiter
-        .admit(&format!("money:{}", user.user_id), state.limits.money_quota)
-        .await?;
-    let order = parse_order(body)?;
     let caller = user.caller();
+    let quota = format!("money:{}", user.user_id);
+    if let Some(replay) = admit_money(state, &quota, &caller, keyed).await? {
+        return Ok(replay);
+    }
+    let order = parse_order(body)?;
     let wait_max = state.limits.transfer_wait_timeout + IN_FLIGHT_WAIT_EXTRA;
     let Some(_in_flight) = state.in_flight.enter(&caller, &keyed.key, wait_max).await else {
         return send_classic(state, user, order, &caller, keyed).await;

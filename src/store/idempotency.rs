@@ -169,6 +169,25 @@ impl Store {
         )
     }
 
+    /// The key's record as a retry sees it: the fingerprint of the request that claimed it and
+    /// the response stored for it, if any. `None` when the key was never claimed.
+    pub async fn idempotency_record(
+        &self,
+        scope: IdempotencyScope<'_>,
+    ) -> StoreResult<Option<(String, Option<(u16, String)>)>> {
+        let row =
+            idempotency_keys::Entity::find_by_id((scope.caller.to_owned(), scope.key.to_owned()))
+                .one(self.writer())
+                .await?;
+        Ok(row.map(|row| {
+            let stored = match (row.response_status, row.response_body) {
+                (Some(status), Some(body)) => Some((u16::try_from(status).unwrap_or(500), body)),
+                _ => None,
+            };
+            (row.fingerprint, stored)
+        }))
+    }
+
     /// Gives the claim up without a stored response (the outcome was not final, e.g. a
     /// timeout): the next request with the key retries the same resource.
     pub async fn release_idempotency_key(

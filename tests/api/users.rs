@@ -252,11 +252,11 @@ async fn logins_and_money_moving_requests_are_rate_limited() {
     assert_eq!(bob_login.status, StatusCode::CREATED);
 
     // Money-moving requests: a burst of 2, then 429 and nothing moves.
+    let mut first_answers = Vec::new();
     for key in ["m-1", "m-2"] {
-        assert_eq!(
-            app.transfer(&ada, &bob.email, json!(10), key).await.status,
-            StatusCode::CREATED
-        );
+        let sent = app.transfer(&ada, &bob.email, json!(10), key).await;
+        assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.text);
+        first_answers.push(sent.text);
     }
     let third = app.transfer(&ada, &bob.email, json!(10), "m-3").await;
     assert_eq!(
@@ -266,6 +266,25 @@ async fn logins_and_money_moving_requests_are_rate_limited() {
         third.text
     );
     assert!(third.headers.get("retry-after").is_some());
+    assert_eq!(app.balance(&ada).await, (980, 0));
+    // Over the quota, a retry of an answered request still gets its stored answer, byte for
+    // byte (the contract: same key, same body, same response), and the same key with another
+    // body is still 409; nothing moves either way.
+    let retried = app.transfer(&ada, &bob.email, json!(10), "m-1").await;
+    assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.text);
+    assert_eq!(retried.text, first_answers[0]);
+    assert_eq!(
+        retried
+            .headers
+            .get("idempotent-replayed")
+            .and_then(|value| value.to_str().ok()),
+        Some("true")
+    );
+    let reused = app.transfer(&ada, &bob.email, json!(11), "m-2").await;
+    assert_eq!(reused.status, StatusCode::CONFLICT, "{}", reused.text);
+    assert_eq!(reused.body["error"]["code"], "idempotency_key_reused");
+    let still_limited = app.transfer(&ada, &bob.email, json!(10), "m-3").await;
+    assert_eq!(still_limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(app.balance(&ada).await, (980, 0));
     // Bob's own quota is separate.
     assert_eq!(
