@@ -33,6 +33,14 @@ impl JsonResponse {
         }
     }
 
+    /// A response as the idempotency record stored it (an unknown status reads as 200).
+    pub fn stored(status: u16, body: String) -> JsonResponse {
+        JsonResponse {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            body,
+        }
+    }
+
     pub fn into_response(self, replayed: bool) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
         response.content_type("application/json");
@@ -139,17 +147,9 @@ where
                 claim_token,
             } => break (resource_id, taken_over, claim_token),
             IdempotencyClaim::Replay { status, body } => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                return Ok((JsonResponse { status, body }, true));
+                return Ok((JsonResponse::stored(status, body), true));
             }
-            IdempotencyClaim::Mismatch => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    ErrorType::IdempotencyError,
-                    "idempotency_key_reused",
-                    "This Idempotency-Key was already used with a different request.",
-                ));
-            }
+            IdempotencyClaim::Mismatch => return Err(key_reused()),
             IdempotencyClaim::InProgress if Instant::now() < wait_deadline => {
                 tokio::time::sleep(Duration::from_millis(IN_PROGRESS_POLL_MS)).await;
             }
@@ -191,13 +191,7 @@ where
             // This request was so slow that another took its claim over: whatever that one
             // stored is the answer for this key.
             match state.store.stored_idempotent_response(scope).await? {
-                Some((status, body)) => Ok((
-                    JsonResponse {
-                        status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-                        body,
-                    },
-                    true,
-                )),
+                Some((status, body)) => Ok((JsonResponse::stored(status, body), true)),
                 None => Ok((response, false)),
             }
         }
@@ -278,8 +272,8 @@ where
     .await
 }
 
-/// Admits a money-moving request under its owner's money quota (`quota_key`, e.g.
-/// `money:<user id>`). A request the quota refuses may be a retry of one already answered:
+/// Admits a money-moving request under its owner's money quota (`money:<owner>`, the owner
+/// being a user or a merchant id). A request the quota refuses may be a retry of one already answered:
 /// its key's stored answer is what it gets (`Some`), like any replay — a client honouring
 /// the contract (same key, same body, same answer) is not told 429 for work that was done —
 /// and a different body with that key gets 409 `idempotency_key_reused`. Anything else
@@ -287,13 +281,13 @@ where
 /// when the quota refuses, so admitted requests pay nothing for this.
 pub async fn admit_money(
     state: &AppState,
-    quota_key: &str,
+    owner: impl std::fmt::Display,
     caller: &str,
     keyed: &Keyed,
 ) -> Result<Option<(JsonResponse, bool)>, ApiError> {
     let Err(limited) = state
         .rate_limiter
-        .admit(quota_key, state.limits.money_quota)
+        .admit(&format!("money:{owner}"), state.limits.money_quota)
         .await
     else {
         return Ok(None);
@@ -304,17 +298,21 @@ pub async fn admit_money(
     };
     match state.store.idempotency_record(scope).await {
         Ok(Some((fingerprint, Some((status, body))))) if fingerprint == keyed.fingerprint => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            Ok(Some((JsonResponse { status, body }, true)))
+            Ok(Some((JsonResponse::stored(status, body), true)))
         }
-        Ok(Some((fingerprint, _))) if fingerprint != keyed.fingerprint => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorType::IdempotencyError,
-            "idempotency_key_reused",
-            "This Idempotency-Key was already used with a different request.",
-        )),
+        Ok(Some((fingerprint, _))) if fingerprint != keyed.fingerprint => Err(key_reused()),
         _ => Err(limited),
     }
+}
+
+/// 409: the key was first used with a different request.
+fn key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorType::IdempotencyError,
+        "idempotency_key_reused",
+        "This Idempotency-Key was already used with a different request.",
+    )
 }
 
 /// The HTTP answer for an idempotent outcome.

@@ -61,8 +61,7 @@ pub async fn top_up(
     body: &[u8],
     keyed: &Keyed,
 ) -> Result<(JsonResponse, bool), ApiError> {
-    let quota = format!("money:{}", user.user_id);
-    if let Some(replay) = admit_money(state, &quota, &user.caller(), keyed).await? {
+    if let Some(replay) = admit_money(state, user.user_id, &user.caller(), keyed).await? {
         return Ok(replay);
     }
     let order = parse_order(body)?;

@@ -238,8 +238,7 @@ pub async fn confirm(
     intent_id: &str,
     keyed: &Keyed,
 ) -> Result<(JsonResponse, bool), ApiError> {
-    let quota = format!("money:{}", user.user_id);
-    if let Some(replay) = admit_money(state, &quota, &user.caller(), keyed).await? {
+    if let Some(replay) = admit_money(state, user.user_id, &user.caller(), keyed).await? {
         return Ok(replay);
     }
     // Anyone holding the intent's id (its payment link) may pay it.
@@ -405,8 +404,9 @@ pub async fn refund(
     body: &[u8],
     keyed: &Keyed,
 ) -> Result<(JsonResponse, bool), ApiError> {
-    let quota = format!("money:{}", merchant.merchant_id);
-    if let Some(replay) = admit_money(state, &quota, &merchant.caller(), keyed).await? {
+    if let Some(replay) =
+        admit_money(state, merchant.merchant_id, &merchant.caller(), keyed).await?
+    {
         return Ok(replay);
     }
     let object = json_object(body)?;
@@ -509,9 +509,7 @@ pub async fn pay_out(
     keyed: &Keyed,
 ) -> Result<(JsonResponse, bool), ApiError> {
     let owner = principal.party();
-    if let Some(replay) =
-        admit_money(state, &format!("money:{owner}"), &principal.caller(), keyed).await?
-    {
+    if let Some(replay) = admit_money(state, &owner, &principal.caller(), keyed).await? {
         return Ok(replay);
     }
     if state.bank.is_none() {

@@ -93,8 +93,7 @@ pub async fn send(
     keyed: &Keyed,
 ) -> Result<(JsonResponse, bool), ApiError> {
     let caller = user.caller();
-    let quota = format!("money:{}", user.user_id);
-    if let Some(replay) = admit_money(state, &quota, &caller, keyed).await? {
+    if let Some(replay) = admit_money(state, user.user_id, &caller, keyed).await? {
         return Ok(replay);
     }
     let order = parse_order(body)?;

@@ -157,16 +157,10 @@ impl Store {
         &self,
         scope: IdempotencyScope<'_>,
     ) -> StoreResult<Option<(u16, String)>> {
-        let row =
-            idempotency_keys::Entity::find_by_id((scope.caller.to_owned(), scope.key.to_owned()))
-                .one(self.writer())
-                .await?;
-        Ok(
-            row.and_then(|row| match (row.response_status, row.response_body) {
-                (Some(status), Some(body)) => Some((u16::try_from(status).unwrap_or(500), body)),
-                _ => None,
-            }),
-        )
+        Ok(self
+            .idempotency_record(scope)
+            .await?
+            .and_then(|(_, stored)| stored))
     }
 
     /// The key's record as a retry sees it: the fingerprint of the request that claimed it and
