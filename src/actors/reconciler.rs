@@ -1,6 +1,6 @@
 //! `Reconciler`: proves the books balance, on a schedule and on demand, and stores a report.
 //! Ledger checks (every account equals the sum of its entries; every finished journal sums to
-//! zero; Σ all accounts + Σ in flight = 0 per currency; no wallet negative; every hold resolved
+//! zero; every entry's account and journal exist; Σ all accounts + Σ in flight = 0 per currency; no wallet negative; every hold resolved
 //! at most once, its locked entries matching its state), saga checks
 //! (transfers stuck past a threshold are resumed and reported), and external checks (bank
 //! on-ramps against the bank's settlement statement). Runs are serialised by the actor.
@@ -28,11 +28,12 @@ pub const KIND: &str = "reconciler";
 pub const DISCREPANCIES_STORED_MAX: usize = 1_000;
 
 /// Every kind of discrepancy, so metrics show zeros for a clean run.
-pub const DISCREPANCY_KINDS: [&str; 10] = [
+pub const DISCREPANCY_KINDS: [&str; 11] = [
     "hold_mismatch",
     "status_mismatch",
     "balance_mismatch",
     "journal_unbalanced",
+    "orphan_entry",
     "ledger_not_zero",
     "negative_wallet",
     "stuck_saga",
@@ -170,6 +171,7 @@ pub async fn reconcile(
     let mut findings = Findings::default();
     check_balances(&context.store, &mut findings).await?;
     check_journals(&context.store, &mut findings).await?;
+    check_orphan_entries(&context.store, &mut findings).await?;
     check_totals(context, &mut findings).await?;
     check_negative_wallets(&context.store, &mut findings).await?;
     check_holds(&context.store, &mut findings).await?;
@@ -246,6 +248,18 @@ async fn check_journals(store: &Store, findings: &mut Findings) -> StoreResult<(
             "journal",
             &journal,
             json!({"sum": total}),
+        );
+    }
+    Ok(())
+}
+
+async fn check_orphan_entries(store: &Store, findings: &mut Findings) -> StoreResult<()> {
+    for orphan in store.orphan_entries().await? {
+        findings.add(
+            "orphan_entry",
+            "entry",
+            &orphan.entry_id,
+            json!({"missing_account": orphan.missing_account, "missing_journal": orphan.missing_journal}),
         );
     }
     Ok(())

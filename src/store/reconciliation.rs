@@ -26,6 +26,14 @@ pub struct BalanceMismatch {
     pub entries_locked: i64,
 }
 
+/// An entry pointing at an account or a journal that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanEntry {
+    pub entry_id: String,
+    pub missing_account: Option<String>,
+    pub missing_journal: Option<String>,
+}
+
 /// A stored reconciliation run.
 #[derive(Debug, Clone)]
 pub struct ReconciliationRow {
@@ -131,6 +139,35 @@ impl Store {
             .await?;
         rows.into_iter()
             .map(|row| Ok((row.try_get("", "journal_id")?, row.try_get("", "total")?)))
+            .collect()
+    }
+
+    /// Entries whose account or journal does not exist (on PostgreSQL no foreign key refuses
+    /// them: the writer guards them, migration `entries_checked_by_the_writer`), with the ids
+    /// that are missing (`None`: that one exists).
+    pub async fn orphan_entries(&self) -> StoreResult<Vec<OrphanEntry>> {
+        let sql = "SELECT e.id AS id, \
+             CASE WHEN a.id IS NULL THEN e.account_id END AS missing_account, \
+             CASE WHEN j.id IS NULL THEN e.journal_id END AS missing_journal \
+             FROM entries e LEFT JOIN accounts a ON a.id = e.account_id \
+             LEFT JOIN journals j ON j.id = e.journal_id \
+             WHERE a.id IS NULL OR j.id IS NULL ORDER BY e.id LIMIT $1";
+        let rows = self
+            .reader()
+            .query_all_raw(statement(
+                self.backend(),
+                sql,
+                vec![(FINDINGS_PER_CHECK_MAX as i64).into()],
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(OrphanEntry {
+                    entry_id: row.try_get("", "id")?,
+                    missing_account: row.try_get("", "missing_account")?,
+                    missing_journal: row.try_get("", "missing_journal")?,
+                })
+            })
             .collect()
     }
 

@@ -287,8 +287,9 @@ async fn a_notification_takes_two_index_entries() {
                 .collect()
         };
         assert_eq!(indexes().await, ["notifications_user_id"], "{backend:?}");
-        // `notifications_keyed_by_event` and the one after it (`entries_op_key_first`).
-        Migrator::down(db, Some(2)).await.expect("down");
+        // `notifications_keyed_by_event` and the ones after it.
+        crate::helpers::migrate_down_through(db, "m20261204_000001_notifications_keyed_by_event")
+            .await;
         assert_eq!(
             indexes().await,
             ["notifications_user_event", "notifications_user_id"],

@@ -1,6 +1,7 @@
 use crate::crash_safety::{seed_debited_saga, usd_account};
 use crate::helpers::{
-    ADMIN_TOKEN, TestApp, TestUser, backends, fresh_database, spawn_app_with, test_settings,
+    ADMIN_TOKEN, Backend, TestApp, TestUser, backends, fresh_database, spawn_app, spawn_app_with,
+    test_settings,
 };
 use reqwest::StatusCode;
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -294,6 +295,92 @@ async fn a_clean_ledger_is_reported_clean_and_each_seeded_discrepancy_is_found()
                 .status,
             StatusCode::UNAUTHORIZED
         );
+    }
+}
+
+/// An entry must belong to an account and a journal that exist. SQLite's foreign keys refuse
+/// any other; on PostgreSQL the writer is what guards it (migration
+/// `entries_checked_by_the_writer`), and the reconciler finds an entry that got past it.
+#[tokio::test]
+async fn an_entry_without_its_account_or_journal_is_refused_or_found() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+        app.fund(&ada, 1_000).await;
+        let sent = app.transfer(&ada, &bob.email, json!(300), "t-1").await;
+        assert_eq!(sent.body["status"], "completed");
+        let bob_account = usd_account(&app, &bob.token).await;
+        let clean = reconcile(&app).await;
+        assert_eq!(clean["counts"]["orphan_entry"], 0, "{clean}");
+
+        let database = Database::connect(app.database_url.as_str())
+            .await
+            .expect("connect");
+        let entry = |account: &str, journal: &str| entries::ActiveModel {
+            id: Set(uuid::Uuid::now_v7().to_string()),
+            account_id: Set(account.to_owned()),
+            op_key: Set(format!("forged:{journal}")),
+            bucket: Set("available".into()),
+            amount: Set(5),
+            balance_after: Set(5),
+            journal_id: Set(journal.to_owned()),
+            kind: Set("adjustment".into()),
+            reference_type: Set("adjustment".into()),
+            reference_id: Set(journal.to_owned()),
+            created_at: Set(chrono::Utc::now()),
+        };
+        let (no_account, no_journal) = (
+            uuid::Uuid::now_v7().to_string(),
+            uuid::Uuid::now_v7().to_string(),
+        );
+        // A real journal (the transfer's) on an account that does not exist, and a real
+        // account with a journal that does not.
+        let transfer_journal: String = journals::Entity::find()
+            .one(&database)
+            .await
+            .expect("journals")
+            .expect("the transfer's journal")
+            .id;
+        let forged = [
+            entry(&no_account, &transfer_journal),
+            entry(&bob_account, &no_journal),
+        ];
+        let ids: Vec<String> = forged.iter().map(|row| row.id.clone().unwrap()).collect();
+        for row in forged {
+            let inserted = entries::Entity::insert(row).exec(&database).await;
+            match backend {
+                Backend::Sqlite => assert!(inserted.is_err(), "SQLite's foreign keys refuse it"),
+                Backend::Postgres => {
+                    inserted.expect("PostgreSQL has no foreign key on entries");
+                }
+            }
+        }
+        let report = reconcile(&app).await;
+        match backend {
+            Backend::Sqlite => assert_eq!(report["status"], "clean", "{report}"),
+            Backend::Postgres => {
+                assert_eq!(report["counts"]["orphan_entry"], 2, "{report}");
+                let detail = |id: &str| -> Value {
+                    report["discrepancies"]
+                        .as_array()
+                        .expect("list")
+                        .iter()
+                        .find(|finding| {
+                            finding["kind"] == "orphan_entry" && finding["reference"]["id"] == id
+                        })
+                        .map(|finding| finding["detail"].clone())
+                        .unwrap_or_else(|| panic!("entry {id} not found: {report}"))
+                };
+                assert_eq!(
+                    detail(&ids[0]),
+                    json!({"missing_account": no_account, "missing_journal": null})
+                );
+                assert_eq!(
+                    detail(&ids[1]),
+                    json!({"missing_account": null, "missing_journal": no_journal})
+                );
+            }
+        }
     }
 }
 
