@@ -12,7 +12,10 @@
 #   payer pays one user) with 32 in flight; walleti on SQLite (the embedded default), uniform.
 # walleti is driven over HTTP by `walleti loadgen` (100 users, bearer auth, an Idempotency-Key
 # on every transfer), which also prints the server's CPU per transfer, its RSS, the database
-# transactions per transfer, and checks conservation after each run.
+# transactions per transfer, and checks conservation after each run. Where this script can read
+# the local PostgreSQL's processes in /proc, it also prints PostgreSQL's CPU per transaction
+# (pgbench) or per transfer (walleti), and the load generator's CPU per transfer: all three
+# share the machine's cores.
 # LOADGEN=path drives the load with another build's loadgen (e.g. against an older server).
 # Needs: PostgreSQL reachable as PGHOST/PGUSER (default 127.0.0.1 / postgres), pgbench.
 set -euo pipefail
@@ -34,11 +37,41 @@ server=
 cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-baseline() { # database scale clients -> tps
+# CPU seconds spent so far by the local PostgreSQL (its live processes and those it reaped);
+# nothing when they cannot be read.
+postgres_seconds() {
+  local postmaster
+  postmaster=$(pgrep -o -x postgres 2>/dev/null) || return 0
+  [ -r "/proc/$postmaster/stat" ] || return 0
+  {
+    for pid in $(pgrep -x postgres); do awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null; done
+    awk '{ print $16 + $17 }' "/proc/$postmaster/stat"
+  } | awk -v hz="$(getconf CLK_TCK)" '{ ticks += $1 } END { print ticks / hz }'
+}
+
+# CPU seconds of this shell's children reaped so far: the second line of the `times` builtin,
+# written to a file by this shell itself (a subshell's counts start at zero).
+children_seconds() { # file written by `times`
+  awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); total += t[1] * 60 + t[2] }; print total }' "$1"
+}
+
+per_unit() { # seconds_before seconds_after units -> µs of CPU per unit, or nothing
+  [ -n "$1" ] && [ -n "$2" ] && [ -n "$3" ] || return 0
+  awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { if (n > 0) printf "%.0f", (b - a) / n * 1e6 }'
+}
+
+baseline() { # database scale clients -> tps (and $work/<database>.pgcpu)
+  local before after out
   psql -qtAc "DROP DATABASE IF EXISTS $1" postgres >/dev/null
   psql -qtAc "CREATE DATABASE $1" postgres >/dev/null
   "$pgbench" -q -i -s "$2" "$1" >/dev/null 2>&1
-  "$pgbench" -c "$3" -j 2 -T "$seconds" "$1" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+  before=$(postgres_seconds)
+  out=$("$pgbench" -c "$3" -j 2 -T "$seconds" "$1" 2>/dev/null)
+  after=$(postgres_seconds)
+  per_unit "$before" "$after" \
+    "$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")" \
+    >"$work/$1.pgcpu"
+  sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out"
 }
 
 walleti() { # name database_url mode concurrency [pg database url for statistics]
@@ -50,9 +83,22 @@ walleti() { # name database_url mode concurrency [pg database url for statistics
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
     sleep 0.1
   done
+  local before after transfers
+  before=$(postgres_seconds)
+  times >"$work/times.before"
   "${LOADGEN:-$binary}" loadgen --url "http://127.0.0.1:$port" --admin-token "$token" --users "$users" \
     --concurrency "$concurrency" --duration-seconds "$seconds" --mode "$mode" \
-    ${statistics:+--database-url "$statistics"} | tee "$work/$name.out" >&2
+    ${statistics:+--database-url "$statistics"} >"$work/$name.out"
+  after=$(postgres_seconds)
+  times >"$work/times.after"
+  tee <"$work/$name.out" >&2
+  # Transfers, as the load generator counts them for the server's CPU per transfer.
+  transfers=$(sed -n 's/^server cpu: \([0-9.]*\) s = \([0-9]*\) µs per transfer.*/\1 \2/p' "$work/$name.out" |
+    awk '$2 > 0 { printf "%.0f", $1 / $2 * 1e6 }')
+  if [ -n "$statistics" ]; then per_unit "$before" "$after" "$transfers" >"$work/$name.pgcpu"; fi
+  # The load generator was the one child reaped in between.
+  per_unit "$(children_seconds "$work/times.before")" "$(children_seconds "$work/times.after")" \
+    "$transfers" >"$work/$name.lgcpu"
   kill "$server"; wait "$server" 2>/dev/null || true; server=
 }
 
@@ -78,23 +124,27 @@ echo "walleti sqlite_uniform ..." >&2
 walleti sqlite_uniform "sqlite://$work/bench.db?mode=rwc" uniform 64
 
 row() { # label file baseline
-  local tps p50 p99 cpu xact rss
+  local tps p50 p99 cpu xact rss postgres loadgen
   tps=$(field "$2" "throughput: ")
   p50=$(field "$2" "p50=")
   p99=$(field "$2" "p99=")
   cpu=$(sed -n 's/.*s = \([0-9]*\) µs per transfer.*/\1/p' "$2")
   xact=$(sed -n 's/.*transactions = \([0-9.]*\) per transfer.*/\1/p' "$2")
   rss=$(field "$2" "server rss: ")
+  postgres=$(cat "${2%.out}.pgcpu" 2>/dev/null || true)
+  loadgen=$(cat "${2%.out}.lgcpu" 2>/dev/null || true)
   ratio=$(awk -v a="$tps" -v b="$3" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }')
-  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$tps" "$ratio" "$p50" "$p99" \
-    "${cpu:--}" "${xact:--}" "${rss:--}"
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$tps" "$ratio" "$p50" "$p99" \
+    "${cpu:--}" "${postgres:--}" "${loadgen:--}" "${xact:--}" "${rss:--}"
 }
 
 echo
-echo "| run | transfers/s | vs pgbench | p50 ms | p99 ms | server µs CPU/transfer | db xacts/transfer | server RSS MiB |"
-echo "|---|---|---|---|---|---|---|---|"
-printf '| pgbench TPC-B scale 10, 64 clients (uniform) | %s | 1.00× | | | | 1 | |\n' "$uniform_tps"
-printf '| pgbench TPC-B scale 1, 32 clients (hot row) | %s | 1.00× | | | | 1 | |\n' "$hot_tps"
+echo "| run | transfers/s | vs pgbench | p50 ms | p99 ms | server µs CPU/transfer | PostgreSQL µs CPU/transfer | load generator µs CPU/transfer | db xacts/transfer | server RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+printf '| pgbench TPC-B scale 10, 64 clients (uniform) | %s | 1.00× | | | | %s | | 1 | |\n' "$uniform_tps" \
+  "$(cat "$work/walleti_baseline_s10.pgcpu" 2>/dev/null || true)"
+printf '| pgbench TPC-B scale 1, 32 clients (hot row) | %s | 1.00× | | | | %s | | 1 | |\n' "$hot_tps" \
+  "$(cat "$work/walleti_baseline_s1.pgcpu" 2>/dev/null || true)"
 row "walleti PostgreSQL uniform, 64 in flight" "$work/pg_uniform.out" "$uniform_tps"
 row "walleti PostgreSQL hot, 32 in flight" "$work/pg_hot.out" "$hot_tps"
 row "walleti SQLite uniform, 64 in flight" "$work/sqlite_uniform.out" "$uniform_tps"
