@@ -1,9 +1,10 @@
 //! `Reconciler`: proves the books balance, on a schedule and on demand, and stores a report.
 //! Ledger checks (every account equals the sum of its entries; every finished journal sums to
-//! zero; every entry's account and journal exist; Σ all accounts + Σ in flight = 0 per currency; no wallet negative; every hold resolved
-//! at most once, its locked entries matching its state), saga checks
-//! (transfers stuck past a threshold are resumed and reported), and external checks (bank
-//! on-ramps against the bank's settlement statement). Runs are serialised by the actor.
+//! zero; every entry's account and journal exist; Σ all accounts + Σ in flight = 0 per
+//! currency; no wallet negative; every hold resolved at most once, its locked entries matching
+//! its state), saga checks (transfers stuck past a threshold are resumed and reported), and
+//! external checks (bank on-ramps against the bank's settlement statement). Runs are
+//! serialised by the actor.
 
 use super::transfer_saga::{self, SagaContext};
 use crate::domain::OnrampStatus;
