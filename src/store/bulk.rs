@@ -418,8 +418,8 @@ where
 /// one after the other. Every sub-statement runs to completion and sees the database as it was
 /// before the statement: an UPDATE does not see rows inserted beside it (a guarded one then
 /// matches fewer rows, which its count check reports), and no row may be written twice.
-/// Foreign keys are checked at the end of the statement, so a row may reference one inserted
-/// beside it.
+/// (None of the tables written this way has a foreign key on PostgreSQL: `entries` lost its
+/// two in migration `entries_checked_by_the_writer`.)
 #[derive(Default)]
 pub(super) struct Writes {
     statements: Vec<(String, Vec<Value>)>,

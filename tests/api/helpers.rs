@@ -358,22 +358,29 @@ pub fn p2p_transfer(
     }
 }
 
-/// The first column, as text, of every row `sql` returns (e.g. a table's index names).
-/// Undoes the migration `name` and every one after it (newest first), whatever came after.
+/// Undoes the migration `name` and every applied one after it (newest first), whatever
+/// came after it and whatever is already undone.
 pub async fn migrate_down_through(db: &sea_orm::DatabaseConnection, name: &str) {
     use migration::{Migrator, MigratorTrait};
-    let names: Vec<String> = Migrator::migrations()
+    let applied: Vec<String> = Migrator::get_applied_migrations(db)
+        .await
+        .expect("applied migrations")
         .iter()
         .map(|migration| migration.name().to_owned())
         .collect();
-    let position = names
+    let position = applied
         .iter()
         .position(|known| known == name)
-        .unwrap_or_else(|| panic!("no migration {name}"));
-    let count = u32::try_from(names.len() - position).expect("count");
+        .unwrap_or_else(|| panic!("migration {name} is not applied"));
+    let count = u32::try_from(applied.len() - position).expect("count");
     Migrator::down(db, Some(count)).await.expect("down");
+    let left = Migrator::get_applied_migrations(db)
+        .await
+        .expect("applied migrations");
+    assert_eq!(left.len(), position, "everything from {name} on is undone");
 }
 
+/// The first column, as text, of every row `sql` returns (e.g. a table's index names).
 pub async fn text_column(db: &sea_orm::DatabaseConnection, sql: &str) -> Vec<String> {
     db.query_all_raw(sea_orm::Statement::from_string(
         db.get_database_backend(),

@@ -333,13 +333,13 @@ async fn an_entry_without_its_account_or_journal_is_refused_or_found() {
             uuid::Uuid::now_v7().to_string(),
             uuid::Uuid::now_v7().to_string(),
         );
-        // A real journal (the transfer's) on an account that does not exist, and a real
-        // account with a journal that does not.
+        // A journal that exists (the funding's or the transfer's) on an account that does
+        // not, and an account that exists with a journal that does not.
         let transfer_journal: String = journals::Entity::find()
             .one(&database)
             .await
             .expect("journals")
-            .expect("the transfer's journal")
+            .expect("a journal")
             .id;
         let forged = [
             entry(&no_account, &transfer_journal),
@@ -349,7 +349,10 @@ async fn an_entry_without_its_account_or_journal_is_refused_or_found() {
         for row in forged {
             let inserted = entries::Entity::insert(row).exec(&database).await;
             match backend {
-                Backend::Sqlite => assert!(inserted.is_err(), "SQLite's foreign keys refuse it"),
+                Backend::Sqlite => {
+                    let error = inserted.expect_err("SQLite's foreign keys refuse it");
+                    assert!(error.to_string().contains("FOREIGN KEY"), "{error}");
+                }
                 Backend::Postgres => {
                     inserted.expect("PostgreSQL has no foreign key on entries");
                 }
