@@ -57,6 +57,28 @@ async fn bank_top_up(
     (id, payment)
 }
 
+/// An entry written straight into the database, past the ledger.
+fn forged_entry(
+    account: &str,
+    journal: &str,
+    amount: i64,
+    balance_after: i64,
+) -> entries::ActiveModel {
+    entries::ActiveModel {
+        id: Set(uuid::Uuid::now_v7().to_string()),
+        account_id: Set(account.to_owned()),
+        op_key: Set(format!("forged:{journal}")),
+        bucket: Set("available".into()),
+        amount: Set(amount),
+        balance_after: Set(balance_after),
+        journal_id: Set(journal.to_owned()),
+        kind: Set("adjustment".into()),
+        reference_type: Set("adjustment".into()),
+        reference_id: Set(journal.to_owned()),
+        created_at: Set(chrono::Utc::now()),
+    }
+}
+
 async fn wait_for_balance(app: &TestApp, user: &TestUser, available: i64) {
     for _ in 0..250 {
         if app.balance(user).await.0 == available {
@@ -163,22 +185,10 @@ async fn a_clean_ledger_is_reported_clean_and_each_seeded_discrepancy_is_found()
         .exec(&database)
         .await
         .expect("journal");
-        entries::Entity::insert(entries::ActiveModel {
-            id: Set(uuid::Uuid::now_v7().to_string()),
-            account_id: Set(bob_account.clone()),
-            op_key: Set(format!("forged:{journal}")),
-            bucket: Set("available".into()),
-            amount: Set(5),
-            balance_after: Set(505),
-            journal_id: Set(journal.clone()),
-            kind: Set("adjustment".into()),
-            reference_type: Set("adjustment".into()),
-            reference_id: Set(journal.clone()),
-            created_at: Set(chrono::Utc::now()),
-        })
-        .exec(&database)
-        .await
-        .expect("entry");
+        entries::Entity::insert(forged_entry(&bob_account, &journal, 5, 505))
+            .exec(&database)
+            .await
+            .expect("entry");
         accounts::Entity::update_many()
             .col_expr(
                 accounts::Column::Available,
@@ -316,19 +326,7 @@ async fn an_entry_without_its_account_or_journal_is_refused_or_found() {
         let database = Database::connect(app.database_url.as_str())
             .await
             .expect("connect");
-        let entry = |account: &str, journal: &str| entries::ActiveModel {
-            id: Set(uuid::Uuid::now_v7().to_string()),
-            account_id: Set(account.to_owned()),
-            op_key: Set(format!("forged:{journal}")),
-            bucket: Set("available".into()),
-            amount: Set(5),
-            balance_after: Set(5),
-            journal_id: Set(journal.to_owned()),
-            kind: Set("adjustment".into()),
-            reference_type: Set("adjustment".into()),
-            reference_id: Set(journal.to_owned()),
-            created_at: Set(chrono::Utc::now()),
-        };
+        let entry = |account: &str, journal: &str| forged_entry(account, journal, 5, 5);
         let (no_account, no_journal) = (
             uuid::Uuid::now_v7().to_string(),
             uuid::Uuid::now_v7().to_string(),
