@@ -10,12 +10,14 @@
 #   one branch row: hot);
 #   walleti on PostgreSQL (synchronous commit), uniform P2P with 64 in flight and hot (every
 #   payer pays one user) with 32 in flight; walleti on SQLite (the embedded default), uniform.
-# walleti is driven over HTTP by `walleti loadgen` (100 users, bearer auth, an Idempotency-Key
-# on every transfer), which also prints the server's CPU per transfer, its RSS, the database
-# transactions per transfer, and checks conservation after each run. Where this script can read
-# the local PostgreSQL's processes in /proc, it also prints PostgreSQL's CPU per transaction
-# (pgbench) or per transfer (walleti), and the load generator's CPU per transfer: all three
-# share the machine's cores.
+# walleti is driven over HTTP by `walleti loadgen` (BENCH_USERS users, default 200; bearer auth,
+# an Idempotency-Key on every transfer), which also prints the server's CPU per transfer, its
+# RSS, the database transactions per transfer, any errors by HTTP status, and checks
+# conservation after each run. 200 users, not 100: each user may move money 50 times a second
+# (burst 100; `Limits::money_quota`), and at ≈5,000 uniform transfers/s 100 users ran into it
+# (429s). Where this script can read the local PostgreSQL's processes in /proc, it also prints
+# PostgreSQL's CPU per transaction (pgbench) or per transfer (walleti), and the load
+# generator's CPU per transfer, over the timed phase only: all three share the machine's cores.
 # LOADGEN=path drives the load with another build's loadgen (e.g. against an older server).
 # Needs: PostgreSQL reachable as PGHOST/PGUSER (default 127.0.0.1 / postgres), pgbench.
 set -euo pipefail
@@ -28,7 +30,7 @@ export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
 export PGSSLMODE=${PGSSLMODE:-disable}
 port=${BENCH_PORT:-18181}
 token=bench-operator-token-0123456789
-users=${BENCH_USERS:-100}
+users=${BENCH_USERS:-200}
 pgbench=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | tail -1)
 [ -x "$binary" ] || { echo "no walleti binary at $binary (cargo build --release)"; exit 2; }
 [ -x "$pgbench" ] || { echo "pgbench not found (Debian package postgresql-contrib)"; exit 2; }
@@ -49,10 +51,19 @@ postgres_seconds() {
   } | awk -v hz="$(getconf CLK_TCK)" '{ ticks += $1 } END { print ticks / hz }'
 }
 
-# CPU seconds of this shell's children reaped so far: the second line of the `times` builtin,
-# written to a file by this shell itself (a subshell's counts start at zero).
-children_seconds() { # file written by `times`
-  awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); total += t[1] * 60 + t[2] }; print total }' "$1"
+# CPU seconds a live process has spent so far (its threads included); nothing if unreadable.
+process_seconds() { # pid
+  [ -r "/proc/$1/stat" ] || return 0
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+# Waits until the load generator's output has the line (it prints `load: started` and
+# `load: finished` around the timed phase), or it has exited.
+await_line() { # file line pid
+  until grep -qx "$2" "$1" 2>/dev/null; do
+    kill -0 "$3" 2>/dev/null || return 0
+    sleep 0.05
+  done
 }
 
 per_unit() { # seconds_before seconds_after units -> µs of CPU per unit, or nothing
@@ -83,22 +94,25 @@ walleti() { # name database_url mode concurrency [pg database url for statistics
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
     sleep 0.1
   done
-  local before after transfers
-  before=$(postgres_seconds)
-  times >"$work/times.before"
+  local before after transfers loadgen loadgen_before loadgen_after
   "${LOADGEN:-$binary}" loadgen --url "http://127.0.0.1:$port" --admin-token "$token" --users "$users" \
     --concurrency "$concurrency" --duration-seconds "$seconds" --mode "$mode" \
-    ${statistics:+--database-url "$statistics"} >"$work/$name.out"
+    ${statistics:+--database-url "$statistics"} >"$work/$name.out" &
+  loadgen=$!
+  # PostgreSQL's and the load generator's CPU over the timed phase only (not the users' set-up).
+  await_line "$work/$name.out" "load: started" "$loadgen"
+  before=$(postgres_seconds)
+  loadgen_before=$(process_seconds "$loadgen")
+  await_line "$work/$name.out" "load: finished" "$loadgen"
   after=$(postgres_seconds)
-  times >"$work/times.after"
+  loadgen_after=$(process_seconds "$loadgen")
+  wait "$loadgen"
   tee <"$work/$name.out" >&2
   # Transfers, as the load generator counts them for the server's CPU per transfer.
   transfers=$(sed -n 's/^server cpu: \([0-9.]*\) s = \([0-9]*\) µs per transfer.*/\1 \2/p' "$work/$name.out" |
     awk '$2 > 0 { printf "%.0f", $1 / $2 * 1e6 }')
   if [ -n "$statistics" ]; then per_unit "$before" "$after" "$transfers" >"$work/$name.pgcpu"; fi
-  # The load generator was the one child reaped in between.
-  per_unit "$(children_seconds "$work/times.before")" "$(children_seconds "$work/times.after")" \
-    "$transfers" >"$work/$name.lgcpu"
+  per_unit "$loadgen_before" "$loadgen_after" "$transfers" >"$work/$name.lgcpu"
   kill "$server"; wait "$server" 2>/dev/null || true; server=
 }
 

@@ -141,6 +141,9 @@ struct WorkerReport {
     pending: Vec<(usize, String)>,
     rejected: u64,
     errors: u64,
+    /// Errors by HTTP status (0: no answer), so that a run that met a rate limit (429) or a
+    /// failing server (5xx) says so.
+    error_statuses: std::collections::BTreeMap<u16, u64>,
 }
 
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
@@ -177,6 +180,8 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     };
     tokio::time::sleep(STATISTICS_FLUSH_WAIT).await;
     let before = read_counters(&client, &metrics_url, database.as_ref()).await;
+    // For scripts that measure other processes over the timed phase (scripts/bench.sh).
+    println!("load: started");
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration_seconds);
     let workers = (0..args.concurrency).map(|worker| {
@@ -187,6 +192,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     });
     let reports = futures_util::future::join_all(workers).await;
     let elapsed = started.elapsed();
+    println!("load: finished");
     let mut total = WorkerReport::default();
     for report in reports {
         total.latencies.extend(report.latencies);
@@ -194,6 +200,9 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         total.pending.extend(report.pending);
         total.rejected += report.rejected;
         total.errors += report.errors;
+        for (status, count) in report.error_statuses {
+            *total.error_statuses.entry(status).or_default() += count;
+        }
     }
     print_report(&total, elapsed);
     tokio::time::sleep(STATISTICS_FLUSH_WAIT).await;
@@ -352,7 +361,10 @@ async fn run_worker(
                 .pending
                 .push((from, body["id"].as_str().unwrap_or_default().to_owned())),
             (422, _) => report.rejected += 1,
-            _ => report.errors += 1,
+            (status, _) => {
+                report.errors += 1;
+                *report.error_statuses.entry(status).or_default() += 1;
+            }
         }
     }
     report
@@ -378,6 +390,17 @@ fn print_report(report: &WorkerReport, elapsed: Duration) {
         report.errors,
         seconds
     );
+    if !report.error_statuses.is_empty() {
+        let statuses: Vec<String> = report
+            .error_statuses
+            .iter()
+            .map(|(status, count)| match status {
+                0 => format!("no answer ×{count}"),
+                status => format!("{status} ×{count}"),
+            })
+            .collect();
+        println!("errors by status: {}", statuses.join(", "));
+    }
     println!(
         "throughput: {:.1} transfers/s",
         report.completed as f64 / seconds
