@@ -6,13 +6,13 @@ use super::bulk::{id_in, insert_rows, insert_rows_returning_ids};
 use super::entities::{
     devices, notification_deliveries, notification_preferences, notifications, outbox,
 };
-use super::{Store, StoreResult};
+use super::{Store, StoreError, StoreResult};
 use crate::domain::UserId;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DbBackend, EntityTrait, IdenStatic,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -145,15 +145,8 @@ impl Store {
         ids: &[String],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        outbox::Entity::update_many()
-            .col_expr(outbox::Column::PublishedAt, Expr::value(now))
-            .filter(id_in(self.backend(), outbox::Column::Id, ids.to_vec()))
-            .exec(self.writer())
-            .await?;
-        Ok(())
+        self.stamp_outbox(outbox::Column::PublishedAt, ids, now)
+            .await
     }
 
     /// Records the in-process consumers that handled events the others have not handled yet
@@ -164,19 +157,67 @@ impl Store {
         dispatched: &[String],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        for (column, ids) in [
-            (outbox::Column::NotifiedAt, notified),
-            (outbox::Column::DispatchedAt, dispatched),
-        ] {
-            if ids.is_empty() {
-                continue;
-            }
-            outbox::Entity::update_many()
-                .col_expr(column, Expr::value(now))
-                .filter(id_in(self.backend(), outbox::Column::Id, ids.to_vec()))
-                .exec(self.writer())
-                .await?;
+        self.stamp_outbox(outbox::Column::NotifiedAt, notified, now)
+            .await?;
+        self.stamp_outbox(outbox::Column::DispatchedAt, dispatched, now)
+            .await
+    }
+
+    /// Sets `column` to `now` on these events, in one statement.
+    ///
+    /// On PostgreSQL the statement is planned for each execution (an unnamed statement) rather
+    /// than once per pooled connection: the outbox grows from nothing, and a plan cached while
+    /// it held a page or two (a sequential scan, cheaper then than the key's index) stays
+    /// cached on the connection until an `ANALYZE` of the table invalidates it. In a 15 s run on
+    /// a fresh database with 200 users the published mark took 67 ms a call (11.8 of the 15
+    /// seconds, PostgreSQL's largest item by far, `pg_stat_statements`), each call reading the
+    /// whole table; planned afresh it finds the ids by the primary key. Planning a statement
+    /// this small costs well under a millisecond, a few times a second.
+    async fn stamp_outbox(
+        &self,
+        column: outbox::Column,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
         }
+        if self.backend() == DbBackend::Postgres {
+            let sql = match column {
+                outbox::Column::PublishedAt => {
+                    "UPDATE outbox SET published_at = $1 WHERE id = ANY($2)"
+                }
+                outbox::Column::NotifiedAt => {
+                    "UPDATE outbox SET notified_at = $1 WHERE id = ANY($2)"
+                }
+                outbox::Column::DispatchedAt => {
+                    "UPDATE outbox SET dispatched_at = $1 WHERE id = ANY($2)"
+                }
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "outbox column {} is not a stamp",
+                        other.as_str()
+                    )));
+                }
+            };
+            sea_orm::sqlx::query(sql)
+                .bind(now)
+                .bind(ids)
+                .persistent(false)
+                .execute(self.writer().get_postgres_connection_pool())
+                .await
+                .map_err(|error| {
+                    StoreError::Database(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(
+                        std::sync::Arc::new(error),
+                    )))
+                })?;
+            return Ok(());
+        }
+        outbox::Entity::update_many()
+            .col_expr(column, Expr::value(now))
+            .filter(id_in(self.backend(), outbox::Column::Id, ids.to_vec()))
+            .exec(self.writer())
+            .await?;
         Ok(())
     }
 
