@@ -163,7 +163,8 @@ impl Store {
             .await
     }
 
-    /// Sets `column` to `now` on these events, in one statement.
+    /// Sets `column` (a consumer's or the relay's time stamp) to `now` on these events, in one
+    /// statement.
     ///
     /// On PostgreSQL the statement is planned for each execution (an unnamed statement) rather
     /// than once per pooled connection: the outbox grows from nothing, and a plan cached while
@@ -183,24 +184,11 @@ impl Store {
             return Ok(());
         }
         if self.backend() == DbBackend::Postgres {
-            let sql = match column {
-                outbox::Column::PublishedAt => {
-                    "UPDATE outbox SET published_at = $1 WHERE id = ANY($2)"
-                }
-                outbox::Column::NotifiedAt => {
-                    "UPDATE outbox SET notified_at = $1 WHERE id = ANY($2)"
-                }
-                outbox::Column::DispatchedAt => {
-                    "UPDATE outbox SET dispatched_at = $1 WHERE id = ANY($2)"
-                }
-                other => {
-                    return Err(StoreError::Corrupt(format!(
-                        "outbox column {} is not a stamp",
-                        other.as_str()
-                    )));
-                }
-            };
-            sea_orm::sqlx::query(sql)
+            let sql = format!(
+                "UPDATE outbox SET \"{}\" = $1 WHERE id = ANY($2)",
+                column.as_str()
+            );
+            sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(sql))
                 .bind(now)
                 .bind(ids)
                 .persistent(false)
