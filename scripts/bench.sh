@@ -19,6 +19,9 @@
 # PostgreSQL's CPU per transaction (pgbench) or per transfer (walleti), and the load
 # generator's CPU per transfer, over the timed phase only: all three share the machine's cores.
 # LOADGEN=path drives the load with another build's loadgen (e.g. against an older server).
+# BENCH_RUNS picks runs (default: pgbench pg_uniform pg_hot sqlite_uniform), e.g.
+# BENCH_RUNS=pg_uniform for an A/B of two builds; BENCH_SERVER_ENV="NAME=value …" is passed to
+# the server's environment.
 # Needs: PostgreSQL reachable as PGHOST/PGUSER (default 127.0.0.1 / postgres), pgbench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +34,8 @@ export PGSSLMODE=${PGSSLMODE:-disable}
 port=${BENCH_PORT:-18181}
 token=bench-operator-token-0123456789
 users=${BENCH_USERS:-200}
+runs=" ${BENCH_RUNS:-pgbench pg_uniform pg_hot sqlite_uniform} "
+selected() { [[ "$runs" == *" $1 "* ]]; }
 pgbench=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | tail -1)
 [ -x "$binary" ] || { echo "no walleti binary at $binary (cargo build --release)"; exit 2; }
 [ -x "$pgbench" ] || { echo "pgbench not found (Debian package postgresql-contrib)"; exit 2; }
@@ -87,7 +92,7 @@ baseline() { # database scale clients -> tps (and $work/<database>.pgcpu)
 
 walleti() { # name database_url mode concurrency [pg database url for statistics]
   local name=$1 url=$2 mode=$3 concurrency=$4 statistics=${5:-}
-  DATABASE_URL=$url WALLETI_BIND=127.0.0.1:$port WALLETI_ADMIN_TOKEN=$token WALLETI_SIGNUPS_PER_ADDRESS_PER_HOUR=1000000 \
+  env ${BENCH_SERVER_ENV:-} DATABASE_URL=$url WALLETI_BIND=127.0.0.1:$port WALLETI_ADMIN_TOKEN=$token WALLETI_SIGNUPS_PER_ADDRESS_PER_HOUR=1000000 \
     WALLETI_RECONCILE_INTERVAL_SECONDS=0 RUST_LOG=warn "$binary" >"$work/$name.server.log" 2>&1 &
   server=$!
   for _ in $(seq 1 100); do
@@ -120,13 +125,17 @@ field() { # file pattern -> first number after it
   sed -n "s/.*$2\([0-9.]*\).*/\1/p" "$1" | head -1
 }
 
-echo "pgbench baseline, $seconds s each ..." >&2
-uniform_tps=$(baseline walleti_baseline_s10 10 64)
-hot_tps=$(baseline walleti_baseline_s1 1 32)
+uniform_tps= hot_tps=
+if selected pgbench; then
+  echo "pgbench baseline, $seconds s each ..." >&2
+  uniform_tps=$(baseline walleti_baseline_s10 10 64)
+  hot_tps=$(baseline walleti_baseline_s1 1 32)
+fi
 
 stamp=$(date +%s)
 for run in pg_uniform:uniform:64 pg_hot:hot:32; do
   IFS=: read -r name mode concurrency <<<"$run"
+  selected "$name" || continue
   database=walleti_bench_${name}_$stamp
   psql -qtAc "CREATE DATABASE $database" postgres >/dev/null
   url="postgres://$PGUSER@$PGHOST:5432/$database"
@@ -134,10 +143,13 @@ for run in pg_uniform:uniform:64 pg_hot:hot:32; do
   walleti "$name" "$url" "$mode" "$concurrency" "$url"
   psql -qtAc "DROP DATABASE IF EXISTS $database WITH (FORCE)" postgres >/dev/null || true
 done
-echo "walleti sqlite_uniform ..." >&2
-walleti sqlite_uniform "sqlite://$work/bench.db?mode=rwc" uniform 64
+if selected sqlite_uniform; then
+  echo "walleti sqlite_uniform ..." >&2
+  walleti sqlite_uniform "sqlite://$work/bench.db?mode=rwc" uniform 64
+fi
 
 row() { # label file baseline
+  [ -f "$2" ] || return 0
   local tps p50 p99 cpu xact rss postgres loadgen
   tps=$(field "$2" "throughput: ")
   p50=$(field "$2" "p50=")
@@ -147,7 +159,7 @@ row() { # label file baseline
   rss=$(field "$2" "server rss: ")
   postgres=$(cat "${2%.out}.pgcpu" 2>/dev/null || true)
   loadgen=$(cat "${2%.out}.lgcpu" 2>/dev/null || true)
-  ratio=$(awk -v a="$tps" -v b="$3" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }')
+  ratio=$(awk -v a="$tps" -v b="${3:-0}" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }')
   printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$tps" "$ratio" "$p50" "$p99" \
     "${cpu:--}" "${postgres:--}" "${loadgen:--}" "${xact:--}" "${rss:--}"
 }
@@ -155,10 +167,12 @@ row() { # label file baseline
 echo
 echo "| run | transfers/s | vs pgbench | p50 ms | p99 ms | server µs CPU/transfer | PostgreSQL µs CPU/transfer | load generator µs CPU/transfer | db xacts/transfer | server RSS MiB |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
-printf '| pgbench TPC-B scale 10, 64 clients (uniform) | %s | 1.00× | | | | %s | | 1 | |\n' "$uniform_tps" \
-  "$(cat "$work/walleti_baseline_s10.pgcpu" 2>/dev/null || true)"
-printf '| pgbench TPC-B scale 1, 32 clients (hot row) | %s | 1.00× | | | | %s | | 1 | |\n' "$hot_tps" \
-  "$(cat "$work/walleti_baseline_s1.pgcpu" 2>/dev/null || true)"
+if selected pgbench; then
+  printf '| pgbench TPC-B scale 10, 64 clients (uniform) | %s | 1.00× | | | | %s | | 1 | |\n' "$uniform_tps" \
+    "$(cat "$work/walleti_baseline_s10.pgcpu" 2>/dev/null || true)"
+  printf '| pgbench TPC-B scale 1, 32 clients (hot row) | %s | 1.00× | | | | %s | | 1 | |\n' "$hot_tps" \
+    "$(cat "$work/walleti_baseline_s1.pgcpu" 2>/dev/null || true)"
+fi
 row "walleti PostgreSQL uniform, 64 in flight" "$work/pg_uniform.out" "$uniform_tps"
 row "walleti PostgreSQL hot, 32 in flight" "$work/pg_hot.out" "$hot_tps"
 row "walleti SQLite uniform, 64 in flight" "$work/sqlite_uniform.out" "$uniform_tps"
