@@ -21,6 +21,7 @@ mod m20261203_000001_entries_keyed_by_account;
 mod m20261204_000001_notifications_keyed_by_event;
 mod m20261205_000001_entries_op_key_first;
 mod m20261206_000001_entries_checked_by_the_writer;
+mod m20261207_000001_notifications_keyed_by_user;
 
 pub struct Migrator;
 
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000001_notifications_keyed_by_event::Migration),
             Box::new(m20261205_000001_entries_op_key_first::Migration),
             Box::new(m20261206_000001_entries_checked_by_the_writer::Migration),
+            Box::new(m20261207_000001_notifications_keyed_by_user::Migration),
         ]
     }
 }

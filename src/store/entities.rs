@@ -349,6 +349,8 @@ pub mod notification_deliveries {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: String,
         pub notification_id: String,
+        /// The notification's user: with its id, the notification's key.
+        pub user_id: String,
         pub channel: String,
         pub status: String,
         pub attempts: i32,

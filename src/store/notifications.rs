@@ -63,6 +63,7 @@ fn settled_delivery_models(
         .map(|(channel, status)| notification_deliveries::Model {
             id: format!("{}:{channel}", notification.id),
             notification_id: notification.id.clone(),
+            user_id: notification.user_id.clone(),
             channel: channel.to_owned(),
             status: status.to_owned(),
             attempts: 0,
@@ -451,9 +452,10 @@ impl Store {
             ids.push(Some(id));
         }
         let transaction = self.writer().begin().await?;
+        // The key is `(user_id, id)` on PostgreSQL and `id` on SQLite: either way the one
+        // unique index, and the id is derived from the user and event.
         let inserted =
-            insert_rows_returning_ids(&transaction, rows, Some("ON CONFLICT (\"id\") DO NOTHING"))
-                .await?;
+            insert_rows_returning_ids(&transaction, rows, Some("ON CONFLICT DO NOTHING")).await?;
         let mut stored = Vec::with_capacity(notifications.len());
         let mut delivery_rows = Vec::new();
         for (notification, id) in notifications.iter().zip(&ids) {
@@ -472,6 +474,7 @@ impl Store {
                 notification_deliveries::ActiveModel {
                     id: Set(uuid::Uuid::now_v7().to_string()),
                     notification_id: Set(id.clone()),
+                    user_id: Set(notification.user.to_string()),
                     channel: Set((*channel).to_owned()),
                     status: Set((*status).to_owned()),
                     attempts: Set(0),
@@ -578,10 +581,12 @@ impl Store {
             .await?;
         let mut due = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            if let Some(notification) =
-                notifications::Entity::find_by_id(delivery.notification_id.clone())
-                    .one(self.writer())
-                    .await?
+            // By the notification's key on PostgreSQL, `(user_id, id)`.
+            if let Some(notification) = notifications::Entity::find()
+                .filter(notifications::Column::UserId.eq(delivery.user_id.as_str()))
+                .filter(notifications::Column::Id.eq(delivery.notification_id.as_str()))
+                .one(self.writer())
+                .await?
             {
                 due.push(DueDelivery {
                     delivery,

@@ -261,41 +261,75 @@ async fn a_redelivered_event_notifies_once_and_a_poison_event_is_dead_lettered()
 }
 
 /// One notification per user and event is kept by the primary key (the id is derived from
-/// both), not by an index of its own: a notification takes two index entries, its key and
-/// `(user_id, id)` for listing. The migration goes down and up.
+/// both), not by an index of its own. On PostgreSQL a notification takes one index entry: its
+/// key `(user_id, id)`, which also serves the list; SQLite, which cannot change a table's key in
+/// place, keeps its key on `id` beside `(user_id, id)`. The migrations go down and up.
 #[tokio::test]
-async fn a_notification_takes_two_index_entries() {
+async fn a_notification_takes_one_index_entry_on_postgres() {
     use migration::{Migrator, MigratorTrait};
-    use sea_orm::DbBackend;
+    use sea_orm::{ConnectionTrait, DbBackend};
+    const KEY_BY_ID: &str =
+        "CREATE UNIQUE INDEX notifications_pkey ON public.notifications USING btree (id)";
+    const BY_USER: &str =
+        "CREATE INDEX notifications_user_id ON public.notifications USING btree (user_id, id)";
     for backend in backends() {
         let app = spawn_app(backend).await;
         let db = app.state().store.writer();
-        let sql = match db.get_database_backend() {
-            DbBackend::Postgres => {
-                "SELECT indexname FROM pg_indexes WHERE tablename = 'notifications' ORDER BY indexname"
-            }
-            _ => {
-                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'notifications' \
-                 ORDER BY name"
-            }
+        let (sql, expected, keyed_by_id, before): (&str, &[&str], &[&str], &[&str]) = match db
+            .get_database_backend()
+        {
+            DbBackend::Postgres => (
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'notifications' \
+                     ORDER BY indexname",
+                &[
+                    "CREATE UNIQUE INDEX notifications_pkey ON public.notifications USING btree (user_id, id)",
+                ],
+                &[KEY_BY_ID, BY_USER],
+                &[
+                    KEY_BY_ID,
+                    "CREATE UNIQUE INDEX notifications_user_event ON public.notifications USING btree (user_id, event_id)",
+                    BY_USER,
+                ],
+            ),
+            _ => (
+                "SELECT name FROM sqlite_master WHERE type = 'index' \
+                     AND tbl_name = 'notifications' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+                &["notifications_user_id"],
+                &["notifications_user_id"],
+                &["notifications_user_event", "notifications_user_id"],
+            ),
         };
-        let indexes = async || -> Vec<String> {
-            crate::helpers::text_column(db, sql)
-                .await
-                .into_iter()
-                .filter(|name| name != "notifications_pkey" && !name.starts_with("sqlite_"))
-                .collect()
-        };
-        assert_eq!(indexes().await, ["notifications_user_id"], "{backend:?}");
+        let indexes = async || -> Vec<String> { crate::helpers::text_column(db, sql).await };
+        assert_eq!(indexes().await, expected, "{backend:?}");
+        crate::helpers::migrate_down_through(db, "m20261207_000001_notifications_keyed_by_user")
+            .await;
+        assert_eq!(indexes().await, keyed_by_id, "{backend:?}");
+        // A delivery written before the migration learns its notification's user from it.
+        for statement in [
+            "INSERT INTO notifications (id, user_id, event_id, kind, title, body, created_at) \
+             VALUES ('n-before', 'u-before', 'e-before', 'k', 't', 'b', CURRENT_TIMESTAMP)",
+            "INSERT INTO notification_deliveries (id, notification_id, channel, status, attempts, \
+             updated_at) VALUES ('d-before', 'n-before', 'sms', 'pending', 0, CURRENT_TIMESTAMP)",
+        ] {
+            db.execute_unprepared(statement).await.expect("insert");
+        }
+        Migrator::up(db, None).await.expect("up");
+        assert_eq!(
+            crate::helpers::text_column(
+                db,
+                "SELECT user_id FROM notification_deliveries WHERE id = 'd-before'"
+            )
+            .await,
+            ["u-before"],
+            "{backend:?}"
+        );
+        crate::helpers::migrate_down_through(db, "m20261207_000001_notifications_keyed_by_user")
+            .await;
         // `notifications_keyed_by_event` and the ones after it.
         crate::helpers::migrate_down_through(db, "m20261204_000001_notifications_keyed_by_event")
             .await;
-        assert_eq!(
-            indexes().await,
-            ["notifications_user_event", "notifications_user_id"],
-            "{backend:?}"
-        );
+        assert_eq!(indexes().await, before, "{backend:?}");
         Migrator::up(db, None).await.expect("up");
-        assert_eq!(indexes().await, ["notifications_user_id"], "{backend:?}");
+        assert_eq!(indexes().await, expected, "{backend:?}");
     }
 }
