@@ -65,3 +65,16 @@ pub(crate) async fn execute_all(
     }
     Ok(())
 }
+
+/// Runs `postgres` on PostgreSQL and `other` on any other database (SQLite), in order: for the
+/// migrations whose schema differs by backend (a key SQLite cannot change in place).
+pub(crate) async fn execute_by_backend(
+    manager: &SchemaManager<'_>,
+    postgres: &[&str],
+    other: &[&str],
+) -> Result<(), DbErr> {
+    match manager.get_database_backend() {
+        sea_orm_migration::sea_orm::DbBackend::Postgres => execute_all(manager, postgres).await,
+        _ => execute_all(manager, other).await,
+    }
+}

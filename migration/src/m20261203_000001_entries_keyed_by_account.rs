@@ -12,9 +12,8 @@
 //! On a large PostgreSQL ledger the new key is built while the table is locked (a
 //! maintenance window's work, once).
 
-use crate::execute_all;
+use crate::execute_by_backend;
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -40,16 +39,10 @@ const DOWN_SQLITE: [&str; 1] = ["CREATE INDEX entries_journal ON entries (journa
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        match manager.get_database_backend() {
-            DbBackend::Postgres => execute_all(manager, &UP_POSTGRES).await,
-            _ => execute_all(manager, &UP_SQLITE).await,
-        }
+        execute_by_backend(manager, &UP_POSTGRES, &UP_SQLITE).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        match manager.get_database_backend() {
-            DbBackend::Postgres => execute_all(manager, &DOWN_POSTGRES).await,
-            _ => execute_all(manager, &DOWN_SQLITE).await,
-        }
+        execute_by_backend(manager, &DOWN_POSTGRES, &DOWN_SQLITE).await
     }
 }

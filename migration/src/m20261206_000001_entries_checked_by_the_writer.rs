@@ -23,9 +23,8 @@
 //! (2,404 and 2,314 transfers/s with them, 2,333 and 2,424 without, same runs), and dropping a
 //! foreign key there means rebuilding the table.
 
-use crate::execute_all;
+use crate::execute_by_backend;
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -45,16 +44,10 @@ const DOWN_POSTGRES: [&str; 4] = [
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        match manager.get_database_backend() {
-            DbBackend::Postgres => execute_all(manager, &UP_POSTGRES).await,
-            _ => Ok(()),
-        }
+        execute_by_backend(manager, &UP_POSTGRES, &[]).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        match manager.get_database_backend() {
-            DbBackend::Postgres => execute_all(manager, &DOWN_POSTGRES).await,
-            _ => Ok(()),
-        }
+        execute_by_backend(manager, &DOWN_POSTGRES, &[]).await
     }
 }
