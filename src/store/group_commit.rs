@@ -5,8 +5,9 @@
 //! data-modifying CTEs (`commit_in_one_statement`: the idempotency claims, the wallets' balances
 //! with one version-checked `UPDATE … FROM (unnest …) RETURNING`, journals, entries, P2P
 //! transfers, outbox events, the stored idempotency responses and the guarded P2P completions,
-//! each counted), then the system counterparts; a claim held by another request or a stale
-//! account fails a count and the group goes the savepoint way below. On SQLite the statements go
+//! each counted), then the system counterparts; a claim held by another request (a unique
+//! violation: the claims are plain inserts there) or a stale account (a count) fails the
+//! statement and the group goes the savepoint way below. On SQLite the statements go
 //! one after the other: claims first, then balances; a batch whose claim was lost or whose
 //! account version is stale is left out of the group (only it fails; if it won an idempotency
 //! claim, the group goes the savepoint way so that the claim goes with it). Any other failure (a
@@ -17,7 +18,8 @@
 use super::bulk::{SqlType, Writes, id_in, row_sources};
 use super::entities::transfers;
 use super::idempotency::{
-    AnsweredClaim, ClaimRow, CompletionRow, claim_statements, completion_statements, insert_claims,
+    AnsweredClaim, ClaimRow, ClaimTaken, CompletionRow, claim_statements, completion_statements,
+    insert_claims,
 };
 use super::ledger::{
     AccountWrite, AppliedMovement, Effect, JOURNALS_CONFLICT, entry_rows, event_row, journal_rows,
@@ -232,10 +234,10 @@ async fn write_and_commit(
 
 /// PostgreSQL: the claims, the balances and every row of every batch as ONE statement of
 /// data-modifying CTEs (`bulk::Writes`). The statement checks what it did: a claim another
-/// request holds, an account no longer at its planned version or a transfer no longer `debited`
-/// (all rare: a duplicate request on another node, another node writing the account) fails a
-/// count, the whole statement fails, and the group goes the savepoint way, where only the batch
-/// concerned fails. A P2P transfer's debit and credit may share a group (the credit is planned
+/// request holds (a unique violation), an account no longer at its planned version or a
+/// transfer no longer `debited` (a count; all rare: a duplicate request on another node,
+/// another node writing the account) fails the whole statement, and the group goes the
+/// savepoint way, where only the batch concerned fails. A P2P transfer's debit and credit may share a group (the credit is planned
 /// while the debit's group forms, `wallet::Chained`): then the transfer is inserted `completed`
 /// and its request's key inserted answered (`add_rows`), so no row is written twice.
 ///
@@ -279,7 +281,9 @@ async fn commit_in_one_statement(
         .filter(|(_, answer)| answer.is_some())
         .map(|(claim, _)| (claim.caller.as_str(), claim.key.as_str()))
         .collect();
-    for (sql, values) in claim_statements(backend, &claims).map_err(before)? {
+    // A key another request holds fails the statement either way: by its count below, or
+    // (without `ON CONFLICT`, cheaper) by the unique violation itself.
+    for (sql, values) in claim_statements(backend, &claims, ClaimTaken::Fail).map_err(before)? {
         writes.push_checked(
             sql,
             values,
@@ -520,11 +524,19 @@ fn add_rows<'a>(
     writes: &mut Writes,
 ) -> StoreResult<Rest<'a>> {
     let movements = || live.iter().flat_map(|batch| batch.movements.iter());
-    writes.insert(
-        backend,
-        journal_rows(movements(), now),
-        Some(JOURNALS_CONFLICT),
-    )?;
+    // On PostgreSQL without `ON CONFLICT`: its speculative insertion cost every journal an
+    // extra index probe and WAL record, for a conflict that only a replay of an op already
+    // written could meet (and a replay finds its op written and writes nothing). Should one
+    // come, the statement fails and the group goes the savepoint way, which keeps the clause.
+    // A journal two movements of the group open is inserted once either way.
+    let conflict = match backend {
+        DbBackend::Postgres => None,
+        _ => Some(JOURNALS_CONFLICT),
+    };
+    let mut journals_opened = HashSet::new();
+    let openers = movements()
+        .filter(|movement| movement.journal.is_new && journals_opened.insert(movement.journal.id));
+    writes.insert(backend, journal_rows(openers, now), conflict)?;
     let entries: Vec<_> = live
         .iter()
         .flat_map(|batch| entry_rows(batch.account.account, &batch.movements, now))

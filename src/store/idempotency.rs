@@ -275,7 +275,7 @@ pub(super) async fn insert_claims(
     let backend = transaction.get_database_backend();
     let mut inserted = HashSet::with_capacity(claims.len());
     let unanswered: Vec<AnsweredClaim<'_>> = claims.iter().map(|claim| (*claim, None)).collect();
-    for (sql, values) in claim_statements(backend, &unanswered)? {
+    for (sql, values) in claim_statements(backend, &unanswered, ClaimTaken::Skip)? {
         for row in transaction
             .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?
@@ -291,12 +291,28 @@ pub(super) async fn insert_claims(
 /// key is then inserted already answered.
 pub(super) type AnsweredClaim<'a> = (&'a ClaimRow, Option<&'a CompletionRow>);
 
+/// What a claim statement does with a key another request holds already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClaimTaken {
+    /// Leaves it out (`ON CONFLICT DO NOTHING`): the statement returns only the claims won.
+    Skip,
+    /// Fails the statement (a unique violation). For a statement that fails on any lost claim
+    /// anyway (the group commit's combined statement): a plain insert, without the speculative
+    /// insertion `ON CONFLICT` costs PostgreSQL for every row.
+    Fail,
+}
+
 /// The statements of `insert_claims` (one on PostgreSQL): each returns the (caller, key) of
 /// the claims it inserted.
 pub(super) fn claim_statements(
     backend: DbBackend,
     claims: &[AnsweredClaim<'_>],
+    taken: ClaimTaken,
 ) -> StoreResult<Vec<(String, Vec<sea_orm::Value>)>> {
+    let on_conflict = match taken {
+        ClaimTaken::Skip => "ON CONFLICT (caller, \"key\") DO NOTHING ",
+        ClaimTaken::Fail => "",
+    };
     let rows = claims
         .iter()
         .map(|(claim, answer)| {
@@ -336,7 +352,7 @@ pub(super) fn claim_statements(
                  SELECT caller, \"key\", fingerprint, resource_id, \
                  CASE WHEN status = 0 THEN \"now\" END, \"now\", CASE WHEN status = 0 THEN claim_token END, \
                  NULLIF(status, 0), CASE WHEN status <> 0 THEN body END FROM c WHERE true \
-                 ON CONFLICT (caller, \"key\") DO NOTHING RETURNING caller, \"key\"",
+                 {on_conflict}RETURNING caller, \"key\"",
                 source.sql
             );
             (sql, source.values)

@@ -217,6 +217,82 @@ async fn a_group_of_one_batch_is_written_like_any_group() {
     }
 }
 
+/// How many rows of `table` have `column = value`.
+async fn rows_where(app: &TestApp, table: &str, column: &str, value: &str) -> i64 {
+    let database = app.state().store.writer();
+    let row = database
+        .query_one_raw(Statement::from_string(
+            database.get_database_backend(),
+            format!("SELECT COUNT(*) FROM {table} WHERE {column} = '{value}'"),
+        ))
+        .await
+        .expect("read")
+        .expect("a count");
+    row.try_get_by_index(0).expect("count")
+}
+
+/// Journals are inserted without `ON CONFLICT` in PostgreSQL's combined statement (cheaper).
+/// A journal two batches of one group open is still inserted once, the combined way; a journal
+/// already in the database fails the combined statement there, and the savepoint way (which
+/// skips a journal that is there) writes every batch.
+#[tokio::test]
+async fn a_journal_is_written_once_whoever_opens_it() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let users = funded_users(&app, 3).await;
+        let first = credit_batch(&app, &users[0].1, "group-test:journal-a").await;
+        let mut second = credit_batch(&app, &users[1].1, "group-test:journal-b").await;
+        let shared = first.movements[0].journal.id;
+        second.movements[0].journal.id = shared;
+        let outcome = app
+            .state()
+            .store
+            .commit_group(&[first.clone(), second], chrono::Utc::now())
+            .await;
+        assert_eq!(outcome.path, GroupPath::Combined, "{backend:?}");
+        assert!(outcome.results.iter().all(Result::is_ok), "{outcome:?}");
+        let shared = shared.to_string();
+        assert_eq!(
+            rows_where(&app, "journals", "id", &shared).await,
+            1,
+            "{backend:?}"
+        );
+        assert_eq!(
+            rows_where(&app, "entries", "journal_id", &shared).await,
+            4,
+            "{backend:?}"
+        );
+
+        let mut late = credit_batch(&app, &users[2].1, "group-test:journal-c").await;
+        late.movements[0].journal.id = first.movements[0].journal.id;
+        let bystander = credit_batch(&app, &users[0].1, "group-test:journal-d").await;
+        let outcome = app
+            .state()
+            .store
+            .commit_group(&[late, bystander], chrono::Utc::now())
+            .await;
+        let expected = match backend {
+            Backend::Postgres => GroupPath::Isolated,
+            Backend::Sqlite => GroupPath::Combined,
+        };
+        assert_eq!(outcome.path, expected, "{backend:?}");
+        assert!(outcome.results.iter().all(Result::is_ok), "{outcome:?}");
+        assert_eq!(
+            rows_where(&app, "journals", "id", &shared).await,
+            1,
+            "{backend:?}"
+        );
+        assert_eq!(
+            rows_where(&app, "entries", "journal_id", &shared).await,
+            6,
+            "{backend:?}"
+        );
+        assert_eq!(app.balance(&users[2].0).await, (1_000 + CREDIT, 0));
+        assert_eq!(app.balance(&users[0].0).await, (1_000 + 2 * CREDIT, 0));
+        reconcile(&app).await;
+    }
+}
+
 /// A stale batch that carries its request's idempotency claim fails together with the claim:
 /// a claim left behind would say the request's first money step committed when none of it did,
 /// and every retry of the request would lose its own claim to it.
