@@ -237,9 +237,10 @@ async fn write_and_commit(
 /// request holds (a unique violation), an account no longer at its planned version or a
 /// transfer no longer `debited` (a count; all rare: a duplicate request on another node,
 /// another node writing the account) fails the whole statement, and the group goes the
-/// savepoint way, where only the batch concerned fails. A P2P transfer's debit and credit may share a group (the credit is planned
-/// while the debit's group forms, `wallet::Chained`): then the transfer is inserted `completed`
-/// and its request's key inserted answered (`add_rows`), so no row is written twice.
+/// savepoint way, where only the batch concerned fails. A P2P transfer's debit and credit may
+/// share a group (the credit is planned while the debit's group forms, `wallet::Chained`): then
+/// the transfer is inserted `completed` and its request's key inserted answered (`add_rows`), so
+/// no row is written twice.
 ///
 /// When that statement is all the group writes (P2P transfers: no system account's side, no
 /// hold, payment or on-ramp to move), it runs on its own, as its own transaction: one round trip

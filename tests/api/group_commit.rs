@@ -217,18 +217,26 @@ async fn a_group_of_one_batch_is_written_like_any_group() {
     }
 }
 
-/// How many rows of `table` have `column = value`.
-async fn rows_where(app: &TestApp, table: &str, column: &str, value: &str) -> i64 {
-    let database = app.state().store.writer();
-    let row = database
-        .query_one_raw(Statement::from_string(
-            database.get_database_backend(),
-            format!("SELECT COUNT(*) FROM {table} WHERE {column} = '{value}'"),
-        ))
-        .await
-        .expect("read")
-        .expect("a count");
-    row.try_get_by_index(0).expect("count")
+/// Asserts how many journal rows and entries the journal `id` has.
+async fn assert_journal(app: &TestApp, id: JournalId, journals: i64, entries: i64) {
+    let count = |table: &str, column: &str| {
+        let database = app.state().store.writer();
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} = '{id}'");
+        async move {
+            let row = database
+                .query_one_raw(Statement::from_string(database.get_database_backend(), sql))
+                .await
+                .expect("read")
+                .expect("a count");
+            row.try_get_by_index::<i64>(0).expect("count")
+        }
+    };
+    assert_eq!(count("journals", "id").await, journals, "journal {id}");
+    assert_eq!(
+        count("entries", "journal_id").await,
+        entries,
+        "entries of {id}"
+    );
 }
 
 /// Journals are inserted without `ON CONFLICT` in PostgreSQL's combined statement (cheaper).
@@ -247,24 +255,15 @@ async fn a_journal_is_written_once_whoever_opens_it() {
         let outcome = app
             .state()
             .store
-            .commit_group(&[first.clone(), second], chrono::Utc::now())
+            .commit_group(&[first, second], chrono::Utc::now())
             .await;
         assert_eq!(outcome.path, GroupPath::Combined, "{backend:?}");
         assert!(outcome.results.iter().all(Result::is_ok), "{outcome:?}");
-        let shared = shared.to_string();
-        assert_eq!(
-            rows_where(&app, "journals", "id", &shared).await,
-            1,
-            "{backend:?}"
-        );
-        assert_eq!(
-            rows_where(&app, "entries", "journal_id", &shared).await,
-            4,
-            "{backend:?}"
-        );
+        // Each credit has its entry and the adjustments account's counterpart.
+        assert_journal(&app, shared, 1, 4).await;
 
         let mut late = credit_batch(&app, &users[2].1, "group-test:journal-c").await;
-        late.movements[0].journal.id = first.movements[0].journal.id;
+        late.movements[0].journal.id = shared;
         let bystander = credit_batch(&app, &users[0].1, "group-test:journal-d").await;
         let outcome = app
             .state()
@@ -277,16 +276,7 @@ async fn a_journal_is_written_once_whoever_opens_it() {
         };
         assert_eq!(outcome.path, expected, "{backend:?}");
         assert!(outcome.results.iter().all(Result::is_ok), "{outcome:?}");
-        assert_eq!(
-            rows_where(&app, "journals", "id", &shared).await,
-            1,
-            "{backend:?}"
-        );
-        assert_eq!(
-            rows_where(&app, "entries", "journal_id", &shared).await,
-            6,
-            "{backend:?}"
-        );
+        assert_journal(&app, shared, 1, 6).await;
         assert_eq!(app.balance(&users[2].0).await, (1_000 + CREDIT, 0));
         assert_eq!(app.balance(&users[0].0).await, (1_000 + 2 * CREDIT, 0));
         reconcile(&app).await;
