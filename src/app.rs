@@ -3,7 +3,7 @@
 //! unfinished saga, start the periodic saga resumer, then serve HTTP.
 
 use crate::actors::ledger_writer::{Ledger, LedgerWriter, LedgerWriterArgs};
-use crate::actors::notifier::{Notifier, NotifierArgs};
+use crate::actors::notifier::{Clients, Notifier, NotifierArgs};
 use crate::actors::outbox_relay::{InProcessBus, OutboxRelay, RelayArgs};
 use crate::actors::payments::{HoldKeeper, KeeperArgs, Payments};
 use crate::actors::reconciler::{Reconciler, ReconcilerArgs, ReconcilerContext};
@@ -122,6 +122,12 @@ impl Application {
                 store: store.clone(),
                 metrics: Arc::clone(&metrics),
                 limits: settings.limits.ledger,
+                // Without Redis every consumer is in this process (`InProcessBus`).
+                notify_inline: settings.redis_url.is_none().then_some(Clients {
+                    email: settings.smtp.is_some(),
+                    sms: settings.twilio.is_some(),
+                    push: settings.fcm.is_some(),
+                }),
             },
         )
         .await

@@ -15,8 +15,13 @@
 //! failed guard) fails only that batch; the wallet is dropped and reloads from the database,
 //! and its callers retry as replays.
 
+use super::notifier::{Clients, InlineNotifier};
+use crate::domain::{TransferKind, UserId};
 use crate::metrics::{MailboxTicket, Metrics};
-use crate::store::group_commit::PlannedBatch;
+use crate::store::group_commit::{GroupPath, PlannedBatch};
+use crate::store::ledger::Effect;
+use crate::store::notifications::NotifyInline;
+use crate::store::transfers::Party;
 use crate::store::{Store, StoreError, StoreResult};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
@@ -52,12 +57,17 @@ pub struct LedgerWriterArgs {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub limits: LedgerLimits,
+    /// With the in-process bus: the notifier's channel clients, so that a group writes the
+    /// notifications of the P2P transfers it completes (`InlineNotifier`). `None` (Redis: the
+    /// events' consumers may be on other nodes) leaves every event to the relay.
+    pub notify_inline: Option<Clients>,
 }
 
 pub struct LedgerWriterState {
     store: Store,
     metrics: Arc<Metrics>,
     limits: LedgerLimits,
+    notify_inline: Option<Clients>,
     buffer: Vec<(PlannedBatch, RpcReplyPort<StoreResult<()>>)>,
     flush_pending: bool,
 }
@@ -89,6 +99,7 @@ impl Actor for LedgerWriter {
             store: args.store,
             metrics: args.metrics,
             limits: args.limits,
+            notify_inline: args.notify_inline,
             buffer: Vec::new(),
             flush_pending: false,
         })
@@ -152,9 +163,30 @@ async fn commit_next_group(state: &mut LedgerWriterState) {
     let (batches, replies): (Vec<PlannedBatch>, Vec<_>) = group.into_iter().unzip();
     let movements: usize = batches.iter().map(|batch| batch.movements.len()).sum();
     let started = Instant::now();
-    let outcome = state.store.commit_group(&batches, chrono::Utc::now()).await;
+    let inline = inline_notifier(state, &batches).await;
+    let outcome = state
+        .store
+        .commit_group_notifying(
+            &batches,
+            chrono::Utc::now(),
+            inline.as_ref().map(|inline| inline as &dyn NotifyInline),
+        )
+        .await;
     let path = outcome.path.as_str();
     let metrics = &state.metrics;
+    // The combined way wrote what the inline notifier gave (the savepoint way wrote none of it).
+    let committed = outcome.results.iter().any(Result::is_ok);
+    if let Some(inline) = inline
+        && outcome.path == GroupPath::Combined
+        && committed
+    {
+        for (channel, status) in inline.written.into_inner().unwrap_or_default() {
+            metrics
+                .notifications_total
+                .with_label_values(&[channel, status])
+                .inc();
+        }
+    }
     metrics
         .ledger_commit_seconds
         .with_label_values(&[path])
@@ -177,6 +209,47 @@ async fn commit_next_group(state: &mut LedgerWriterState) {
             .inc();
         // A wallet that gave up waiting has failed its batch anyway and will reload.
         let _ = reply.send(result);
+    }
+}
+
+/// The notifier for the P2P transfers this group completes, with their users' channel choices
+/// (cached; a read for those not cached). Without it (Redis, no such transfer, the read failed)
+/// their events go the relay's way.
+async fn inline_notifier(
+    state: &LedgerWriterState,
+    batches: &[PlannedBatch],
+) -> Option<InlineNotifier> {
+    let clients = state.notify_inline?;
+    let mut users: Vec<UserId> = batches
+        .iter()
+        .flat_map(|batch| &batch.movements)
+        .filter_map(|movement| match &movement.effect {
+            Effect::CompleteTransfer(transfer) if transfer.kind == TransferKind::P2p => {
+                Some([transfer.from, transfer.to])
+            }
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|party| match party {
+            Party::User(user) => Some(user),
+            Party::Merchant(_) => None,
+        })
+        .collect();
+    if users.is_empty() {
+        return None;
+    }
+    users.sort_unstable();
+    users.dedup();
+    match state.store.cached_channel_choices(&users).await {
+        Ok(channels) => Some(InlineNotifier {
+            clients,
+            channels,
+            written: std::sync::Mutex::default(),
+        }),
+        Err(error) => {
+            tracing::debug!(%error, "channel choices unread; the relay notifies this group");
+            None
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::providers::push::{Fcm, PushOutcome};
 use crate::providers::sms::Twilio;
 use crate::store::Store;
 use crate::store::entities::outbox;
-use crate::store::notifications::{NewNotification, Preferences};
+use crate::store::notifications::{EventNotification, NewNotification, NotifyInline, Preferences};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -323,46 +323,102 @@ fn notifications_for<'a>(
     messages: Vec<Message>,
     channels: &HashMap<UserId, (Preferences, bool)>,
 ) -> Vec<NewNotification<'a>> {
-    let mut notifications = Vec::new();
-    for message in messages {
-        let (preferences, has_devices) = channels.get(&message.user).copied().unwrap_or_default();
+    let clients = Clients {
+        email: state.mailer.is_some(),
+        sms: state.twilio.is_some(),
+        push: state.fcm.is_some(),
+    };
+    messages
+        .into_iter()
+        .map(|message| {
+            let choice = channels.get(&message.user).copied().unwrap_or_default();
+            let deliveries = clients.deliveries(&message, choice);
+            NewNotification {
+                user: message.user,
+                event_id: &event.id,
+                kind: &event.event_type,
+                title: message.title,
+                body: message.body,
+                deliveries,
+            }
+        })
+        .collect()
+}
+
+/// The channels walleti has a client for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clients {
+    pub email: bool,
+    pub sms: bool,
+    pub push: bool,
+}
+
+impl Clients {
+    /// A message's deliveries, per its user's channel choices (preferences, has a device).
+    fn deliveries(
+        self,
+        message: &Message,
+        (preferences, has_devices): (Preferences, bool),
+    ) -> Vec<(&'static str, &'static str)> {
+        let status = |client: bool| if client { "pending" } else { "skipped" };
         let mut deliveries = vec![("in_app", "delivered")];
-        // A channel the user wants but walleti has no client for is recorded as skipped.
-        let email_status = if state.mailer.is_some() {
-            "pending"
-        } else {
-            "skipped"
-        };
-        let sms_status = if state.twilio.is_some() {
-            "pending"
-        } else {
-            "skipped"
-        };
-        // Push goes to registered devices; with none, there is nothing to send.
-        let push_status = if state.fcm.is_some() && has_devices {
-            "pending"
-        } else {
-            "skipped"
-        };
+        // A channel the user wants but walleti has no client for is recorded as skipped; push
+        // goes to registered devices, and with none there is nothing to send.
         for (channel, wanted, status) in [
-            ("email", preferences.email, email_status),
-            ("sms", preferences.sms && message.sms, sms_status),
-            ("push", preferences.push, push_status),
+            ("email", preferences.email, status(self.email)),
+            ("sms", preferences.sms && message.sms, status(self.sms)),
+            ("push", preferences.push, status(self.push && has_devices)),
         ] {
             if wanted {
                 deliveries.push((channel, status));
             }
         }
-        notifications.push(NewNotification {
-            user: message.user,
-            event_id: &event.id,
-            kind: &event.event_type,
-            title: message.title,
-            body: message.body,
-            deliveries,
-        });
+        deliveries
     }
-    notifications
+}
+
+/// The notifier's work on the events of a group commit, done in that commit
+/// (`NotifyInline`), for the users whose channel choices it was given; an event with a delivery
+/// to send is left to the relay (and so to `Notifier`, which sends it).
+pub struct InlineNotifier {
+    pub clients: Clients,
+    pub channels: HashMap<UserId, (Preferences, bool)>,
+    /// What each notification written inline settled, for the metrics once the group commits.
+    pub written: std::sync::Mutex<Vec<(&'static str, &'static str)>>,
+}
+
+impl NotifyInline for InlineNotifier {
+    fn notifications(&self, event_type: &str, data: &Value) -> Option<Vec<EventNotification>> {
+        let notifications: Vec<EventNotification> = messages(event_type, data)
+            .ok()?
+            .into_iter()
+            .map(|message| {
+                let choice = self.channels.get(&message.user).copied()?;
+                let deliveries = self.clients.deliveries(&message, choice);
+                Some(EventNotification {
+                    user: message.user,
+                    title: message.title,
+                    body: message.body,
+                    deliveries,
+                })
+            })
+            .collect::<Option<_>>()?;
+        let settled = notifications
+            .iter()
+            .flat_map(|notification| &notification.deliveries)
+            .all(|(_, status)| *status != "pending");
+        if !settled {
+            return None;
+        }
+        if let Ok(mut written) = self.written.lock() {
+            written.extend(
+                notifications
+                    .iter()
+                    .flat_map(|n| n.deliveries.iter().copied()),
+            );
+        }
+        Some(notifications)
+    }
 }
 
 /// Exponential backoff with ±20 % jitter for the attempt that just failed (1-based).
@@ -550,4 +606,90 @@ async fn push_to_devices(
         }
     }
     accepted.map(Some).ok_or(last_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn completed(from: UserId, to: UserId) -> Value {
+        json!({"from_user": from.to_string(), "to_user": to.to_string(), "amount": 250, "currency": "usd"})
+    }
+
+    fn notifier(clients: Clients, channels: &[(UserId, Preferences, bool)]) -> InlineNotifier {
+        InlineNotifier {
+            clients,
+            channels: channels
+                .iter()
+                .map(|(user, preferences, devices)| (*user, (*preferences, *devices)))
+                .collect(),
+            written: std::sync::Mutex::default(),
+        }
+    }
+
+    #[test]
+    fn an_event_is_notified_inline_only_when_nothing_is_left_to_send() {
+        let (ada, bob) = (UserId::generate(), UserId::generate());
+        let quiet = Preferences {
+            email: false,
+            sms: false,
+            push: true,
+        };
+        let everyone = [(ada, Preferences::default(), false), (bob, quiet, true)];
+        let none = notifier(Clients::default(), &everyone);
+        let written = none
+            .notifications("transfer.completed", &completed(ada, bob))
+            .expect("no client: every delivery is settled");
+        assert_eq!(written.len(), 2);
+        assert_eq!(written[0].user, ada);
+        assert_eq!(written[0].body, "You sent 2.50 usd.");
+        assert_eq!(
+            written[0].deliveries,
+            vec![
+                ("in_app", "delivered"),
+                ("email", "skipped"),
+                ("sms", "skipped"),
+                ("push", "skipped")
+            ]
+        );
+        assert_eq!(
+            written[1].deliveries,
+            vec![("in_app", "delivered"), ("push", "skipped")]
+        );
+        assert_eq!(none.written.lock().map(|w| w.len()).unwrap_or(0), 6);
+
+        // Bob has a device and push has a client: a push to send, so the relay's way.
+        let push = Clients {
+            push: true,
+            ..Clients::default()
+        };
+        assert!(
+            notifier(push, &everyone)
+                .notifications("transfer.completed", &completed(ada, bob))
+                .is_none()
+        );
+        // SMS has a client and Ada wants SMS.
+        let sms = Clients {
+            sms: true,
+            ..Clients::default()
+        };
+        let sms = notifier(sms, &everyone);
+        assert!(
+            sms.notifications("transfer.completed", &completed(ada, bob))
+                .is_none()
+        );
+        assert!(sms.written.lock().map(|w| w.is_empty()).unwrap_or(false));
+        // A user whose choices are not at hand.
+        let stranger = UserId::generate();
+        assert!(
+            none.notifications("transfer.completed", &completed(ada, stranger))
+                .is_none()
+        );
+        // A malformed event is the notifier's to refuse.
+        assert!(
+            none.notifications("transfer.completed", &json!({"amount": "lots"}))
+                .is_none()
+        );
+    }
 }

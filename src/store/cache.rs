@@ -27,6 +27,10 @@ pub const CREDENTIAL_CACHE_AGE_MAX: Duration = Duration::from_secs(30);
 /// A recipient cached as not verified is read again after this long, so a contact verified
 /// through another node counts here within it.
 pub const UNVERIFIED_RECIPIENT_CACHE_AGE_MAX: Duration = Duration::from_secs(30);
+/// How long a user's notification channel choices are used without reading them again. A
+/// change made on this node evicts them at once; one made on another node (several nodes on one
+/// database without Redis) is seen within this bound.
+pub const CHANNEL_CACHE_AGE_MAX: Duration = Duration::from_secs(30);
 
 /// The user a transfer's `to` names, and whether that contact is verified (always true for a
 /// user id: naming the id needs no proof of a contact).
@@ -51,6 +55,20 @@ impl CachedRecipient {
 /// caches whose misses are one indexed read). `retain` (eviction by a predicate) bumps a
 /// generation, and `insert_unless_changed` refuses an entry read from the database before
 /// the latest eviction, so a read racing a revocation cannot put the revoked entry back.
+/// A user's channel choices as `Store::channel_choices` read them.
+#[derive(Debug, Clone, Copy)]
+pub struct CachedChannels {
+    pub preferences: super::notifications::Preferences,
+    pub has_devices: bool,
+    pub cached_at: Instant,
+}
+
+impl CachedChannels {
+    pub fn is_usable(&self) -> bool {
+        self.cached_at.elapsed() < CHANNEL_CACHE_AGE_MAX
+    }
+}
+
 #[derive(Debug)]
 pub struct BoundedCache<K, V> {
     inner: Mutex<CacheInner<K, V>>,
@@ -177,6 +195,8 @@ pub struct Caches {
     /// By the recipient text a transfer names (`id`, email or E.164 phone) → the user.
     pub users: BoundedCache<String, CachedRecipient>,
     pub accounts: BoundedCache<(Owner, Currency), AccountId>,
+    /// A user's notification preferences and whether they have a push device.
+    pub channels: BoundedCache<UserId, CachedChannels>,
     /// Where revocations go to be announced to other nodes (set with Redis).
     revocations: std::sync::OnceLock<tokio::sync::mpsc::Sender<String>>,
 }
@@ -187,6 +207,7 @@ impl Default for Caches {
             credentials: BoundedCache::new(CACHE_ENTRIES_MAX),
             users: BoundedCache::new(CACHE_ENTRIES_MAX),
             accounts: BoundedCache::new(CACHE_ENTRIES_MAX),
+            channels: BoundedCache::new(CACHE_ENTRIES_MAX),
             revocations: std::sync::OnceLock::new(),
         }
     }

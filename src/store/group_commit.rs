@@ -25,10 +25,12 @@ use super::ledger::{
     AccountWrite, AppliedMovement, Effect, JOURNALS_CONFLICT, entry_rows, event_row, journal_rows,
     transfer_event, write_batch, write_counterparts, write_effect,
 };
+use super::notifications::{NotifyInline, inline_notification_rows};
 use super::transfers::TransferRecord;
 use super::{Store, StoreError, StoreResult};
 use crate::domain::{TransferId, TransferKind, TransferState};
 use chrono::{DateTime, Utc};
+use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait};
 use std::collections::{HashMap, HashSet};
@@ -106,9 +108,21 @@ impl Store {
     /// Commits the batches as one transaction; each batch gets its own result: a stale account
     /// version or a failed guard fails only the batch that caused it.
     pub async fn commit_group(&self, batches: &[PlannedBatch], now: DateTime<Utc>) -> GroupOutcome {
+        self.commit_group_notifying(batches, now, None).await
+    }
+
+    /// `commit_group`, with the notifications of the P2P transfers it completes written in the
+    /// same transaction where `inline` gives them (`NotifyInline`). Only the combined way does
+    /// that: a group that goes the savepoint way leaves its events to the relay.
+    pub async fn commit_group_notifying(
+        &self,
+        batches: &[PlannedBatch],
+        now: DateTime<Utc>,
+        inline: Option<&dyn NotifyInline>,
+    ) -> GroupOutcome {
         // One batch too: its movements' rows still go in multi-row statements (a hot wallet's
         // batch carries many; one statement per movement made such a group the slowest).
-        match self.commit_combined(batches, now).await {
+        match self.commit_combined(batches, now, inline).await {
             Ok(results) => GroupOutcome {
                 results,
                 path: GroupPath::Combined,
@@ -140,10 +154,11 @@ impl Store {
         &self,
         batches: &[PlannedBatch],
         now: DateTime<Utc>,
+        inline: Option<&dyn NotifyInline>,
     ) -> Result<Vec<StoreResult<()>>, CombinedFailure> {
         let before = CombinedFailure::BeforeCommit;
         if self.backend() == DbBackend::Postgres {
-            return commit_in_one_statement(self, batches, now).await;
+            return commit_in_one_statement(self, batches, now, inline).await;
         }
         let transaction = self
             .writer()
@@ -211,7 +226,7 @@ impl Store {
                 ))));
             }
         }
-        write_and_commit(transaction, &live, now, Writes::default()).await?;
+        write_and_commit(transaction, &live, now, inline).await?;
         Ok(results)
     }
 }
@@ -221,9 +236,15 @@ async fn write_and_commit(
     transaction: DatabaseTransaction,
     batches: &[&PlannedBatch],
     now: DateTime<Utc>,
-    writes: Writes,
+    inline: Option<&dyn NotifyInline>,
 ) -> Result<(), CombinedFailure> {
-    write_rows(&transaction, batches, now, &HashSet::new(), writes)
+    let answered = HashSet::new();
+    let rows = GroupRows {
+        now,
+        answered: &answered,
+        inline,
+    };
+    write_rows(&transaction, batches, &rows, Writes::default())
         .await
         .map_err(CombinedFailure::BeforeCommit)?;
     transaction
@@ -251,6 +272,7 @@ async fn commit_in_one_statement(
     store: &Store,
     batches: &[PlannedBatch],
     now: DateTime<Utc>,
+    inline: Option<&dyn NotifyInline>,
 ) -> Result<Vec<StoreResult<()>>, CombinedFailure> {
     let before = CombinedFailure::BeforeCommit;
     let backend = DbBackend::Postgres;
@@ -314,8 +336,13 @@ async fn commit_in_one_statement(
                 }
         })
     });
+    let rows = GroupRows {
+        now,
+        answered: &answered,
+        inline,
+    };
     if simple {
-        let rest = add_rows(backend, &all, now, &answered, &mut writes).map_err(before)?;
+        let rest = add_rows(backend, &all, &rows, &mut writes).map_err(before)?;
         debug_assert!(
             rest.is_empty(),
             "a simple group leaves nothing for a transaction"
@@ -336,7 +363,7 @@ async fn commit_in_one_statement(
             .begin()
             .await
             .map_err(|error| before(error.into()))?;
-        write_rows(&transaction, &all, now, &answered, writes)
+        write_rows(&transaction, &all, &rows, writes)
             .await
             .map_err(before)?;
         transaction
@@ -473,12 +500,12 @@ fn account_statements(
 async fn write_rows(
     transaction: &DatabaseTransaction,
     live: &[&PlannedBatch],
-    now: DateTime<Utc>,
-    answered: &HashSet<(&str, &str)>,
+    rows: &GroupRows<'_>,
     mut writes: Writes,
 ) -> StoreResult<()> {
     let backend = transaction.get_database_backend();
-    let rest = add_rows(backend, live, now, answered, &mut writes)?;
+    let now = rows.now;
+    let rest = add_rows(backend, live, rows, &mut writes)?;
     if !rest.completed.is_empty() {
         complete_transfers(transaction, &rest.completed, now).await?;
     }
@@ -490,6 +517,15 @@ async fn write_rows(
         write_effect(transaction, effect, now).await?;
     }
     Ok(())
+}
+
+/// What shapes a combined group's rows beyond its batches.
+struct GroupRows<'a> {
+    now: DateTime<Utc>,
+    /// Requests whose claims carry their responses (`commit_in_one_statement`).
+    answered: &'a HashSet<(&'a str, &'a str)>,
+    /// Who writes a completed P2P transfer's notifications with it.
+    inline: Option<&'a dyn NotifyInline>,
 }
 
 /// What `add_rows` left for statements of their own, whose answers are read.
@@ -520,10 +556,10 @@ impl Rest<'_> {
 fn add_rows<'a>(
     backend: DbBackend,
     live: &[&'a PlannedBatch],
-    now: DateTime<Utc>,
-    answered: &HashSet<(&str, &str)>,
+    rows: &GroupRows<'_>,
     writes: &mut Writes,
 ) -> StoreResult<Rest<'a>> {
+    let (now, answered) = (rows.now, rows.answered);
     let movements = || live.iter().flat_map(|batch| batch.movements.iter());
     // On PostgreSQL without `ON CONFLICT`: its speculative insertion cost every journal an
     // extra index probe and WAL record, for a conflict that only a replay of an op already
@@ -560,6 +596,7 @@ fn add_rows<'a>(
     let mut opened = Vec::new();
     let mut completed = Vec::new();
     let mut events = Vec::new();
+    let mut notifications = Vec::new();
     let mut others = Vec::new();
     for movement in movements() {
         match &movement.effect {
@@ -581,19 +618,31 @@ fn add_rows<'a>(
                 if !opening.contains(&transfer.id) {
                     completed.push(transfer.id.to_string());
                 }
-                events.push(event_row(
-                    "transfer.completed",
-                    "transfer",
-                    &transfer.id.to_string(),
-                    transfer_event(transfer, TransferState::Completed, None),
-                    now,
-                ));
+                const COMPLETED: &str = "transfer.completed";
+                let data = transfer_event(transfer, TransferState::Completed, None);
+                let inline = rows
+                    .inline
+                    .and_then(|inline| inline.notifications(COMPLETED, &data));
+                let mut event =
+                    event_row(COMPLETED, "transfer", &transfer.id.to_string(), data, now);
+                if let Some(inline) = inline {
+                    // Nothing is left for the relay: the notifier's work is in this group and
+                    // no merchant webhook wants a P2P transfer.
+                    let id = event.id.try_as_ref().cloned().unwrap_or_default();
+                    notifications.extend(inline_notification_rows(&id, COMPLETED, inline, now));
+                    event.notified_at = Set(Some(now));
+                    event.dispatched_at = Set(Some(now));
+                    event.published_at = Set(Some(now));
+                }
+                events.push(event);
             }
             other => others.push(other),
         }
     }
     writes.insert(backend, opened, None)?;
     writes.insert(backend, events, None)?;
+    // Their ids are new (derived from this group's new events and their users): no conflict.
+    writes.insert(backend, notifications, None)?;
     let completions: Vec<&CompletionRow> = movements()
         .filter_map(|movement| movement.idempotency.completion())
         .filter(|completion| {

@@ -3,6 +3,7 @@
 
 use super::accounts::{PageRequest, fetch_page};
 use super::bulk::{id_in, insert_rows, insert_rows_returning_ids};
+use super::cache::CachedChannels;
 use super::entities::{
     devices, notification_deliveries, notification_preferences, notifications, outbox,
 };
@@ -83,6 +84,75 @@ pub struct NewNotification<'a> {
     pub title: String,
     pub body: String,
     pub deliveries: Vec<(&'static str, &'static str)>,
+}
+
+impl NewNotification<'_> {
+    /// Its `notifications` row; its id is derived from its user and event.
+    fn row(&self, now: DateTime<Utc>) -> notifications::ActiveModel {
+        notifications::ActiveModel {
+            id: Set(notification_id(self.event_id, &self.user.to_string())),
+            user_id: Set(self.user.to_string()),
+            event_id: Set(self.event_id.to_owned()),
+            kind: Set(self.kind.to_owned()),
+            title: Set(self.title.clone()),
+            body: Set(self.body.clone()),
+            created_at: Set(now),
+            settled_deliveries: Set(settled_deliveries(&self.deliveries)),
+        }
+    }
+}
+
+/// One notification of an event, before the event has an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventNotification {
+    pub user: UserId,
+    pub title: String,
+    pub body: String,
+    pub deliveries: Vec<(&'static str, &'static str)>,
+}
+
+/// The notifier's work on an event done in the transaction that writes the event, so that the
+/// relay has nothing left to do with it: with the in-process bus, a P2P transfer's
+/// `transfer.completed` (which no merchant webhook wants) gets its notifications written in
+/// the group commit that completes it, and its outbox row is written handled and published.
+/// `None` leaves the event to the relay, as any other: a delivery still to be sent (a channel
+/// walleti has a client for), or a user whose channel choices are not at hand.
+pub trait NotifyInline: Sync {
+    fn notifications(
+        &self,
+        event_type: &str,
+        data: &serde_json::Value,
+    ) -> Option<Vec<EventNotification>>;
+}
+
+/// The rows of notifications written with their event (`NotifyInline`): every delivery is
+/// settled, so they are the notifications alone.
+pub(super) fn inline_notification_rows(
+    event_id: &str,
+    event_type: &str,
+    notifications: Vec<EventNotification>,
+    now: DateTime<Utc>,
+) -> Vec<notifications::ActiveModel> {
+    notifications
+        .into_iter()
+        .map(|notification| {
+            debug_assert!(
+                notification
+                    .deliveries
+                    .iter()
+                    .all(|(_, status)| *status != PENDING)
+            );
+            NewNotification {
+                user: notification.user,
+                event_id,
+                kind: event_type,
+                title: notification.title,
+                body: notification.body,
+                deliveries: notification.deliveries,
+            }
+            .row(now)
+        })
+        .collect()
 }
 
 impl Store {
@@ -236,6 +306,42 @@ impl Store {
 
     /// Each user's channel preferences and whether they have a push device, for a batch of
     /// users in two statements.
+    /// `channel_choices`, from the node's cache where it holds them (`Caches::channels`);
+    /// the others are read, in one go, and cached.
+    pub async fn cached_channel_choices(
+        &self,
+        users: &[UserId],
+    ) -> StoreResult<HashMap<UserId, (Preferences, bool)>> {
+        let cache = &self.caches().channels;
+        let mut choices = HashMap::with_capacity(users.len());
+        let mut missing = Vec::new();
+        for user in users {
+            match cache.get(user).filter(CachedChannels::is_usable) {
+                Some(cached) => {
+                    choices.insert(*user, (cached.preferences, cached.has_devices));
+                }
+                None => missing.push(*user),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(choices);
+        }
+        // A change evicting an entry while this read is on its way keeps the read's (maybe
+        // older) answer out of the cache.
+        let generation = cache.generation();
+        let cached_at = std::time::Instant::now();
+        for (user, (preferences, has_devices)) in self.channel_choices(&missing).await? {
+            let cached = CachedChannels {
+                preferences,
+                has_devices,
+                cached_at,
+            };
+            cache.insert_unless_changed(user, cached, generation);
+            choices.insert(user, (preferences, has_devices));
+        }
+        Ok(choices)
+    }
+
     pub async fn channel_choices(
         &self,
         users: &[UserId],
@@ -329,6 +435,7 @@ impl Store {
         )
         .exec_without_returning(self.writer())
         .await?;
+        self.caches().channels.retain(|cached, _| *cached != user);
         Ok(())
     }
 
@@ -371,6 +478,8 @@ impl Store {
         .insert(&transaction)
         .await?;
         transaction.commit().await?;
+        // Whoever held the token before may have no device left: forget every user's choices.
+        self.caches().channels.retain(|_, _| false);
         Ok(device)
     }
 
@@ -408,6 +517,7 @@ impl Store {
             .filter(devices::Column::Token.eq(token))
             .exec(self.writer())
             .await?;
+        self.caches().channels.retain(|_, _| false);
         Ok(())
     }
 
@@ -438,18 +548,9 @@ impl Store {
                 ids.push(None);
                 continue;
             }
-            let id = notification_id(notification.event_id, &notification.user.to_string());
-            rows.push(notifications::ActiveModel {
-                id: Set(id.clone()),
-                user_id: Set(notification.user.to_string()),
-                event_id: Set(notification.event_id.to_owned()),
-                kind: Set(notification.kind.to_owned()),
-                title: Set(notification.title.clone()),
-                body: Set(notification.body.clone()),
-                created_at: Set(now),
-                settled_deliveries: Set(settled_deliveries(&notification.deliveries)),
-            });
-            ids.push(Some(id));
+            let row = notification.row(now);
+            ids.push(row.id.try_as_ref().cloned());
+            rows.push(row);
         }
         let transaction = self.writer().begin().await?;
         // The key is `(user_id, id)` on PostgreSQL and `id` on SQLite: either way the one

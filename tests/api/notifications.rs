@@ -188,9 +188,15 @@ async fn a_redelivered_event_notifies_once_and_a_poison_event_is_dead_lettered()
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let event = event.expect("the event is published");
+        // Its notifications were written with the transfer (`NotifyInline`): the notifier is
+        // asked again too.
         outbox::Entity::update_many()
             .col_expr(
                 outbox::Column::PublishedAt,
+                Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+            )
+            .col_expr(
+                outbox::Column::NotifiedAt,
                 Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
             )
             .filter(outbox::Column::Id.eq(event.id.as_str()))
@@ -257,6 +263,77 @@ async fn a_redelivered_event_notifies_once_and_a_poison_event_is_dead_lettered()
         // The poison event did not block the ones behind it.
         app.transfer(&ada, &bob.email, json!(100), "r-2").await;
         notifications_of(&app, &bob, 2).await;
+    }
+}
+
+/// Without Redis every consumer of a P2P transfer's `transfer.completed` is in the process, and
+/// none has anything to send while no channel has a client: the group commit that completes the
+/// transfer writes both notifications and the event handled and published, so they are there
+/// when the transfer's answer is, with the relay and the notifier out of the way. Channel
+/// choices come from a cache that a change of preferences evicts at once.
+#[tokio::test]
+async fn a_transfer_is_notified_in_the_commit_that_completes_it() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+        app.fund(&ada, 1_000).await;
+        let database = Database::connect(app.database_url.as_str())
+            .await
+            .expect("connect");
+        let notified = async |transfer: &Value| {
+            let event = outbox::Entity::find()
+                .filter(outbox::Column::EventType.eq("transfer.completed"))
+                .filter(outbox::Column::AggregateId.eq(transfer["id"].as_str().expect("id")))
+                .one(&database)
+                .await
+                .expect("query")
+                .expect("the event is written with the transfer");
+            let rows = notifications::Entity::find()
+                .filter(notifications::Column::EventId.eq(event.id.as_str()))
+                .all(&database)
+                .await
+                .expect("rows");
+            (event, rows)
+        };
+
+        let first = app.transfer(&ada, &bob.email, json!(250), "i-1").await;
+        assert_eq!(first.body["status"], "completed", "{}", first.text);
+        // Read at once, no waiting: nothing was left for the relay.
+        let (event, rows) = notified(&first.body).await;
+        assert!(event.published_at.is_some() && event.notified_at.is_some());
+        assert!(event.dispatched_at.is_some() && event.attempts == 0);
+        let mut users: Vec<&str> = rows.iter().map(|row| row.user_id.as_str()).collect();
+        users.sort_unstable();
+        let mut parties = vec![ada.id.as_str(), bob.id.as_str()];
+        parties.sort_unstable();
+        assert_eq!(users, parties, "one notification for each party");
+        let bob_notes = notifications_of(&app, &bob, 1).await;
+        assert_eq!(bob_notes[0]["body"], "You received 2.50 usd.");
+        assert_eq!(channels(&bob_notes[0]).len(), 4, "{}", bob_notes[0]);
+
+        // Bob's choices were cached by that commit; changing them evicts them.
+        let set = app
+            .request(
+                Method::PUT,
+                "/v1/notification_preferences",
+                Some(&bob.token),
+                None,
+                Some(json!({"email": false, "sms": false, "push": false}).to_string()),
+            )
+            .await;
+        assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+        let second = app.transfer(&ada, &bob.email, json!(100), "i-2").await;
+        let (event, rows) = notified(&second.body).await;
+        assert!(event.published_at.is_some());
+        assert_eq!(rows.len(), 2);
+        let bob_notes = notifications_of(&app, &bob, 2).await;
+        assert_eq!(
+            channels(&bob_notes[0]),
+            vec![("in_app".to_owned(), "delivered".to_owned())],
+            "the new preferences count from the next transfer on"
+        );
+        let ada_notes = notifications_of(&app, &ada, 2).await;
+        assert_eq!(channels(&ada_notes[0]).len(), 4, "{}", ada_notes[0]);
     }
 }
 
