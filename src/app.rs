@@ -115,6 +115,7 @@ impl Application {
             .await
             .context("open system accounts")?;
         let metrics = Metrics::new();
+        let inline_notifier = Arc::new(std::sync::OnceLock::new());
         let (ledger_writer, _) = Actor::spawn(
             None,
             LedgerWriter,
@@ -128,6 +129,7 @@ impl Application {
                     sms: settings.twilio.is_some(),
                     push: settings.fcm.is_some(),
                 }),
+                notifier: Arc::clone(&inline_notifier),
             },
         )
         .await
@@ -297,6 +299,7 @@ impl Application {
         )
         .await
         .context("start notifier")?;
+        let _ = inline_notifier.set(notifier.clone());
         let (webhook_dispatcher, _) = Actor::spawn(
             None,
             WebhookDispatcher,

@@ -15,7 +15,7 @@
 //! failed guard) fails only that batch; the wallet is dropped and reloads from the database,
 //! and its callers retry as replays.
 
-use super::notifier::{Clients, InlineNotifier};
+use super::notifier::{Clients, InlineNotifier, NotifierMsg};
 use crate::domain::{TransferKind, UserId};
 use crate::metrics::{MailboxTicket, Metrics};
 use crate::store::group_commit::{GroupPath, PlannedBatch};
@@ -24,7 +24,7 @@ use crate::store::notifications::NotifyInline;
 use crate::store::transfers::Party;
 use crate::store::{Store, StoreError, StoreResult};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub const KIND: &str = "ledger_writer";
@@ -61,13 +61,21 @@ pub struct LedgerWriterArgs {
     /// notifications of the P2P transfers it completes (`InlineNotifier`). `None` (Redis: the
     /// events' consumers may be on other nodes) leaves every event to the relay.
     pub notify_inline: Option<Clients>,
+    /// The notifier, told when deliveries written inline wait to be sent (set once it runs).
+    pub notifier: Arc<OnceLock<ActorRef<NotifierMsg>>>,
 }
+
+/// The notifier is told of deliveries written inline at most this often (its own timer sends
+/// whatever is due anyway; this only spares them the wait).
+const SENDS_DUE_NOTICE_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct LedgerWriterState {
     store: Store,
     metrics: Arc<Metrics>,
     limits: LedgerLimits,
     notify_inline: Option<Clients>,
+    notifier: Arc<OnceLock<ActorRef<NotifierMsg>>>,
+    sends_due_noticed: Option<Instant>,
     buffer: Vec<(PlannedBatch, RpcReplyPort<StoreResult<()>>)>,
     flush_pending: bool,
 }
@@ -100,6 +108,8 @@ impl Actor for LedgerWriter {
             metrics: args.metrics,
             limits: args.limits,
             notify_inline: args.notify_inline,
+            notifier: args.notifier,
+            sends_due_noticed: None,
             buffer: Vec::new(),
             flush_pending: false,
         })
@@ -180,11 +190,22 @@ async fn commit_next_group(state: &mut LedgerWriterState) {
         && outcome.path == GroupPath::Combined
         && committed
     {
-        for (channel, status) in inline.written.into_inner().unwrap_or_default() {
+        let written = inline.written.into_inner().unwrap_or_default();
+        for (channel, status) in &written {
             metrics
                 .notifications_total
                 .with_label_values(&[channel, status])
                 .inc();
+        }
+        let quiet = state
+            .sends_due_noticed
+            .is_none_or(|noticed| noticed.elapsed() >= SENDS_DUE_NOTICE_INTERVAL);
+        if InlineNotifier::sends_due(&written)
+            && quiet
+            && let Some(notifier) = state.notifier.get()
+        {
+            state.sends_due_noticed = Some(Instant::now());
+            let _ = notifier.send_message(NotifierMsg::DeliverDue);
         }
     }
     metrics

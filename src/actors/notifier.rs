@@ -378,13 +378,20 @@ impl Clients {
 }
 
 /// The notifier's work on the events of a group commit, done in that commit
-/// (`NotifyInline`), for the users whose channel choices it was given; an event with a delivery
-/// to send is left to the relay (and so to `Notifier`, which sends it).
+/// (`NotifyInline`), for the users whose channel choices it was given. The deliveries it leaves
+/// pending are sent by `Notifier` (`NotifierMsg::DeliverDue`), as those it stores itself.
 pub struct InlineNotifier {
     pub clients: Clients,
     pub channels: HashMap<UserId, (Preferences, bool)>,
     /// What each notification written inline settled, for the metrics once the group commits.
     pub written: std::sync::Mutex<Vec<(&'static str, &'static str)>>,
+}
+
+impl InlineNotifier {
+    /// Whether a delivery written inline waits to be sent.
+    pub fn sends_due(written: &[(&'static str, &'static str)]) -> bool {
+        written.iter().any(|(_, status)| *status == "pending")
+    }
 }
 
 impl NotifyInline for InlineNotifier {
@@ -403,13 +410,6 @@ impl NotifyInline for InlineNotifier {
                 })
             })
             .collect::<Option<_>>()?;
-        let settled = notifications
-            .iter()
-            .flat_map(|notification| &notification.deliveries)
-            .all(|(_, status)| *status != "pending");
-        if !settled {
-            return None;
-        }
         if let Ok(mut written) = self.written.lock() {
             written.extend(
                 notifications
@@ -629,7 +629,7 @@ mod tests {
     }
 
     #[test]
-    fn an_event_is_notified_inline_only_when_nothing_is_left_to_send() {
+    fn an_event_is_notified_inline_per_each_users_choices() {
         let (ada, bob) = (UserId::generate(), UserId::generate());
         let quiet = Preferences {
             email: false,
@@ -640,7 +640,7 @@ mod tests {
         let none = notifier(Clients::default(), &everyone);
         let written = none
             .notifications("transfer.completed", &completed(ada, bob))
-            .expect("no client: every delivery is settled");
+            .expect("both users' choices are at hand");
         assert_eq!(written.len(), 2);
         assert_eq!(written[0].user, ada);
         assert_eq!(written[0].body, "You sent 2.50 usd.");
@@ -657,36 +657,47 @@ mod tests {
             written[1].deliveries,
             vec![("in_app", "delivered"), ("push", "skipped")]
         );
-        assert_eq!(none.written.lock().map(|w| w.len()).unwrap_or(0), 6);
+        let recorded = none.written.lock().map(|w| w.clone()).unwrap_or_default();
+        assert_eq!(recorded.len(), 6);
+        assert!(!InlineNotifier::sends_due(&recorded));
 
-        // Bob has a device and push has a client: a push to send, so the relay's way.
-        let push = Clients {
+        // SMS and push have clients: Ada's SMS and Bob's push (he has a device) wait to be sent.
+        let clients = Clients {
+            sms: true,
             push: true,
             ..Clients::default()
         };
-        assert!(
-            notifier(push, &everyone)
-                .notifications("transfer.completed", &completed(ada, bob))
-                .is_none()
+        let sending = notifier(clients, &everyone);
+        let written = sending
+            .notifications("transfer.completed", &completed(ada, bob))
+            .expect("written inline, deliveries pending");
+        assert_eq!(
+            written[0].deliveries,
+            vec![
+                ("in_app", "delivered"),
+                ("email", "skipped"),
+                ("sms", "pending"),
+                ("push", "skipped")
+            ],
+            "Ada has no device to push to"
         );
-        // SMS has a client and Ada wants SMS.
-        let sms = Clients {
-            sms: true,
-            ..Clients::default()
-        };
-        let sms = notifier(sms, &everyone);
-        assert!(
-            sms.notifications("transfer.completed", &completed(ada, bob))
-                .is_none()
+        assert_eq!(
+            written[1].deliveries,
+            vec![("in_app", "delivered"), ("push", "pending")]
         );
-        assert!(sms.written.lock().map(|w| w.is_empty()).unwrap_or(false));
-        // A user whose choices are not at hand.
+        let recorded = sending
+            .written
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default();
+        assert!(InlineNotifier::sends_due(&recorded));
+
+        // A user whose choices are not at hand, or a malformed event: the relay's way.
         let stranger = UserId::generate();
         assert!(
             none.notifications("transfer.completed", &completed(ada, stranger))
                 .is_none()
         );
-        // A malformed event is the notifier's to refuse.
         assert!(
             none.notifications("transfer.completed", &json!({"amount": "lots"}))
                 .is_none()

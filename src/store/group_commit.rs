@@ -597,6 +597,7 @@ fn add_rows<'a>(
     let mut completed = Vec::new();
     let mut events = Vec::new();
     let mut notifications = Vec::new();
+    let mut deliveries = Vec::new();
     let mut others = Vec::new();
     for movement in movements() {
         match &movement.effect {
@@ -629,7 +630,13 @@ fn add_rows<'a>(
                     // Nothing is left for the relay: the notifier's work is in this group and
                     // no merchant webhook wants a P2P transfer.
                     let id = event.id.try_as_ref().cloned().unwrap_or_default();
-                    notifications.extend(inline_notification_rows(&id, COMPLETED, inline, now));
+                    notifications.extend(inline_notification_rows(
+                        &id,
+                        COMPLETED,
+                        inline,
+                        now,
+                        &mut deliveries,
+                    ));
                     event.notified_at = Set(Some(now));
                     event.dispatched_at = Set(Some(now));
                     event.published_at = Set(Some(now));
@@ -643,6 +650,7 @@ fn add_rows<'a>(
     writes.insert(backend, events, None)?;
     // Their ids are new (derived from this group's new events and their users): no conflict.
     writes.insert(backend, notifications, None)?;
+    writes.insert(backend, deliveries, None)?;
     let completions: Vec<&CompletionRow> = movements()
         .filter_map(|movement| movement.idempotency.completion())
         .filter(|completion| {

@@ -100,6 +100,32 @@ impl NewNotification<'_> {
             settled_deliveries: Set(settled_deliveries(&self.deliveries)),
         }
     }
+
+    /// A row per delivery still to be attempted; the settled ones are on the notification
+    /// (`settled_deliveries`).
+    fn pending_delivery_rows(
+        &self,
+        notification_id: &str,
+        now: DateTime<Utc>,
+    ) -> impl Iterator<Item = notification_deliveries::ActiveModel> {
+        self.deliveries
+            .iter()
+            .filter(|(_, status)| *status == PENDING)
+            .map(
+                move |(channel, status)| notification_deliveries::ActiveModel {
+                    id: Set(uuid::Uuid::now_v7().to_string()),
+                    notification_id: Set(notification_id.to_owned()),
+                    user_id: Set(self.user.to_string()),
+                    channel: Set((*channel).to_owned()),
+                    status: Set((*status).to_owned()),
+                    attempts: Set(0),
+                    last_error: Set(None),
+                    updated_at: Set(now),
+                    next_attempt_at: Set(Some(now)),
+                    provider_reference: Set(None),
+                },
+            )
+    }
 }
 
 /// One notification of an event, before the event has an id.
@@ -113,10 +139,11 @@ pub struct EventNotification {
 
 /// The notifier's work on an event done in the transaction that writes the event, so that the
 /// relay has nothing left to do with it: with the in-process bus, a P2P transfer's
-/// `transfer.completed` (which no merchant webhook wants) gets its notifications written in
-/// the group commit that completes it, and its outbox row is written handled and published.
-/// `None` leaves the event to the relay, as any other: a delivery still to be sent (a channel
-/// walleti has a client for), or a user whose channel choices are not at hand.
+/// `transfer.completed` (which no merchant webhook wants) gets its notifications and their
+/// deliveries written in the group commit that completes it, and its outbox row is written
+/// handled and published; the notifier sends the pending deliveries as it sends any others.
+/// `None` leaves the event to the relay, as any other (a user whose channel choices are not at
+/// hand, a malformed event).
 pub trait NotifyInline: Sync {
     fn notifications(
         &self,
@@ -125,32 +152,30 @@ pub trait NotifyInline: Sync {
     ) -> Option<Vec<EventNotification>>;
 }
 
-/// The rows of notifications written with their event (`NotifyInline`): every delivery is
-/// settled, so they are the notifications alone.
+/// The rows of notifications written with their event (`NotifyInline`), and of their pending
+/// deliveries.
 pub(super) fn inline_notification_rows(
     event_id: &str,
     event_type: &str,
     notifications: Vec<EventNotification>,
     now: DateTime<Utc>,
+    deliveries: &mut Vec<notification_deliveries::ActiveModel>,
 ) -> Vec<notifications::ActiveModel> {
     notifications
         .into_iter()
         .map(|notification| {
-            debug_assert!(
-                notification
-                    .deliveries
-                    .iter()
-                    .all(|(_, status)| *status != PENDING)
-            );
-            NewNotification {
+            let notification = NewNotification {
                 user: notification.user,
                 event_id,
                 kind: event_type,
                 title: notification.title,
                 body: notification.body,
                 deliveries: notification.deliveries,
-            }
-            .row(now)
+            };
+            let row = notification.row(now);
+            let id = row.id.try_as_ref().cloned().unwrap_or_default();
+            deliveries.extend(notification.pending_delivery_rows(&id, now));
+            row
         })
         .collect()
 }
@@ -565,26 +590,7 @@ impl Store {
                 continue;
             };
             stored.push(true);
-            // Only the deliveries still to be worked on get rows; the settled ones are on the
-            // notification (`settled_deliveries`).
-            let pending = notification
-                .deliveries
-                .iter()
-                .filter(|(_, status)| *status == PENDING);
-            delivery_rows.extend(pending.map(|(channel, status)| {
-                notification_deliveries::ActiveModel {
-                    id: Set(uuid::Uuid::now_v7().to_string()),
-                    notification_id: Set(id.clone()),
-                    user_id: Set(notification.user.to_string()),
-                    channel: Set((*channel).to_owned()),
-                    status: Set((*status).to_owned()),
-                    attempts: Set(0),
-                    last_error: Set(None),
-                    updated_at: Set(now),
-                    next_attempt_at: Set(Some(now)),
-                    provider_reference: Set(None),
-                }
-            }));
+            delivery_rows.extend(notification.pending_delivery_rows(id, now));
         }
         insert_rows(&transaction, delivery_rows, None).await?;
         transaction.commit().await?;

@@ -266,11 +266,11 @@ async fn a_redelivered_event_notifies_once_and_a_poison_event_is_dead_lettered()
     }
 }
 
-/// Without Redis every consumer of a P2P transfer's `transfer.completed` is in the process, and
-/// none has anything to send while no channel has a client: the group commit that completes the
-/// transfer writes both notifications and the event handled and published, so they are there
-/// when the transfer's answer is, with the relay and the notifier out of the way. Channel
-/// choices come from a cache that a change of preferences evicts at once.
+/// Without Redis every consumer of a P2P transfer's `transfer.completed` is in the process: the
+/// group commit that completes the transfer writes both notifications and the event handled and
+/// published, so they are there when the transfer's answer is, with the relay out of the way.
+/// Channel choices come from a cache that a change of preferences evicts at once. (The SMS,
+/// email and push tests cover the deliveries such a commit leaves for the notifier to send.)
 #[tokio::test]
 async fn a_transfer_is_notified_in_the_commit_that_completes_it() {
     for backend in backends() {
