@@ -116,6 +116,7 @@ impl Application {
             .context("open system accounts")?;
         let metrics = Metrics::new();
         let inline_notifier = Arc::new(std::sync::OnceLock::new());
+        let deliveries_due = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (ledger_writer, _) = Actor::spawn(
             None,
             LedgerWriter,
@@ -130,6 +131,7 @@ impl Application {
                     push: settings.fcm.is_some(),
                 }),
                 notifier: Arc::clone(&inline_notifier),
+                deliveries_due: Arc::clone(&deliveries_due),
             },
         )
         .await
@@ -277,6 +279,7 @@ impl Application {
             None,
             Notifier,
             NotifierArgs {
+                deliveries_due,
                 store: store.clone(),
                 metrics: Arc::clone(&metrics),
                 mailer: mailer.clone(),

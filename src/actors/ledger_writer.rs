@@ -24,6 +24,7 @@ use crate::store::notifications::NotifyInline;
 use crate::store::transfers::Party;
 use crate::store::{Store, StoreError, StoreResult};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -61,13 +62,11 @@ pub struct LedgerWriterArgs {
     /// notifications of the P2P transfers it completes (`InlineNotifier`). `None` (Redis: the
     /// events' consumers may be on other nodes) leaves every event to the relay.
     pub notify_inline: Option<Clients>,
-    /// The notifier, told when deliveries written inline wait to be sent (set once it runs).
+    /// The notifier, told when deliveries written inline wait to be sent (set once it runs),
+    /// unless it was told already and has not started on them (`NotifierArgs::deliveries_due`).
     pub notifier: Arc<OnceLock<ActorRef<NotifierMsg>>>,
+    pub deliveries_due: Arc<AtomicBool>,
 }
-
-/// The notifier is told of deliveries written inline at most this often (its own timer sends
-/// whatever is due anyway; this only spares them the wait).
-const SENDS_DUE_NOTICE_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct LedgerWriterState {
     store: Store,
@@ -75,7 +74,7 @@ pub struct LedgerWriterState {
     limits: LedgerLimits,
     notify_inline: Option<Clients>,
     notifier: Arc<OnceLock<ActorRef<NotifierMsg>>>,
-    sends_due_noticed: Option<Instant>,
+    deliveries_due: Arc<AtomicBool>,
     buffer: Vec<(PlannedBatch, RpcReplyPort<StoreResult<()>>)>,
     flush_pending: bool,
 }
@@ -109,7 +108,7 @@ impl Actor for LedgerWriter {
             limits: args.limits,
             notify_inline: args.notify_inline,
             notifier: args.notifier,
-            sends_due_noticed: None,
+            deliveries_due: args.deliveries_due,
             buffer: Vec::new(),
             flush_pending: false,
         })
@@ -172,8 +171,8 @@ async fn commit_next_group(state: &mut LedgerWriterState) {
     let group: Vec<_> = state.buffer.drain(..take).collect();
     let (batches, replies): (Vec<PlannedBatch>, Vec<_>) = group.into_iter().unzip();
     let movements: usize = batches.iter().map(|batch| batch.movements.len()).sum();
-    let started = Instant::now();
     let inline = inline_notifier(state, &batches).await;
+    let started = Instant::now();
     let outcome = state
         .store
         .commit_group_notifying(
@@ -197,14 +196,18 @@ async fn commit_next_group(state: &mut LedgerWriterState) {
                 .with_label_values(&[channel, status])
                 .inc();
         }
-        let quiet = state
-            .sends_due_noticed
-            .is_none_or(|noticed| noticed.elapsed() >= SENDS_DUE_NOTICE_INTERVAL);
+        // Handled at their commit, as far as the relay's delivery latency goes.
+        let events = inline.events.into_inner();
+        let delivery = metrics
+            .event_delivery_seconds
+            .with_label_values(&["in_process"]);
+        for _ in 0..events {
+            delivery.observe(0.0);
+        }
         if InlineNotifier::sends_due(&written)
-            && quiet
             && let Some(notifier) = state.notifier.get()
+            && !state.deliveries_due.swap(true, Ordering::AcqRel)
         {
-            state.sends_due_noticed = Some(Instant::now());
             let _ = notifier.send_message(NotifierMsg::DeliverDue);
         }
     }
@@ -266,6 +269,7 @@ async fn inline_notifier(
             clients,
             channels,
             written: std::sync::Mutex::default(),
+            events: std::sync::atomic::AtomicUsize::new(0),
         }),
         Err(error) => {
             tracing::debug!(%error, "channel choices unread; the relay notifies this group");

@@ -17,11 +17,15 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::task::JoinHandle;
 
 pub const KIND: &str = "notifier";
 
 pub struct NotifierArgs {
+    /// Raised by the ledger writer when it wrote deliveries to send (`InlineNotifier`) and told
+    /// the notifier so; lowered as the notifier starts sending what is due.
+    pub deliveries_due: Arc<AtomicBool>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub mailer: Option<Mailer>,
@@ -31,6 +35,7 @@ pub struct NotifierArgs {
 }
 
 pub struct NotifierState {
+    deliveries_due: Arc<AtomicBool>,
     store: Store,
     metrics: Arc<Metrics>,
     mailer: Option<Mailer>,
@@ -65,6 +70,7 @@ impl Actor for Notifier {
             NotifierMsg::DeliverDue
         });
         Ok(NotifierState {
+            deliveries_due: args.deliveries_due,
             store: args.store,
             metrics: args.metrics,
             mailer: args.mailer,
@@ -98,6 +104,8 @@ impl Actor for Notifier {
         let (events, reply) = match message {
             NotifierMsg::Handle(events, reply) => (events, reply),
             NotifierMsg::DeliverDue => {
+                // What the writer writes from now on gets a message of its own.
+                state.deliveries_due.store(false, Ordering::Release);
                 deliver_due(state).await;
                 return Ok(());
             }
@@ -383,8 +391,11 @@ impl Clients {
 pub struct InlineNotifier {
     pub clients: Clients,
     pub channels: HashMap<UserId, (Preferences, bool)>,
-    /// What each notification written inline settled, for the metrics once the group commits.
+    /// Each delivery (channel, status) of the notifications written inline, for the metrics
+    /// and the notifier once the group commits.
     pub written: std::sync::Mutex<Vec<(&'static str, &'static str)>>,
+    /// Events handled inline.
+    pub events: std::sync::atomic::AtomicUsize,
 }
 
 impl InlineNotifier {
@@ -410,6 +421,8 @@ impl NotifyInline for InlineNotifier {
                 })
             })
             .collect::<Option<_>>()?;
+        self.events
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut written) = self.written.lock() {
             written.extend(
                 notifications
@@ -625,6 +638,7 @@ mod tests {
                 .map(|(user, preferences, devices)| (*user, (*preferences, *devices)))
                 .collect(),
             written: std::sync::Mutex::default(),
+            events: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 

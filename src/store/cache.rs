@@ -51,10 +51,6 @@ impl CachedRecipient {
     }
 }
 
-/// A map with a size bound; eviction drops arbitrary entries (cheap, and good enough for
-/// caches whose misses are one indexed read). `retain` (eviction by a predicate) bumps a
-/// generation, and `insert_unless_changed` refuses an entry read from the database before
-/// the latest eviction, so a read racing a revocation cannot put the revoked entry back.
 /// A user's channel choices as `Store::channel_choices` read them.
 #[derive(Debug, Clone, Copy)]
 pub struct CachedChannels {
@@ -69,6 +65,10 @@ impl CachedChannels {
     }
 }
 
+/// A map with a size bound; eviction drops arbitrary entries (cheap, and good enough for
+/// caches whose misses are one indexed read). `retain` (eviction by a predicate) bumps a
+/// generation, and `insert_unless_changed` refuses an entry read from the database before
+/// the latest eviction, so a read racing a revocation cannot put the revoked entry back.
 #[derive(Debug)]
 pub struct BoundedCache<K, V> {
     inner: Mutex<CacheInner<K, V>>,

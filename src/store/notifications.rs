@@ -329,8 +329,6 @@ impl Store {
         Ok(())
     }
 
-    /// Each user's channel preferences and whether they have a push device, for a batch of
-    /// users in two statements.
     /// `channel_choices`, from the node's cache where it holds them (`Caches::channels`);
     /// the others are read, in one go, and cached.
     pub async fn cached_channel_choices(
@@ -367,6 +365,8 @@ impl Store {
         Ok(choices)
     }
 
+    /// Each user's channel preferences and whether they have a push device, for a batch of
+    /// users in two statements.
     pub async fn channel_choices(
         &self,
         users: &[UserId],
