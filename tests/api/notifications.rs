@@ -1,4 +1,4 @@
-use crate::helpers::{TestApp, TestUser, backends, spawn_app};
+use crate::helpers::{Reply, TestApp, TestUser, backends, spawn_app};
 use reqwest::{Method, StatusCode};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, Database, EntityTrait, QueryFilter};
@@ -32,6 +32,17 @@ async fn notifications_of_kind(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("{} never got {count} notifications", user.email);
+}
+
+async fn set_preferences(app: &TestApp, user: &TestUser, choices: Value) -> Reply {
+    app.request(
+        Method::PUT,
+        "/v1/notification_preferences",
+        Some(&user.token),
+        None,
+        Some(choices.to_string()),
+    )
+    .await
 }
 
 fn channels(notification: &Value) -> Vec<(String, String)> {
@@ -84,15 +95,12 @@ async fn both_parties_are_notified_per_their_preferences_and_unconfigured_channe
         );
 
         // Bob turns email and SMS off.
-        let set = app
-            .request(
-                Method::PUT,
-                "/v1/notification_preferences",
-                Some(&bob.token),
-                None,
-                Some(json!({"email": false, "sms": false, "push": true}).to_string()),
-            )
-            .await;
+        let set = set_preferences(
+            &app,
+            &bob,
+            json!({"email": false, "sms": false, "push": true}),
+        )
+        .await;
         assert_eq!(set.status, StatusCode::OK, "{}", set.text);
         assert_eq!(set.body["email"], false);
         assert_eq!(
@@ -101,15 +109,12 @@ async fn both_parties_are_notified_per_their_preferences_and_unconfigured_channe
                 .body["sms"],
             false
         );
-        let bad = app
-            .request(
-                Method::PUT,
-                "/v1/notification_preferences",
-                Some(&bob.token),
-                None,
-                Some(json!({"email": "no", "sms": false, "push": true}).to_string()),
-            )
-            .await;
+        let bad = set_preferences(
+            &app,
+            &bob,
+            json!({"email": "no", "sms": false, "push": true}),
+        )
+        .await;
         assert_eq!(bad.status, StatusCode::BAD_REQUEST);
         app.transfer(&ada, &bob.email, json!(100), "n-2").await;
         let bob_notes = notifications_of(&app, &bob, 2).await;
@@ -312,15 +317,12 @@ async fn a_transfer_is_notified_in_the_commit_that_completes_it() {
         assert_eq!(channels(&bob_notes[0]).len(), 4, "{}", bob_notes[0]);
 
         // Bob's choices were cached by that commit; changing them evicts them.
-        let set = app
-            .request(
-                Method::PUT,
-                "/v1/notification_preferences",
-                Some(&bob.token),
-                None,
-                Some(json!({"email": false, "sms": false, "push": false}).to_string()),
-            )
-            .await;
+        let set = set_preferences(
+            &app,
+            &bob,
+            json!({"email": false, "sms": false, "push": false}),
+        )
+        .await;
         assert_eq!(set.status, StatusCode::OK, "{}", set.text);
         let second = app.transfer(&ada, &bob.email, json!(100), "i-2").await;
         let (event, rows) = notified(&second.body).await;
