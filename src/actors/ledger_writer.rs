@@ -265,12 +265,7 @@ async fn inline_notifier(
     users.sort_unstable();
     users.dedup();
     match state.store.cached_channel_choices(&users).await {
-        Ok(channels) => Some(InlineNotifier {
-            clients,
-            channels,
-            written: std::sync::Mutex::default(),
-            events: std::sync::atomic::AtomicUsize::new(0),
-        }),
+        Ok(channels) => Some(InlineNotifier::new(clients, channels)),
         Err(error) => {
             tracing::debug!(%error, "channel choices unread; the relay notifies this group");
             None

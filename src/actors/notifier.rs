@@ -399,6 +399,15 @@ pub struct InlineNotifier {
 }
 
 impl InlineNotifier {
+    pub fn new(clients: Clients, channels: HashMap<UserId, (Preferences, bool)>) -> Self {
+        InlineNotifier {
+            clients,
+            channels,
+            written: std::sync::Mutex::default(),
+            events: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
     /// Whether a delivery written inline waits to be sent.
     pub fn sends_due(written: &[(&'static str, &'static str)]) -> bool {
         written.iter().any(|(_, status)| *status == "pending")
@@ -631,15 +640,13 @@ mod tests {
     }
 
     fn notifier(clients: Clients, channels: &[(UserId, Preferences, bool)]) -> InlineNotifier {
-        InlineNotifier {
+        InlineNotifier::new(
             clients,
-            channels: channels
+            channels
                 .iter()
                 .map(|(user, preferences, devices)| (*user, (*preferences, *devices)))
                 .collect(),
-            written: std::sync::Mutex::default(),
-            events: std::sync::atomic::AtomicUsize::new(0),
-        }
+        )
     }
 
     #[test]
