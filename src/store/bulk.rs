@@ -15,11 +15,12 @@
 use super::{StoreError, StoreResult};
 use sea_orm::sea_query::{ArrayType, Expr, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityName,
-    EntityTrait, IdenStatic, Iterable, Statement, Value,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, DbErr, EntityName, EntityTrait, IdenStatic, Iterable, RuntimeErr, Statement, Value,
 };
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// Rows per statement on SQLite, well under its bind-parameter limit (the widest table written
 /// in bulk, transfers, has 14 columns: 7,000 parameters).
@@ -486,25 +487,36 @@ impl Writes {
             }
             return Ok(());
         }
-        self.execute_alone(transaction).await
+        if self.statements.is_empty() {
+            return Ok(());
+        }
+        let (sql, values) = combined(self.statements, self.checked);
+        transaction
+            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        Ok(())
     }
 
-    /// PostgreSQL: every statement as ONE statement (one round trip) on `connection`; outside a
-    /// transaction it is a transaction of its own, committed by the server when it succeeds, and
-    /// a failed count check fails all of it.
-    pub(super) async fn execute_alone(self, connection: &impl ConnectionTrait) -> StoreResult<()> {
+    /// PostgreSQL: every statement as ONE statement (one round trip) on the pool, outside a
+    /// transaction: a transaction of its own, committed by the server when it succeeds, and a
+    /// failed count check fails all of it.
+    ///
+    /// The values are moved into the driver's buffer: sea-orm's `execute_raw` would copy every
+    /// one first (a group's arrays of ids, bodies and payloads), then free both copies.
+    pub(super) async fn execute_alone(self, connection: &DatabaseConnection) -> StoreResult<()> {
         debug_assert_eq!(connection.get_database_backend(), DbBackend::Postgres);
         if self.statements.is_empty() {
             return Ok(());
         }
         let (sql, values) = combined(self.statements, self.checked);
-        connection
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                sql,
-                values,
-            ))
-            .await?;
+        let query = sea_orm::sqlx::query_with(
+            sea_orm::sqlx::AssertSqlSafe(sql),
+            sea_query_sqlx::SqlxValues(sea_orm::sea_query::Values(values)),
+        );
+        query
+            .execute(connection.get_postgres_connection_pool())
+            .await
+            .map_err(|error| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(error))))?;
         Ok(())
     }
 }
