@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 const FUNDING_PER_USER: i64 = 1_000_000_000;
 const TRANSFER_AMOUNT_MAX: i64 = 100;
 const SETTLE_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Users set up (logged in) from one client address: the server allows 100 logins per address
+/// a minute (`Limits::login_address_quota`), so 200 users from one address waited a minute.
+const USERS_PER_ADDRESS: usize = 90;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -281,7 +284,10 @@ async fn set_up_users(
     args: &LoadgenArgs,
     run_id: u32,
 ) -> anyhow::Result<Vec<User>> {
+    let clients = set_up_clients(client, &args.url, args.users)?;
+    let clients = &clients;
     let setups = (0..args.users).map(|index| async move {
+        let client = &clients[index / USERS_PER_ADDRESS % clients.len()];
         let email = format!("loadgen-{run_id:08x}-{index}@example.com");
         let phone = format!("+1{:03}{:07}", 200 + (run_id % 700), index);
         let password = format!("loadgen-password-{run_id}");
@@ -309,6 +315,33 @@ async fn set_up_users(
         .collect::<Vec<_>>()
         .await
         .into_iter()
+        .collect()
+}
+
+/// The clients that set the users up: against a server on an IPv4 loopback address, one per
+/// `USERS_PER_ADDRESS` users, each from its own loopback source address (127.0.0.1, 127.0.0.2,
+/// …; all of 127.0.0.0/8 is this host's), so that the server's per-address login limit does not
+/// hold the set-up back; otherwise the one client.
+fn set_up_clients(
+    client: &reqwest::Client,
+    url: &str,
+    users: usize,
+) -> anyhow::Result<Vec<reqwest::Client>> {
+    let loopback = url::Url::parse(url)
+        .ok()
+        .and_then(|url| url.host_str()?.parse::<std::net::Ipv4Addr>().ok())
+        .is_some_and(|address| address.is_loopback());
+    if !loopback || users <= USERS_PER_ADDRESS {
+        return Ok(vec![client.clone()]);
+    }
+    (0..users.div_ceil(USERS_PER_ADDRESS).min(254))
+        .map(|index| {
+            let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + index as u8);
+            Ok(reqwest::Client::builder()
+                .local_address(std::net::IpAddr::V4(source))
+                .timeout(Duration::from_secs(30))
+                .build()?)
+        })
         .collect()
 }
 
