@@ -321,7 +321,8 @@ async fn set_up_users(
 /// The clients that set the users up: against a server on an IPv4 loopback address, one per
 /// `USERS_PER_ADDRESS` users, each from its own loopback source address (127.0.0.1, 127.0.0.2,
 /// …; all of 127.0.0.0/8 is this host's), so that the server's per-address login limit does not
-/// hold the set-up back; otherwise the one client.
+/// hold the set-up back; otherwise (or where only 127.0.0.1 is configured, as on macOS) the one
+/// client.
 fn set_up_clients(
     client: &reqwest::Client,
     url: &str,
@@ -334,9 +335,16 @@ fn set_up_clients(
     if !loopback || users <= USERS_PER_ADDRESS {
         return Ok(vec![client.clone()]);
     }
-    (0..users.div_ceil(USERS_PER_ADDRESS).min(254))
-        .map(|index| {
-            let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + index as u8);
+    let sources: Vec<std::net::Ipv4Addr> = (0..users.div_ceil(USERS_PER_ADDRESS).min(254))
+        .map(|index| std::net::Ipv4Addr::new(127, 0, 0, 1 + index as u8))
+        .filter(|source| std::net::UdpSocket::bind((*source, 0)).is_ok())
+        .collect();
+    if sources.len() < 2 {
+        return Ok(vec![client.clone()]);
+    }
+    sources
+        .into_iter()
+        .map(|source| {
             Ok(reqwest::Client::builder()
                 .local_address(std::net::IpAddr::V4(source))
                 .timeout(Duration::from_secs(30))
