@@ -3,7 +3,8 @@
 //! Labels have bounded cardinality: route patterns, actor kinds, statuses — never ids.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,6 +47,7 @@ pub struct Metrics {
     pub ledger_group_movements: prometheus::Histogram,
     pub ledger_commit_seconds: HistogramVec,
     pub ledger_batches_total: IntCounterVec,
+    pub ledger_writer_busy_seconds_total: CounterVec,
     pub transfers_total: IntCounterVec,
     pub transfers_amount_minor_units_total: IntCounterVec,
     pub webhook_events_total: IntCounterVec,
@@ -182,6 +184,16 @@ impl Metrics {
                     )
                     .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
                     &["path"],
+                ),
+            ),
+            ledger_writer_busy_seconds_total: register(
+                &registry,
+                CounterVec::new(
+                    Opts::new(
+                        "ledger_writer_busy_seconds_total",
+                        "Time the node's ledger writer spent on its groups, by phase: notifying (the notified users' channel choices), building (the group's statement, PostgreSQL), connecting (taking a pooled connection, PostgreSQL), executing (the database writing and committing; on SQLite the whole group), answering (the wallets), yielding (to the wallets just answered). The rate of the sum is the writer's busy fraction: near 1, the node's throughput is its writer's cycle.",
+                    ),
+                    &["phase"],
                 ),
             ),
             ledger_batches_total: register(
@@ -443,6 +455,11 @@ impl Metrics {
         for path in ["combined", "isolated"] {
             metrics.ledger_group_batches.with_label_values(&[path]);
             metrics.ledger_commit_seconds.with_label_values(&[path]);
+        }
+        for phase in crate::actors::ledger_writer::PHASES {
+            metrics
+                .ledger_writer_busy_seconds_total
+                .with_label_values(&[phase]);
         }
         for outcome in ["committed", "conflict"] {
             metrics.ledger_batches_total.with_label_values(&[outcome]);

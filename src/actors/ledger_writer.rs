@@ -30,6 +30,16 @@ use std::time::{Duration, Instant};
 
 pub const KIND: &str = "ledger_writer";
 
+/// The phases of the writer's cycle (`walleti_ledger_writer_busy_seconds_total`).
+pub const PHASES: [&str; 6] = [
+    "notifying",
+    "building",
+    "connecting",
+    "executing",
+    "answering",
+    "yielding",
+];
+
 /// Bounds of one group commit.
 #[derive(Debug, Clone, Copy)]
 pub struct LedgerLimits {
@@ -143,6 +153,7 @@ impl Actor for LedgerWriter {
             LedgerWriterMsg::Flush => {
                 state.flush_pending = false;
                 commit_next_group(state).await;
+                let yielding = Instant::now();
                 // Let the wallets just answered run before the next group is formed: a busy
                 // wallet (a hot account) plans its next batch as soon as its last one is
                 // answered, and would otherwise miss the group that starts right away and
@@ -150,6 +161,7 @@ impl Actor for LedgerWriter {
                 for _ in 0..YIELDS_AFTER_GROUP {
                     tokio::task::yield_now().await;
                 }
+                busy(&metrics, "yielding", yielding.elapsed());
                 // What did not fit goes next, after whatever queued meanwhile has joined it.
                 if !state.buffer.is_empty() {
                     state.flush_pending = true;
@@ -171,8 +183,10 @@ async fn commit_next_group(state: &mut LedgerWriterState) {
     let group: Vec<_> = state.buffer.drain(..take).collect();
     let (batches, replies): (Vec<PlannedBatch>, Vec<_>) = group.into_iter().unzip();
     let movements: usize = batches.iter().map(|batch| batch.movements.len()).sum();
+    let notifying = Instant::now();
     let inline = inline_notifier(state, &batches).await;
     let started = Instant::now();
+    busy(&state.metrics, "notifying", started - notifying);
     let outcome = state
         .store
         .commit_group_notifying(
@@ -181,8 +195,14 @@ async fn commit_next_group(state: &mut LedgerWriterState) {
             inline.as_ref().map(|inline| inline as &dyn NotifyInline),
         )
         .await;
+    let answering = Instant::now();
     let path = outcome.path.as_str();
     let metrics = &state.metrics;
+    let timings = outcome.timings;
+    busy(metrics, "building", timings.building);
+    busy(metrics, "connecting", timings.connecting);
+    let executing = (answering - started).saturating_sub(timings.building + timings.connecting);
+    busy(metrics, "executing", executing);
     // The combined way wrote what the inline notifier gave (the savepoint way wrote none of it).
     let committed = outcome.results.iter().any(Result::is_ok);
     if let Some(inline) = inline
@@ -214,7 +234,7 @@ async fn commit_next_group(state: &mut LedgerWriterState) {
     metrics
         .ledger_commit_seconds
         .with_label_values(&[path])
-        .observe(started.elapsed().as_secs_f64());
+        .observe((answering - started).as_secs_f64());
     metrics
         .ledger_group_batches
         .with_label_values(&[path])
@@ -234,6 +254,15 @@ async fn commit_next_group(state: &mut LedgerWriterState) {
         // A wallet that gave up waiting has failed its batch anyway and will reload.
         let _ = reply.send(result);
     }
+    busy(metrics, "answering", answering.elapsed());
+}
+
+/// Counts time the writer spent in one phase of its cycle.
+fn busy(metrics: &Metrics, phase: &str, spent: Duration) {
+    metrics
+        .ledger_writer_busy_seconds_total
+        .with_label_values(&[phase])
+        .inc_by(spent.as_secs_f64());
 }
 
 /// The notifier for the P2P transfers this group completes, with their users' channel choices

@@ -14,9 +14,10 @@
 
 use super::{StoreError, StoreResult};
 use sea_orm::sea_query::{ArrayType, Expr, SimpleExpr};
+use sea_orm::sqlx::{Postgres, pool::PoolConnection};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    DbBackend, DbErr, EntityName, EntityTrait, IdenStatic, Iterable, RuntimeErr, Statement, Value,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
+    EntityName, EntityTrait, IdenStatic, Iterable, RuntimeErr, Statement, Value,
 };
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -487,38 +488,39 @@ impl Writes {
             }
             return Ok(());
         }
-        if self.statements.is_empty() {
-            return Ok(());
+        if let Some((sql, values)) = self.combine() {
+            transaction
+                .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await?;
         }
-        let (sql, values) = combined(self.statements, self.checked);
-        transaction
-            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?;
         Ok(())
     }
 
-    /// PostgreSQL: every statement as ONE statement (one round trip) on the pool, outside a
-    /// transaction: a transaction of its own, committed by the server when it succeeds, and a
-    /// failed count check fails all of it.
-    ///
-    /// The values are moved into the driver's buffer: sea-orm's `execute_raw` would copy every
-    /// one first (a group's arrays of ids, bodies and payloads), then free both copies.
-    pub(super) async fn execute_alone(self, connection: &DatabaseConnection) -> StoreResult<()> {
-        debug_assert_eq!(connection.get_database_backend(), DbBackend::Postgres);
-        if self.statements.is_empty() {
-            return Ok(());
-        }
-        let (sql, values) = combined(self.statements, self.checked);
-        let query = sea_orm::sqlx::query_with(
-            sea_orm::sqlx::AssertSqlSafe(sql),
-            sea_query_sqlx::SqlxValues(sea_orm::sea_query::Values(values)),
-        );
-        query
-            .execute(connection.get_postgres_connection_pool())
-            .await
-            .map_err(|error| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(error))))?;
-        Ok(())
+    /// PostgreSQL: every statement as ONE (`combined`), or nothing if there is none.
+    pub(super) fn combine(self) -> Option<(String, Vec<Value>)> {
+        (!self.statements.is_empty()).then(|| combined(self.statements, self.checked))
     }
+}
+
+/// PostgreSQL: a combined statement (`Writes::combine`), one round trip on a pooled connection,
+/// outside a transaction: a transaction of its own, committed by the server when it succeeds,
+/// and a failed count check fails all of it.
+///
+/// The values are moved into the driver's buffer: sea-orm's `execute_raw` would copy every one
+/// first (a group's arrays of ids, bodies and payloads), then free both copies.
+pub(super) async fn execute_alone(
+    mut connection: PoolConnection<Postgres>,
+    (sql, values): (String, Vec<Value>),
+) -> StoreResult<()> {
+    let query = sea_orm::sqlx::query_with(
+        sea_orm::sqlx::AssertSqlSafe(sql),
+        sea_query_sqlx::SqlxValues(sea_orm::sea_query::Values(values)),
+    );
+    query
+        .execute(&mut *connection)
+        .await
+        .map_err(|error| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(error))))?;
+    Ok(())
 }
 
 /// `WITH w0 AS (…), w1 AS (…) SELECT 1`, each statement's parameters renumbered after the

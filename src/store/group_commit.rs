@@ -15,7 +15,7 @@
 //! rolls the combined transaction back and the group is committed again with one savepoint per
 //! batch, so that only the offending batch fails.
 
-use super::bulk::{SqlType, Writes, id_in, row_sources};
+use super::bulk::{SqlType, Writes, execute_alone, id_in, row_sources};
 use super::entities::transfers;
 use super::idempotency::{
     AnsweredClaim, ClaimRow, ClaimTaken, CompletionRow, claim_statements, completion_statements,
@@ -33,7 +33,10 @@ use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait};
+use sea_orm::{DbErr, RuntimeErr};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// One wallet's planned batch: its account's new state and the movements to write.
 #[derive(Debug, Clone)]
@@ -96,6 +99,17 @@ impl GroupPath {
 pub struct GroupOutcome {
     pub results: Vec<StoreResult<()>>,
     pub path: GroupPath,
+    pub timings: GroupTimings,
+}
+
+/// Where a group's time went before the database had it, where that can be told apart
+/// (PostgreSQL's one-statement path): the rest of the group's time is the database's.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GroupTimings {
+    /// Building the group's statement and its parameters.
+    pub building: Duration,
+    /// Taking a connection from the pool (which checks it with a round trip first).
+    pub connecting: Duration,
 }
 
 /// The combined attempt failed before its commit (nothing was written) or at it (unknown).
@@ -122,16 +136,22 @@ impl Store {
     ) -> GroupOutcome {
         // One batch too: its movements' rows still go in multi-row statements (a hot wallet's
         // batch carries many; one statement per movement made such a group the slowest).
-        match self.commit_combined(batches, now, inline).await {
+        let mut timings = GroupTimings::default();
+        match self
+            .commit_combined(batches, now, inline, &mut timings)
+            .await
+        {
             Ok(results) => GroupOutcome {
                 results,
                 path: GroupPath::Combined,
+                timings,
             },
             Err(CombinedFailure::BeforeCommit(error)) => {
                 tracing::debug!(%error, batches = batches.len(), "combined group commit failed; one savepoint per batch");
                 GroupOutcome {
                     results: self.commit_isolated(batches, now).await,
                     path: GroupPath::Isolated,
+                    timings,
                 }
             }
             // The commit itself failed: whether it landed is unknown, so every batch fails and
@@ -146,6 +166,7 @@ impl Store {
                     })
                     .collect(),
                 path: GroupPath::Combined,
+                timings,
             },
         }
     }
@@ -155,10 +176,11 @@ impl Store {
         batches: &[PlannedBatch],
         now: DateTime<Utc>,
         inline: Option<&dyn NotifyInline>,
+        timings: &mut GroupTimings,
     ) -> Result<Vec<StoreResult<()>>, CombinedFailure> {
         let before = CombinedFailure::BeforeCommit;
         if self.backend() == DbBackend::Postgres {
-            return commit_in_one_statement(self, batches, now, inline).await;
+            return commit_in_one_statement(self, batches, now, inline, timings).await;
         }
         let transaction = self
             .writer()
@@ -273,8 +295,10 @@ async fn commit_in_one_statement(
     batches: &[PlannedBatch],
     now: DateTime<Utc>,
     inline: Option<&dyn NotifyInline>,
+    timings: &mut GroupTimings,
 ) -> Result<Vec<StoreResult<()>>, CombinedFailure> {
     let before = CombinedFailure::BeforeCommit;
+    let building = Instant::now();
     let backend = DbBackend::Postgres;
     let mut writes = Writes::default();
     let claims: Vec<&ClaimRow> = batches.iter().flat_map(PlannedBatch::claims).collect();
@@ -347,16 +371,30 @@ async fn commit_in_one_statement(
             rest.is_empty(),
             "a simple group leaves nothing for a transaction"
         );
-        writes
-            .execute_alone(store.writer())
-            .await
-            .map_err(|error| {
-                if server_answered(&error) {
-                    CombinedFailure::BeforeCommit(error)
-                } else {
-                    CombinedFailure::AtCommit(error)
-                }
-            })?;
+        // A simple group always writes its accounts.
+        if let Some(statement) = writes.combine() {
+            timings.building = building.elapsed();
+            let connecting = Instant::now();
+            // Nothing was sent yet: the savepoint way may still write the group.
+            let connection = store
+                .writer()
+                .get_postgres_connection_pool()
+                .acquire()
+                .await
+                .map_err(|error| {
+                    before(DbErr::Conn(RuntimeErr::SqlxError(Arc::new(error))).into())
+                })?;
+            timings.connecting = connecting.elapsed();
+            execute_alone(connection, statement)
+                .await
+                .map_err(|error| {
+                    if server_answered(&error) {
+                        CombinedFailure::BeforeCommit(error)
+                    } else {
+                        CombinedFailure::AtCommit(error)
+                    }
+                })?;
+        }
     } else {
         let transaction = store
             .writer()

@@ -818,6 +818,15 @@ async fn concurrent_transfers_between_many_wallets_share_commits() {
         };
         let (combined_before, batches_before) = groups("combined");
         let (isolated_before, _) = groups("isolated");
+        let busy = |phase: &str| {
+            metrics
+                .ledger_writer_busy_seconds_total
+                .with_label_values(&[phase])
+                .get()
+        };
+        let phases = walleti::actors::ledger_writer::PHASES;
+        let busy_before: Vec<f64> = phases.iter().map(|phase| busy(phase)).collect();
+        let started = std::time::Instant::now();
 
         let users_ref = &users;
         let replies = join_all((0..TRANSFERS).map(|index| {
@@ -837,6 +846,28 @@ async fn concurrent_transfers_between_many_wallets_share_commits() {
             assert_eq!(reply.body["status"], "completed", "{}", reply.text);
         }
 
+        let elapsed = started.elapsed().as_secs_f64();
+        let spent: Vec<f64> = phases
+            .iter()
+            .zip(&busy_before)
+            .map(|(phase, before)| busy(phase) - before)
+            .collect();
+        // The writer's phases follow each other: together they cannot exceed the time that
+        // passed (give or take the group that was under way at the start).
+        let sum: f64 = spent.iter().sum();
+        assert!(
+            sum > 0.0 && sum <= elapsed + 0.5,
+            "writer busy {sum} s in {elapsed} s ({backend:?}): {spent:?}"
+        );
+        for (phase, spent) in phases.iter().zip(&spent) {
+            // SQLite's statements are all `executing` (their building is interleaved).
+            let timed = match *phase {
+                "building" | "connecting" => backend == Backend::Postgres,
+                "notifying" | "executing" | "answering" | "yielding" => true,
+                other => panic!("unknown phase {other}"),
+            };
+            assert_eq!(*spent > 0.0, timed, "{phase} {spent} s ({backend:?})");
+        }
         let (combined_after, batches_after) = groups("combined");
         let combined = combined_after - combined_before;
         let batches = batches_after - batches_before;
