@@ -48,6 +48,10 @@ const SQLITE_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 /// process without the background checkpointer running (SQLite's default is 1,000).
 const SQLITE_WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 const ACQUIRE_TIMEOUT_MS: u64 = 10_000;
+/// A PostgreSQL connection idle at least this long is pinged before the pool hands it out.
+/// One that broke in busier use fails its statement, which is then handled as any lost
+/// connection (the ledger writer's group: outcome unknown, its wallets reload, retries replay).
+const POOL_TEST_IDLE_FOR: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -135,7 +139,11 @@ impl Store {
         options
             .max_connections(POOL_CONNECTIONS_MAX)
             .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS))
-            .sqlx_logging(false);
+            .sqlx_logging(false)
+            // Only a connection idle for a while is pinged before use: a dropped one is
+            // replaced unnoticed; a busy one (the ledger writer's, under load) is spared a
+            // round trip every group waited for. +13–15 % uniform, +9 % hot (docs/performance.md).
+            .test_before_acquire_if_idle_for(POOL_TEST_IDLE_FOR);
         let pool = Database::connect(options)
             .await
             .with_context(|| format!("connect to {}", redact(&database_url)))?;
