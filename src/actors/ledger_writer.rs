@@ -16,7 +16,7 @@
 //! and its callers retry as replays.
 
 use super::notifier::{Clients, InlineNotifier, NotifierMsg};
-use crate::domain::{TransferKind, UserId};
+use crate::domain::{AccountId, TransferKind, UserId};
 use crate::metrics::{MailboxTicket, Metrics};
 use crate::store::group_commit::{GroupPath, PlannedBatch};
 use crate::store::ledger::Effect;
@@ -24,6 +24,7 @@ use crate::store::notifications::NotifyInline;
 use crate::store::transfers::Party;
 use crate::store::{Store, StoreError, StoreResult};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -181,7 +182,7 @@ async fn commit_next_group(state: &mut LedgerWriterState) {
         return;
     }
     let group: Vec<_> = state.buffer.drain(..take).collect();
-    let (batches, replies): (Vec<PlannedBatch>, Vec<_>) = group.into_iter().unzip();
+    let (batches, replies) = merge_chained(group);
     let movements: usize = batches.iter().map(|batch| batch.movements.len()).sum();
     let notifying = Instant::now();
     let inline = inline_notifier(state, &batches).await;
@@ -241,7 +242,7 @@ async fn commit_next_group(state: &mut LedgerWriterState) {
         .observe(batches.len() as f64);
     metrics.ledger_group_movements.observe(movements as f64);
     debug_assert_eq!(outcome.results.len(), replies.len());
-    for (result, reply) in outcome.results.into_iter().zip(replies) {
+    for (result, replies) in outcome.results.into_iter().zip(replies) {
         let label = if result.is_ok() {
             "committed"
         } else {
@@ -250,9 +251,15 @@ async fn commit_next_group(state: &mut LedgerWriterState) {
         metrics
             .ledger_batches_total
             .with_label_values(&[label])
-            .inc();
-        // A wallet that gave up waiting has failed its batch anyway and will reload.
-        let _ = reply.send(result);
+            .inc_by(replies.len() as u64);
+        for reply in replies {
+            let result = match &result {
+                Ok(()) => Ok(()),
+                Err(error) => Err(StoreError::Conflict(error.to_string())),
+            };
+            // A wallet that gave up waiting has failed its batch anyway and will reload.
+            let _ = reply.send(result);
+        }
     }
     busy(metrics, "answering", answering.elapsed());
 }
@@ -300,6 +307,35 @@ async fn inline_notifier(
             None
         }
     }
+}
+
+/// The group's batches with each wallet's batches planned on top of one another (a wallet plans
+/// its next batch while one is in flight, `wallet::InFlight`) written as one: the first one's
+/// place, version and balance checked, the last one's balance, every movement in order. The
+/// accounts' update of a group takes one row per account. Each written batch keeps the replies
+/// of the batches it carries; they share its result.
+fn merge_chained(
+    group: Vec<(PlannedBatch, RpcReplyPort<StoreResult<()>>)>,
+) -> (Vec<PlannedBatch>, Vec<Vec<RpcReplyPort<StoreResult<()>>>>) {
+    let mut batches: Vec<PlannedBatch> = Vec::with_capacity(group.len());
+    let mut replies: Vec<Vec<RpcReplyPort<StoreResult<()>>>> = Vec::with_capacity(group.len());
+    let mut written: HashMap<AccountId, usize> = HashMap::with_capacity(group.len());
+    for (batch, reply) in group {
+        if let Some(&index) = written.get(&batch.account.account)
+            && let Some(write) = batches[index].account.then(batch.account)
+        {
+            batches[index].account = write;
+            batches[index].movements.extend(batch.movements);
+            replies[index].push(reply);
+            continue;
+        }
+        // Not planned on the one before (never seen): written apart, where the version check
+        // of the later one fails it.
+        written.insert(batch.account.account, batches.len());
+        batches.push(batch);
+        replies.push(vec![reply]);
+    }
+    (batches, replies)
 }
 
 /// How many batches from the front of the buffer the next group takes.
@@ -381,7 +417,6 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::AccountId;
     use crate::store::ledger::AccountWrite;
 
     fn batch() -> PlannedBatch {
@@ -389,8 +424,11 @@ mod tests {
             account: AccountWrite {
                 account: AccountId::generate(),
                 expected_version: 0,
+                expected_available: 0,
+                expected_locked: 0,
                 available: 0,
                 locked: 0,
+                steps: 1,
             },
             movements: Vec::new(),
         }

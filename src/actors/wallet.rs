@@ -12,9 +12,22 @@
 //! itself `Flush`. Every op that arrives before that `Flush` is dequeued joins its wallet's
 //! buffer, so when `Flush` runs every wallet with buffered ops plans them against its
 //! in-memory balance and hands them, as one batch per wallet, to the `LedgerWriter`, which
-//! commits them together with other shards' batches (group commit); then every caller is
-//! answered. At low load a batch is one op with no added wait; under load a hot wallet commits
-//! many ops per batch and many wallets' batches share one transaction.
+//! commits them together with other shards' batches (group commit); every caller is answered
+//! when its batch's commit is (`WalletMsg::Committed`). At low load a batch is one op with no
+//! added wait; under load a hot wallet commits many ops per batch and many wallets' batches
+//! share one transaction.
+//!
+//! Pipelining: the shard does not wait for a commit. While a wallet's batch is in flight, the
+//! wallet may plan its next batch on top of it (the balance and version that batch leaves) and
+//! hand it on, so that a P2P credit arriving at a busy recipient, or a second transfer of a
+//! busy payer, rides the next group instead of waiting for this one's answer. Only P2P legs
+//! that are first attempts are planned that way (`pipelinable`): they read nothing, and the
+//! guards they need are checked by the commit itself. Everything else, and a batch that would
+//! refuse an op for lack of funds, waits until every batch in flight is answered. A later batch
+//! expects exactly the version and balance the earlier one leaves (`AccountWrite`), so if the
+//! earlier one fails the later one fails too; the wallet then waits for all its batches in
+//! flight to be answered and reloads from the database. Two batches of one wallet in one group
+//! are written as one (`ledger_writer`).
 //!
 //! Business rejections go back in the reply. An infrastructure failure of one wallet (a
 //! database error, a failed version check because another writer touched the account) drops
@@ -37,9 +50,9 @@ use crate::store::ledger::{
     AccountWrite, AppliedMovement, Effect, IntentAction, JournalSpec, Reference,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const KIND: &str = "wallet";
@@ -83,6 +96,8 @@ pub struct ShardArgs {
 
 /// What every wallet of a shard uses.
 struct Shared {
+    /// This shard, which the writer's answers are sent back to.
+    myself: ActorRef<WalletMsg>,
     index: usize,
     store: Store,
     ledger: Ledger,
@@ -97,6 +112,9 @@ pub struct ShardState {
     wallets: HashMap<AccountId, Wallet>,
     flush_pending: bool,
 }
+
+/// Numbers the batches a shard hands to the writer (`InFlight::seq`).
+static BATCH_SEQ: AtomicU64 = AtomicU64::new(0);
 
 pub type OpReply = RpcReplyPort<Result<OpOutcome, WalletError>>;
 type BalanceReply = RpcReplyPort<Result<Balance, WalletError>>;
@@ -141,6 +159,27 @@ struct Wallet {
     buffer: Vec<Pending>,
     balance_waiters: Vec<BalanceReply>,
     last_activity: Instant,
+    /// Batches handed to the ledger writer and not answered yet, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// A batch failed (why): once none is in flight the wallet reloads, or plans the failed
+    /// batches' own ops again (`retry_without_sent_on`).
+    failed: Option<String>,
+    /// The failed batches' ops, unanswered.
+    failed_ops: Vec<Pending>,
+}
+
+/// A batch handed to the ledger writer, with what its commit makes of the wallet and whom it
+/// answers.
+struct InFlight {
+    seq: u64,
+    /// The account's balance and version once this batch is committed.
+    balance: Balance,
+    version: i64,
+    batch: Vec<Pending>,
+    outcomes: Vec<OpOutcome>,
+    movements: usize,
+    /// The writer's answer, once it came (answers are taken in order).
+    result: Option<crate::store::StoreResult<()>>,
 }
 
 impl Wallet {
@@ -150,12 +189,39 @@ impl Wallet {
             buffer: Vec::new(),
             balance_waiters: Vec::new(),
             last_activity: Instant::now(),
+            in_flight: VecDeque::new(),
+            failed: None,
+            failed_ops: Vec::new(),
         }
     }
 
     fn has_work(&self) -> bool {
         !self.buffer.is_empty() || !self.balance_waiters.is_empty()
     }
+
+    /// The account as the last batch in flight leaves it (as committed if none is).
+    fn planned(&self, committed: &AccountRecord) -> AccountRecord {
+        let mut planned = committed.clone();
+        if let Some(last) = self.in_flight.back() {
+            planned.balance = last.balance;
+            planned.version = last.version;
+        }
+        planned
+    }
+}
+
+/// An op a wallet may plan on top of a batch still in flight: a first attempt of a P2P
+/// transfer's leg. It reads nothing before it is planned (its guards are checked by the
+/// commit), and its balance check is against the balance the batches in flight leave.
+fn pipelinable(op: &WalletOp) -> bool {
+    !op.replay
+        && op.counterpart.is_none()
+        && match &op.effect {
+            Effect::OpenTransfer(transfer) | Effect::CompleteTransfer(transfer) => {
+                transfer.kind == crate::domain::TransferKind::P2p
+            }
+            _ => false,
+        }
 }
 
 /// One balance change requested of a wallet, with everything its commit must write.
@@ -198,6 +264,8 @@ pub enum WalletMsg {
     Flush,
     /// Sent by the supervisor every half idle timeout: wallets idle that long are dropped.
     IdleCheck,
+    /// The ledger writer's answer to a wallet's batch (`InFlight::seq`).
+    Committed(AccountId, u64, crate::store::StoreResult<()>),
 }
 
 /// Hosts the wallets whose account ids hash to it (see the module's documentation).
@@ -210,11 +278,12 @@ impl Actor for WalletShard {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<WalletMsg>,
+        myself: ActorRef<WalletMsg>,
         args: ShardArgs,
     ) -> Result<ShardState, ActorProcessingErr> {
         Ok(ShardState {
             shared: Shared {
+                myself,
                 index: args.index,
                 store: args.store,
                 ledger: args.ledger,
@@ -246,17 +315,15 @@ impl Actor for WalletShard {
                     reply,
                     chain,
                 });
-                if wallet.buffer.len() < state.shared.limits.flush_batch_max
-                    || Box::pin(flush_shard(state)).await
-                {
+                if wallet.buffer.len() < state.shared.limits.flush_batch_max {
                     request_flush(&myself, state)?;
+                } else {
+                    Box::pin(flush_shard(state)).await;
                 }
             }
             WalletMsg::Flush => {
                 state.flush_pending = false;
-                if Box::pin(flush_shard(state)).await {
-                    request_flush(&myself, state)?;
-                }
+                Box::pin(flush_shard(state)).await;
             }
             WalletMsg::Balance(account, reply) => {
                 let wallet = state.wallets.entry(account).or_insert_with(Wallet::new);
@@ -270,11 +337,18 @@ impl Actor for WalletShard {
                     }
                 }
             }
+            WalletMsg::Committed(account, seq, result) => {
+                if committed(state, account, seq, result).await {
+                    request_flush(&myself, state)?;
+                }
+            }
             WalletMsg::IdleCheck => {
                 let idle_timeout = state.shared.limits.idle_timeout;
                 let before = state.wallets.len();
                 state.wallets.retain(|_, wallet| {
-                    wallet.has_work() || wallet.last_activity.elapsed() < idle_timeout
+                    wallet.has_work()
+                        || !wallet.in_flight.is_empty()
+                        || wallet.last_activity.elapsed() < idle_timeout
                 });
                 let dropped = before - state.wallets.len();
                 if dropped > 0 {
@@ -345,8 +419,8 @@ fn request_flush(
 
 /// Flushes every wallet of the shard that has work, all at once (their batches join the same
 /// group commits). A wallet that fails is dropped, its callers left unanswered (they retry).
-/// True if some wallet has ops to plan again (another flush is due).
-async fn flush_shard(state: &mut ShardState) -> bool {
+/// Ops left in a buffer wait for their wallet's batches in flight (`committed` flushes again).
+async fn flush_shard(state: &mut ShardState) {
     let ShardState {
         shared, wallets, ..
     } = state;
@@ -356,15 +430,20 @@ async fn flush_shard(state: &mut ShardState) -> bool {
         .filter(|(_, wallet)| wallet.has_work())
         .map(|(account, wallet)| async move { (*account, flush(shared, *account, wallet).await) });
     let results = futures_util::future::join_all(flushes).await;
-    let mut again = false;
     for (account, result) in results {
         match result {
             Ok(Flushed::Done) => {}
-            Ok(Flushed::Again) => again = true,
             Ok(Flushed::Missing) => {
                 wallets.remove(&account);
             }
             Err(error) => {
+                if let Some(wallet) = wallets.get_mut(&account)
+                    && !wallet.in_flight.is_empty()
+                {
+                    // It reloads once its batches in flight are answered (`committed`).
+                    wallet.failed = Some(error.to_string());
+                    continue;
+                }
                 let was_loaded = wallets
                     .remove(&account)
                     .is_some_and(|wallet| wallet.account.is_some());
@@ -380,13 +459,11 @@ async fn flush_shard(state: &mut ShardState) -> bool {
             }
         }
     }
-    again
 }
 
 enum Flushed {
+    /// Planned and handed on, or nothing to do, or waiting for the batches in flight.
     Done,
-    /// Ops to plan again in the next flush (`retry_without_sent_on`).
-    Again,
     /// The account does not exist; its callers were told.
     Missing,
 }
@@ -399,6 +476,10 @@ async fn flush(
     wallet: &mut Wallet,
 ) -> Result<Flushed, ActorProcessingErr> {
     if wallet.account.is_none() {
+        if !wallet.in_flight.is_empty() {
+            // Failed: it reloads once its batches in flight are answered.
+            return Ok(Flushed::Done);
+        }
         // Boxed: the shard's task keeps room for its largest future while it lives.
         match Box::pin(shared.store.load_account(account_id)).await? {
             Some(account) => {
@@ -417,29 +498,140 @@ async fn flush(
             }
         }
     }
-    let Some(account) = wallet.account.as_mut() else {
+    let Some(account) = wallet.account.as_ref() else {
         return Ok(Flushed::Done);
     };
-    if !wallet.buffer.is_empty() {
+    let balance = account.balance;
+    let waits = !wallet.in_flight.is_empty()
+        && (wallet.failed.is_some()
+            || !wallet.buffer.iter().all(|pending| pipelinable(&pending.op)));
+    if !wallet.buffer.is_empty() && !waits {
         let batch = std::mem::take(&mut wallet.buffer);
-        let again = commit_batch(shared, account, batch).await?;
-        if !again.is_empty() {
-            wallet.buffer = again;
-            return Ok(Flushed::Again);
+        match commit_batch(shared, wallet, batch).await? {
+            Planned::HandedOn | Planned::Answered => {}
+            Planned::Wait(batch) => wallet.buffer = batch,
         }
     }
     for reply in wallet.balance_waiters.drain(..) {
-        let _ = reply.send(Ok(account.balance));
+        let _ = reply.send(Ok(balance));
     }
     Ok(Flushed::Done)
 }
 
-/// Validates and commits one wallet's buffered ops in one batch, then answers their callers.
+/// What became of a wallet's buffered ops.
+enum Planned {
+    /// Handed to the ledger writer: answered when its commit is.
+    HandedOn,
+    /// Nothing to write: answered already.
+    Answered,
+    /// Back to the buffer until the batches in flight are answered (an op would be refused
+    /// for lack of funds that a batch in flight may yet give back, by failing).
+    Wait(Vec<Pending>),
+}
+
+/// The writer's answer to one of a wallet's batches. Answers are taken in the order the
+/// batches were handed on. A committed batch moves the wallet's account on and answers its
+/// callers. A failed one leaves them unanswered and fails the wallet's later batches in flight
+/// with it (they expect what it would have left). Once none is in flight, a failure that came
+/// from credits sent on by other wallets (their debits failed in the same group) while nothing
+/// of this wallet moved plans the failed batches' other ops again (`retry_without_sent_on`);
+/// any other makes the wallet reload from the database, its failed callers retrying as
+/// replays. True if the wallet has ops to plan now.
+async fn committed(
+    state: &mut ShardState,
+    account_id: AccountId,
+    seq: u64,
+    result: crate::store::StoreResult<()>,
+) -> bool {
+    let ShardState {
+        shared, wallets, ..
+    } = state;
+    let Some(wallet) = wallets.get_mut(&account_id) else {
+        return false;
+    };
+    let Some(slot) = wallet.in_flight.iter_mut().find(|batch| batch.seq == seq) else {
+        return false;
+    };
+    slot.result = Some(result);
+    while wallet
+        .in_flight
+        .front()
+        .is_some_and(|batch| batch.result.is_some())
+    {
+        let Some(done) = wallet.in_flight.pop_front() else {
+            break;
+        };
+        match done.result {
+            Some(Ok(())) => {
+                if wallet.failed.is_none()
+                    && let Some(account) = wallet.account.as_mut()
+                {
+                    account.balance = done.balance;
+                    account.version = done.version;
+                    tracing::debug!(account_id = %account.id, ops = done.movements, version = account.version, "wallet batch committed");
+                }
+                shared
+                    .metrics
+                    .wallet_batch_size
+                    .with_label_values(&["committed"])
+                    .observe(done.movements as f64);
+                for (pending, outcome) in done.batch.into_iter().zip(done.outcomes) {
+                    // A caller that timed out is gone; its op is committed and a retry will
+                    // see that.
+                    let _ = pending.reply.send(Ok(outcome));
+                }
+            }
+            Some(Err(error)) => {
+                if wallet.failed.is_none() {
+                    wallet.failed = Some(error.to_string());
+                }
+                wallet.failed_ops.extend(done.batch);
+            }
+            None => unreachable!("only answered batches are taken"),
+        }
+    }
+    if wallet.in_flight.is_empty()
+        && let Some(failure) = wallet.failed.take()
+    {
+        let failed_ops = std::mem::take(&mut wallet.failed_ops);
+        let again = match wallet.account.as_ref() {
+            Some(account) => retry_without_sent_on(shared, account, failed_ops, &failure).await,
+            None => None,
+        };
+        match again {
+            Some(again) => {
+                // Planned again first, before whatever queued meanwhile.
+                let queued = std::mem::replace(&mut wallet.buffer, again);
+                wallet.buffer.extend(queued);
+            }
+            None => {
+                tracing::warn!(account_id = %account_id, %failure, "wallet failed; it reloads on its next op");
+                shared
+                    .metrics
+                    .record_restart(KIND, format!("account {account_id}: {failure}"));
+                if wallet.account.take().is_some() {
+                    shared.unload(1);
+                }
+            }
+        }
+    }
+    wallet.has_work()
+        && (wallet.in_flight.is_empty()
+            || wallet.buffer.iter().all(|pending| pipelinable(&pending.op)))
+}
+
+/// Validates one wallet's buffered ops in one batch against the balance its batches in flight
+/// leave, and hands the batch to the ledger writer (its callers are answered when it commits,
+/// `committed`), or answers them now if it writes nothing.
 async fn commit_batch(
     shared: &Shared,
-    account: &mut AccountRecord,
+    wallet: &mut Wallet,
     mut batch: Vec<Pending>,
-) -> Result<Vec<Pending>, ActorProcessingErr> {
+) -> Result<Planned, ActorProcessingErr> {
+    let Some(committed) = wallet.account.as_ref() else {
+        return Ok(Planned::Wait(batch));
+    };
+    let account = &wallet.planned(committed);
     let store = &shared.store;
     let ops = || batch.iter().map(|pending| &pending.op);
     let op_keys: Vec<&str> = ops()
@@ -488,6 +680,9 @@ async fn commit_batch(
         intents: &intents,
     };
     let plan = plan_batch(account, ops(), &guards);
+    if plan.refused_for_balance && !wallet.in_flight.is_empty() {
+        return Ok(Planned::Wait(batch));
+    }
     // The ops to send on: those chained to an applied op (the others are dropped below).
     let chained: Vec<Box<Chained>> = batch
         .iter_mut()
@@ -507,11 +702,14 @@ async fn commit_batch(
         let write = AccountWrite {
             account: account.id,
             expected_version: account.version,
+            expected_available: account.balance.available,
+            expected_locked: account.balance.locked,
             available: plan.balance.available,
             locked: plan.balance.locked,
+            steps: 1,
         };
-        let ops = plan.movements.len();
-        let committed = shared.ledger.submit(PlannedBatch {
+        let movements = plan.movements.len();
+        let committing = shared.ledger.submit(PlannedBatch {
             account: write,
             movements: plan.movements,
         });
@@ -519,17 +717,23 @@ async fn commit_batch(
         for then in chained {
             shared.send_on(*then);
         }
-        if let Err(error) = committed.await {
-            return retry_without_sent_on(shared, account, batch, error).await;
-        }
-        account.balance = plan.balance;
-        account.version += 1;
-        shared
-            .metrics
-            .wallet_batch_size
-            .with_label_values(&["committed"])
-            .observe(ops as f64);
-        tracing::debug!(account_id = %account.id, ops, version = account.version, "wallet batch committed");
+        let seq = BATCH_SEQ.fetch_add(1, Ordering::Relaxed);
+        wallet.in_flight.push_back(InFlight {
+            seq,
+            balance: plan.balance,
+            version: account.version + 1,
+            batch,
+            outcomes: plan.outcomes,
+            movements,
+            result: None,
+        });
+        let shard = shared.myself.clone();
+        let account_id = account.id;
+        tokio::spawn(async move {
+            let result = committing.await;
+            let _ = shard.send_message(WalletMsg::Committed(account_id, seq, result));
+        });
+        return Ok(Planned::HandedOn);
     } else if plan.refused_for_balance {
         // Nothing was written, so no version check ran: before refusing for lack of funds,
         // make sure no other writer (another node) changed the account since we loaded it.
@@ -539,10 +743,9 @@ async fn commit_batch(
         }
     }
     for (pending, outcome) in batch.into_iter().zip(plan.outcomes) {
-        // A caller that timed out is gone; its op is committed and a retry will see that.
         let _ = pending.reply.send(Ok(outcome));
     }
-    Ok(Vec::new())
+    Ok(Planned::Answered)
 }
 
 /// The batch did not commit. If it holds ops sent on by other wallets (P2P credits chained to
@@ -551,28 +754,34 @@ async fn commit_batch(
 /// still at the version this wallet holds, nothing of the batch committed and the wallet's
 /// state is right: the sent-on ops are dropped (their sagas credit again the ordinary way,
 /// once their debits stand) and the others are planned again, as replays, in the next flush.
-/// Otherwise (or on a second failure, with no sent-on op left) the wallet fails as before.
+/// Otherwise (or on a second failure, with no sent-on op left) the wallet fails: `None`.
 async fn retry_without_sent_on(
     shared: &Shared,
     account: &AccountRecord,
     batch: Vec<Pending>,
-    error: crate::store::StoreError,
-) -> Result<Vec<Pending>, ActorProcessingErr> {
+    error: &str,
+) -> Option<Vec<Pending>> {
     let sent_on = batch
         .iter()
         .any(|pending| matches!(pending.chain, Chain::SentOn));
-    if !sent_on || shared.store.account_version(account.id).await? != Some(account.version) {
-        return Err(error.into());
+    if !sent_on {
+        return None;
+    }
+    match shared.store.account_version(account.id).await {
+        Ok(Some(version)) if version == account.version => {}
+        _ => return None,
     }
     tracing::debug!(account_id = %account.id, %error, "batch with sent-on credits failed; planning the rest again");
-    Ok(batch
-        .into_iter()
-        .filter(|pending| !matches!(pending.chain, Chain::SentOn))
-        .map(|mut pending| {
-            pending.op.replay = true;
-            pending
-        })
-        .collect())
+    Some(
+        batch
+            .into_iter()
+            .filter(|pending| !matches!(pending.chain, Chain::SentOn))
+            .map(|mut pending| {
+                pending.op.replay = true;
+                pending
+            })
+            .collect(),
+    )
 }
 
 /// What was read before applying a batch: op keys already committed, and the states of the

@@ -503,12 +503,15 @@ fn account_statements(
     let rows = writes
         .iter()
         .map(|write| {
-            debug_assert!(write.expected_version >= 0);
+            debug_assert!(write.expected_version >= 0 && write.steps >= 1);
             vec![
                 write.account.to_string().into(),
                 write.available.into(),
                 write.locked.into(),
                 write.expected_version.into(),
+                write.expected_available.into(),
+                write.expected_locked.into(),
+                write.steps.into(),
             ]
         })
         .collect();
@@ -517,15 +520,21 @@ fn account_statements(
         ("available", SqlType::BigInt),
         ("locked", SqlType::BigInt),
         ("version", SqlType::BigInt),
+        ("was_available", SqlType::BigInt),
+        ("was_locked", SqlType::BigInt),
+        ("steps", SqlType::BigInt),
     ];
     Ok(row_sources(backend, &columns, rows)?
         .into_iter()
         .map(|source| {
             let sql = format!(
-                "WITH planned (id, available, locked, version) AS ({}) \
+                "WITH planned (id, available, locked, version, was_available, was_locked, steps) \
+                 AS ({}) \
                  UPDATE accounts SET available = planned.available, locked = planned.locked, \
-                 version = planned.version + 1 FROM planned \
+                 version = planned.version + planned.steps FROM planned \
                  WHERE accounts.id = planned.id AND accounts.version = planned.version \
+                 AND accounts.available = planned.was_available \
+                 AND accounts.locked = planned.was_locked \
                  RETURNING accounts.id",
                 source.sql
             );

@@ -153,13 +153,43 @@ pub struct AppliedMovement {
     pub idempotency: IdempotencyWrite,
 }
 
-/// The new state of the wallet after the batch, checked against the version it was read at.
+/// The new state of the wallet after the batch, checked against the state it was planned
+/// from: the account must still be at `expected_version` AND hold the expected balance.
+///
+/// The balance is checked as well as the version because a wallet may plan a batch on top of
+/// one still in flight (`wallet::InFlight`): that batch expects the version and balance the one
+/// before it leaves. Should the one before fail because another writer moved the account (a
+/// stale owner of another node) to that same version, the version alone would let the later
+/// batch overwrite the other writer's balance; with the balance checked it can only land on
+/// exactly the state it was planned from, where its balances are right whoever wrote it.
 #[derive(Debug, Clone, Copy)]
 pub struct AccountWrite {
     pub account: AccountId,
     pub expected_version: i64,
+    pub expected_available: i64,
+    pub expected_locked: i64,
     pub available: i64,
     pub locked: i64,
+    /// Versions the write moves the account on: one per wallet batch it carries (consecutive
+    /// batches of one wallet in one group are written as one, `AccountWrite::then`).
+    pub steps: i64,
+}
+
+impl AccountWrite {
+    /// This write followed by `next`, planned on top of it, as one write; `None` if `next` was
+    /// not planned from exactly what this one leaves.
+    pub fn then(self, next: AccountWrite) -> Option<AccountWrite> {
+        let chained = next.account == self.account
+            && next.expected_version == self.expected_version + self.steps
+            && next.expected_available == self.available
+            && next.expected_locked == self.locked;
+        chained.then_some(AccountWrite {
+            available: next.available,
+            locked: next.locked,
+            steps: self.steps + next.steps,
+            ..self
+        })
+    }
 }
 
 impl Store {
@@ -253,10 +283,12 @@ async fn write_account(
         .col_expr(accounts::Column::Locked, Expr::value(account.locked))
         .col_expr(
             accounts::Column::Version,
-            Expr::value(account.expected_version + 1),
+            Expr::value(account.expected_version + account.steps),
         )
         .filter(accounts::Column::Id.eq(account.account.to_string()))
         .filter(accounts::Column::Version.eq(account.expected_version))
+        .filter(accounts::Column::Available.eq(account.expected_available))
+        .filter(accounts::Column::Locked.eq(account.expected_locked))
         .exec(transaction)
         .await?;
     if updated.rows_affected != 1 {

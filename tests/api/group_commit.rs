@@ -38,8 +38,11 @@ async fn credit_batch(app: &TestApp, account: &str, op_key: &str) -> PlannedBatc
         account: AccountWrite {
             account: id,
             expected_version: record.version,
+            expected_available: record.balance.available,
+            expected_locked: record.balance.locked,
             available: after,
             locked: record.balance.locked,
+            steps: 1,
         },
         movements: vec![AppliedMovement {
             op_key: op_key.to_owned(),
