@@ -315,10 +315,10 @@ async fn inline_notifier(
 /// accounts' update of a group takes one row per account. Each written batch keeps the replies
 /// of the batches it carries; they share its result.
 fn merge_chained(
-    group: Vec<(PlannedBatch, RpcReplyPort<StoreResult<()>>)>,
-) -> (Vec<PlannedBatch>, Vec<Vec<RpcReplyPort<StoreResult<()>>>>) {
+    group: Vec<(PlannedBatch, BatchReply)>,
+) -> (Vec<PlannedBatch>, Vec<Vec<BatchReply>>) {
     let mut batches: Vec<PlannedBatch> = Vec::with_capacity(group.len());
-    let mut replies: Vec<Vec<RpcReplyPort<StoreResult<()>>>> = Vec::with_capacity(group.len());
+    let mut replies: Vec<Vec<BatchReply>> = Vec::with_capacity(group.len());
     let mut written: HashMap<AccountId, usize> = HashMap::with_capacity(group.len());
     for (batch, reply) in group {
         if let Some(&index) = written.get(&batch.account.account)
@@ -337,6 +337,9 @@ fn merge_chained(
     }
     (batches, replies)
 }
+
+/// Where a batch's result goes.
+type BatchReply = RpcReplyPort<StoreResult<()>>;
 
 /// How many batches from the front of the buffer the next group takes.
 fn group_length(
@@ -432,6 +435,61 @@ mod tests {
             },
             movements: Vec::new(),
         }
+    }
+
+    fn write(account: AccountId, version: i64, from: i64, to: i64) -> PlannedBatch {
+        PlannedBatch {
+            account: AccountWrite {
+                account,
+                expected_version: version,
+                expected_available: from,
+                expected_locked: 0,
+                available: to,
+                locked: 0,
+                steps: 1,
+            },
+            movements: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_wallets_chained_batches_are_written_as_one_and_others_apart() {
+        let (ada, bob) = (AccountId::generate(), AccountId::generate());
+        let mut group = Vec::new();
+        let mut answers = Vec::new();
+        for batch in [
+            write(ada, 4, 100, 90),
+            write(bob, 1, 0, 10),
+            // Planned on ada's first batch: merged into it.
+            write(ada, 5, 90, 70),
+            // Not planned on what ada's batches leave (a stale plan): written apart.
+            write(ada, 5, 90, 60),
+        ] {
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            group.push((batch, RpcReplyPort::from(sender)));
+            answers.push(receiver);
+        }
+        let (batches, replies) = merge_chained(group);
+        assert_eq!(batches.len(), 3);
+        let merged = batches[0].account;
+        assert_eq!(merged.account, ada);
+        assert_eq!(
+            (merged.expected_version, merged.expected_available),
+            (4, 100)
+        );
+        assert_eq!((merged.available, merged.steps), (70, 2));
+        assert_eq!(batches[1].account.account, bob);
+        assert_eq!(
+            (
+                batches[2].account.expected_version,
+                batches[2].account.available
+            ),
+            (5, 60)
+        );
+        assert_eq!(
+            replies.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 1, 1]
+        );
     }
 
     #[test]
