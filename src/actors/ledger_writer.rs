@@ -423,18 +423,7 @@ mod tests {
     use crate::store::ledger::AccountWrite;
 
     fn batch() -> PlannedBatch {
-        PlannedBatch {
-            account: AccountWrite {
-                account: AccountId::generate(),
-                expected_version: 0,
-                expected_available: 0,
-                expected_locked: 0,
-                available: 0,
-                locked: 0,
-                steps: 1,
-            },
-            movements: Vec::new(),
-        }
+        write(AccountId::generate(), 0, 0, 0)
     }
 
     fn write(account: AccountId, version: i64, from: i64, to: i64) -> PlannedBatch {
@@ -456,7 +445,6 @@ mod tests {
     fn a_wallets_chained_batches_are_written_as_one_and_others_apart() {
         let (ada, bob) = (AccountId::generate(), AccountId::generate());
         let mut group = Vec::new();
-        let mut answers = Vec::new();
         for batch in [
             write(ada, 4, 100, 90),
             write(bob, 1, 0, 10),
@@ -465,9 +453,8 @@ mod tests {
             // Not planned on what ada's batches leave (a stale plan): written apart.
             write(ada, 5, 90, 60),
         ] {
-            let (sender, receiver) = tokio::sync::oneshot::channel();
+            let (sender, _receiver) = tokio::sync::oneshot::channel();
             group.push((batch, RpcReplyPort::from(sender)));
-            answers.push(receiver);
         }
         let (batches, replies) = merge_chained(group);
         assert_eq!(batches.len(), 3);

@@ -199,6 +199,13 @@ impl Wallet {
         !self.buffer.is_empty() || !self.balance_waiters.is_empty()
     }
 
+    /// Its buffered ops may be planned now: nothing is in flight, or they may ride on top of
+    /// what is (`pipelinable`) and no batch of it has failed.
+    fn may_plan(&self) -> bool {
+        self.in_flight.is_empty()
+            || self.failed.is_none() && self.buffer.iter().all(|pending| pipelinable(&pending.op))
+    }
+
     /// The account as the last batch in flight leaves it (as committed if none is).
     fn planned(&self, committed: &AccountRecord) -> AccountRecord {
         let mut planned = committed.clone();
@@ -502,10 +509,7 @@ async fn flush(
         return Ok(Flushed::Done);
     };
     let balance = account.balance;
-    let waits = !wallet.in_flight.is_empty()
-        && (wallet.failed.is_some()
-            || !wallet.buffer.iter().all(|pending| pipelinable(&pending.op)));
-    if !wallet.buffer.is_empty() && !waits {
+    if !wallet.buffer.is_empty() && wallet.may_plan() {
         let batch = std::mem::take(&mut wallet.buffer);
         match commit_batch(shared, wallet, batch).await? {
             Planned::HandedOn | Planned::Answered => {}
@@ -615,9 +619,7 @@ async fn committed(
             }
         }
     }
-    wallet.has_work()
-        && (wallet.in_flight.is_empty()
-            || wallet.buffer.iter().all(|pending| pipelinable(&pending.op)))
+    wallet.has_work() && wallet.may_plan()
 }
 
 /// Validates one wallet's buffered ops in one batch against the balance its batches in flight
