@@ -191,7 +191,7 @@ impl Metrics {
                 CounterVec::new(
                     Opts::new(
                         "ledger_writer_busy_seconds_total",
-                        "Time the node's ledger writer spent on its groups, by phase: notifying (the notified users' channel choices), building (the group's statement, PostgreSQL), connecting (taking a pooled connection, PostgreSQL), executing (the database writing and committing; on SQLite the whole group), answering (the wallets), yielding (to the wallets just answered). The rate of the sum is the writer's busy fraction: near 1, the node's throughput is its writer's cycle.",
+                        "Time the node's ledger writer spent on its groups, by phase: notifying (the notified users' channel choices), building (the group's statement, PostgreSQL), connecting (taking a pooled connection, PostgreSQL), executing (the database writing and committing; on SQLite the whole group), answering (the wallets). The rate of the sum is the writer's busy fraction: near 1, the node's throughput is its writer's cycle.",
                     ),
                     &["phase"],
                 ),
