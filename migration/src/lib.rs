@@ -22,6 +22,7 @@ mod m20261204_000001_notifications_keyed_by_event;
 mod m20261205_000001_entries_op_key_first;
 mod m20261206_000001_entries_checked_by_the_writer;
 mod m20261207_000001_notifications_keyed_by_user;
+mod m20261208_000001_keys_collated_c;
 
 pub struct Migrator;
 
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000001_entries_op_key_first::Migration),
             Box::new(m20261206_000001_entries_checked_by_the_writer::Migration),
             Box::new(m20261207_000001_notifications_keyed_by_user::Migration),
+            Box::new(m20261208_000001_keys_collated_c::Migration),
         ]
     }
 }

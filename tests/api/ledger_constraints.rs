@@ -89,3 +89,86 @@ async fn every_money_movement_writes_its_outbox_event_in_the_same_transaction() 
         assert_eq!(payload["data"]["to_user"], bob.id.as_str());
     }
 }
+
+/// On PostgreSQL the key columns of the rows every transfer writes compare under the `"C"`
+/// collation (migration `keys_collated_c`), keeping their types and lengths; going down gives
+/// them the database's default collation back and up `"C"` again, with the server running, and
+/// money still moves and lists afterwards. SQLite compares bytewise already (nothing changes).
+#[tokio::test]
+async fn transfer_keys_compare_bytewise_on_postgres() {
+    use migration::{Migrator, MigratorTrait};
+    use reqwest::StatusCode;
+    use sea_orm::DbBackend;
+    const KEYS: [(&str, &str, u32); 13] = [
+        ("accounts", "id", 64),
+        ("entries", "account_id", 64),
+        ("entries", "id", 64),
+        ("entries", "op_key", 128),
+        ("idempotency_keys", "caller", 128),
+        ("idempotency_keys", "key", 255),
+        ("journals", "id", 64),
+        ("notifications", "id", 64),
+        ("notifications", "user_id", 64),
+        ("outbox", "id", 64),
+        ("transfers", "from_user", 64),
+        ("transfers", "id", 64),
+        ("transfers", "to_user", 64),
+    ];
+    let expected = |collation: &str| -> Vec<String> {
+        KEYS.iter()
+            .map(|(table, column, length)| {
+                format!("{table}.{column} character varying({length}) {collation}")
+            })
+            .collect()
+    };
+    let pairs: Vec<String> = KEYS
+        .iter()
+        .map(|(table, column, _)| format!("('{table}', '{column}')"))
+        .collect();
+    let sql = format!(
+        "SELECT table_name || '.' || column_name || ' ' || data_type || '(' || \
+         character_maximum_length || ') ' || coalesce(collation_name, 'default') \
+         FROM information_schema.columns WHERE table_schema = 'public' \
+         AND (table_name, column_name) IN ({}) ORDER BY table_name, column_name",
+        pairs.join(", ")
+    );
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let ada = app.user("ada").await;
+        let bob = app.user("bob").await;
+        app.fund(&ada, 100).await;
+        let db = app.state().store.writer();
+        if db.get_database_backend() == DbBackend::Postgres {
+            let collations = async || crate::helpers::text_column(db, &sql).await;
+            assert_eq!(collations().await, expected("C"));
+            let sent = app
+                .transfer(&ada, &bob.email, json!(30), "before-down")
+                .await;
+            assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.text);
+            crate::helpers::migrate_down_through(db, "m20261208_000001_keys_collated_c").await;
+            assert_eq!(collations().await, expected("default"));
+            Migrator::up(db, None).await.expect("up");
+            assert_eq!(collations().await, expected("C"));
+        }
+        let sent = app.transfer(&ada, &bob.email, json!(20), "after-up").await;
+        assert_eq!(
+            sent.status,
+            StatusCode::CREATED,
+            "{backend:?}: {}",
+            sent.text
+        );
+        let listed = app.get("/v1/transfers", &bob.token).await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+        let amounts: Vec<i64> = listed.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .filter_map(|transfer| transfer["amount"].as_i64())
+            .collect();
+        let expected_amounts: &[i64] = match db.get_database_backend() {
+            DbBackend::Postgres => &[20, 30],
+            _ => &[20],
+        };
+        assert_eq!(amounts, expected_amounts, "{backend:?}: newest first");
+    }
+}
