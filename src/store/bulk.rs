@@ -395,11 +395,12 @@ where
             nullable: column.def().is_null(),
         });
     }
+    // Each row's values are moved out of it, not copied (ids, payloads, stored responses).
     let mut values = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for mut row in rows {
         let mut row_values = Vec::with_capacity(columns.len());
         for column in &columns {
-            let value = row.get(*column).into_value().ok_or_else(|| {
+            let value = row.take(*column).into_value().ok_or_else(|| {
                 StoreError::Corrupt(format!("a bulk row leaves {} unset", column.as_str()))
             })?;
             row_values.push(value);
